@@ -1,0 +1,1 @@
+//! C ABI for ferrocoll (NCCL-shaped). Placeholder: issue 6 fills this crate.

@@ -1,0 +1,201 @@
+//! The one error type of ferrocoll, with stable numeric codes for the C ABI.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrocoll_transports::LinkError;
+
+use crate::schedule::Collective;
+use crate::types::{DataType, ReduceOp};
+
+/// Everything that can go wrong in a ferrocoll call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A buffer holds fewer elements than the call needs.
+    #[error("{buffer} buffer too small: {needed} elements needed, {got} given")]
+    BufferTooSmall {
+        /// Which buffer (`input`, `output`).
+        buffer: &'static str,
+        /// Elements the call needs.
+        needed: usize,
+        /// Elements the buffer holds.
+        got: usize,
+    },
+    /// A root rank outside `0..world`.
+    #[error("root {root} out of range for a world of {world} ranks")]
+    RootOutOfRange {
+        /// The root given.
+        root: usize,
+        /// The world size.
+        world: usize,
+    },
+    /// A peer rank outside `0..world`.
+    #[error("peer {peer} out of range for a world of {world} ranks")]
+    PeerOutOfRange {
+        /// The peer given.
+        peer: usize,
+        /// The world size.
+        world: usize,
+    },
+    /// Point-to-point with oneself.
+    #[error("rank {rank} cannot send to or receive from itself")]
+    SelfPeer {
+        /// The rank.
+        rank: usize,
+    },
+    /// A world of zero ranks, or a rank outside the world.
+    #[error("invalid world: rank {rank} of {world} ranks")]
+    InvalidWorld {
+        /// The rank asked for.
+        rank: usize,
+        /// The world size asked for.
+        world: usize,
+    },
+    /// Input and output buffers of different element types.
+    #[error("input is {input} but output is {output}")]
+    TypeMismatch {
+        /// Input element type.
+        input: DataType,
+        /// Output element type.
+        output: DataType,
+    },
+    /// A data-type code that names no [`DataType`] (raw/C callers).
+    #[error("invalid data type code {0}")]
+    InvalidDataType(i64),
+    /// An operator code that names no [`ReduceOp`] (raw/C callers).
+    #[error("invalid reduction operator code {0}")]
+    InvalidReduceOp(i64),
+    /// A null pointer where a buffer of non-zero size is needed (raw/C callers).
+    #[error("null {0} pointer with a non-zero count")]
+    NullPointer(&'static str),
+    /// An element count too large to address in bytes.
+    #[error("count {0} is too large")]
+    CountTooLarge(usize),
+    /// This data type cannot be reduced with this operator.
+    #[error("{op} is not supported for {dtype}")]
+    Unsupported {
+        /// The operator.
+        op: ReduceOp,
+        /// The data type.
+        dtype: DataType,
+    },
+    /// A forced algorithm that does not implement the collective.
+    #[error("algorithm {algo} is not supported for {collective}")]
+    AlgoNotSupported {
+        /// The algorithm forced.
+        algo: &'static str,
+        /// The collective called.
+        collective: Collective,
+    },
+    /// A configuration value (environment variable or builder) that cannot be used.
+    #[error("bad configuration {var}={value:?}: {reason}")]
+    Config {
+        /// The variable or setting.
+        var: String,
+        /// The value found.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Ranks called different collectives (or the same with different arguments).
+    #[error(
+        "mismatched collective #{seq}: rank {rank} expected {expected} but rank {peer} sent {got}"
+    )]
+    Mismatch {
+        /// The rank that noticed.
+        rank: usize,
+        /// The rank whose message disagreed.
+        peer: usize,
+        /// Sequence number of the collective on `rank`.
+        seq: u64,
+        /// What `rank` called.
+        expected: String,
+        /// What `peer` called.
+        got: String,
+    },
+    /// No progress within the deadline.
+    #[error(
+        "collective #{seq} on rank {rank} timed out after {waited:?} waiting for ranks {peers:?}"
+    )]
+    Timeout {
+        /// The rank that gave up.
+        rank: usize,
+        /// Sequence number of the collective.
+        seq: u64,
+        /// Ranks it was still waiting for.
+        peers: Vec<usize>,
+        /// How long it waited without progress.
+        waited: Duration,
+    },
+    /// A peer's link failed (crash, exit, cut link).
+    #[error("collective #{seq} on rank {rank}: rank {peer} failed")]
+    PeerFailed {
+        /// The rank that noticed.
+        rank: usize,
+        /// The failed peer.
+        peer: usize,
+        /// Sequence number of the collective.
+        seq: u64,
+        /// What the link reported.
+        #[source]
+        source: LinkError,
+    },
+    /// The communicator was aborted (by `abort()`, or this rank was shut down).
+    #[error("communicator aborted")]
+    Aborted,
+    /// An earlier failure left the communicator unusable; every later call reports it.
+    #[error("communicator failed earlier")]
+    CommFailed(#[source] Arc<Error>),
+    /// A schedule broke an invariant (a bug in ferrocoll, reported instead of hanging).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Broad classes of [`Error`], numbered like NCCL's `ncclResult_t`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ErrorKind {
+    /// A bug in ferrocoll.
+    Internal = 3,
+    /// The operating system or a link failed.
+    System = 2,
+    /// The caller passed a bad argument.
+    InvalidArgument = 4,
+    /// The caller used the library wrongly (mismatched calls, unsupported combination).
+    InvalidUsage = 5,
+    /// A remote peer failed.
+    Remote = 6,
+    /// A deadline passed.
+    Timeout = 7,
+}
+
+impl Error {
+    /// The broad class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::BufferTooSmall { .. }
+            | Error::RootOutOfRange { .. }
+            | Error::PeerOutOfRange { .. }
+            | Error::SelfPeer { .. }
+            | Error::InvalidWorld { .. }
+            | Error::TypeMismatch { .. }
+            | Error::InvalidDataType(_)
+            | Error::InvalidReduceOp(_)
+            | Error::NullPointer(_)
+            | Error::CountTooLarge(_)
+            | Error::Config { .. } => ErrorKind::InvalidArgument,
+            Error::Unsupported { .. } | Error::AlgoNotSupported { .. } | Error::Mismatch { .. } => {
+                ErrorKind::InvalidUsage
+            }
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::PeerFailed { .. } => ErrorKind::Remote,
+            Error::Aborted => ErrorKind::System,
+            Error::CommFailed(cause) => cause.kind(),
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// ferrocoll's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

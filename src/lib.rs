@@ -1,0 +1,24 @@
+//! # ferrocoll
+//!
+//! Collective communications for distributed training: all-reduce, all-gather,
+//! reduce-scatter, broadcast, reduce, all-to-all, barrier and send/recv over every element
+//! type (f32, f64, f16, bf16, fp8 e4m3/e5m2, integers) and reduction operator (sum, prod, min,
+//! max, avg), with the algorithm (ring, double binary tree, recursive halving-doubling,
+//! direct) chosen per call.
+//!
+//! The architecture is one direction of flow (see `DESIGN.md`): the [`Communicator`] checks a
+//! call, [`algo`] turns it into a [`schedule`] (plain data), and the engine runs the schedule
+//! over the links of `ferrocoll_transports`, calling the [`reduce`] kernels.
+
+pub mod algo;
+pub mod error;
+pub mod fp8;
+pub mod reduce;
+pub mod reference;
+pub mod schedule;
+pub mod types;
+
+pub use error::{Error, ErrorKind, Result};
+pub use fp8::{F8E4M3, F8E5M2};
+pub use schedule::Collective;
+pub use types::{DataType, Element, ReduceOp};

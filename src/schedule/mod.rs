@@ -1,0 +1,410 @@
+//! Schedules: what each rank does in a collective, as plain data.
+//!
+//! An algorithm (see [`crate::algo`]) turns a [`CollSpec`] into one [`RankPlan`] per rank: a
+//! program of [`Step`]s over element [`Region`]s of three buffers (the caller's input and
+//! output, and a scratch area the engine owns). Nothing here does I/O.
+//!
+//! **Semantics** (shared by the executor, the simulator and the validator):
+//! - Messages between two ranks form one FIFO stream per direction: the k-th `Send` from `a`
+//!   to `b` is received by the k-th `Recv` of `b` from `a`, with the same length.
+//! - Steps run as soon as they may, not one by one: a step waits only for earlier steps of
+//!   its rank that touch overlapping memory with at least one write (read-after-write,
+//!   write-after-read, write-after-write), and for earlier steps on the same stream. Sends
+//!   and receives to different peers overlap; that is what makes pipelining work.
+//! - [`segment`] splits every step into pieces of at most `seg` elements, so the dependencies
+//!   above act per segment: the ring sends segment *k* of a chunk on as soon as segment *k*
+//!   has arrived and been reduced, while later segments are still on the wire.
+//! - Input may alias output (in-place calls); [`Layout`] tells where, so the dependency rules
+//!   see the aliasing.
+
+mod deps;
+mod validate;
+
+pub use deps::{dependencies, Layout};
+pub use validate::{simulate, validate};
+
+use std::fmt;
+
+/// The collective operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Collective {
+    /// Every rank ends with the reduction of all inputs.
+    AllReduce = 1,
+    /// Every rank ends with every rank's input, in rank order.
+    AllGather = 2,
+    /// Rank r ends with chunk r of the reduction of all inputs.
+    ReduceScatter = 3,
+    /// Every rank ends with the root's input.
+    Broadcast = 4,
+    /// The root ends with the reduction of all inputs.
+    Reduce = 5,
+    /// Rank r sends chunk j of its input to rank j, which stores it as its chunk r.
+    AllToAll = 6,
+    /// No rank leaves before every rank has entered.
+    Barrier = 7,
+    /// Point-to-point send/receive.
+    SendRecv = 8,
+}
+
+impl Collective {
+    /// Every collective kind.
+    pub const ALL: [Collective; 8] = [
+        Collective::AllReduce,
+        Collective::AllGather,
+        Collective::ReduceScatter,
+        Collective::Broadcast,
+        Collective::Reduce,
+        Collective::AllToAll,
+        Collective::Barrier,
+        Collective::SendRecv,
+    ];
+
+    /// snake_case name (`all_reduce`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Collective::AllReduce => "all_reduce",
+            Collective::AllGather => "all_gather",
+            Collective::ReduceScatter => "reduce_scatter",
+            Collective::Broadcast => "broadcast",
+            Collective::Reduce => "reduce",
+            Collective::AllToAll => "all_to_all",
+            Collective::Barrier => "barrier",
+            Collective::SendRecv => "send_recv",
+        }
+    }
+
+    /// The kind for a wire code.
+    pub fn from_code(code: u8) -> Option<Collective> {
+        Collective::ALL.into_iter().find(|c| *c as u8 == code)
+    }
+
+    /// Whether the collective reduces (and so needs an operator).
+    pub const fn reduces(self) -> bool {
+        matches!(
+            self,
+            Collective::AllReduce | Collective::ReduceScatter | Collective::Reduce
+        )
+    }
+}
+
+impl fmt::Display for Collective {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The shape of one collective call, identical on every rank.
+///
+/// `count` follows NCCL: elements of the all-reduce/broadcast/reduce buffer; elements *per
+/// rank* for all-gather (input count) and reduce-scatter (output count); elements per peer
+/// for all-to-all; unused for barrier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CollSpec {
+    /// Which collective.
+    pub kind: Collective,
+    /// Number of ranks.
+    pub world: usize,
+    /// Element count (see above).
+    pub count: usize,
+    /// Root rank for broadcast and reduce (0 otherwise).
+    pub root: usize,
+}
+
+impl CollSpec {
+    /// Elements of the input buffer of every rank.
+    pub fn input_len(&self) -> usize {
+        match self.kind {
+            Collective::AllReduce
+            | Collective::AllGather
+            | Collective::Broadcast
+            | Collective::Reduce => self.count,
+            Collective::ReduceScatter | Collective::AllToAll => self.count * self.world,
+            Collective::Barrier => 0,
+            Collective::SendRecv => self.count,
+        }
+    }
+
+    /// Elements of the output buffer of every rank.
+    pub fn output_len(&self) -> usize {
+        match self.kind {
+            Collective::AllReduce
+            | Collective::ReduceScatter
+            | Collective::Broadcast
+            | Collective::Reduce => self.count,
+            Collective::AllGather | Collective::AllToAll => self.count * self.world,
+            Collective::Barrier => 0,
+            Collective::SendRecv => self.count,
+        }
+    }
+}
+
+/// Which buffer a region lies in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Buf {
+    /// The caller's input (read only).
+    Input,
+    /// The caller's output.
+    Output,
+    /// Engine-owned scratch, [`RankPlan::scratch`] elements.
+    Scratch,
+}
+
+/// A run of elements in one buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Region {
+    /// The buffer.
+    pub buf: Buf,
+    /// First element.
+    pub off: usize,
+    /// Number of elements.
+    pub len: usize,
+}
+
+impl Region {
+    /// `len` elements of `buf` from `off`.
+    pub const fn new(buf: Buf, off: usize, len: usize) -> Self {
+        Region { buf, off, len }
+    }
+    /// Region of the input.
+    pub const fn input(off: usize, len: usize) -> Self {
+        Region::new(Buf::Input, off, len)
+    }
+    /// Region of the output.
+    pub const fn output(off: usize, len: usize) -> Self {
+        Region::new(Buf::Output, off, len)
+    }
+    /// Region of the scratch area.
+    pub const fn scratch(off: usize, len: usize) -> Self {
+        Region::new(Buf::Scratch, off, len)
+    }
+    /// One past the last element.
+    pub const fn end(&self) -> usize {
+        self.off + self.len
+    }
+    /// The sub-region `[from, from + len)` relative to this one.
+    pub const fn sub(&self, from: usize, len: usize) -> Self {
+        Region::new(self.buf, self.off + from, len)
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = match self.buf {
+            Buf::Input => "in",
+            Buf::Output => "out",
+            Buf::Scratch => "scr",
+        };
+        write!(f, "{b}[{}..{}]", self.off, self.end())
+    }
+}
+
+/// One action of one rank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send `src` to `peer`.
+    Send {
+        /// Destination rank.
+        peer: usize,
+        /// What to send.
+        src: Region,
+    },
+    /// Receive from `peer` into `dst`: a copy when `with` is `None`, otherwise
+    /// `dst = with ⊕ received` (`with` may be `dst` itself).
+    Recv {
+        /// Source rank.
+        peer: usize,
+        /// Where the result goes.
+        dst: Region,
+        /// Left operand of the reduction, if this receive reduces.
+        with: Option<Region>,
+    },
+    /// Local copy `dst = src`.
+    Copy {
+        /// Source.
+        src: Region,
+        /// Destination (same length).
+        dst: Region,
+    },
+    /// Local reduction `dst = a ⊕ b`.
+    Reduce {
+        /// Destination.
+        dst: Region,
+        /// Left operand.
+        a: Region,
+        /// Right operand.
+        b: Region,
+    },
+}
+
+impl Step {
+    /// Number of elements the step moves or writes.
+    pub fn len(&self) -> usize {
+        match self {
+            Step::Send { src, .. } => src.len,
+            Step::Recv { dst, .. } | Step::Copy { dst, .. } | Step::Reduce { dst, .. } => dst.len,
+        }
+    }
+
+    /// Whether the step touches no elements (a header-only message, for barriers).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The region the step writes, if any.
+    pub fn writes(&self) -> Option<Region> {
+        match *self {
+            Step::Send { .. } => None,
+            Step::Recv { dst, .. } | Step::Copy { dst, .. } | Step::Reduce { dst, .. } => Some(dst),
+        }
+    }
+
+    /// The regions the step reads (at most two).
+    pub fn reads(&self) -> [Option<Region>; 2] {
+        match *self {
+            Step::Send { src, .. } => [Some(src), None],
+            Step::Recv { with, .. } => [with, None],
+            Step::Copy { src, .. } => [Some(src), None],
+            Step::Reduce { a, b, .. } => [Some(a), Some(b)],
+        }
+    }
+
+    /// The piece `[from, from + len)` of this step.
+    fn piece(&self, from: usize, len: usize) -> Step {
+        match *self {
+            Step::Send { peer, src } => Step::Send {
+                peer,
+                src: src.sub(from, len),
+            },
+            Step::Recv { peer, dst, with } => Step::Recv {
+                peer,
+                dst: dst.sub(from, len),
+                with: with.map(|w| w.sub(from, len)),
+            },
+            Step::Copy { src, dst } => Step::Copy {
+                src: src.sub(from, len),
+                dst: dst.sub(from, len),
+            },
+            Step::Reduce { dst, a, b } => Step::Reduce {
+                dst: dst.sub(from, len),
+                a: a.sub(from, len),
+                b: b.sub(from, len),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Send { peer, src } => write!(f, "send {src} -> {peer}"),
+            Step::Recv {
+                peer,
+                dst,
+                with: None,
+            } => write!(f, "recv {dst} <- {peer}"),
+            Step::Recv {
+                peer,
+                dst,
+                with: Some(w),
+            } => write!(f, "recv {dst} = {w} + <- {peer}"),
+            Step::Copy { src, dst } => write!(f, "copy {dst} = {src}"),
+            Step::Reduce { dst, a, b } => write!(f, "reduce {dst} = {a} + {b}"),
+        }
+    }
+}
+
+/// One rank's part of a collective.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RankPlan {
+    /// The steps, in program order.
+    pub steps: Vec<Step>,
+    /// Scratch elements the steps use.
+    pub scratch: usize,
+}
+
+impl RankPlan {
+    /// A text dump, one step per line, for debugging (`FERROCOLL_DEBUG=TRACE` logs it).
+    pub fn dump(&self) -> String {
+        let mut s = format!("scratch {} elements\n", self.scratch);
+        for (i, st) in self.steps.iter().enumerate() {
+            s += &format!("{i:4}: {st}\n");
+        }
+        s
+    }
+}
+
+/// Splits every step into pieces of at most `seg` elements (`seg > 0`), keeping program
+/// order. Empty steps stay as they are (one header-only message).
+pub fn segment(steps: &[Step], seg: usize) -> Vec<Step> {
+    let seg = seg.max(1);
+    let mut out = Vec::with_capacity(steps.len());
+    for st in steps {
+        let n = st.len();
+        if n <= seg {
+            out.push(*st);
+            continue;
+        }
+        let mut from = 0;
+        while from < n {
+            let len = seg.min(n - from);
+            out.push(st.piece(from, len));
+            from += len;
+        }
+    }
+    out
+}
+
+/// Splits `n` elements into `parts` nearly equal contiguous chunks (the first `n % parts`
+/// get one more) and returns chunk `i` as (offset, length). Algorithms use this so that
+/// counts not divisible by the world size work everywhere.
+pub const fn chunk(n: usize, parts: usize, i: usize) -> (usize, usize) {
+    let base = n / parts;
+    let extra = n % parts;
+    let off = i * base + if i < extra { i } else { extra };
+    (off, base + if i < extra { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_exactly() {
+        for n in [0usize, 1, 5, 16, 17, 100] {
+            for parts in 1..9 {
+                let mut next = 0;
+                for i in 0..parts {
+                    let (o, l) = chunk(n, parts, i);
+                    assert_eq!(o, next);
+                    next += l;
+                }
+                assert_eq!(next, n);
+            }
+        }
+    }
+
+    #[test]
+    fn segmentation_splits_in_order() {
+        let s = [Step::Recv {
+            peer: 1,
+            dst: Region::output(10, 5),
+            with: Some(Region::input(10, 5)),
+        }];
+        let p = segment(&s, 2);
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            p[2],
+            Step::Recv {
+                peer: 1,
+                dst: Region::output(14, 1),
+                with: Some(Region::input(14, 1))
+            }
+        );
+        let e = [Step::Send {
+            peer: 0,
+            src: Region::input(0, 0),
+        }];
+        assert_eq!(segment(&e, 4), e.to_vec());
+    }
+}

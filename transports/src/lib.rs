@@ -1,0 +1,19 @@
+//! Links that move ferrocoll's bytes between ranks.
+//!
+//! A [`Link`] is one rank's two-way byte stream to one peer. It is non-blocking: writes take
+//! what fits now, reads show what has arrived now. An [`Endpoint`] owns one rank's links and
+//! knows how to sleep until any of them may have moved. The executor in the `ferrocoll` crate
+//! drives endpoints; transports never see a schedule, and the executor never knows which
+//! transport it is driving.
+//!
+//! Implementations:
+//! - [`mem`]: ranks as threads of one process, over [`ring`] buffers on the heap, with fault
+//!   injection (delay, dropped links, killed ranks) for tests.
+//! - shared memory and TCP: issue 3 (not yet in this crate).
+
+pub mod doorbell;
+pub mod link;
+pub mod mem;
+pub mod ring;
+
+pub use link::{Endpoint, Link, LinkError};

@@ -1,0 +1,105 @@
+//! The `Link` and `Endpoint` traits: the contract between the executor and a transport.
+
+use std::time::Duration;
+
+/// Why a link could not move bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The peer closed the link or its process went away; no more bytes will come.
+    #[error("link to rank {peer} is closed (peer exited, crashed or the link was dropped)")]
+    Closed {
+        /// The peer on the other end.
+        peer: usize,
+    },
+    /// This rank was killed (fault injection) or aborted; its links no longer work.
+    #[error("this rank's endpoint was shut down")]
+    Shutdown,
+    /// An operating-system error on the link to `peer`.
+    #[error("I/O error on the link to rank {peer}")]
+    Io {
+        /// The peer on the other end.
+        peer: usize,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer sent bytes that break the transport's framing.
+    #[error("protocol error on the link to rank {peer}: {detail}")]
+    Protocol {
+        /// The peer on the other end.
+        peer: usize,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// One rank's byte stream to one peer, in both directions.
+///
+/// Contract:
+/// - Bytes written with [`Link::try_write`] arrive at the peer in order, exactly once, as one
+///   continuous stream (no message boundaries; framing is the caller's business).
+/// - No call blocks. `try_write` may accept fewer bytes than offered (0 when full); `peek` may
+///   return an empty slice.
+/// - Once the peer has closed, `peek` still returns what arrived before the close; after that
+///   it returns [`LinkError::Closed`]. `try_write` to a closed peer fails at once.
+pub trait Link: Send {
+    /// The rank at the other end.
+    fn peer(&self) -> usize;
+
+    /// Copies as many leading bytes of `buf` as the link accepts now and returns how many.
+    fn try_write(&mut self, buf: &[u8]) -> Result<usize, LinkError>;
+
+    /// Pushes bytes the link buffered internally towards the peer. Returns `true` when none
+    /// are left buffered. Links that never buffer keep the default.
+    fn flush(&mut self) -> Result<bool, LinkError> {
+        Ok(true)
+    }
+
+    /// The contiguous bytes that have arrived and are not yet consumed (possibly empty, and
+    /// possibly only part of what has arrived, e.g. up to a ring buffer's wrap point).
+    fn peek(&mut self) -> Result<&[u8], LinkError>;
+
+    /// Marks the first `n` bytes returned by the last [`Link::peek`] as consumed.
+    /// `n` must not exceed that slice's length.
+    fn consume(&mut self, n: usize);
+
+    /// Reads up to `dst.len()` arrived bytes into `dst`, returning how many. Transports that
+    /// can read straight from the wire into `dst` (TCP) override this to save a copy.
+    fn read_into(&mut self, dst: &mut [u8]) -> Result<usize, LinkError> {
+        let src = self.peek()?;
+        let n = src.len().min(dst.len());
+        dst[..n].copy_from_slice(&src[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+
+    /// Tells the peer that no more bytes will come from this side.
+    fn close(&mut self);
+}
+
+/// One rank's set of links, plus a way to sleep until one of them may have moved.
+pub trait Endpoint: Send {
+    /// This endpoint's rank.
+    fn rank(&self) -> usize;
+
+    /// Number of ranks in the job.
+    fn world_size(&self) -> usize;
+
+    /// The link to `peer`, or `None` for `peer == rank` or a peer out of range.
+    fn link(&mut self, peer: usize) -> Option<&mut dyn Link>;
+
+    /// A value that changes whenever any link of this endpoint may have moved. Read it before
+    /// polling the links, and pass it to [`Endpoint::wait`], so that no wake-up is lost
+    /// between the poll and the wait.
+    fn activity_token(&self) -> u64;
+
+    /// Sleeps until the activity token differs from `token`, [`Endpoint::interrupt`] is
+    /// called, or `timeout` passes.
+    fn wait(&mut self, token: u64, timeout: Duration) -> Result<(), LinkError>;
+
+    /// A handle that wakes this endpoint's `wait` from any thread (used by `abort`).
+    fn interrupter(&self) -> std::sync::Arc<dyn Fn() + Send + Sync>;
+
+    /// Closes every link (on drop, abort or failure) so peers see the end instead of hanging.
+    fn close_all(&mut self);
+}
