@@ -11,6 +11,7 @@
 //! over the links of `ferrocoll_transports`, calling the [`reduce`] kernels.
 
 pub mod algo;
+pub mod bootstrap;
 pub mod error;
 pub mod fp8;
 pub mod reduce;

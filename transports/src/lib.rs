@@ -15,5 +15,7 @@ pub mod doorbell;
 pub mod link;
 pub mod mem;
 pub mod ring;
+pub mod shm;
+pub mod tcp;
 
 pub use link::{Endpoint, Link, LinkError};

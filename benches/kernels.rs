@@ -1,0 +1,2 @@
+//! Reduction kernel throughput (being written).
+fn main() {}

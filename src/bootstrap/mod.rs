@@ -1,0 +1,1 @@
+//! Bootstrap: rendezvous store and launcher environment. Being written for issue 3.

@@ -1,0 +1,1 @@
+//! Shared-memory links. Being written for issue 3.

@@ -1,0 +1,1 @@
+//! TCP links (mio). Being written for issue 3.
