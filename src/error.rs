@@ -66,6 +66,14 @@ pub enum Error {
     /// An operator code that names no [`ReduceOp`] (raw/C callers).
     #[error("invalid reduction operator code {0}")]
     InvalidReduceOp(i64),
+    /// A buffer whose length must be a multiple of the world size but is not.
+    #[error("buffer of {len} elements does not split evenly over {world} ranks")]
+    Indivisible {
+        /// Elements in the buffer.
+        len: usize,
+        /// The world size.
+        world: usize,
+    },
     /// A null pointer where a buffer of non-zero size is needed (raw/C callers).
     #[error("null {0} pointer with a non-zero count")]
     NullPointer(&'static str),
@@ -183,6 +191,7 @@ impl Error {
             | Error::InvalidDataType(_)
             | Error::InvalidReduceOp(_)
             | Error::NullPointer(_)
+            | Error::Indivisible { .. }
             | Error::CountTooLarge(_)
             | Error::Config { .. } => ErrorKind::InvalidArgument,
             Error::Unsupported { .. } | Error::AlgoNotSupported { .. } | Error::Mismatch { .. } => {
@@ -193,6 +202,101 @@ impl Error {
             Error::Aborted => ErrorKind::System,
             Error::CommFailed(cause) => cause.kind(),
             Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl Error {
+    /// A copy of this error, for reporting one failure to many calls (I/O causes are
+    /// re-created from their kind and message).
+    pub fn duplicate(&self) -> Error {
+        use Error::*;
+        match self {
+            BufferTooSmall {
+                buffer,
+                needed,
+                got,
+            } => BufferTooSmall {
+                buffer,
+                needed: *needed,
+                got: *got,
+            },
+            RootOutOfRange { root, world } => RootOutOfRange {
+                root: *root,
+                world: *world,
+            },
+            PeerOutOfRange { peer, world } => PeerOutOfRange {
+                peer: *peer,
+                world: *world,
+            },
+            SelfPeer { rank } => SelfPeer { rank: *rank },
+            InvalidWorld { rank, world } => InvalidWorld {
+                rank: *rank,
+                world: *world,
+            },
+            TypeMismatch { input, output } => TypeMismatch {
+                input: *input,
+                output: *output,
+            },
+            InvalidDataType(c) => InvalidDataType(*c),
+            InvalidReduceOp(c) => InvalidReduceOp(*c),
+            Indivisible { len, world } => Indivisible {
+                len: *len,
+                world: *world,
+            },
+            NullPointer(w) => NullPointer(w),
+            CountTooLarge(c) => CountTooLarge(*c),
+            Unsupported { op, dtype } => Unsupported {
+                op: *op,
+                dtype: *dtype,
+            },
+            AlgoNotSupported { algo, collective } => AlgoNotSupported {
+                algo,
+                collective: *collective,
+            },
+            Config { var, value, reason } => Config {
+                var: var.clone(),
+                value: value.clone(),
+                reason: reason.clone(),
+            },
+            Mismatch {
+                rank,
+                peer,
+                seq,
+                expected,
+                got,
+            } => Mismatch {
+                rank: *rank,
+                peer: *peer,
+                seq: *seq,
+                expected: expected.clone(),
+                got: got.clone(),
+            },
+            Timeout {
+                rank,
+                seq,
+                peers,
+                waited,
+            } => Timeout {
+                rank: *rank,
+                seq: *seq,
+                peers: peers.clone(),
+                waited: *waited,
+            },
+            PeerFailed {
+                rank,
+                peer,
+                seq,
+                source,
+            } => PeerFailed {
+                rank: *rank,
+                peer: *peer,
+                seq: *seq,
+                source: source.duplicate(),
+            },
+            Aborted => Aborted,
+            CommFailed(c) => CommFailed(c.clone()),
+            Internal(m) => Internal(m.clone()),
         }
     }
 }

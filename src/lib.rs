@@ -12,14 +12,24 @@
 
 pub mod algo;
 pub mod bootstrap;
+mod comm;
+pub mod config;
+mod engine;
 pub mod error;
 pub mod fp8;
+pub mod plan;
 pub mod reduce;
 pub mod reference;
 pub mod schedule;
 pub mod types;
+pub mod world;
 
+pub use comm::{Communicator, RawCall, Work};
+pub use config::{AlgoChoice, Config};
+pub use engine::frame::OpHeader;
 pub use error::{Error, ErrorKind, Result};
+pub use ferrocoll_transports as transports;
 pub use fp8::{F8E4M3, F8E5M2};
 pub use schedule::Collective;
 pub use types::{DataType, Element, ReduceOp};
+pub use world::World;

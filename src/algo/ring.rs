@@ -71,7 +71,7 @@ fn all_reduce(p: usize, n: usize, r: usize) -> RankPlan {
     let (right, left) = (rel(r, 1, p), rel(r, -1, p));
     let ch = |c: usize| chunk(n, p, c);
     let mut steps = Vec::new();
-    let mut push_pair = |steps: &mut Vec<Step>, send: Region, recv: Step| {
+    let push_pair = |steps: &mut Vec<Step>, send: Region, recv: Step| {
         if send.len > 0 {
             steps.push(Step::Send {
                 peer: right,

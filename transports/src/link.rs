@@ -33,6 +33,24 @@ pub enum LinkError {
     },
 }
 
+impl LinkError {
+    /// A copy of this error (an I/O cause is re-created from its kind and message).
+    pub fn duplicate(&self) -> LinkError {
+        match self {
+            LinkError::Closed { peer } => LinkError::Closed { peer: *peer },
+            LinkError::Shutdown => LinkError::Shutdown,
+            LinkError::Io { peer, source } => LinkError::Io {
+                peer: *peer,
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            LinkError::Protocol { peer, detail } => LinkError::Protocol {
+                peer: *peer,
+                detail: detail.clone(),
+            },
+        }
+    }
+}
+
 /// One rank's byte stream to one peer, in both directions.
 ///
 /// Contract:

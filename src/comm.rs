@@ -1,0 +1,760 @@
+//! [`Communicator`]: the public API. It checks each call, numbers it, and hands it to the
+//! engine; it never touches links itself.
+
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ferrocoll_transports::Endpoint;
+
+use crate::config::Config;
+use crate::engine::frame::OpHeader;
+use crate::engine::{Call, Engine, Job};
+use crate::error::{Error, Result};
+use crate::schedule::{CollSpec, Collective};
+use crate::types::{DataType, Element, ReduceOp};
+
+/// A group of ranks that run collectives together. One per rank; calls on the ranks of a
+/// communicator must be made in the same order everywhere (a disagreement is detected and
+/// reported as [`Error::Mismatch`]).
+///
+/// Forms of each collective: in-place on one buffer (`all_reduce`), out-of-place
+/// (`all_reduce_into`), asynchronous on owned buffers (`all_reduce_async`, returning a
+/// [`Work`] that gives the buffer back), and raw ([`Communicator::collective_raw`], pointer +
+/// count + [`DataType`], what the C ABI uses).
+pub struct Communicator {
+    engine: Engine,
+    rank: usize,
+    world: usize,
+    seq: AtomicU64,
+    send_seq: Vec<AtomicU64>,
+    recv_seq: Vec<AtomicU64>,
+}
+
+/// A call in raw form: untyped pointers, an element count and a [`DataType`].
+///
+/// `count` follows NCCL (see [`CollSpec`]). For `Broadcast` and `Reduce`, `root` is the root;
+/// for `SendRecv`, `root` is the peer and `output.is_null()` means "send `input`", otherwise
+/// "receive into `output`". In-place calls pass NCCL's pointers: the same buffer for both,
+/// or for all-gather `input == output + rank * count`, for reduce-scatter
+/// `output == input + rank * count` (elements).
+#[derive(Clone, Copy, Debug)]
+pub struct RawCall {
+    /// The collective.
+    pub kind: Collective,
+    /// Send buffer.
+    pub input: *const c_void,
+    /// Receive buffer.
+    pub output: *mut c_void,
+    /// Element count.
+    pub count: usize,
+    /// Element type.
+    pub dtype: DataType,
+    /// Operator (ignored where the collective does not reduce).
+    pub op: ReduceOp,
+    /// Root, or the peer of send/recv.
+    pub root: usize,
+}
+
+/// An asynchronous call in flight. It owns the buffers of the call and gives them back from
+/// [`Work::wait`]; dropping it lets the call finish in the background.
+#[must_use = "a Work does nothing visible unless waited on"]
+pub struct Work<B> {
+    job: Arc<Job>,
+    shared: Arc<crate::engine::Shared>,
+    _buffers: PhantomData<fn() -> B>,
+}
+
+impl<B: 'static> Work<B> {
+    /// Whether the call has finished (successfully or not). Never blocks.
+    pub fn test(&self) -> bool {
+        self.job.is_done()
+    }
+
+    /// Waits for the call and returns its buffers, or its error.
+    pub fn wait(self) -> Result<B> {
+        self.shared.drive_public(&self.job);
+        let (r, keep) = self.job.take();
+        r?;
+        let keep: Box<dyn std::any::Any> =
+            keep.ok_or_else(|| Error::Internal("work buffers missing".into()))?;
+        keep.downcast::<B>()
+            .map(|b| *b)
+            .map_err(|_| Error::Internal("work buffers of another type".into()))
+    }
+}
+
+fn need(buffer: &'static str, needed: usize, got: usize) -> Result<()> {
+    if got < needed {
+        return Err(Error::BufferTooSmall {
+            buffer,
+            needed,
+            got,
+        });
+    }
+    Ok(())
+}
+
+impl Communicator {
+    /// A communicator over an endpoint's links (the transports build endpoints; the
+    /// in-process [`crate::world`] is the simplest).
+    pub fn from_endpoint(ep: Box<dyn Endpoint>, cfg: Config) -> Result<Communicator> {
+        let (rank, world) = (ep.rank(), ep.world_size());
+        if world == 0 || rank >= world {
+            return Err(Error::InvalidWorld { rank, world });
+        }
+        Ok(Communicator {
+            engine: Engine::new(ep, cfg),
+            rank,
+            world,
+            seq: AtomicU64::new(0),
+            send_seq: (0..world).map(|_| AtomicU64::new(0)).collect(),
+            recv_seq: (0..world).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn world_size(&self) -> usize {
+        self.world
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.engine.shared().cfg
+    }
+
+    /// Aborts: the call in progress (on any thread) and every later call fail with
+    /// [`Error::Aborted`], and the links close so peers learn of it. Never blocks.
+    pub fn abort(&self) {
+        self.engine.abort();
+    }
+
+    /// The failure that stopped this communicator, if any.
+    pub fn failure(&self) -> Option<Arc<Error>> {
+        self.engine.failure()
+    }
+
+    /// Builds the engine call for a raw call after checking everything that can be checked
+    /// locally.
+    fn make_call(&self, c: &RawCall) -> Result<Call> {
+        let (p, r) = (self.world, self.rank);
+        let es = c.dtype.size();
+        let spec = CollSpec {
+            kind: c.kind,
+            world: p,
+            count: c.count,
+            root: 0,
+        };
+        if spec
+            .input_len()
+            .max(spec.output_len())
+            .checked_mul(es)
+            .is_none_or(|b| b > isize::MAX as usize)
+        {
+            return Err(Error::CountTooLarge(c.count));
+        }
+        let mut spec = spec;
+        let mut p2p = None;
+        let mut header_root = 0u32;
+        match c.kind {
+            Collective::Broadcast | Collective::Reduce => {
+                if c.root >= p {
+                    return Err(Error::RootOutOfRange {
+                        root: c.root,
+                        world: p,
+                    });
+                }
+                spec.root = c.root;
+                header_root = c.root as u32;
+            }
+            Collective::SendRecv => {
+                if c.root >= p {
+                    return Err(Error::PeerOutOfRange {
+                        peer: c.root,
+                        world: p,
+                    });
+                }
+                if c.root == r {
+                    return Err(Error::SelfPeer { rank: r });
+                }
+                let sending = c.output.is_null();
+                p2p = Some((c.root, sending));
+                header_root = if sending { r as u32 } else { c.root as u32 };
+            }
+            _ => {}
+        }
+        // Which pointers this rank will touch.
+        let uses_input = match c.kind {
+            Collective::Broadcast => r == spec.root,
+            Collective::SendRecv => p2p.is_some_and(|(_, s)| s),
+            Collective::Barrier => false,
+            _ => true,
+        };
+        let uses_output = match c.kind {
+            Collective::Reduce => r == spec.root,
+            Collective::SendRecv => p2p.is_some_and(|(_, s)| !s),
+            Collective::Barrier => false,
+            _ => true,
+        };
+        if c.count > 0 && uses_input && c.input.is_null() {
+            return Err(Error::NullPointer("input"));
+        }
+        if c.count > 0 && uses_output && c.output.is_null() {
+            return Err(Error::NullPointer("output"));
+        }
+        let in_place = match c.kind {
+            Collective::AllGather => {
+                c.input.cast::<u8>()
+                    == c.output
+                        .cast::<u8>()
+                        .wrapping_add(r * c.count * es)
+                        .cast_const()
+            }
+            Collective::ReduceScatter => {
+                c.output.cast::<u8>().cast_const()
+                    == c.input.cast::<u8>().wrapping_add(r * c.count * es)
+            }
+            Collective::SendRecv | Collective::Barrier => false,
+            _ => c.input.cast::<u8>() == c.output.cast::<u8>().cast_const(),
+        } && c.count > 0;
+        let seq = match p2p {
+            Some((peer, true)) => self.send_seq[peer].fetch_add(1, Ordering::Relaxed),
+            Some((peer, false)) => self.recv_seq[peer].fetch_add(1, Ordering::Relaxed),
+            None => self.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let op = if c.kind.reduces() {
+            c.op
+        } else {
+            ReduceOp::Sum
+        };
+        Ok(Call {
+            spec,
+            dtype: c.dtype,
+            op,
+            input: c.input.cast(),
+            output: c.output.cast(),
+            in_place,
+            header: OpHeader {
+                kind: c.kind,
+                dtype: c.dtype,
+                op,
+                root: header_root,
+                count: c.count as u64,
+                seq,
+            },
+            p2p,
+        })
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        match self.engine.failure() {
+            Some(f) => Err(Error::CommFailed(f)),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a raw call to completion.
+    ///
+    /// # Safety
+    /// The pointers must be valid for the reads (input) and writes (output) the collective
+    /// makes on this rank — `count` elements of `dtype`, scaled by the world size where the
+    /// collective says so (see [`CollSpec::input_len`] / [`CollSpec::output_len`]) — and no
+    /// other code may write them (or read the output) until the call returns.
+    pub unsafe fn collective_raw(&self, call: RawCall) -> Result<()> {
+        self.check_failed()?;
+        let job = Job::new(self.make_call(&call)?, None);
+        self.engine.submit(job.clone(), false);
+        self.engine.drive_until(&job);
+        job.take().0
+    }
+
+    /// Starts a raw call in the background.
+    ///
+    /// # Safety
+    /// As for [`Communicator::collective_raw`], until the returned [`Work`] reports completion
+    /// (`test()` true or `wait()` returned) — dropping the `Work` does not end the call.
+    pub unsafe fn collective_raw_async(&self, call: RawCall) -> Result<Work<()>> {
+        self.check_failed()?;
+        let job = Job::new(self.make_call(&call)?, Some(Box::new(())));
+        Ok(self.submit_async(job))
+    }
+
+    fn submit_async<B>(&self, job: Arc<Job>) -> Work<B> {
+        self.engine.submit(job.clone(), true);
+        Work {
+            job,
+            shared: self.engine.shared_arc(),
+            _buffers: PhantomData,
+        }
+    }
+
+    fn raw<T: Element>(
+        &self,
+        kind: Collective,
+        input: *const T,
+        output: *mut T,
+        count: usize,
+        op: ReduceOp,
+        root: usize,
+    ) -> RawCall {
+        RawCall {
+            kind,
+            input: input.cast(),
+            output: output.cast(),
+            count,
+            dtype: T::DTYPE,
+            op,
+            root,
+        }
+    }
+
+    /// Runs a typed call whose buffers the borrow checker keeps alive.
+    fn run<T: Element>(
+        &self,
+        kind: Collective,
+        input: *const T,
+        output: *mut T,
+        count: usize,
+        op: ReduceOp,
+        root: usize,
+    ) -> Result<()> {
+        let call = self.raw(kind, input, output, count, op, root);
+        // SAFETY: every typed entry point checks the slice lengths against `count` before
+        // calling `run`, and holds `&`/`&mut` borrows of the slices for the whole call.
+        unsafe { self.collective_raw(call) }
+    }
+
+    /// Starts a typed call on owned buffers: `make` turns the boxed buffers into the raw
+    /// call (after boxing, so the pointers stay put) or refuses them.
+    fn start<B: Send + 'static>(
+        &self,
+        mut bufs: Box<B>,
+        make: impl FnOnce(&mut B) -> Result<RawCall>,
+    ) -> Result<Work<B>> {
+        self.check_failed()?;
+        let raw = make(&mut bufs)?;
+        let job = Job::new(self.make_call(&raw)?, Some(bufs));
+        Ok(self.submit_async(job))
+    }
+
+    /// All-reduce in place: every rank's `buf` becomes the reduction of all ranks' `buf`.
+    pub fn all_reduce<T: Element>(&self, buf: &mut [T], op: ReduceOp) -> Result<()> {
+        let p = buf.as_mut_ptr();
+        self.run(Collective::AllReduce, p, p, buf.len(), op, 0)
+    }
+
+    /// All-reduce out of place: `output[..input.len()]` becomes the reduction of all inputs.
+    pub fn all_reduce_into<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        op: ReduceOp,
+    ) -> Result<()> {
+        need("output", input.len(), output.len())?;
+        self.run(
+            Collective::AllReduce,
+            input.as_ptr(),
+            output.as_mut_ptr(),
+            input.len(),
+            op,
+            0,
+        )
+    }
+
+    /// All-gather: `output` (at least `world × input.len()`) becomes every rank's input in
+    /// rank order.
+    pub fn all_gather<T: Element>(&self, input: &[T], output: &mut [T]) -> Result<()> {
+        need("output", input.len() * self.world, output.len())?;
+        self.run(
+            Collective::AllGather,
+            input.as_ptr(),
+            output.as_mut_ptr(),
+            input.len(),
+            ReduceOp::Sum,
+            0,
+        )
+    }
+
+    /// All-gather in place: `buf` holds `world` chunks and this rank's input is chunk `rank`.
+    pub fn all_gather_in_place<T: Element>(&self, buf: &mut [T]) -> Result<()> {
+        let n = self.split(buf.len())?;
+        let p = buf.as_mut_ptr();
+        self.run(
+            Collective::AllGather,
+            p.wrapping_add(self.rank * n),
+            p,
+            n,
+            ReduceOp::Sum,
+            0,
+        )
+    }
+
+    /// Reduce-scatter: `output` becomes chunk `rank` (of `output.len()` elements) of the
+    /// reduction of all inputs (at least `world × output.len()` each).
+    pub fn reduce_scatter<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        op: ReduceOp,
+    ) -> Result<()> {
+        need("input", output.len() * self.world, input.len())?;
+        self.run(
+            Collective::ReduceScatter,
+            input.as_ptr(),
+            output.as_mut_ptr(),
+            output.len(),
+            op,
+            0,
+        )
+    }
+
+    /// Reduce-scatter in place: `buf` holds `world` chunks; chunk `rank` becomes the reduced
+    /// chunk (the other chunks are left unspecified).
+    pub fn reduce_scatter_in_place<T: Element>(&self, buf: &mut [T], op: ReduceOp) -> Result<()> {
+        let n = self.split(buf.len())?;
+        let p = buf.as_mut_ptr();
+        self.run(
+            Collective::ReduceScatter,
+            p,
+            p.wrapping_add(self.rank * n),
+            n,
+            op,
+            0,
+        )
+    }
+
+    /// Broadcast in place: every rank's `buf` becomes the root's.
+    pub fn broadcast<T: Element>(&self, buf: &mut [T], root: usize) -> Result<()> {
+        let p = buf.as_mut_ptr();
+        self.run(Collective::Broadcast, p, p, buf.len(), ReduceOp::Sum, root)
+    }
+
+    /// Broadcast out of place: `output` becomes the root's `input[..output.len()]` (other
+    /// ranks' `input` is not read and may be empty).
+    pub fn broadcast_into<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        root: usize,
+    ) -> Result<()> {
+        if self.rank == root {
+            need("input", output.len(), input.len())?;
+        }
+        self.run(
+            Collective::Broadcast,
+            input.as_ptr(),
+            output.as_mut_ptr(),
+            output.len(),
+            ReduceOp::Sum,
+            root,
+        )
+    }
+
+    /// Reduce in place: the root's `buf` becomes the reduction of all ranks' `buf` (other
+    /// ranks' `buf` is left unchanged).
+    pub fn reduce<T: Element>(&self, buf: &mut [T], op: ReduceOp, root: usize) -> Result<()> {
+        let p = buf.as_mut_ptr();
+        self.run(Collective::Reduce, p, p, buf.len(), op, root)
+    }
+
+    /// Reduce out of place: the root's `output` becomes the reduction of all inputs (other
+    /// ranks' `output` is not touched and may be empty).
+    pub fn reduce_into<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        op: ReduceOp,
+        root: usize,
+    ) -> Result<()> {
+        if self.rank == root {
+            need("output", input.len(), output.len())?;
+        }
+        self.run(
+            Collective::Reduce,
+            input.as_ptr(),
+            output.as_mut_ptr(),
+            input.len(),
+            op,
+            root,
+        )
+    }
+
+    /// All-to-all: `input` holds `world` chunks; chunk `j` goes to rank `j`, which stores it
+    /// as chunk `rank` of its `output` (same length as `input`).
+    pub fn all_to_all<T: Element>(&self, input: &[T], output: &mut [T]) -> Result<()> {
+        let n = self.split(input.len())?;
+        need("output", input.len(), output.len())?;
+        self.run(
+            Collective::AllToAll,
+            input.as_ptr(),
+            output.as_mut_ptr(),
+            n,
+            ReduceOp::Sum,
+            0,
+        )
+    }
+
+    /// All-to-all in place on `buf` (`world` chunks).
+    pub fn all_to_all_in_place<T: Element>(&self, buf: &mut [T]) -> Result<()> {
+        let n = self.split(buf.len())?;
+        let p = buf.as_mut_ptr();
+        self.run(Collective::AllToAll, p, p, n, ReduceOp::Sum, 0)
+    }
+
+    /// Returns once every rank has entered the barrier.
+    pub fn barrier(&self) -> Result<()> {
+        self.run::<u8>(
+            Collective::Barrier,
+            std::ptr::null(),
+            std::ptr::null_mut(),
+            0,
+            ReduceOp::Sum,
+            0,
+        )
+    }
+
+    /// Sends `buf` to `peer` (matched by `peer`'s `recv` of the same length).
+    pub fn send<T: Element>(&self, buf: &[T], peer: usize) -> Result<()> {
+        self.run(
+            Collective::SendRecv,
+            buf.as_ptr(),
+            std::ptr::null_mut(),
+            buf.len(),
+            ReduceOp::Sum,
+            peer,
+        )
+    }
+
+    /// Receives into `buf` from `peer`.
+    pub fn recv<T: Element>(&self, buf: &mut [T], peer: usize) -> Result<()> {
+        self.run(
+            Collective::SendRecv,
+            std::ptr::null(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            ReduceOp::Sum,
+            peer,
+        )
+    }
+
+    fn split(&self, len: usize) -> Result<usize> {
+        if len % self.world != 0 {
+            return Err(Error::Indivisible {
+                len,
+                world: self.world,
+            });
+        }
+        Ok(len / self.world)
+    }
+}
+
+/// Asynchronous forms: each takes owned buffers (anything that derefs to a slice and stays
+/// put when moved, such as `Vec<T>` or `Box<[T]>`) and returns a [`Work`] that gives them back.
+impl Communicator {
+    /// Asynchronous [`Communicator::all_reduce`].
+    pub fn all_reduce_async<T: Element, B: AsMut<[T]> + Send + 'static>(
+        &self,
+        buf: B,
+        op: ReduceOp,
+    ) -> Result<Work<B>> {
+        self.start(Box::new(buf), |b| {
+            let s = b.as_mut();
+            Ok(self.raw(
+                Collective::AllReduce,
+                s.as_ptr(),
+                s.as_mut_ptr(),
+                s.len(),
+                op,
+                0,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::all_reduce_into`]; gives back `(input, output)`.
+    pub fn all_reduce_into_async<T: Element, I, O>(
+        &self,
+        input: I,
+        output: O,
+        op: ReduceOp,
+    ) -> Result<Work<(I, O)>>
+    where
+        I: AsRef<[T]> + Send + 'static,
+        O: AsMut<[T]> + Send + 'static,
+    {
+        self.start(Box::new((input, output)), |(i, o)| {
+            let (i, o) = (i.as_ref(), o.as_mut());
+            need("output", i.len(), o.len())?;
+            Ok(self.raw(
+                Collective::AllReduce,
+                i.as_ptr(),
+                o.as_mut_ptr(),
+                i.len(),
+                op,
+                0,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::all_gather`]; gives back `(input, output)`.
+    pub fn all_gather_async<T: Element, I, O>(&self, input: I, output: O) -> Result<Work<(I, O)>>
+    where
+        I: AsRef<[T]> + Send + 'static,
+        O: AsMut<[T]> + Send + 'static,
+    {
+        self.start(Box::new((input, output)), |(i, o)| {
+            let (i, o) = (i.as_ref(), o.as_mut());
+            need("output", i.len() * self.world, o.len())?;
+            Ok(self.raw(
+                Collective::AllGather,
+                i.as_ptr(),
+                o.as_mut_ptr(),
+                i.len(),
+                ReduceOp::Sum,
+                0,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::reduce_scatter`]; gives back `(input, output)`.
+    pub fn reduce_scatter_async<T: Element, I, O>(
+        &self,
+        input: I,
+        output: O,
+        op: ReduceOp,
+    ) -> Result<Work<(I, O)>>
+    where
+        I: AsRef<[T]> + Send + 'static,
+        O: AsMut<[T]> + Send + 'static,
+    {
+        self.start(Box::new((input, output)), |(i, o)| {
+            let (i, o) = (i.as_ref(), o.as_mut());
+            need("input", o.len() * self.world, i.len())?;
+            Ok(self.raw(
+                Collective::ReduceScatter,
+                i.as_ptr(),
+                o.as_mut_ptr(),
+                o.len(),
+                op,
+                0,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::broadcast`].
+    pub fn broadcast_async<T: Element, B: AsMut<[T]> + Send + 'static>(
+        &self,
+        buf: B,
+        root: usize,
+    ) -> Result<Work<B>> {
+        self.start(Box::new(buf), |b| {
+            let s = b.as_mut();
+            Ok(self.raw(
+                Collective::Broadcast,
+                s.as_ptr(),
+                s.as_mut_ptr(),
+                s.len(),
+                ReduceOp::Sum,
+                root,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::reduce`].
+    pub fn reduce_async<T: Element, B: AsMut<[T]> + Send + 'static>(
+        &self,
+        buf: B,
+        op: ReduceOp,
+        root: usize,
+    ) -> Result<Work<B>> {
+        self.start(Box::new(buf), |b| {
+            let s = b.as_mut();
+            Ok(self.raw(
+                Collective::Reduce,
+                s.as_ptr(),
+                s.as_mut_ptr(),
+                s.len(),
+                op,
+                root,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::all_to_all`]; gives back `(input, output)`.
+    pub fn all_to_all_async<T: Element, I, O>(&self, input: I, output: O) -> Result<Work<(I, O)>>
+    where
+        I: AsRef<[T]> + Send + 'static,
+        O: AsMut<[T]> + Send + 'static,
+    {
+        self.start(Box::new((input, output)), |(i, o)| {
+            let (i, o) = (i.as_ref(), o.as_mut());
+            let n = self.split(i.len())?;
+            need("output", i.len(), o.len())?;
+            Ok(self.raw(
+                Collective::AllToAll,
+                i.as_ptr(),
+                o.as_mut_ptr(),
+                n,
+                ReduceOp::Sum,
+                0,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::barrier`].
+    pub fn barrier_async(&self) -> Result<Work<()>> {
+        self.start(Box::new(()), |_| {
+            Ok(self.raw::<u8>(
+                Collective::Barrier,
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                0,
+                ReduceOp::Sum,
+                0,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::send`].
+    pub fn send_async<T: Element, B: AsRef<[T]> + Send + 'static>(
+        &self,
+        buf: B,
+        peer: usize,
+    ) -> Result<Work<B>> {
+        self.start(Box::new(buf), |b| {
+            let s = b.as_ref();
+            Ok(self.raw(
+                Collective::SendRecv,
+                s.as_ptr(),
+                std::ptr::null_mut(),
+                s.len(),
+                ReduceOp::Sum,
+                peer,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::recv`].
+    pub fn recv_async<T: Element, B: AsMut<[T]> + Send + 'static>(
+        &self,
+        buf: B,
+        peer: usize,
+    ) -> Result<Work<B>> {
+        self.start(Box::new(buf), |b| {
+            let s = b.as_mut();
+            Ok(self.raw(
+                Collective::SendRecv,
+                std::ptr::null(),
+                s.as_mut_ptr(),
+                s.len(),
+                ReduceOp::Sum,
+                peer,
+            ))
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! Typed configuration, read once from `FERROCOLL_*` variables or set with a builder.
+//! No other module reads the environment.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// How the algorithm of each call is chosen.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum AlgoChoice {
+    /// A size rule picks per call (the cost model of issue 7 will replace it).
+    #[default]
+    Auto,
+    /// Always this algorithm; a collective it does not implement is an error.
+    Forced(String),
+}
+
+/// Settings of a communicator.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Algorithm choice (`FERROCOLL_ALGO=ring|tree|halving_doubling|direct|auto`).
+    pub algo: AlgoChoice,
+    /// Largest message segment in bytes (`FERROCOLL_SEGMENT_BYTES`, default 512 KiB). Small
+    /// values make tiny tests reach the multi-segment paths.
+    pub segment_bytes: usize,
+    /// Longest time a call may go without progress before it fails
+    /// (`FERROCOLL_TIMEOUT`, seconds, default 300).
+    pub timeout: Duration,
+    /// How long an idle rank spins before it sleeps (`FERROCOLL_SPIN_US`, default 50 µs).
+    pub spin: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            algo: AlgoChoice::Auto,
+            segment_bytes: 512 << 10,
+            timeout: Duration::from_secs(300),
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+fn bad(var: &str, value: &str, reason: impl Into<String>) -> Error {
+    Error::Config {
+        var: var.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Reads the `FERROCOLL_*` variables over the defaults.
+    pub fn from_env() -> Result<Config> {
+        Config::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`Config::from_env`], with variables from `get` (tests, embedded use).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let mut c = Config::default();
+        if let Some(v) = get("FERROCOLL_ALGO") {
+            c = c.with_algo(&v)?;
+        }
+        if let Some(v) = get("FERROCOLL_SEGMENT_BYTES") {
+            let n: usize = v
+                .trim()
+                .parse()
+                .map_err(|_| bad("FERROCOLL_SEGMENT_BYTES", &v, "not a byte count"))?;
+            if n == 0 {
+                return Err(bad("FERROCOLL_SEGMENT_BYTES", &v, "must be at least 1"));
+            }
+            c.segment_bytes = n;
+        }
+        if let Some(v) = get("FERROCOLL_TIMEOUT") {
+            let s: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| bad("FERROCOLL_TIMEOUT", &v, "not a number of seconds"))?;
+            if !(s > 0.0 && s.is_finite()) {
+                return Err(bad(
+                    "FERROCOLL_TIMEOUT",
+                    &v,
+                    "must be a positive number of seconds",
+                ));
+            }
+            c.timeout = Duration::from_secs_f64(s);
+        }
+        if let Some(v) = get("FERROCOLL_SPIN_US") {
+            let us: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| bad("FERROCOLL_SPIN_US", &v, "not a number of microseconds"))?;
+            c.spin = Duration::from_micros(us);
+        }
+        Ok(c)
+    }
+
+    /// Sets the algorithm choice from its `FERROCOLL_ALGO` spelling.
+    pub fn with_algo(mut self, name: &str) -> Result<Config> {
+        let name = name.trim();
+        self.algo = if name.is_empty() || name == "auto" {
+            AlgoChoice::Auto
+        } else if crate::algo::by_name(name).is_some() {
+            AlgoChoice::Forced(name.to_string())
+        } else {
+            let known: Vec<&str> = crate::algo::ALGORITHMS.iter().map(|a| a.name()).collect();
+            return Err(bad(
+                "FERROCOLL_ALGO",
+                name,
+                format!("unknown algorithm (known: auto, {})", known.join(", ")),
+            ));
+        };
+        Ok(self)
+    }
+
+    /// Sets the segment size in bytes (at least 1).
+    pub fn with_segment_bytes(mut self, bytes: usize) -> Config {
+        self.segment_bytes = bytes.max(1);
+        self
+    }
+
+    /// Sets the no-progress timeout.
+    pub fn with_timeout(mut self, t: Duration) -> Config {
+        self.timeout = t;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn reads_and_rejects() {
+        let c = Config::from_vars(vars(&[
+            ("FERROCOLL_ALGO", "ring"),
+            ("FERROCOLL_TIMEOUT", "1.5"),
+        ]))
+        .unwrap();
+        assert_eq!(c.algo, AlgoChoice::Forced("ring".into()));
+        assert_eq!(c.timeout, Duration::from_millis(1500));
+        let e = Config::from_vars(vars(&[("FERROCOLL_ALGO", "bogus")])).unwrap_err();
+        assert!(e.to_string().contains("FERROCOLL_ALGO"), "{e}");
+        assert!(Config::from_vars(vars(&[("FERROCOLL_TIMEOUT", "-1")])).is_err());
+        assert!(Config::from_vars(vars(&[("FERROCOLL_SEGMENT_BYTES", "0")])).is_err());
+        assert!(Config::from_vars(vars(&[("FERROCOLL_SEGMENT_BYTES", "x")])).is_err());
+    }
+}

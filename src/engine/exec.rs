@@ -1,0 +1,483 @@
+//! The executor: runs one rank's segmented plan over its endpoint's links.
+//!
+//! Every step whose dependencies are met is in flight at once: local copies and reductions
+//! run immediately, and for each peer the first pending send and the first pending receive
+//! move as many bytes as the link takes. Receives that reduce do so straight out of the
+//! link's buffer (no staging copy), carrying a partial element over a ring's wrap point.
+//! The loop spins briefly when nothing moves, then sleeps on the endpoint until a link
+//! moves, `abort` is raised, or the no-progress deadline passes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ferrocoll_transports::{Endpoint, LinkError};
+
+use super::frame::{Frame, OpHeader, FRAME_BYTES};
+use crate::error::{Error, Result};
+use crate::reduce;
+use crate::schedule::{dependencies, segment, Layout, RankPlan, Region, Step};
+use crate::types::{DataType, ReduceOp};
+
+/// A plan made ready to execute: segmented, with its dependency graph and per-peer streams.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    steps: Vec<Step>,
+    ndeps: Vec<u32>,
+    dependents: Vec<Vec<u32>>,
+    sends: Vec<Vec<u32>>,
+    recvs: Vec<Vec<u32>>,
+    /// Scratch elements needed.
+    pub scratch: usize,
+}
+
+impl Prepared {
+    /// Segments `plan` into pieces of `seg` elements and builds its dependency graph.
+    pub fn new(plan: &RankPlan, seg: usize, layout: &Layout, world: usize) -> Result<Prepared> {
+        let steps = segment(&plan.steps, seg);
+        let deps = dependencies(&steps, layout);
+        let mut dependents = vec![Vec::new(); steps.len()];
+        for (i, d) in deps.iter().enumerate() {
+            for &j in d {
+                dependents[j as usize].push(i as u32);
+            }
+        }
+        let (mut sends, mut recvs) = (vec![Vec::new(); world], vec![Vec::new(); world]);
+        for (i, st) in steps.iter().enumerate() {
+            match *st {
+                Step::Send { peer, .. } => sends.get_mut(peer),
+                Step::Recv { peer, .. } => recvs.get_mut(peer),
+                _ => continue,
+            }
+            .ok_or_else(|| Error::Internal(format!("step {st} names a peer outside the world")))?
+            .push(i as u32);
+            // A reduction whose operand partly overlaps its destination cannot be computed in place.
+            if let Step::Recv {
+                dst, with: Some(w), ..
+            } = *st
+            {
+                check_alias(layout, dst, w)?;
+            }
+        }
+        for st in &steps {
+            if let Step::Reduce { dst, a, b } = *st {
+                check_alias(layout, dst, a)?;
+                check_alias(layout, dst, b)?;
+            }
+        }
+        Ok(Prepared {
+            ndeps: deps.iter().map(|d| d.len() as u32).collect(),
+            steps,
+            dependents,
+            sends,
+            recvs,
+            scratch: plan.scratch,
+        })
+    }
+}
+
+fn check_alias(layout: &Layout, x: Region, y: Region) -> Result<()> {
+    let (a, b) = (layout.locate(x), layout.locate(y));
+    if a != b && a.0 == b.0 && a.1 < b.2 && b.1 < a.2 {
+        return Err(Error::Internal(format!("{x} and {y} partly overlap")));
+    }
+    Ok(())
+}
+
+/// Raw memory of one call. The caller of [`execute`] guarantees the pointers are valid for
+/// the regions the plan touches.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mem {
+    pub input: *const u8,
+    pub output: *mut u8,
+    pub scratch: *mut u8,
+    pub esize: usize,
+}
+
+impl Mem {
+    fn ptr(&self, r: Region) -> *mut u8 {
+        let base = match r.buf {
+            crate::schedule::Buf::Input => self.input.cast_mut(),
+            crate::schedule::Buf::Output => self.output,
+            crate::schedule::Buf::Scratch => self.scratch,
+        };
+        base.wrapping_add(r.off * self.esize)
+    }
+}
+
+/// What one call needs besides its plan.
+pub(crate) struct CallCtx<'a> {
+    pub rank: usize,
+    pub header: OpHeader,
+    pub dtype: DataType,
+    pub op: ReduceOp,
+    pub timeout: Duration,
+    pub spin: Duration,
+    pub abort: &'a AtomicBool,
+}
+
+#[derive(Default, Clone)]
+struct SendState {
+    idx: usize,
+    hdr: Option<[u8; FRAME_BYTES]>,
+    hdr_sent: usize,
+    sent: usize,
+}
+
+#[derive(Clone)]
+struct RecvState {
+    idx: usize,
+    hdr: [u8; FRAME_BYTES],
+    hdr_got: usize,
+    got: usize,
+    carry: [u8; 8],
+    carry_len: usize,
+}
+
+impl Default for RecvState {
+    fn default() -> Self {
+        RecvState {
+            idx: 0,
+            hdr: [0; FRAME_BYTES],
+            hdr_got: 0,
+            got: 0,
+            carry: [0; 8],
+            carry_len: 0,
+        }
+    }
+}
+
+/// Runs `prep` to completion.
+///
+/// # Safety
+/// `mem`'s pointers must be valid for reads (input) and reads and writes (output, scratch) of
+/// every region the plan touches, for the whole call, and nothing else may access the output
+/// and scratch memory meanwhile.
+pub(crate) unsafe fn execute(
+    ep: &mut dyn Endpoint,
+    prep: &Prepared,
+    mem: Mem,
+    cx: &CallCtx<'_>,
+) -> Result<()> {
+    let n = prep.steps.len();
+    let mut remaining = prep.ndeps.clone();
+    let mut done = 0usize;
+    let mut ready: Vec<u32> = Vec::new();
+    for (i, st) in prep.steps.iter().enumerate() {
+        if remaining[i] == 0 && matches!(st, Step::Copy { .. } | Step::Reduce { .. }) {
+            ready.push(i as u32);
+        }
+    }
+    let world = prep.sends.len();
+    let mut sst = vec![SendState::default(); world];
+    let mut rst = vec![RecvState::default(); world];
+    let active: Vec<usize> = (0..world)
+        .filter(|&p| !prep.sends[p].is_empty() || !prep.recvs[p].is_empty())
+        .collect();
+    let mut last_progress = Instant::now();
+    let mut idle_since: Option<Instant> = None;
+    let es = mem.esize;
+
+    let complete = |i: usize, remaining: &mut Vec<u32>, ready: &mut Vec<u32>, done: &mut usize| {
+        *done += 1;
+        for &d in &prep.dependents[i] {
+            remaining[d as usize] -= 1;
+            if remaining[d as usize] == 0
+                && matches!(
+                    prep.steps[d as usize],
+                    Step::Copy { .. } | Step::Reduce { .. }
+                )
+            {
+                ready.push(d);
+            }
+        }
+    };
+    let link_err = |e: LinkError| match e {
+        LinkError::Shutdown => Error::Aborted,
+        LinkError::Closed { peer }
+        | LinkError::Io { peer, .. }
+        | LinkError::Protocol { peer, .. } => Error::PeerFailed {
+            rank: cx.rank,
+            peer,
+            seq: cx.header.seq,
+            source: e,
+        },
+    };
+
+    while done < n {
+        let token = ep.activity_token();
+        let mut progressed = false;
+        while let Some(i) = ready.pop() {
+            // SAFETY: the regions lie in memory valid per this function's contract.
+            unsafe { run_local(&prep.steps[i as usize], mem, cx)? };
+            complete(i as usize, &mut remaining, &mut ready, &mut done);
+            progressed = true;
+        }
+        for &peer in &active {
+            let link = ep
+                .link(peer)
+                .ok_or_else(|| Error::Internal(format!("no link to rank {peer}")))?;
+            // Sends to `peer`, in stream order.
+            let st = &mut sst[peer];
+            while let Some(&i) = prep.sends[peer].get(st.idx) {
+                let i = i as usize;
+                if remaining[i] > 0 {
+                    break;
+                }
+                let Step::Send { src, .. } = prep.steps[i] else {
+                    unreachable!("send list holds sends")
+                };
+                let hdr = *st.hdr.get_or_insert_with(|| {
+                    Frame {
+                        op: cx.header,
+                        len: (src.len * es) as u64,
+                    }
+                    .encode()
+                });
+                while st.hdr_sent < FRAME_BYTES {
+                    let k = link.try_write(&hdr[st.hdr_sent..]).map_err(link_err)?;
+                    if k == 0 {
+                        break;
+                    }
+                    st.hdr_sent += k;
+                    progressed = true;
+                }
+                let total = src.len * es;
+                if st.hdr_sent == FRAME_BYTES && st.sent < total {
+                    // SAFETY: `src` lies in valid memory (contract) and is not written while
+                    // this send is pending (the dependency graph orders writers after it).
+                    let bytes = unsafe {
+                        std::slice::from_raw_parts(mem.ptr(src).add(st.sent), total - st.sent)
+                    };
+                    let k = link.try_write(bytes).map_err(link_err)?;
+                    st.sent += k;
+                    progressed |= k > 0;
+                }
+                if st.hdr_sent < FRAME_BYTES || st.sent < total {
+                    break;
+                }
+                *st = SendState {
+                    idx: st.idx + 1,
+                    ..SendState::default()
+                };
+                complete(i, &mut remaining, &mut ready, &mut done);
+                progressed = true;
+            }
+            // Receives from `peer`, in stream order.
+            let rs = &mut rst[peer];
+            while let Some(&i) = prep.recvs[peer].get(rs.idx) {
+                let i = i as usize;
+                if remaining[i] > 0 {
+                    break;
+                }
+                let Step::Recv { dst, with, .. } = prep.steps[i] else {
+                    unreachable!("recv list holds recvs")
+                };
+                let total = dst.len * es;
+                if rs.hdr_got < FRAME_BYTES {
+                    let k = link
+                        .read_into(&mut rs.hdr[rs.hdr_got..])
+                        .map_err(link_err)?;
+                    rs.hdr_got += k;
+                    progressed |= k > 0;
+                    if rs.hdr_got < FRAME_BYTES {
+                        break;
+                    }
+                    check_frame(cx, peer, &rs.hdr, total)?;
+                }
+                while rs.got + rs.carry_len < total {
+                    let s = link.peek().map_err(link_err)?;
+                    if s.is_empty() {
+                        break;
+                    }
+                    let s = &s[..s.len().min(total - rs.got - rs.carry_len)];
+                    // SAFETY: `dst`/`with` lie in valid memory (contract); the dependency graph
+                    // keeps every other access to `dst` away while this receive is pending.
+                    let used = unsafe { absorb(rs, s, dst, with, mem, cx) };
+                    link.consume(used);
+                    progressed = true;
+                }
+                if rs.got < total {
+                    break;
+                }
+                *rs = RecvState {
+                    idx: rs.idx + 1,
+                    ..RecvState::default()
+                };
+                complete(i, &mut remaining, &mut ready, &mut done);
+                progressed = true;
+            }
+        }
+        if done == n {
+            break;
+        }
+        let now = Instant::now();
+        if progressed {
+            last_progress = now;
+            idle_since = None;
+            continue;
+        }
+        if cx.abort.load(Ordering::Acquire) {
+            return Err(Error::Aborted);
+        }
+        let stalled = now.duration_since(last_progress);
+        if stalled >= cx.timeout {
+            let peers = active
+                .iter()
+                .copied()
+                .filter(|&p| sst[p].idx < prep.sends[p].len() || rst[p].idx < prep.recvs[p].len())
+                .collect();
+            return Err(Error::Timeout {
+                rank: cx.rank,
+                seq: cx.header.seq,
+                peers,
+                waited: stalled,
+            });
+        }
+        let since = *idle_since.get_or_insert(now);
+        if now.duration_since(since) < cx.spin {
+            std::hint::spin_loop();
+            continue;
+        }
+        let nap = (cx.timeout - stalled).min(Duration::from_millis(10));
+        ep.wait(token, nap).map_err(link_err)?;
+    }
+    Ok(())
+}
+
+fn check_frame(cx: &CallCtx<'_>, peer: usize, raw: &[u8; FRAME_BYTES], len: usize) -> Result<()> {
+    let mismatch = |got: String| Error::Mismatch {
+        rank: cx.rank,
+        peer,
+        seq: cx.header.seq,
+        expected: cx.header.to_string(),
+        got,
+    };
+    let f = Frame::decode(raw).map_err(|e| mismatch(format!("an unreadable header ({e})")))?;
+    if f.op != cx.header {
+        return Err(mismatch(f.op.to_string()));
+    }
+    if f.len != len as u64 {
+        return Err(mismatch(format!(
+            "{} with a {}-byte segment where {len} were expected",
+            f.op, f.len
+        )));
+    }
+    Ok(())
+}
+
+/// Applies arrived bytes `s` to a receive; returns how many were used (all of them).
+///
+/// # Safety
+/// `dst` and `with` must lie in valid, exclusively accessed memory as for [`execute`].
+unsafe fn absorb(
+    rs: &mut RecvState,
+    s: &[u8],
+    dst: Region,
+    with: Option<Region>,
+    mem: Mem,
+    cx: &CallCtx<'_>,
+) -> usize {
+    let es = mem.esize;
+    let Some(w) = with else {
+        // SAFETY: [got, got + s.len()) lies inside `dst` (s was clipped to what remains).
+        unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), mem.ptr(dst).add(rs.got), s.len()) };
+        rs.got += s.len();
+        return s.len();
+    };
+    let apply = |got: usize, src: &[u8]| {
+        let d = mem.ptr(dst).wrapping_add(got);
+        let a = mem.ptr(w).wrapping_add(got);
+        // SAFETY: both lie inside their regions (same length as `dst`); `Prepared::new`
+        // refused partial overlap, so they are either the same memory or disjoint.
+        unsafe {
+            let ds = std::slice::from_raw_parts_mut(d, src.len());
+            if d.cast_const() == a.cast_const() {
+                reduce::reduce(cx.dtype, cx.op, ds, src);
+            } else {
+                reduce::reduce3(
+                    cx.dtype,
+                    cx.op,
+                    ds,
+                    std::slice::from_raw_parts(a, src.len()),
+                    src,
+                );
+            }
+        }
+    };
+    let mut used = 0;
+    if rs.carry_len > 0 {
+        let k = (es - rs.carry_len).min(s.len());
+        rs.carry[rs.carry_len..rs.carry_len + k].copy_from_slice(&s[..k]);
+        rs.carry_len += k;
+        used = k;
+        if rs.carry_len == es {
+            let c = rs.carry;
+            apply(rs.got, &c[..es]);
+            rs.got += es;
+            rs.carry_len = 0;
+        }
+    }
+    let whole = (s.len() - used) / es * es;
+    if whole > 0 {
+        apply(rs.got, &s[used..used + whole]);
+        rs.got += whole;
+        used += whole;
+    }
+    let rest = s.len() - used;
+    rs.carry[..rest].copy_from_slice(&s[used..]);
+    rs.carry_len = rest;
+    s.len()
+}
+
+/// Runs a local copy or reduction.
+///
+/// # Safety
+/// As for [`execute`].
+unsafe fn run_local(st: &Step, mem: Mem, cx: &CallCtx<'_>) -> Result<()> {
+    let es = mem.esize;
+    match *st {
+        Step::Copy { src, dst } => {
+            let (s, d) = (mem.ptr(src), mem.ptr(dst));
+            if s != d {
+                // SAFETY: both regions are valid for `len` elements; `copy` allows overlap.
+                unsafe { std::ptr::copy(s, d, dst.len * es) };
+            }
+        }
+        Step::Reduce { dst, a, b } => {
+            let n = dst.len * es;
+            let (d, pa, pb) = (mem.ptr(dst), mem.ptr(a), mem.ptr(b));
+            // SAFETY: all three regions are valid for `n` bytes; each operand is either the
+            // destination itself or disjoint from it (checked in `Prepared::new`).
+            unsafe {
+                if d == pa {
+                    reduce::reduce(
+                        cx.dtype,
+                        cx.op,
+                        std::slice::from_raw_parts_mut(d, n),
+                        std::slice::from_raw_parts(pb, n),
+                    );
+                } else if d == pb {
+                    let mut tmp = vec![0u8; n];
+                    reduce::reduce3(
+                        cx.dtype,
+                        cx.op,
+                        &mut tmp,
+                        std::slice::from_raw_parts(pa, n),
+                        std::slice::from_raw_parts(pb, n),
+                    );
+                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), d, n);
+                } else {
+                    reduce::reduce3(
+                        cx.dtype,
+                        cx.op,
+                        std::slice::from_raw_parts_mut(d, n),
+                        std::slice::from_raw_parts(pa, n),
+                        std::slice::from_raw_parts(pb, n),
+                    );
+                }
+            }
+        }
+        _ => return Err(Error::Internal(format!("{st} is not a local step"))),
+    }
+    Ok(())
+}
