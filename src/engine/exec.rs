@@ -233,8 +233,32 @@ pub(crate) unsafe fn execute(
                     }
                     .encode()
                 });
+                // A peer that closed may have done so because it saw a mismatch: if its next
+                // header is readable, report what it called rather than just "closed".
+                let rs_idle = rst[peer].hdr_got == 0 && rst[peer].got == 0;
+                let send_err = |e: LinkError, link: &mut dyn ferrocoll_transports::Link| {
+                    if rs_idle {
+                        if let Ok(s) = link.peek() {
+                            if let Some(raw) = s
+                                .get(..FRAME_BYTES)
+                                .and_then(|h| <[u8; FRAME_BYTES]>::try_from(h).ok())
+                            {
+                                if let Err(m) = check_frame(cx, peer, &raw, usize::MAX) {
+                                    if !matches!(&m, Error::Mismatch { got, .. } if got.contains("-byte segment"))
+                                    {
+                                        return m;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    link_err(e)
+                };
                 while st.hdr_sent < FRAME_BYTES {
-                    let k = link.try_write(&hdr[st.hdr_sent..]).map_err(link_err)?;
+                    let k = match link.try_write(&hdr[st.hdr_sent..]) {
+                        Ok(k) => k,
+                        Err(e) => return Err(send_err(e, link)),
+                    };
                     if k == 0 {
                         break;
                     }
@@ -248,7 +272,10 @@ pub(crate) unsafe fn execute(
                     let bytes = unsafe {
                         std::slice::from_raw_parts(mem.ptr(src).add(st.sent), total - st.sent)
                     };
-                    let k = link.try_write(bytes).map_err(link_err)?;
+                    let k = match link.try_write(bytes) {
+                        Ok(k) => k,
+                        Err(e) => return Err(send_err(e, link)),
+                    };
                     st.sent += k;
                     progressed |= k > 0;
                 }
