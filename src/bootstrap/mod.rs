@@ -1,1 +1,98 @@
-//! Bootstrap: rendezvous store and launcher environment. Being written for issue 3.
+//! Bootstrap: the rendezvous key-value [`Store`] through which ranks find each other.
+//!
+//! A store maps string keys to byte values. Ranks publish what the others need (listening
+//! addresses, host identity, a job token) with [`Store::set`], read it with [`Store::get`]
+//! (which blocks until the key exists or the store's timeout passes), and count arrivals with
+//! [`Store::add`]. Two implementations:
+//! - [`TcpStore`], the client of a [`TcpStoreServer`] (served by rank 0 or the launcher; a
+//!   small length-prefixed binary protocol, optionally authenticated by a shared secret);
+//! - [`FileStore`], a directory on a file system every rank sees (one file per key).
+//!
+//! Counters written by [`Store::add`] are stored as decimal ASCII text, so `get` on a counter
+//! key returns e.g. `b"3"`.
+
+mod file_store;
+mod tcp_client;
+mod tcp_server;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+use std::time::Duration;
+
+pub use file_store::FileStore;
+pub use tcp_client::TcpStore;
+pub use tcp_server::TcpStoreServer;
+pub use wire::{STORE_MAGIC, STORE_PROTOCOL_VERSION};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The key (or, for a wait, the first missing key) did not appear in time.
+    #[error("timed out waiting for store key {key:?}")]
+    Timeout {
+        /// The key waited for.
+        key: String,
+    },
+    /// An operating-system error talking to the store (including failing to reach it).
+    #[error("store I/O error")]
+    Io(#[source] std::io::Error),
+    /// The other side broke the protocol, or a value is not what the operation needs
+    /// (e.g. `add` on a key whose value is not an integer).
+    #[error("store protocol error: {0}")]
+    Protocol(String),
+    /// The store server refused this client: missing or wrong shared secret.
+    #[error("the store refused this client: missing or wrong secret")]
+    Unauthorized,
+    /// The connection to the store is closed (server gone, or an earlier error left it
+    /// unusable).
+    #[error("the connection to the store is closed")]
+    Closed,
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e)
+    }
+}
+
+/// A rendezvous key-value store shared by the ranks of a job.
+///
+/// Every method may be called from several threads at once.
+pub trait Store: Send + Sync {
+    /// The timeout used by [`Store::get`] and [`Store::wait`].
+    fn timeout(&self) -> Duration;
+
+    /// Sets `key` to `value`, replacing any previous value, and wakes whoever waits for it.
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// The value of `key`, waiting up to `timeout` for it to be set.
+    fn get_timeout(&self, key: &str, timeout: Duration) -> Result<Vec<u8>, StoreError>;
+
+    /// Waits up to `timeout` until every key of `keys` is set; on timeout the error names
+    /// the first key still missing.
+    fn wait_timeout(&self, keys: &[&str], timeout: Duration) -> Result<(), StoreError>;
+
+    /// Adds `delta` to the integer counter at `key` (a missing key counts as 0) and returns
+    /// the new value.
+    fn add(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
+
+    /// The value of `key`, waiting up to [`Store::timeout`] for it to be set.
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.get_timeout(key, self.timeout())
+    }
+
+    /// Waits up to [`Store::timeout`] until every key of `keys` is set.
+    fn wait(&self, keys: &[&str]) -> Result<(), StoreError> {
+        self.wait_timeout(keys, self.timeout())
+    }
+}
+
+/// Parses a counter value as written by [`Store::add`].
+pub(crate) fn parse_counter(key: &str, v: &[u8]) -> Result<i64, StoreError> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| StoreError::Protocol(format!("value of key {key:?} is not an integer")))
+}

@@ -1,0 +1,195 @@
+//! A store in a directory that every rank sees (a local or shared file system).
+//!
+//! One file per key, named `v-<escaped key>`. `set` writes a temporary file and renames it
+//! over the key's file, so readers see the old value or the new one, never half of one.
+//! `get` and `wait` poll (with a growing interval, up to [`MAX_POLL`]). `add` takes a lock
+//! file (`lock-<escaped key>`, created exclusively) around read-modify-write; a lock older
+//! than [`STALE_LOCK`] is taken to belong to a crashed process and is broken with a warning.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::wire::check_key;
+use super::{parse_counter, Store, StoreError};
+
+/// Longest interval between two looks at a missing key.
+pub const MAX_POLL: Duration = Duration::from_millis(20);
+/// Age after which a counter's lock file is considered abandoned.
+pub const STALE_LOCK: Duration = Duration::from_secs(30);
+
+/// Distinguishes temporary files of one process.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A [`Store`] kept in a directory. See the module docs.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    dir: PathBuf,
+    timeout: Duration,
+}
+
+/// Escapes a key into a file-name part: `[A-Za-z0-9.-]` stay, every other byte becomes `_xx`.
+fn escape(key: &str) -> String {
+    let mut s = String::with_capacity(key.len());
+    for &b in key.as_bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'.' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("_{b:02x}"));
+        }
+    }
+    s
+}
+
+/// Removes the lock file when dropped.
+struct LockGuard<'a>(&'a Path);
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_file(self.0) {
+            tracing::warn!(path = %self.0.display(), "file store: cannot remove lock: {e}");
+        }
+    }
+}
+
+impl FileStore {
+    /// A store in `dir` (created if missing); `timeout` is the default wait of
+    /// [`Store::get`] and [`Store::wait`] and bounds how long `add` waits for its lock.
+    pub fn new(dir: impl Into<PathBuf>, timeout: Duration) -> Result<FileStore, StoreError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir)?;
+        Ok(FileStore { dir, timeout })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        check_key(key).map_err(StoreError::Protocol)?;
+        Ok(self.dir.join(format!("v-{}", escape(key))))
+    }
+
+    fn lock_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("lock-{}", escape(key)))
+    }
+
+    /// Reads `key` once: `None` if it is not set.
+    fn try_read(&self, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+        match fs::read(path) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn write_atomic(&self, path: &Path, value: &[u8]) -> Result<(), StoreError> {
+        let tmp = self.dir.join(format!(
+            "tmp-{}-{}",
+            std::process::id(),
+            TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(value)?;
+            f.sync_data()?;
+            fs::rename(&tmp, path)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        Ok(written?)
+    }
+
+    /// Takes the lock of `key`, waiting up to the store's timeout.
+    fn lock<'a>(&self, key: &str, lock: &'a Path) -> Result<LockGuard<'a>, StoreError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut pause = Duration::from_micros(100);
+        loop {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(lock)
+            {
+                Ok(mut f) => {
+                    let _ = write!(f, "{}", std::process::id());
+                    return Ok(LockGuard(lock));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+            let age = fs::metadata(lock)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok());
+            if age.is_some_and(|a| a > STALE_LOCK) {
+                tracing::warn!(key, "file store: breaking a stale lock (holder crashed?)");
+                let _ = fs::remove_file(lock);
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout { key: key.into() });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(MAX_POLL);
+        }
+    }
+}
+
+impl Store for FileStore {
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        self.write_atomic(&path, value)
+    }
+
+    fn get_timeout(&self, key: &str, timeout: Duration) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(key)?;
+        let deadline = Instant::now().checked_add(timeout);
+        let mut pause = Duration::from_micros(200);
+        loop {
+            if let Some(v) = self.try_read(&path)? {
+                return Ok(v);
+            }
+            let left = deadline.map_or(MAX_POLL, |d| d.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
+                return Err(StoreError::Timeout { key: key.into() });
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(MAX_POLL);
+        }
+    }
+
+    fn wait_timeout(&self, keys: &[&str], timeout: Duration) -> Result<(), StoreError> {
+        let deadline = Instant::now().checked_add(timeout);
+        for key in keys {
+            let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+            let path = self.path(key)?;
+            if !path.exists() {
+                self.get_timeout(key, left)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        let path = self.path(key)?;
+        let lock = self.lock_path(key);
+        let _guard = self.lock(key, &lock)?;
+        let old = match self.try_read(&path)? {
+            Some(v) => parse_counter(key, &v)?,
+            None => 0,
+        };
+        let new = old
+            .checked_add(delta)
+            .ok_or_else(|| StoreError::Protocol(format!("counter {key:?} overflows")))?;
+        self.write_atomic(&path, new.to_string().as_bytes())?;
+        Ok(new)
+    }
+}

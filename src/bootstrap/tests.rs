@@ -1,0 +1,285 @@
+//! Tests of the TCP and file stores.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::wire::{encode_hello, write_frame};
+use super::*;
+
+const T: Duration = Duration::from_secs(10);
+
+fn server() -> (TcpStoreServer, std::net::SocketAddr) {
+    let s = TcpStoreServer::bind("127.0.0.1:0").unwrap();
+    let a = s.local_addr();
+    (s, a)
+}
+
+/// Every rank sets its key, bumps a counter, then reads every other rank's key.
+fn rendezvous(stores: Vec<Arc<dyn Store>>) {
+    let n = stores.len();
+    let hs: Vec<_> = stores
+        .into_iter()
+        .enumerate()
+        .map(|(r, st)| {
+            thread::spawn(move || {
+                st.set(&format!("addr/{r}"), format!("rank-{r}").as_bytes())
+                    .unwrap();
+                let c = st.add("arrived", 1).unwrap();
+                assert!((1..=n as i64).contains(&c));
+                for p in 0..n {
+                    let v = st.get(&format!("addr/{p}")).unwrap();
+                    assert_eq!(v, format!("rank-{p}").as_bytes());
+                }
+                let keys: Vec<String> = (0..n).map(|p| format!("addr/{p}")).collect();
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                st.wait(&keys).unwrap();
+                st
+            })
+        })
+        .collect();
+    let stores: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(stores[0].add("arrived", 0).unwrap(), n as i64);
+    assert_eq!(stores[0].get("arrived").unwrap(), n.to_string().as_bytes());
+}
+
+#[test]
+fn tcp_store_many_clients() {
+    let (_srv, addr) = server();
+    let stores: Vec<Arc<dyn Store>> = (0..8)
+        .map(|_| Arc::new(TcpStore::connect(addr, T).unwrap()) as Arc<dyn Store>)
+        .collect();
+    rendezvous(stores);
+}
+
+#[test]
+fn tcp_store_shared_client_across_threads() {
+    let (_srv, addr) = server();
+    let st = Arc::new(TcpStore::connect(addr, T).unwrap());
+    let hs: Vec<_> = (0..4)
+        .map(|_| {
+            let st = st.clone();
+            thread::spawn(move || {
+                (0..50).for_each(|_| {
+                    st.add("c", 2).unwrap();
+                })
+            })
+        })
+        .collect();
+    hs.into_iter().for_each(|h| h.join().unwrap());
+    assert_eq!(st.add("c", -1).unwrap(), 399);
+}
+
+#[test]
+fn tcp_store_get_and_wait_time_out() {
+    let (_srv, addr) = server();
+    let st = TcpStore::connect(addr, Duration::from_millis(200)).unwrap();
+    let start = Instant::now();
+    match st.get("never") {
+        Err(StoreError::Timeout { key }) => assert_eq!(key, "never"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    st.set("here", b"").unwrap();
+    match st.wait(&["here", "missing"]) {
+        Err(StoreError::Timeout { key }) => assert_eq!(key, "missing"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // The connection is still usable after timeouts.
+    assert_eq!(st.get("here").unwrap(), b"");
+    st.set("n", b"not a number").unwrap();
+    assert!(matches!(st.add("n", 1), Err(StoreError::Protocol(_))));
+    assert_eq!(st.add("m", 5).unwrap(), 5);
+}
+
+#[test]
+fn tcp_store_get_waits_for_a_later_set() {
+    let (_srv, addr) = server();
+    let a = TcpStore::connect(addr, T).unwrap();
+    let h = thread::spawn(move || a.get("late").unwrap());
+    thread::sleep(Duration::from_millis(100));
+    TcpStore::connect(addr, T)
+        .unwrap()
+        .set("late", b"v")
+        .unwrap();
+    assert_eq!(h.join().unwrap(), b"v");
+}
+
+#[test]
+fn garbage_clients_do_not_kill_the_server() {
+    let (_srv, addr) = server();
+    let good = TcpStore::connect(addr, T).unwrap();
+    good.set("k", b"v").unwrap();
+    // Random bytes.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let junk: Vec<u8> = (0..10_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut s = TcpStream::connect(addr).unwrap();
+    let _ = s.write_all(&junk);
+    // A valid hello, then a frame claiming 4 GiB, then a malformed frame on another.
+    let mut s2 = TcpStream::connect(addr).unwrap();
+    s2.write_all(&encode_hello(None)).unwrap();
+    let mut ok = [0u8; 1];
+    s2.read_exact(&mut ok).unwrap();
+    s2.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let mut s3 = TcpStream::connect(addr).unwrap();
+    s3.write_all(&encode_hello(None)).unwrap();
+    s3.read_exact(&mut ok).unwrap();
+    write_frame(&mut s3, &[4, 255, 255, 255, 255, 1]).unwrap();
+    // A silent client.
+    let _idle = TcpStream::connect(addr).unwrap();
+    // The server drops the bad ones...
+    for s in [&mut s, &mut s2, &mut s3] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 64];
+        let n = loop {
+            match s.read(&mut b) {
+                Ok(n) => break Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        // EOF or reset, not a timeout.
+        match n {
+            Ok(n) => assert_eq!(n, 0),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    // ...and keeps serving the others.
+    assert_eq!(good.get("k").unwrap(), b"v");
+    let fresh = TcpStore::connect(addr, T).unwrap();
+    assert_eq!(fresh.get("k").unwrap(), b"v");
+}
+
+#[test]
+fn secret_is_required_when_set() {
+    let srv = TcpStoreServer::bind_with_secret("127.0.0.1:0", Some(b"s3cret")).unwrap();
+    let addr = srv.local_addr();
+    assert!(matches!(
+        TcpStore::connect(addr, T),
+        Err(StoreError::Unauthorized)
+    ));
+    assert!(matches!(
+        TcpStore::connect_with_secret(addr, T, Some(b"wrong")),
+        Err(StoreError::Unauthorized)
+    ));
+    let st = TcpStore::connect_with_secret(addr, T, Some(b"s3cret")).unwrap();
+    st.set("a", b"1").unwrap();
+    assert_eq!(st.get("a").unwrap(), b"1");
+}
+
+#[test]
+fn client_retries_until_server_is_up_and_sees_it_go() {
+    // Find a free port, then start the server there only later.
+    let addr = {
+        let (srv, addr) = server();
+        drop(srv);
+        addr
+    };
+    let h = thread::spawn(move || TcpStore::connect(addr, T));
+    thread::sleep(Duration::from_millis(300));
+    let srv = TcpStoreServer::bind(addr).unwrap();
+    let st = h.join().unwrap().unwrap();
+    st.set("x", b"y").unwrap();
+    drop(srv);
+    // The server thread serving this client stops within its tick.
+    let err = st.get_timeout("x", Duration::from_secs(1)).err();
+    let err = err.or_else(|| {
+        thread::sleep(Duration::from_millis(500));
+        st.get("x").err()
+    });
+    assert!(
+        matches!(err, Some(StoreError::Closed) | Some(StoreError::Io(_))),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn connect_gives_up_at_the_deadline() {
+    let addr = {
+        let (srv, addr) = server();
+        drop(srv);
+        addr
+    };
+    let start = Instant::now();
+    let err = TcpStore::connect(addr, Duration::from_millis(300)).err();
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(
+        matches!(&err, Some(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut),
+        "{err:?}"
+    );
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::env::temp_dir().join(format!("ferrocoll-{tag}-{}-{nanos}", std::process::id()))
+}
+
+#[test]
+fn file_store_basics() {
+    let dir = temp_dir("filestore");
+    let st = FileStore::new(&dir, Duration::from_millis(200)).unwrap();
+    st.set("a/b c", b"v1").unwrap();
+    st.set("a/b c", b"v2").unwrap();
+    assert_eq!(st.get("a/b c").unwrap(), b"v2");
+    assert!(matches!(st.get("a_2fb c"), Err(StoreError::Timeout { .. })));
+    let start = Instant::now();
+    assert!(matches!(
+        st.wait(&["a/b c", "nope"]),
+        Err(StoreError::Timeout { key }) if key == "nope"
+    ));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    st.set("txt", b"x").unwrap();
+    assert!(matches!(st.add("txt", 1), Err(StoreError::Protocol(_))));
+    drop(st);
+
+    // Several "processes" (separate store handles) on one directory.
+    let stores: Vec<Arc<dyn Store>> = (0..6)
+        .map(|_| Arc::new(FileStore::new(&dir, T).unwrap()) as Arc<dyn Store>)
+        .collect();
+    rendezvous(stores);
+    let st = FileStore::new(&dir, T).unwrap();
+    let hs: Vec<_> = (0..4)
+        .map(|_| {
+            let st = st.clone();
+            thread::spawn(move || {
+                (0..25).for_each(|_| {
+                    st.add("ctr", 1).unwrap();
+                })
+            })
+        })
+        .collect();
+    hs.into_iter().for_each(|h| h.join().unwrap());
+    assert_eq!(st.add("ctr", 0).unwrap(), 100);
+    // No temporary or lock file is left behind.
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| !n.starts_with("v-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn file_store_get_waits_for_a_later_set() {
+    let dir = temp_dir("filestore-late");
+    let st = FileStore::new(&dir, T).unwrap();
+    let st2 = st.clone();
+    let h = thread::spawn(move || st2.get("late").unwrap());
+    thread::sleep(Duration::from_millis(50));
+    st.set("late", b"ok").unwrap();
+    assert_eq!(h.join().unwrap(), b"ok");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,267 @@
+//! Loopback tests of the TCP links and the mesh setup.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::setup::Hello;
+use super::*;
+
+const TOKEN: u64 = 0x5eed_f00d_1234_5678;
+
+fn listeners(n: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
+    let ls: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addrs = ls.iter().map(|l| l.local_addr().unwrap()).collect();
+    (ls, addrs)
+}
+
+/// Forms an `n`-rank mesh over threads; `before` runs after binding, before any rank starts.
+fn mesh_with(n: usize, before: impl FnOnce(&[SocketAddr])) -> Vec<TcpEndpoint> {
+    let (ls, addrs) = listeners(n);
+    before(&addrs);
+    let hs: Vec<_> = ls
+        .into_iter()
+        .enumerate()
+        .map(|(r, l)| {
+            let addrs = addrs.clone();
+            thread::spawn(move || {
+                TcpEndpoint::connect(r, n, l, &addrs, TOKEN, Duration::from_secs(20))
+            })
+        })
+        .collect();
+    hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+}
+
+fn byte(from: usize, to: usize, i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ (from * 7 + to * 13) ^ (i >> 11)) as u8
+}
+
+/// Sends `bytes` to every peer and receives as many from each, checking every byte.
+fn exchange(ep: &mut TcpEndpoint, bytes: usize) {
+    let (me, n) = (ep.rank(), ep.world_size());
+    let out: Vec<Vec<u8>> = (0..n)
+        .map(|p| (0..bytes).map(|i| byte(me, p, i)).collect())
+        .collect();
+    let mut sent = vec![0usize; n];
+    let mut got: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; bytes]).collect();
+    let mut recvd = vec![0usize; n];
+    sent[me] = bytes;
+    recvd[me] = bytes;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent.iter().chain(&recvd).any(|&x| x < bytes) {
+        assert!(Instant::now() < deadline, "rank {me}: exchange stalled");
+        let token = ep.activity_token();
+        let mut moved = false;
+        for p in (0..n).filter(|&p| p != me) {
+            let l = ep.link(p).unwrap();
+            if sent[p] < bytes {
+                // Odd-sized pieces exercise partial writes.
+                let end = (sent[p] + 300_007).min(bytes);
+                let k = l.try_write(&out[p][sent[p]..end]).unwrap();
+                sent[p] += k;
+                moved |= k > 0;
+            }
+            while recvd[p] < bytes {
+                // Alternate small (buffered) and large (direct) reads.
+                let want = if recvd[p] % 2 == 0 { 1000 } else { 700_001 };
+                let end = (recvd[p] + want).min(bytes);
+                let k = l.read_into(&mut got[p][recvd[p]..end]).unwrap();
+                if k == 0 {
+                    break;
+                }
+                recvd[p] += k;
+                moved = true;
+            }
+        }
+        if !moved {
+            ep.wait(token, Duration::from_millis(100)).unwrap();
+        }
+    }
+    for p in (0..n).filter(|&p| p != me) {
+        for (i, &b) in got[p].iter().enumerate() {
+            assert_eq!(b, byte(p, me, i), "rank {me}: byte {i} from {p}");
+        }
+    }
+}
+
+#[test]
+fn three_rank_mesh_streams_megabytes() {
+    let eps = mesh_with(3, |_| {});
+    let hs: Vec<_> = eps
+        .into_iter()
+        .map(|mut ep| {
+            thread::spawn(move || {
+                exchange(&mut ep, 3 << 20);
+                ep
+            })
+        })
+        .collect();
+    for h in hs {
+        let ep = h.join().unwrap();
+        assert_eq!(ep.world_size(), 3);
+    }
+}
+
+#[test]
+fn stranger_is_dropped_and_mesh_forms() {
+    let eps = mesh_with(3, |addrs| {
+        // Random garbage to rank 0 (which accepts from 1 and 2) and to rank 1.
+        for &a in &addrs[..2] {
+            let mut s = TcpStream::connect(a).unwrap();
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let junk: Vec<u8> = (0..4096)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = s.write_all(&junk);
+            // Left open: a silent stranger must not block the job either.
+            std::mem::forget(s);
+        }
+        // A well-formed hello from another job.
+        let mut s = TcpStream::connect(addrs[0]).unwrap();
+        let other = Hello {
+            job_token: TOKEN ^ 1,
+            rank: 2,
+            world: 3,
+        };
+        s.write_all(&other.encode()).unwrap();
+        // A silent stranger holding a connection open.
+        std::mem::forget(TcpStream::connect(addrs[0]).unwrap());
+    });
+    let hs: Vec<_> = eps
+        .into_iter()
+        .map(|mut ep| thread::spawn(move || exchange(&mut ep, 64 << 10)))
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn closed_peer_gives_closed_after_drain() {
+    let mut eps = mesh_with(2, |_| {});
+    let mut e1 = eps.pop().unwrap();
+    let mut e0 = eps.pop().unwrap();
+    assert_eq!(e1.link(0).unwrap().try_write(b"ab").unwrap(), 2);
+    e1.close_all();
+    drop(e1);
+    let l = e0.link(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    let err = loop {
+        assert!(Instant::now() < deadline, "no Closed seen");
+        match l.peek() {
+            Ok(b) => {
+                let n = b.len();
+                got.extend_from_slice(b);
+                l.consume(n);
+                if n == 0 {
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, b"ab");
+    assert!(matches!(err, LinkError::Closed { peer: 1 }), "{err:?}");
+    assert!(matches!(
+        l.try_write(b"x"),
+        Err(LinkError::Closed { peer: 1 })
+    ));
+    let mut buf = [0u8; DIRECT_READ_MIN];
+    assert!(matches!(
+        l.read_into(&mut buf),
+        Err(LinkError::Closed { peer: 1 })
+    ));
+}
+
+#[test]
+fn setup_deadline_with_missing_peer() {
+    // Rank 1 of 2 connects to a rank 0 that never listens.
+    let (mut ls, addrs) = listeners(2);
+    drop(ls.remove(0));
+    let start = Instant::now();
+    let t = Duration::from_millis(500);
+    let err = TcpEndpoint::connect(1, 2, ls.remove(0), &addrs, TOKEN, t).err();
+    let took = start.elapsed();
+    assert!(took < t + Duration::from_millis(400), "took {took:?}");
+    match err {
+        Some(LinkError::Io { peer: 0, source }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{source}")
+        }
+        other => panic!("expected a timeout naming rank 0, got {other:?}"),
+    }
+    // Rank 0 of 2 waits for a rank 1 that never comes.
+    let (mut ls, addrs) = listeners(2);
+    let start = Instant::now();
+    let err = TcpEndpoint::connect(0, 2, ls.remove(0), &addrs, TOKEN, t).err();
+    assert!(start.elapsed() < t + Duration::from_millis(400));
+    assert!(
+        matches!(err, Some(LinkError::Io { peer: 1, .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn late_peer_is_retried() {
+    let (ls, addrs) = listeners(2);
+    let mut ls = ls.into_iter();
+    // Rank 0 is not listening yet: its port refuses connections until it binds again.
+    drop(ls.next());
+    let l1 = ls.next().unwrap();
+    let a = addrs.clone();
+    let h1 =
+        thread::spawn(move || TcpEndpoint::connect(1, 2, l1, &a, TOKEN, Duration::from_secs(10)));
+    thread::sleep(Duration::from_millis(300));
+    let l0 = TcpListener::bind(addrs[0]).unwrap();
+    let e0 = TcpEndpoint::connect(0, 2, l0, &addrs, TOKEN, Duration::from_secs(10)).unwrap();
+    let e1 = h1.join().unwrap().unwrap();
+    assert_eq!((e0.rank(), e1.rank()), (0, 1));
+}
+
+#[test]
+fn single_rank_and_bad_arguments() {
+    let (mut ls, addrs) = listeners(1);
+    let mut ep =
+        TcpEndpoint::connect(0, 1, ls.remove(0), &addrs, TOKEN, Duration::from_secs(1)).unwrap();
+    assert!(ep.link(0).is_none());
+    let (mut ls, addrs) = listeners(1);
+    assert!(
+        TcpEndpoint::connect(3, 2, ls.remove(0), &addrs, TOKEN, Duration::from_secs(1)).is_err()
+    );
+}
+
+#[test]
+fn interrupter_wakes_wait() {
+    let mut eps = mesh_with(2, |_| {});
+    let mut e0 = eps.remove(0);
+    let wake = e0.interrupter();
+    let token = e0.activity_token();
+    let h = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        wake();
+    });
+    let start = Instant::now();
+    // Spurious wake-ups (e.g. initial writability) are allowed: wait until the token moves.
+    let mut t = token;
+    while start.elapsed() < Duration::from_secs(5) {
+        e0.wait(t, Duration::from_secs(5)).unwrap();
+        if start.elapsed() >= Duration::from_millis(40) {
+            break;
+        }
+        t = e0.activity_token();
+    }
+    assert!(start.elapsed() < Duration::from_secs(2));
+    h.join().unwrap();
+    // A token that already moved returns at once.
+    let start = Instant::now();
+    e0.wait(token, Duration::from_secs(5)).unwrap();
+    assert!(start.elapsed() < Duration::from_millis(100));
+}
