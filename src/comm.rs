@@ -30,6 +30,9 @@ pub struct Communicator {
     seq: AtomicU64,
     send_seq: Vec<AtomicU64>,
     recv_seq: Vec<AtomicU64>,
+    peers: Option<crate::bootstrap::rendezvous::Peers>,
+    // Dropped after `engine` (field order): the store client and rank 0's store server.
+    _keep: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// A call in raw form: untyped pointers, an element count and a [`DataType`].
@@ -111,7 +114,42 @@ impl Communicator {
             seq: AtomicU64::new(0),
             send_seq: (0..world).map(|_| AtomicU64::new(0)).collect(),
             recv_seq: (0..world).map(|_| AtomicU64::new(0)).collect(),
+            peers: None,
+            _keep: None,
         })
+    }
+
+    /// A communicator for a rank started by a launcher: reads the configuration
+    /// ([`Config::from_env`]) and the launcher variables (see [`crate::bootstrap::env`]), meets
+    /// the other ranks through the store, and connects shared memory to ranks on this host and
+    /// TCP to the others.
+    pub fn from_env() -> Result<Communicator> {
+        let cfg = Config::from_env()?;
+        crate::init_logging();
+        let env = crate::bootstrap::env::detect(|k| std::env::var(k).ok())?.ok_or_else(|| Error::Config {
+            var: "FERROCOLL_RANK".into(),
+            value: String::new(),
+            reason: "no launcher variables found (FERROCOLL_RANK/WORLD_SIZE/STORE, torchrun, mpirun or srun)".into(),
+        })?;
+        Communicator::from_launch(&env, cfg)
+    }
+
+    /// A communicator for the rank described by `env` (see [`Communicator::from_env`]).
+    pub fn from_launch(env: &crate::bootstrap::env::LaunchEnv, cfg: Config) -> Result<Communicator> {
+        let rv = crate::bootstrap::rendezvous::rendezvous(env, &cfg)?;
+        let mut c = Communicator::from_endpoint(Box::new(rv.endpoint), cfg)?;
+        c.peers = Some(rv.peers);
+        c._keep = Some(Box::new((rv.store, rv.server)));
+        Ok(c)
+    }
+
+    /// The transport that reaches each rank (`"shm"`, `"tcp"`, `"self"`; `"mem"` in an
+    /// in-process world).
+    pub fn transports(&self) -> Vec<&'static str> {
+        match &self.peers {
+            Some(p) => p.transports.clone(),
+            None => (0..self.world).map(|r| if r == self.rank { "self" } else { "mem" }).collect(),
+        }
     }
 
     /// This rank.

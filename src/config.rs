@@ -15,6 +15,18 @@ pub enum AlgoChoice {
     Forced(String),
 }
 
+/// Which transport carries traffic between ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TransportChoice {
+    /// Shared memory between ranks of one host, TCP between hosts.
+    #[default]
+    Auto,
+    /// Shared memory only (every rank on one host).
+    Shm,
+    /// TCP only, even on one host (how the TCP path is benchmarked).
+    Tcp,
+}
+
 /// Settings of a communicator.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -28,6 +40,16 @@ pub struct Config {
     pub timeout: Duration,
     /// How long an idle rank spins before it sleeps (`FERROCOLL_SPIN_US`, default 50 µs).
     pub spin: Duration,
+    /// Transport choice (`FERROCOLL_TRANSPORT=auto|shm|tcp`).
+    pub transport: TransportChoice,
+    /// Host identity override (`FERROCOLL_HOSTNAME`): ranks with equal identity share memory.
+    pub hostname: Option<String>,
+    /// Interface whose IPv4 address ranks listen on (`FERROCOLL_SOCKET_IFNAME`).
+    pub socket_ifname: Option<String>,
+    /// Shared secret the store demands of clients (`FERROCOLL_SECRET`).
+    pub secret: Option<String>,
+    /// Bytes per shared-memory ring (`FERROCOLL_SHM_RING_BYTES`, default 4 MiB).
+    pub shm_ring_bytes: usize,
 }
 
 impl Default for Config {
@@ -37,6 +59,11 @@ impl Default for Config {
             segment_bytes: 512 << 10,
             timeout: Duration::from_secs(300),
             spin: Duration::from_micros(50),
+            transport: TransportChoice::Auto,
+            hostname: None,
+            socket_ifname: None,
+            secret: None,
+            shm_ring_bytes: 4 << 20,
         }
     }
 }
@@ -91,6 +118,29 @@ impl Config {
                 .parse()
                 .map_err(|_| bad("FERROCOLL_SPIN_US", &v, "not a number of microseconds"))?;
             c.spin = Duration::from_micros(us);
+        }
+        if let Some(v) = get("FERROCOLL_TRANSPORT") {
+            c.transport = match v.trim() {
+                "" | "auto" => TransportChoice::Auto,
+                "shm" => TransportChoice::Shm,
+                "tcp" => TransportChoice::Tcp,
+                _ => return Err(bad("FERROCOLL_TRANSPORT", &v, "expected auto, shm or tcp")),
+            };
+        }
+        c.hostname = get("FERROCOLL_HOSTNAME").filter(|s| !s.is_empty());
+        c.socket_ifname = get("FERROCOLL_SOCKET_IFNAME").filter(|s| !s.is_empty());
+        c.secret = get("FERROCOLL_SECRET").filter(|s| !s.is_empty());
+        if let Some(v) = get("FERROCOLL_SHM_RING_BYTES") {
+            let n: usize = v.trim().parse().map_err(|_| bad("FERROCOLL_SHM_RING_BYTES", &v, "not a byte count"))?;
+            if n < 4096 {
+                return Err(bad("FERROCOLL_SHM_RING_BYTES", &v, "must be at least 4096"));
+            }
+            c.shm_ring_bytes = n;
+        }
+        if let Some(v) = get("FERROCOLL_DEBUG") {
+            if !matches!(v.trim().to_ascii_uppercase().as_str(), "" | "WARN" | "INFO" | "DEBUG" | "TRACE") {
+                return Err(bad("FERROCOLL_DEBUG", &v, "expected WARN, INFO, DEBUG or TRACE"));
+            }
         }
         Ok(c)
     }
@@ -153,5 +203,8 @@ mod tests {
         assert!(Config::from_vars(vars(&[("FERROCOLL_TIMEOUT", "-1")])).is_err());
         assert!(Config::from_vars(vars(&[("FERROCOLL_SEGMENT_BYTES", "0")])).is_err());
         assert!(Config::from_vars(vars(&[("FERROCOLL_SEGMENT_BYTES", "x")])).is_err());
+        assert!(Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", "rdma")])).unwrap_err().to_string().contains("FERROCOLL_TRANSPORT"));
+        assert_eq!(Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", "tcp")])).unwrap().transport, TransportChoice::Tcp);
+        assert!(Config::from_vars(vars(&[("FERROCOLL_DEBUG", "LOUD")])).is_err());
     }
 }

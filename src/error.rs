@@ -155,6 +155,12 @@ pub enum Error {
     /// An earlier failure left the communicator unusable; every later call reports it.
     #[error("communicator failed earlier")]
     CommFailed(#[source] Arc<Error>),
+    /// Rendezvous through the store failed.
+    #[error("bootstrap failed")]
+    Bootstrap(#[from] crate::bootstrap::StoreError),
+    /// Setting up a transport failed.
+    #[error("transport setup failed")]
+    Transport(#[from] LinkError),
     /// A schedule broke an invariant (a bug in ferrocoll, reported instead of hanging).
     #[error("internal error: {0}")]
     Internal(String),
@@ -199,7 +205,7 @@ impl Error {
             }
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::PeerFailed { .. } => ErrorKind::Remote,
-            Error::Aborted => ErrorKind::System,
+            Error::Aborted | Error::Bootstrap(_) | Error::Transport(_) => ErrorKind::System,
             Error::CommFailed(cause) => cause.kind(),
             Error::Internal(_) => ErrorKind::Internal,
         }
@@ -295,6 +301,8 @@ impl Error {
                 source: source.duplicate(),
             },
             Aborted => Aborted,
+            Bootstrap(e) => Internal(format!("bootstrap failed: {e}")),
+            Transport(e) => Transport(e.duplicate()),
             CommFailed(c) => CommFailed(c.clone()),
             Internal(m) => Internal(m.clone()),
         }

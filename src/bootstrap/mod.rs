@@ -11,7 +11,9 @@
 //! Counters written by [`Store::add`] are stored as decimal ASCII text, so `get` on a counter
 //! key returns e.g. `b"3"`.
 
+pub mod env;
 mod file_store;
+pub mod rendezvous;
 mod tcp_client;
 mod tcp_server;
 #[cfg(test)]

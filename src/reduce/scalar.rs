@@ -4,7 +4,7 @@
 use half::{bf16, f16};
 
 use crate::fp8::{F8E4M3, F8E5M2};
-use crate::types::{Element, ReduceOp};
+use crate::types::{DataType, Element, ReduceOp};
 
 /// Arithmetic of one element type.
 pub trait Arith: Element {
@@ -149,6 +149,46 @@ widened_float!(bf16, 2, |r: [u8; 2]| bf16::from_ne_bytes(r), |v: bf16| v
     .to_ne_bytes());
 widened_float!(F8E4M3, 1, |r: [u8; 1]| F8E4M3(r[0]), |v: F8E4M3| [v.0]);
 widened_float!(F8E5M2, 1, |r: [u8; 1]| F8E5M2(r[0]), |v: F8E5M2| [v.0]);
+
+/// Element-by-element `dst[i] = dst[i] ⊕ src[i]` on bytes: the reference for
+/// [`super::reduce`] (same contract).
+pub fn reduce(dtype: DataType, op: ReduceOp, dst: &mut [u8], src: &[u8]) {
+    dispatch!(dtype, reduce_t, op.step_op(), dst, src)
+}
+
+/// Element-by-element `dst[i] = a[i] ⊕ b[i]`: the reference for [`super::reduce3`].
+pub fn reduce3(dtype: DataType, op: ReduceOp, dst: &mut [u8], a: &[u8], b: &[u8]) {
+    dispatch!(dtype, reduce3_t, op.step_op(), dst, a, b)
+}
+
+/// Element-by-element `dst[i] = dst[i] / n`: the reference for [`super::divide`].
+pub fn divide(dtype: DataType, dst: &mut [u8], n: usize) {
+    dispatch!(dtype, divide_t, dst, n)
+}
+
+fn reduce_t<T: Arith>(op: ReduceOp, dst: &mut [u8], src: &[u8]) {
+    let n = T::SIZE;
+    for (d, s) in dst.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
+        T::combine(op, T::load(d), T::load(s)).store(d);
+    }
+}
+
+fn reduce3_t<T: Arith>(op: ReduceOp, dst: &mut [u8], a: &[u8], b: &[u8]) {
+    let n = T::SIZE;
+    for ((d, x), y) in dst
+        .chunks_exact_mut(n)
+        .zip(a.chunks_exact(n))
+        .zip(b.chunks_exact(n))
+    {
+        T::combine(op, T::load(x), T::load(y)).store(d);
+    }
+}
+
+fn divide_t<T: Arith>(dst: &mut [u8], n: usize) {
+    for d in dst.chunks_exact_mut(T::SIZE) {
+        T::load(d).div_count(n).store(d);
+    }
+}
 
 /// Left fold of `values` with `op` in the given order — the sequential reference of a
 /// reduction over ranks 0, 1, ..., n-1 — including `Avg`'s final division.

@@ -9,9 +9,13 @@
 //! Implementations:
 //! - [`mem`]: ranks as threads of one process, over [`ring`] buffers on the heap, with fault
 //!   injection (delay, dropped links, killed ranks) for tests.
-//! - shared memory and TCP: issue 3 (not yet in this crate).
+//! - [`shm`]: ranks on one host, over rings in a shared-memory segment, with futex doorbells
+//!   and peer-death detection.
+//! - [`tcp`]: ranks on other hosts, over a mio-driven TCP mesh.
+//! - [`hybrid`]: one rank's shm links and tcp links behind one endpoint.
 
 pub mod doorbell;
+pub mod hybrid;
 pub mod link;
 pub mod mem;
 pub mod ring;

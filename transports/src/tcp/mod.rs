@@ -261,7 +261,7 @@ pub struct TcpEndpoint {
 
 impl TcpEndpoint {
     /// Builds an endpoint from connected streams: `streams[p]` is the stream to peer `p`
-    /// (`None` exactly at `rank`). Registers every stream for read and write readiness.
+    /// (`None` at `rank` and at peers this endpoint does not link to). Registers every stream for read and write readiness.
     pub fn from_streams(
         rank: usize,
         streams: Vec<Option<TcpStream>>,
@@ -285,13 +285,8 @@ impl TcpEndpoint {
                         detail: "a stream to oneself".into(),
                     })
                 }
-                None if peer == rank => links.push(None),
-                None => {
-                    return Err(LinkError::Protocol {
-                        peer,
-                        detail: "no stream to this peer".into(),
-                    })
-                }
+                // No stream: this rank itself, or a peer reached another way (shm).
+                None => links.push(None),
             }
         }
         Ok(TcpEndpoint {

@@ -230,6 +230,24 @@ impl TcpEndpoint {
         job_token: u64,
         timeout: Duration,
     ) -> Result<TcpEndpoint, LinkError> {
+        Self::connect_to(rank, world, listener, peers, &vec![true; world], job_token, timeout)
+    }
+
+    /// Like [`TcpEndpoint::connect`], but links only to the peers `p` with `wanted[p]` (the
+    /// others, e.g. ranks on the same host reached over shared memory, get no link; every
+    /// rank must agree on who links to whom).
+    pub fn connect_to(
+        rank: usize,
+        world: usize,
+        listener: StdTcpListener,
+        peers: &[SocketAddr],
+        wanted: &[bool],
+        job_token: u64,
+        timeout: Duration,
+    ) -> Result<TcpEndpoint, LinkError> {
+        if wanted.len() != world {
+            return Err(invalid(rank, format!("{} wanted flags for a world of {world}", wanted.len())));
+        }
         if rank >= world || peers.len() != world || u32::try_from(world).is_err() {
             return Err(invalid(
                 rank,
@@ -258,9 +276,13 @@ impl TcpEndpoint {
         let mut done: Vec<Option<TcpStream>> = (0..world).map(|_| None).collect();
         let mut taken = vec![false; world];
         taken[rank] = true;
+        for (t, w) in taken.iter_mut().zip(wanted) {
+            *t |= !w;
+        }
         let mut conns: Vec<(Token, Conn)> = Vec::new();
         let mut next_token = 0usize;
         let mut retries: Vec<Retry> = (0..rank)
+            .filter(|&p| wanted[p])
             .map(|peer| Retry {
                 peer,
                 at: Instant::now(),

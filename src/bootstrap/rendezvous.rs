@@ -1,0 +1,180 @@
+//! Rendezvous: from launcher variables to connected links.
+//!
+//! Rank 0 serves a [`TcpStoreServer`] at the store address; every rank connects to it,
+//! publishes `host identity / listening address / pid`, and reads everyone else's. Ranks
+//! with the same host identity (hostname + boot id, or `FERROCOLL_HOSTNAME`) talk over shared
+//! memory, the others over TCP (`FERROCOLL_TRANSPORT` can force either).
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+
+use ferrocoll_transports::hybrid::HybridEndpoint;
+use ferrocoll_transports::shm::{ShmEndpoint, ShmOptions};
+use ferrocoll_transports::tcp::TcpEndpoint;
+
+use super::env::LaunchEnv;
+use super::{Store, StoreError, TcpStore, TcpStoreServer};
+use crate::config::{Config, TransportChoice};
+use crate::error::{Error, Result};
+
+/// What a rank learnt at rendezvous, kept for reporting (the probe prints it).
+#[derive(Clone, Debug)]
+pub struct Peers {
+    /// Host identity per rank.
+    pub hosts: Vec<String>,
+    /// `"shm"`, `"tcp"` or `"self"` per rank, as seen from this rank.
+    pub transports: Vec<&'static str>,
+}
+
+/// This machine's identity for "may these ranks share memory": `FERROCOLL_HOSTNAME` if set
+/// (containers, tests), else hostname + boot id.
+pub fn host_identity(cfg: &Config) -> String {
+    if let Some(h) = &cfg.hostname {
+        return h.clone();
+    }
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
+    format!("{}/{}", read("/proc/sys/kernel/hostname"), read("/proc/sys/kernel/random/boot_id"))
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| Error::Config { var: "FERROCOLL_STORE".into(), value: addr.into(), reason: e.to_string() })?
+        .next()
+        .ok_or_else(|| Error::Config { var: "FERROCOLL_STORE".into(), value: addr.into(), reason: "no address".into() })
+}
+
+/// The local IP to listen on: the interface named by `FERROCOLL_SOCKET_IFNAME`, else the one
+/// that routes to the store.
+fn listen_ip(cfg: &Config, store: SocketAddr) -> Result<std::net::IpAddr> {
+    if let Some(ifname) = &cfg.socket_ifname {
+        return interface_ipv4(ifname).ok_or_else(|| Error::Config {
+            var: "FERROCOLL_SOCKET_IFNAME".into(),
+            value: ifname.clone(),
+            reason: "no such interface with an IPv4 address".into(),
+        });
+    }
+    let probe = UdpSocket::bind(if store.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).map_err(StoreError::Io)?;
+    probe.connect(store).map_err(StoreError::Io)?;
+    Ok(probe.local_addr().map_err(StoreError::Io)?.ip())
+}
+
+fn interface_ipv4(name: &str) -> Option<std::net::IpAddr> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs;
+        // ifa_name is a NUL-terminated string, ifa_addr (if non-null) a sockaddr whose family
+        // says its real type.
+        unsafe {
+            let ifa = &*cur;
+            let n = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
+            if n == name && !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                found = Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                break;
+            }
+            cur = ifa.ifa_next;
+        }
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    found
+}
+
+/// Everything a communicator built by rendezvous keeps alive: the store server (rank 0) and
+/// the store client.
+pub struct Rendezvous {
+    /// The links.
+    pub endpoint: HybridEndpoint,
+    /// What the rank learnt about its peers.
+    pub peers: Peers,
+    /// The store client (for later rendezvous, e.g. split).
+    pub store: TcpStore,
+    /// Rank 0's store server.
+    pub server: Option<TcpStoreServer>,
+}
+
+/// Runs the rendezvous of `env` and connects the links.
+pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
+    let (rank, world) = (env.rank, env.world);
+    let store_addr = resolve(&env.store)?;
+    let server = if rank == 0 {
+        // Listen on every interface at the store's port, so ranks on other hosts reach it.
+        let any: SocketAddr = if store_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| Error::Internal("addr".into()))?;
+        let bind = SocketAddr::new(if store_addr.ip().is_loopback() { store_addr.ip() } else { any.ip() }, store_addr.port());
+        Some(TcpStoreServer::bind_with_secret(bind, cfg.secret.as_deref().map(str::as_bytes))?)
+    } else {
+        None
+    };
+    let store = TcpStore::connect_with_secret(store_addr, cfg.timeout, cfg.secret.as_deref().map(str::as_bytes))?;
+    let token_key = "fc/job_token";
+    let token: u64 = if rank == 0 {
+        let t = random_token();
+        store.set(token_key, &t.to_le_bytes())?;
+        t
+    } else {
+        let b = store.get_timeout(token_key, cfg.timeout)?;
+        u64::from_le_bytes(b.get(..8).and_then(|s| s.try_into().ok()).ok_or_else(|| StoreError::Protocol("bad job token".into()))?)
+    };
+    let ip = listen_ip(cfg, store_addr)?;
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(StoreError::Io)?;
+    let me = format!("{}\n{}\n{}", host_identity(cfg), listener.local_addr().map_err(StoreError::Io)?, std::process::id());
+    store.set(&format!("fc/rank/{rank}"), me.as_bytes())?;
+    let mut hosts = Vec::with_capacity(world);
+    let mut addrs = Vec::with_capacity(world);
+    for r in 0..world {
+        let v = store.get_timeout(&format!("fc/rank/{r}"), cfg.timeout)?;
+        let text = String::from_utf8_lossy(&v).into_owned();
+        let mut parts = text.split('\n');
+        let (host, addr) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let addr: SocketAddr = addr.parse().map_err(|_| StoreError::Protocol(format!("rank {r} published a bad address {addr:?}")))?;
+        hosts.push(host.to_string());
+        addrs.push(addr);
+    }
+    let same_host: Vec<bool> = hosts.iter().map(|h| *h == hosts[rank]).collect();
+    let use_shm: Vec<bool> = match cfg.transport {
+        TransportChoice::Tcp => vec![false; world],
+        TransportChoice::Shm => {
+            if let Some(p) = same_host.iter().position(|s| !s) {
+                return Err(Error::Config {
+                    var: "FERROCOLL_TRANSPORT".into(),
+                    value: "shm".into(),
+                    reason: format!("rank {p} is on another host ({})", hosts[p]),
+                });
+            }
+            vec![true; world]
+        }
+        TransportChoice::Auto => same_host.clone(),
+    };
+    let local: Vec<usize> = (0..world).filter(|&p| use_shm[p]).collect();
+    let shm = if local.len() > 1 {
+        let opts = ShmOptions { ring_bytes: cfg.shm_ring_bytes, timeout: cfg.timeout, spin: std::time::Duration::ZERO };
+        Some(ShmEndpoint::open_with(&format!("{token:016x}"), rank, world, &local, &opts)?)
+    } else {
+        None
+    };
+    let wanted: Vec<bool> = (0..world).map(|p| p != rank && !use_shm[p]).collect();
+    let tcp = if wanted.iter().any(|&w| w) {
+        Some(TcpEndpoint::connect_to(rank, world, listener, &addrs, &wanted, token, cfg.timeout)?)
+    } else {
+        None
+    };
+    let mut local_flags = use_shm.clone();
+    local_flags[rank] = false;
+    let endpoint = HybridEndpoint::new(rank, world, shm, tcp, local_flags);
+    let transports = (0..world).map(|p| endpoint.transport_of(p)).collect();
+    tracing::info!(rank, world, source = env.source, "rendezvous done; hosts {:?}", hosts);
+    Ok(Rendezvous { endpoint, peers: Peers { hosts, transports }, store, server })
+}
+
+fn random_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    h.finish()
+}
