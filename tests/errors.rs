@@ -21,11 +21,11 @@ fn bad_arguments_are_typed_errors_and_harmless() {
                 c.all_reduce_into(&big, &mut small, ReduceOp::Sum)
                     .unwrap_err(),
                 c.all_gather(&big, &mut small).unwrap_err(),
-                c.reduce_scatter(&small, &mut vec![0f32; 2], ReduceOp::Sum)
+                c.reduce_scatter(&small, &mut [0f32; 2], ReduceOp::Sum)
                     .unwrap_err(),
                 c.broadcast(&mut small, 3).unwrap_err(),
                 c.reduce(&mut small, ReduceOp::Max, 7).unwrap_err(),
-                c.all_to_all(&vec![0f32; 4], &mut vec![0f32; 4])
+                c.all_to_all(&[0f32; 4], &mut [0f32; 4])
                     .unwrap_err(),
                 c.send(&big, c.rank()).unwrap_err(),
                 c.recv(&mut small, 9).unwrap_err(),

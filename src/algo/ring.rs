@@ -78,7 +78,7 @@ fn all_reduce(p: usize, n: usize, r: usize) -> RankPlan {
                 src: send,
             });
         }
-        if recv.len() > 0 {
+        if !recv.is_empty() {
             steps.push(recv);
         }
     };

@@ -40,7 +40,9 @@ pub fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>>
             Some(v) => v.trim().parse().map(Some).map_err(|_| bad(var, &v, "not a non-negative integer")),
         }
     };
-    let families: [(&'static str, &str, &str, Option<&str>, Option<&str>); 5] = [
+    // (source, rank variable, world variable, local rank variable, local world variable)
+    type Family<'a> = (&'static str, &'a str, &'a str, Option<&'a str>, Option<&'a str>);
+    let families: [Family; 5] = [
         ("ferrocoll", "FERROCOLL_RANK", "FERROCOLL_WORLD_SIZE", Some("FERROCOLL_LOCAL_RANK"), Some("FERROCOLL_LOCAL_WORLD_SIZE")),
         ("torchrun", "RANK", "WORLD_SIZE", Some("LOCAL_RANK"), Some("LOCAL_WORLD_SIZE")),
         ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", Some("OMPI_COMM_WORLD_LOCAL_RANK"), Some("OMPI_COMM_WORLD_LOCAL_SIZE")),
