@@ -135,7 +135,10 @@ impl Communicator {
     }
 
     /// A communicator for the rank described by `env` (see [`Communicator::from_env`]).
-    pub fn from_launch(env: &crate::bootstrap::env::LaunchEnv, cfg: Config) -> Result<Communicator> {
+    pub fn from_launch(
+        env: &crate::bootstrap::env::LaunchEnv,
+        cfg: Config,
+    ) -> Result<Communicator> {
         let rv = crate::bootstrap::rendezvous::rendezvous(env, &cfg)?;
         let mut c = Communicator::from_endpoint(Box::new(rv.endpoint), cfg)?;
         c.peers = Some(rv.peers);
@@ -148,7 +151,9 @@ impl Communicator {
     pub fn transports(&self) -> Vec<&'static str> {
         match &self.peers {
             Some(p) => p.transports.clone(),
-            None => (0..self.world).map(|r| if r == self.rank { "self" } else { "mem" }).collect(),
+            None => (0..self.world)
+                .map(|r| if r == self.rank { "self" } else { "mem" })
+                .collect(),
         }
     }
 

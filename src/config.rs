@@ -131,15 +131,25 @@ impl Config {
         c.socket_ifname = get("FERROCOLL_SOCKET_IFNAME").filter(|s| !s.is_empty());
         c.secret = get("FERROCOLL_SECRET").filter(|s| !s.is_empty());
         if let Some(v) = get("FERROCOLL_SHM_RING_BYTES") {
-            let n: usize = v.trim().parse().map_err(|_| bad("FERROCOLL_SHM_RING_BYTES", &v, "not a byte count"))?;
+            let n: usize = v
+                .trim()
+                .parse()
+                .map_err(|_| bad("FERROCOLL_SHM_RING_BYTES", &v, "not a byte count"))?;
             if n < 4096 {
                 return Err(bad("FERROCOLL_SHM_RING_BYTES", &v, "must be at least 4096"));
             }
             c.shm_ring_bytes = n;
         }
         if let Some(v) = get("FERROCOLL_DEBUG") {
-            if !matches!(v.trim().to_ascii_uppercase().as_str(), "" | "WARN" | "INFO" | "DEBUG" | "TRACE") {
-                return Err(bad("FERROCOLL_DEBUG", &v, "expected WARN, INFO, DEBUG or TRACE"));
+            if !matches!(
+                v.trim().to_ascii_uppercase().as_str(),
+                "" | "WARN" | "INFO" | "DEBUG" | "TRACE"
+            ) {
+                return Err(bad(
+                    "FERROCOLL_DEBUG",
+                    &v,
+                    "expected WARN, INFO, DEBUG or TRACE",
+                ));
             }
         }
         Ok(c)
@@ -203,8 +213,16 @@ mod tests {
         assert!(Config::from_vars(vars(&[("FERROCOLL_TIMEOUT", "-1")])).is_err());
         assert!(Config::from_vars(vars(&[("FERROCOLL_SEGMENT_BYTES", "0")])).is_err());
         assert!(Config::from_vars(vars(&[("FERROCOLL_SEGMENT_BYTES", "x")])).is_err());
-        assert!(Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", "rdma")])).unwrap_err().to_string().contains("FERROCOLL_TRANSPORT"));
-        assert_eq!(Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", "tcp")])).unwrap().transport, TransportChoice::Tcp);
+        assert!(Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", "rdma")]))
+            .unwrap_err()
+            .to_string()
+            .contains("FERROCOLL_TRANSPORT"));
+        assert_eq!(
+            Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", "tcp")]))
+                .unwrap()
+                .transport,
+            TransportChoice::Tcp
+        );
         assert!(Config::from_vars(vars(&[("FERROCOLL_DEBUG", "LOUD")])).is_err());
     }
 }

@@ -10,19 +10,25 @@ use std::ffi::OsString;
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus};
 
-
 use crate::bootstrap::StoreError;
 use crate::error::{Error, Result};
 
 /// Whether launcher variables are set (this process is a rank of a launched job).
 pub fn launched() -> bool {
-    matches!(crate::bootstrap::env::detect(|k| std::env::var(k).ok()), Ok(Some(_)) | Err(_))
+    matches!(
+        crate::bootstrap::env::detect(|k| std::env::var(k).ok()),
+        Ok(Some(_)) | Err(_)
+    )
 }
 
 /// Runs the current executable with `args` as `np` local ranks, each with the launcher
 /// variables above plus `extra_env`, waits for all of them and returns their exit statuses in
 /// rank order.
-pub fn spawn_local(np: usize, args: &[OsString], extra_env: &[(String, String)]) -> Result<Vec<ExitStatus>> {
+pub fn spawn_local(
+    np: usize,
+    args: &[OsString],
+    extra_env: &[(String, String)],
+) -> Result<Vec<ExitStatus>> {
     let exe = std::env::current_exe().map_err(StoreError::Io)?;
     spawn_local_command(np, || Command::new(&exe), args, extra_env)
 }
@@ -35,7 +41,10 @@ pub fn spawn_local_command(
     extra_env: &[(String, String)],
 ) -> Result<Vec<ExitStatus>> {
     let children = spawn_children(np, cmd, args, extra_env)?;
-    children.into_iter().map(|mut ch| ch.wait().map_err(|e| StoreError::Io(e).into())).collect()
+    children
+        .into_iter()
+        .map(|mut ch| ch.wait().map_err(|e| StoreError::Io(e).into()))
+        .collect()
 }
 
 /// Starts the `np` ranks like [`spawn_local_command`] and returns the children without
@@ -50,7 +59,10 @@ pub fn spawn_children(
         return Err(Error::InvalidWorld { rank: 0, world: 0 });
     }
     // A free port for rank 0's store; the tiny race until rank 0 binds it is accepted.
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(StoreError::Io)?.port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(StoreError::Io)?
+        .port();
     let mut children: Vec<Child> = Vec::with_capacity(np);
     for rank in 0..np {
         let mut c = cmd();

@@ -38,11 +38,19 @@ pub use world::World;
 /// Installs a log subscriber on stderr at the level of `FERROCOLL_DEBUG` (WARN, INFO, DEBUG,
 /// TRACE), unless the program installed one already. Called by `Communicator::from_env`.
 pub fn init_logging() {
-    let level = match std::env::var("FERROCOLL_DEBUG").unwrap_or_default().trim().to_ascii_uppercase().as_str() {
+    let level = match std::env::var("FERROCOLL_DEBUG")
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_uppercase()
+        .as_str()
+    {
         "INFO" => tracing::Level::INFO,
         "DEBUG" => tracing::Level::DEBUG,
         "TRACE" => tracing::Level::TRACE,
         _ => tracing::Level::WARN,
     };
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -25,8 +25,7 @@ fn bad_arguments_are_typed_errors_and_harmless() {
                     .unwrap_err(),
                 c.broadcast(&mut small, 3).unwrap_err(),
                 c.reduce(&mut small, ReduceOp::Max, 7).unwrap_err(),
-                c.all_to_all(&[0f32; 4], &mut [0f32; 4])
-                    .unwrap_err(),
+                c.all_to_all(&[0f32; 4], &mut [0f32; 4]).unwrap_err(),
                 c.send(&big, c.rank()).unwrap_err(),
                 c.recv(&mut small, 9).unwrap_err(),
             ];

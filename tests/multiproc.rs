@@ -17,7 +17,10 @@ fn me() -> Command {
 }
 
 fn args() -> Vec<std::ffi::OsString> {
-    ["--exact", "child_rank", "--nocapture", "--test-threads=1"].iter().map(Into::into).collect()
+    ["--exact", "child_rank", "--nocapture", "--test-threads=1"]
+        .iter()
+        .map(Into::into)
+        .collect()
 }
 
 fn env(scenario: &str, transport: &str, timeout_s: &str) -> Vec<(String, String)> {
@@ -32,7 +35,9 @@ fn env(scenario: &str, transport: &str, timeout_s: &str) -> Vec<(String, String)
 /// The ranks' side. Exit code 0 means the scenario's expectation held on this rank.
 #[test]
 fn child_rank() {
-    let Ok(scenario) = std::env::var("FC_CHILD") else { return };
+    let Ok(scenario) = std::env::var("FC_CHILD") else {
+        return;
+    };
     let c = Communicator::from_env().unwrap_or_else(|e| panic!("from_env: {e}"));
     let code = match scenario.as_str() {
         "matrix" => matrix(&c),
@@ -56,9 +61,20 @@ fn matrix(c: &Communicator) -> i32 {
     ];
     for kind in kinds {
         for count in [0usize, 1, 7, 4099, 300_000] {
-            for (dtype, op) in [(DataType::F32, ReduceOp::Sum), (DataType::I32, ReduceOp::Max), (DataType::BF16, ReduceOp::Avg)] {
+            for (dtype, op) in [
+                (DataType::F32, ReduceOp::Sum),
+                (DataType::I32, ReduceOp::Max),
+                (DataType::BF16, ReduceOp::Avg),
+            ] {
                 let root = c.world_size() - 1;
-                let case = Case { kind, dtype, op, count, root, in_place: count % 2 == 1 };
+                let case = Case {
+                    kind,
+                    dtype,
+                    op,
+                    count,
+                    root,
+                    in_place: count % 2 == 1,
+                };
                 match run_case(c, &case, 11) {
                     Ok((_, 0)) => {}
                     Ok((_, w)) => {
@@ -105,7 +121,11 @@ fn fault(c: &Communicator, scenario: &str) -> i32 {
     let t_out = c.config().timeout;
     for i in 0.. {
         if c.rank() == 1 && i == 30 {
-            let sig = if scenario == "kill" { libc::SIGKILL } else { libc::SIGSTOP };
+            let sig = if scenario == "kill" {
+                libc::SIGKILL
+            } else {
+                libc::SIGSTOP
+            };
             // SAFETY: raising a signal on ourselves has no memory-safety preconditions.
             unsafe { libc::raise(sig) };
         }
@@ -116,7 +136,9 @@ fn fault(c: &Communicator, scenario: &str) -> i32 {
                 let took = t0.elapsed();
                 eprintln!("rank {} after {took:?}: {e}", c.rank());
                 let in_time = took <= 2 * t_out + Duration::from_millis(500);
-                let not_early = scenario != "stop" || matches!(e, Error::PeerFailed { .. }) || took >= t_out / 2;
+                let not_early = scenario != "stop"
+                    || matches!(e, Error::PeerFailed { .. })
+                    || took >= t_out / 2;
                 return if in_time && not_early { 0 } else { 1 };
             }
         }
@@ -126,7 +148,12 @@ fn fault(c: &Communicator, scenario: &str) -> i32 {
 
 fn shm_files() -> Vec<String> {
     std::fs::read_dir("/dev/shm")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("ferrocoll-")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ferrocoll-"))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -135,7 +162,10 @@ fn every_collective_across_processes() {
     for transport in ["shm", "tcp"] {
         for np in [1usize, 2, 3, 4, 5, 8] {
             let st = spawn_local_command(np, me, &args(), &env("matrix", transport, "60")).unwrap();
-            assert!(st.iter().all(|s| s.success()), "{transport} np={np}: {st:?}");
+            assert!(
+                st.iter().all(|s| s.success()),
+                "{transport} np={np}: {st:?}"
+            );
         }
     }
 }
@@ -161,7 +191,10 @@ fn killed_rank_fails_the_survivors_and_leaves_no_segment() {
             }
         }
     }
-    let after: Vec<String> = shm_files().into_iter().filter(|f| !before.contains(f)).collect();
+    let after: Vec<String> = shm_files()
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
     assert!(after.is_empty(), "segments left behind: {after:?}");
 }
 

@@ -29,7 +29,11 @@ pub struct LaunchEnv {
 }
 
 fn bad(var: &str, value: &str, reason: &str) -> Error {
-    Error::Config { var: var.into(), value: value.into(), reason: reason.into() }
+    Error::Config {
+        var: var.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Reads the launcher variables through `get`; `Ok(None)` when none are set.
@@ -37,37 +41,91 @@ pub fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>>
     let num = |var: &str| -> Result<Option<usize>> {
         match get(var) {
             None => Ok(None),
-            Some(v) => v.trim().parse().map(Some).map_err(|_| bad(var, &v, "not a non-negative integer")),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| bad(var, &v, "not a non-negative integer")),
         }
     };
     // (source, rank variable, world variable, local rank variable, local world variable)
-    type Family<'a> = (&'static str, &'a str, &'a str, Option<&'a str>, Option<&'a str>);
+    type Family<'a> = (
+        &'static str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
     let families: [Family; 5] = [
-        ("ferrocoll", "FERROCOLL_RANK", "FERROCOLL_WORLD_SIZE", Some("FERROCOLL_LOCAL_RANK"), Some("FERROCOLL_LOCAL_WORLD_SIZE")),
-        ("torchrun", "RANK", "WORLD_SIZE", Some("LOCAL_RANK"), Some("LOCAL_WORLD_SIZE")),
-        ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", Some("OMPI_COMM_WORLD_LOCAL_RANK"), Some("OMPI_COMM_WORLD_LOCAL_SIZE")),
+        (
+            "ferrocoll",
+            "FERROCOLL_RANK",
+            "FERROCOLL_WORLD_SIZE",
+            Some("FERROCOLL_LOCAL_RANK"),
+            Some("FERROCOLL_LOCAL_WORLD_SIZE"),
+        ),
+        (
+            "torchrun",
+            "RANK",
+            "WORLD_SIZE",
+            Some("LOCAL_RANK"),
+            Some("LOCAL_WORLD_SIZE"),
+        ),
+        (
+            "openmpi",
+            "OMPI_COMM_WORLD_RANK",
+            "OMPI_COMM_WORLD_SIZE",
+            Some("OMPI_COMM_WORLD_LOCAL_RANK"),
+            Some("OMPI_COMM_WORLD_LOCAL_SIZE"),
+        ),
         ("pmi", "PMI_RANK", "PMI_SIZE", None, None),
-        ("slurm", "SLURM_PROCID", "SLURM_NTASKS", Some("SLURM_LOCALID"), None),
+        (
+            "slurm",
+            "SLURM_PROCID",
+            "SLURM_NTASKS",
+            Some("SLURM_LOCALID"),
+            None,
+        ),
     ];
     for (source, rank_var, world_var, local_var, local_world_var) in families {
         let (rank, world) = (num(rank_var)?, num(world_var)?);
         let (rank, world) = match (rank, world) {
             (None, None) => continue,
             (Some(r), Some(w)) => (r, w),
-            (Some(_), None) => return Err(bad(world_var, "", &format!("missing while {rank_var} is set"))),
-            (None, Some(_)) => return Err(bad(rank_var, "", &format!("missing while {world_var} is set"))),
+            (Some(_), None) => {
+                return Err(bad(
+                    world_var,
+                    "",
+                    &format!("missing while {rank_var} is set"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    rank_var,
+                    "",
+                    &format!("missing while {world_var} is set"),
+                ))
+            }
         };
         if world == 0 {
             return Err(bad(world_var, "0", "a world needs at least one rank"));
         }
         if rank >= world {
-            return Err(bad(rank_var, &rank.to_string(), &format!("not below {world_var}={world}")));
+            return Err(bad(
+                rank_var,
+                &rank.to_string(),
+                &format!("not below {world_var}={world}"),
+            ));
         }
         let local_rank = local_var.map(num).transpose()?.flatten();
         let local_world = local_world_var.map(num).transpose()?.flatten();
         if let (Some(lr), Some(lw)) = (local_rank, local_world) {
             if lr >= lw || lw > world {
-                return Err(bad(local_var.unwrap_or(rank_var), &lr.to_string(), "contradicts the local world size"));
+                return Err(bad(
+                    local_var.unwrap_or(rank_var),
+                    &lr.to_string(),
+                    "contradicts the local world size",
+                ));
             }
         }
         let store = match get("FERROCOLL_STORE") {
@@ -78,8 +136,15 @@ pub fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>>
                 s
             }
             None => {
-                let addr = get("MASTER_ADDR").ok_or_else(|| bad("FERROCOLL_STORE", "", "not set (nor MASTER_ADDR/MASTER_PORT)"))?;
-                let port = num("MASTER_PORT")?.ok_or_else(|| bad("MASTER_PORT", "", "missing while MASTER_ADDR is set"))?;
+                let addr = get("MASTER_ADDR").ok_or_else(|| {
+                    bad(
+                        "FERROCOLL_STORE",
+                        "",
+                        "not set (nor MASTER_ADDR/MASTER_PORT)",
+                    )
+                })?;
+                let port = num("MASTER_PORT")?
+                    .ok_or_else(|| bad("MASTER_PORT", "", "missing while MASTER_ADDR is set"))?;
                 // torchrun's agent serves its own store on MASTER_PORT: use the next port.
                 let port = if source == "torchrun" { port + 1 } else { port };
                 if port > u16::MAX as usize {
@@ -88,7 +153,14 @@ pub fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>>
                 format!("{addr}:{port}")
             }
         };
-        return Ok(Some(LaunchEnv { rank, world, local_rank, local_world, store, source }));
+        return Ok(Some(LaunchEnv {
+            rank,
+            world,
+            local_rank,
+            local_world,
+            store,
+            source,
+        }));
     }
     Ok(None)
 }
@@ -98,25 +170,71 @@ mod tests {
     use super::*;
 
     fn from(pairs: &[(&str, &str)]) -> Result<Option<LaunchEnv>> {
-        detect(|k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+        detect(|k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
     }
 
     #[test]
     fn families_in_order() {
         assert_eq!(from(&[]).unwrap(), None);
-        let e = from(&[("FERROCOLL_RANK", "1"), ("FERROCOLL_WORLD_SIZE", "4"), ("FERROCOLL_STORE", "h:5"), ("RANK", "3")])
-            .unwrap()
-            .unwrap();
-        assert_eq!((e.rank, e.world, e.source, e.store.as_str()), (1, 4, "ferrocoll", "h:5"));
-        let t = from(&[("RANK", "2"), ("WORLD_SIZE", "4"), ("LOCAL_RANK", "0"), ("LOCAL_WORLD_SIZE", "2"), ("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29500")])
-            .unwrap()
-            .unwrap();
-        assert_eq!((t.source, t.store.as_str(), t.local_world), ("torchrun", "10.0.0.1:29501", Some(2)));
-        let m = from(&[("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "2"), ("FERROCOLL_STORE", "a:1")]).unwrap().unwrap();
+        let e = from(&[
+            ("FERROCOLL_RANK", "1"),
+            ("FERROCOLL_WORLD_SIZE", "4"),
+            ("FERROCOLL_STORE", "h:5"),
+            ("RANK", "3"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (e.rank, e.world, e.source, e.store.as_str()),
+            (1, 4, "ferrocoll", "h:5")
+        );
+        let t = from(&[
+            ("RANK", "2"),
+            ("WORLD_SIZE", "4"),
+            ("LOCAL_RANK", "0"),
+            ("LOCAL_WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "10.0.0.1"),
+            ("MASTER_PORT", "29500"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (t.source, t.store.as_str(), t.local_world),
+            ("torchrun", "10.0.0.1:29501", Some(2))
+        );
+        let m = from(&[
+            ("OMPI_COMM_WORLD_RANK", "0"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("FERROCOLL_STORE", "a:1"),
+        ])
+        .unwrap()
+        .unwrap();
         assert_eq!(m.source, "openmpi");
-        let s = from(&[("SLURM_PROCID", "5"), ("SLURM_NTASKS", "8"), ("SLURM_LOCALID", "1"), ("MASTER_ADDR", "n1"), ("MASTER_PORT", "7000")]).unwrap().unwrap();
-        assert_eq!((s.source, s.store.as_str(), s.local_rank), ("slurm", "n1:7000", Some(1)));
-        let p = from(&[("PMI_RANK", "0"), ("PMI_SIZE", "1"), ("FERROCOLL_STORE", "x:2")]).unwrap().unwrap();
+        let s = from(&[
+            ("SLURM_PROCID", "5"),
+            ("SLURM_NTASKS", "8"),
+            ("SLURM_LOCALID", "1"),
+            ("MASTER_ADDR", "n1"),
+            ("MASTER_PORT", "7000"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (s.source, s.store.as_str(), s.local_rank),
+            ("slurm", "n1:7000", Some(1))
+        );
+        let p = from(&[
+            ("PMI_RANK", "0"),
+            ("PMI_SIZE", "1"),
+            ("FERROCOLL_STORE", "x:2"),
+        ])
+        .unwrap()
+        .unwrap();
         assert_eq!(p.source, "pmi");
     }
 
@@ -125,10 +243,31 @@ mod tests {
         let msg = |pairs: &[(&str, &str)]| from(pairs).unwrap_err().to_string();
         assert!(msg(&[("FERROCOLL_RANK", "1")]).contains("FERROCOLL_WORLD_SIZE"));
         assert!(msg(&[("RANK", "x"), ("WORLD_SIZE", "2")]).contains("RANK"));
-        assert!(msg(&[("RANK", "4"), ("WORLD_SIZE", "4"), ("FERROCOLL_STORE", "h:1")]).contains("RANK"));
+        assert!(msg(&[
+            ("RANK", "4"),
+            ("WORLD_SIZE", "4"),
+            ("FERROCOLL_STORE", "h:1")
+        ])
+        .contains("RANK"));
         assert!(msg(&[("PMI_RANK", "0"), ("PMI_SIZE", "2")]).contains("FERROCOLL_STORE"));
-        assert!(msg(&[("PMI_RANK", "0"), ("PMI_SIZE", "2"), ("MASTER_ADDR", "h")]).contains("MASTER_PORT"));
-        assert!(msg(&[("PMI_RANK", "0"), ("PMI_SIZE", "2"), ("FERROCOLL_STORE", "nocolon")]).contains("FERROCOLL_STORE"));
-        assert!(msg(&[("LOCAL_RANK", "3"), ("LOCAL_WORLD_SIZE", "2"), ("RANK", "0"), ("WORLD_SIZE", "4"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "1")]).contains("LOCAL_RANK"));
+        assert!(
+            msg(&[("PMI_RANK", "0"), ("PMI_SIZE", "2"), ("MASTER_ADDR", "h")])
+                .contains("MASTER_PORT")
+        );
+        assert!(msg(&[
+            ("PMI_RANK", "0"),
+            ("PMI_SIZE", "2"),
+            ("FERROCOLL_STORE", "nocolon")
+        ])
+        .contains("FERROCOLL_STORE"));
+        assert!(msg(&[
+            ("LOCAL_RANK", "3"),
+            ("LOCAL_WORLD_SIZE", "2"),
+            ("RANK", "0"),
+            ("WORLD_SIZE", "4"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "1")
+        ])
+        .contains("LOCAL_RANK"));
     }
 }

@@ -31,15 +31,31 @@ pub fn host_identity(cfg: &Config) -> String {
     if let Some(h) = &cfg.hostname {
         return h.clone();
     }
-    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
-    format!("{}/{}", read("/proc/sys/kernel/hostname"), read("/proc/sys/kernel/random/boot_id"))
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "{}/{}",
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/random/boot_id")
+    )
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr> {
     addr.to_socket_addrs()
-        .map_err(|e| Error::Config { var: "FERROCOLL_STORE".into(), value: addr.into(), reason: e.to_string() })?
+        .map_err(|e| Error::Config {
+            var: "FERROCOLL_STORE".into(),
+            value: addr.into(),
+            reason: e.to_string(),
+        })?
         .next()
-        .ok_or_else(|| Error::Config { var: "FERROCOLL_STORE".into(), value: addr.into(), reason: "no address".into() })
+        .ok_or_else(|| Error::Config {
+            var: "FERROCOLL_STORE".into(),
+            value: addr.into(),
+            reason: "no address".into(),
+        })
 }
 
 /// The local IP to listen on: the interface named by `FERROCOLL_SOCKET_IFNAME`, else the one
@@ -52,7 +68,12 @@ fn listen_ip(cfg: &Config, store: SocketAddr) -> Result<std::net::IpAddr> {
             reason: "no such interface with an IPv4 address".into(),
         });
     }
-    let probe = UdpSocket::bind(if store.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).map_err(StoreError::Io)?;
+    let probe = UdpSocket::bind(if store.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .map_err(StoreError::Io)?;
     probe.connect(store).map_err(StoreError::Io)?;
     Ok(probe.local_addr().map_err(StoreError::Io)?.ip())
 }
@@ -72,9 +93,14 @@ fn interface_ipv4(name: &str) -> Option<std::net::IpAddr> {
         unsafe {
             let ifa = &*cur;
             let n = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
-            if n == name && !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
+            if n == name
+                && !ifa.ifa_addr.is_null()
+                && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET
+            {
                 let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                found = Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                found = Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                    u32::from_be(sin.sin_addr.s_addr),
+                )));
                 break;
             }
             cur = ifa.ifa_next;
@@ -104,13 +130,33 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
     let store_addr = resolve(&env.store)?;
     let server = if rank == 0 {
         // Listen on every interface at the store's port, so ranks on other hosts reach it.
-        let any: SocketAddr = if store_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| Error::Internal("addr".into()))?;
-        let bind = SocketAddr::new(if store_addr.ip().is_loopback() { store_addr.ip() } else { any.ip() }, store_addr.port());
-        Some(TcpStoreServer::bind_with_secret(bind, cfg.secret.as_deref().map(str::as_bytes))?)
+        let any: SocketAddr = if store_addr.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .map_err(|_| Error::Internal("addr".into()))?;
+        let bind = SocketAddr::new(
+            if store_addr.ip().is_loopback() {
+                store_addr.ip()
+            } else {
+                any.ip()
+            },
+            store_addr.port(),
+        );
+        Some(TcpStoreServer::bind_with_secret(
+            bind,
+            cfg.secret.as_deref().map(str::as_bytes),
+        )?)
     } else {
         None
     };
-    let store = TcpStore::connect_with_secret(store_addr, cfg.timeout, cfg.secret.as_deref().map(str::as_bytes))?;
+    let store = TcpStore::connect_with_secret(
+        store_addr,
+        cfg.timeout,
+        cfg.secret.as_deref().map(str::as_bytes),
+    )?;
     let token_key = "fc/job_token";
     let token: u64 = if rank == 0 {
         let t = random_token();
@@ -118,11 +164,20 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
         t
     } else {
         let b = store.get_timeout(token_key, cfg.timeout)?;
-        u64::from_le_bytes(b.get(..8).and_then(|s| s.try_into().ok()).ok_or_else(|| StoreError::Protocol("bad job token".into()))?)
+        u64::from_le_bytes(
+            b.get(..8)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| StoreError::Protocol("bad job token".into()))?,
+        )
     };
     let ip = listen_ip(cfg, store_addr)?;
     let listener = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(StoreError::Io)?;
-    let me = format!("{}\n{}\n{}", host_identity(cfg), listener.local_addr().map_err(StoreError::Io)?, std::process::id());
+    let me = format!(
+        "{}\n{}\n{}",
+        host_identity(cfg),
+        listener.local_addr().map_err(StoreError::Io)?,
+        std::process::id()
+    );
     store.set(&format!("fc/rank/{rank}"), me.as_bytes())?;
     let mut hosts = Vec::with_capacity(world);
     let mut addrs = Vec::with_capacity(world);
@@ -131,7 +186,9 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
         let text = String::from_utf8_lossy(&v).into_owned();
         let mut parts = text.split('\n');
         let (host, addr) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let addr: SocketAddr = addr.parse().map_err(|_| StoreError::Protocol(format!("rank {r} published a bad address {addr:?}")))?;
+        let addr: SocketAddr = addr.parse().map_err(|_| {
+            StoreError::Protocol(format!("rank {r} published a bad address {addr:?}"))
+        })?;
         hosts.push(host.to_string());
         addrs.push(addr);
     }
@@ -152,14 +209,32 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
     };
     let local: Vec<usize> = (0..world).filter(|&p| use_shm[p]).collect();
     let shm = if local.len() > 1 {
-        let opts = ShmOptions { ring_bytes: cfg.shm_ring_bytes, timeout: cfg.timeout, spin: std::time::Duration::ZERO };
-        Some(ShmEndpoint::open_with(&format!("{token:016x}"), rank, world, &local, &opts)?)
+        let opts = ShmOptions {
+            ring_bytes: cfg.shm_ring_bytes,
+            timeout: cfg.timeout,
+            spin: std::time::Duration::ZERO,
+        };
+        Some(ShmEndpoint::open_with(
+            &format!("{token:016x}"),
+            rank,
+            world,
+            &local,
+            &opts,
+        )?)
     } else {
         None
     };
     let wanted: Vec<bool> = (0..world).map(|p| p != rank && !use_shm[p]).collect();
     let tcp = if wanted.iter().any(|&w| w) {
-        Some(TcpEndpoint::connect_to(rank, world, listener, &addrs, &wanted, token, cfg.timeout)?)
+        Some(TcpEndpoint::connect_to(
+            rank,
+            world,
+            listener,
+            &addrs,
+            &wanted,
+            token,
+            cfg.timeout,
+        )?)
     } else {
         None
     };
@@ -167,14 +242,30 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
     local_flags[rank] = false;
     let endpoint = HybridEndpoint::new(rank, world, shm, tcp, local_flags);
     let transports = (0..world).map(|p| endpoint.transport_of(p)).collect();
-    tracing::info!(rank, world, source = env.source, "rendezvous done; hosts {:?}", hosts);
-    Ok(Rendezvous { endpoint, peers: Peers { hosts, transports }, store, server })
+    tracing::info!(
+        rank,
+        world,
+        source = env.source,
+        "rendezvous done; hosts {:?}",
+        hosts
+    );
+    Ok(Rendezvous {
+        endpoint,
+        peers: Peers { hosts, transports },
+        store,
+        server,
+    })
 }
 
 fn random_token() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }

@@ -35,7 +35,13 @@ impl HybridEndpoint {
         tcp: Option<TcpEndpoint>,
         local: Vec<bool>,
     ) -> HybridEndpoint {
-        HybridEndpoint { rank, world, shm, tcp, local }
+        HybridEndpoint {
+            rank,
+            world,
+            shm,
+            tcp,
+            local,
+        }
     }
 
     /// Which transport reaches `peer` (`"shm"`, `"tcp"`, or `"self"`).

@@ -230,7 +230,15 @@ impl TcpEndpoint {
         job_token: u64,
         timeout: Duration,
     ) -> Result<TcpEndpoint, LinkError> {
-        Self::connect_to(rank, world, listener, peers, &vec![true; world], job_token, timeout)
+        Self::connect_to(
+            rank,
+            world,
+            listener,
+            peers,
+            &vec![true; world],
+            job_token,
+            timeout,
+        )
     }
 
     /// Like [`TcpEndpoint::connect`], but links only to the peers `p` with `wanted[p]` (the
@@ -246,7 +254,10 @@ impl TcpEndpoint {
         timeout: Duration,
     ) -> Result<TcpEndpoint, LinkError> {
         if wanted.len() != world {
-            return Err(invalid(rank, format!("{} wanted flags for a world of {world}", wanted.len())));
+            return Err(invalid(
+                rank,
+                format!("{} wanted flags for a world of {world}", wanted.len()),
+            ));
         }
         if rank >= world || peers.len() != world || u32::try_from(world).is_err() {
             return Err(invalid(
