@@ -1,0 +1,273 @@
+//! `links`: one-way latency and bandwidth of every ordered pair of ranks over send/recv, one
+//! pair at a time while the other ranks wait, printed as matrices with the outliers marked.
+
+use std::time::Instant;
+
+use ferrocoll::Communicator;
+use serde::Serialize;
+
+use crate::cli::LinkArgs;
+use crate::ranks::{self, RankInfo};
+use crate::report::{fmt_g, write_json, Machine};
+use crate::Res;
+
+/// One measured directed link.
+#[derive(Clone, Debug, Serialize)]
+pub struct Link {
+    /// Sending rank.
+    pub src: usize,
+    /// Receiving rank.
+    pub dst: usize,
+    /// One-way latency of a `lat_bytes` message, µs (half the ping-pong round trip).
+    pub latency_us: f64,
+    /// Bandwidth of `bw_bytes` messages, GB/s (1e9 bytes per second).
+    pub bandwidth_gbps: f64,
+    /// Latency in seconds (the α of an α–β cost model).
+    pub alpha_s: f64,
+    /// Seconds per byte (the β of an α–β cost model).
+    pub beta_s_per_byte: f64,
+    /// Whether this link is slower than the median by more than `--outlier` percent.
+    pub outlier: bool,
+    /// Bandwidth as a percentage of `--link-spec`, when given.
+    pub percent_of_spec: Option<f64>,
+}
+
+/// The topology document of `--save`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Topology<'a> {
+    /// Format tag.
+    pub format: &'static str,
+    /// Format version.
+    pub version: u32,
+    /// ferrocoll's version.
+    pub ferrocoll_version: &'static str,
+    /// Number of ranks.
+    pub world_size: usize,
+    /// The machine of rank 0.
+    pub machine: Machine,
+    /// Every rank's pid and host.
+    pub ranks: &'a [RankInfo],
+    /// Transports in use.
+    pub transports: Vec<String>,
+    /// Message size of the latency test.
+    pub latency_bytes: u64,
+    /// Message size of the bandwidth test.
+    pub bandwidth_bytes: u64,
+    /// Median bandwidth over all links, GB/s.
+    pub median_bandwidth_gbps: f64,
+    /// Median latency over all links, µs.
+    pub median_latency_us: f64,
+    /// `--link-spec` in GB/s, when given.
+    pub link_spec_gbps: Option<f64>,
+    /// Every directed link.
+    pub links: &'a [Link],
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Measures every ordered pair; rank 0 prints. Outliers are reported, not failures.
+pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
+    let (n, me) = (comm.world_size(), comm.rank());
+    if n < 2 {
+        return Err("links needs at least 2 ranks (--np 2 or more)".into());
+    }
+    if !(a.outlier >= 0.0 && a.outlier < 100.0) {
+        return Err(format!("--outlier {}: must be a percentage in [0, 100)", a.outlier).into());
+    }
+    let infos = ranks::gather(comm)?;
+    let lat_bytes = usize::try_from(a.lat_bytes.max(1))?;
+    let bw_bytes = usize::try_from(a.bw_bytes.max(1))?;
+    let mut small = vec![0u8; lat_bytes];
+    let mut big = vec![0x33u8; bw_bytes];
+    let mut ack = [0u8; 1];
+    // lat[src * n + dst], bw[src * n + dst]: filled by the sender, summed over ranks.
+    let mut lat = vec![0f64; n * n];
+    let mut bw = vec![0f64; n * n];
+    for src in 0..n {
+        for dst in (0..n).filter(|&d| d != src) {
+            ranks::barrier(comm)?;
+            if me == src {
+                for _ in 0..a.warmup {
+                    comm.send(&small, dst)?;
+                    comm.recv(&mut small, dst)?;
+                }
+                let t0 = Instant::now();
+                for _ in 0..a.iters {
+                    comm.send(&small, dst)?;
+                    comm.recv(&mut small, dst)?;
+                }
+                lat[src * n + dst] = t0.elapsed().as_secs_f64() / f64::from(a.iters) / 2.0;
+                for _ in 0..a.warmup {
+                    comm.send(&big, dst)?;
+                }
+                comm.recv(&mut ack, dst)?;
+                let t0 = Instant::now();
+                for _ in 0..a.iters {
+                    comm.send(&big, dst)?;
+                }
+                comm.recv(&mut ack, dst)?;
+                let secs = t0.elapsed().as_secs_f64();
+                bw[src * n + dst] = (bw_bytes as f64 * f64::from(a.iters)) / secs.max(1e-12);
+            } else if me == dst {
+                for _ in 0..a.warmup + a.iters {
+                    comm.recv(&mut small, src)?;
+                    comm.send(&small, src)?;
+                }
+                for _ in 0..a.warmup {
+                    comm.recv(&mut big, src)?;
+                }
+                comm.send(&ack, src)?;
+                for _ in 0..a.iters {
+                    comm.recv(&mut big, src)?;
+                }
+                comm.send(&ack, src)?;
+            }
+        }
+    }
+    ranks::reduce_f64(comm, &mut lat, |a, b| a + b)?;
+    ranks::reduce_f64(comm, &mut bw, |a, b| a + b)?;
+    if me != 0 {
+        return Ok(true);
+    }
+
+    let pairs: Vec<(usize, usize)> = (0..n)
+        .flat_map(|s| (0..n).filter(move |&d| d != s).map(move |d| (s, d)))
+        .collect();
+    let med_bw = median(pairs.iter().map(|&(s, d)| bw[s * n + d]).collect());
+    let med_lat = median(pairs.iter().map(|&(s, d)| lat[s * n + d]).collect());
+    let slow = 1.0 - a.outlier / 100.0;
+    let spec = a.link_spec.as_ref().map(|r| r.bytes_per_s);
+    let links: Vec<Link> = pairs
+        .iter()
+        .map(|&(s, d)| {
+            let (l, b) = (lat[s * n + d], bw[s * n + d]);
+            Link {
+                src: s,
+                dst: d,
+                latency_us: l * 1e6,
+                bandwidth_gbps: b / 1e9,
+                alpha_s: l,
+                beta_s_per_byte: if b > 0.0 { 1.0 / b } else { f64::INFINITY },
+                outlier: b < med_bw * slow,
+                percent_of_spec: spec.map(|sp| 100.0 * b / sp),
+            }
+        })
+        .collect();
+    let transports = crate::transports(comm);
+    println!(
+        "# ferrocoll-probe {} links: {n} ranks, transport {}, latency {} B, bandwidth {} B, \
+         {} iters",
+        env!("CARGO_PKG_VERSION"),
+        transports.join(","),
+        lat_bytes,
+        bw_bytes,
+        a.iters
+    );
+    println!("#");
+    print_matrix(
+        "One-way latency (us), row = sender, column = receiver",
+        n,
+        &links,
+        |l| format!("{:.2}", l.latency_us),
+    );
+    print_matrix(
+        "Bandwidth (GB/s), row = sender, column = receiver; * = outlier",
+        n,
+        &links,
+        |l| {
+            format!(
+                "{:.2}{}",
+                l.bandwidth_gbps,
+                if l.outlier { "*" } else { "" }
+            )
+        },
+    );
+    if let Some(r) = &a.link_spec {
+        print_matrix(
+            &format!(
+                "Bandwidth as % of link spec {} ({} GB/s)",
+                r.text,
+                fmt_g(r.bytes_per_s / 1e9)
+            ),
+            n,
+            &links,
+            |l| format!("{:.1}%", l.percent_of_spec.unwrap_or(0.0)),
+        );
+    }
+    println!(
+        "# Median bandwidth : {} GB/s   Median latency : {} us",
+        fmt_g(med_bw / 1e9),
+        fmt_g(med_lat * 1e6)
+    );
+    let outliers: Vec<&Link> = links.iter().filter(|l| l.outlier).collect();
+    if outliers.is_empty() {
+        println!("# Outliers (> {}% below median) : none", a.outlier);
+    } else {
+        println!(
+            "# Outliers (> {}% below median) : {}",
+            a.outlier,
+            outliers.len()
+        );
+        for l in outliers {
+            println!(
+                "#   {} -> {} : {:.2} GB/s ({:.0}% of median)",
+                l.src,
+                l.dst,
+                l.bandwidth_gbps,
+                100.0 * l.bandwidth_gbps * 1e9 / med_bw
+            );
+        }
+    }
+    if let Some(path) = &a.save {
+        let topo = Topology {
+            format: "ferrocoll-topology",
+            version: 1,
+            ferrocoll_version: env!("CARGO_PKG_VERSION"),
+            world_size: n,
+            machine: Machine::here(),
+            ranks: &infos,
+            transports,
+            latency_bytes: lat_bytes as u64,
+            bandwidth_bytes: bw_bytes as u64,
+            median_bandwidth_gbps: med_bw / 1e9,
+            median_latency_us: med_lat * 1e6,
+            link_spec_gbps: spec.map(|s| s / 1e9),
+            links: &links,
+        };
+        write_json(path, &topo)?;
+        println!("# Topology written to {}", path.display());
+    }
+    Ok(true)
+}
+
+fn print_matrix(title: &str, n: usize, links: &[Link], cell: impl Fn(&Link) -> String) {
+    println!("# {title}");
+    let mut head = format!("# {:>6}", "");
+    for d in 0..n {
+        head += &format!(" {d:>10}");
+    }
+    println!("{head}");
+    for s in 0..n {
+        let mut line = format!("# {s:>6}");
+        for d in 0..n {
+            let text = links
+                .iter()
+                .find(|l| l.src == s && l.dst == d)
+                .map_or_else(|| "-".to_string(), &cell);
+            line += &format!(" {text:>10}");
+        }
+        println!("{line}");
+    }
+    println!("#");
+}

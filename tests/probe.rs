@@ -1,0 +1,403 @@
+//! The `ferrocoll-probe` binary, end to end: its table (columns, bus-bandwidth factors,
+//! `#wrong`, footer), JSON, plots, `links`, the corruption hook and its errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_ferrocoll-probe");
+
+fn probe(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(PROBE);
+    c.args(args).env("FERROCOLL_TIMEOUT", "60");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("cannot run ferrocoll-probe")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ferrocoll-probe-{}-{name}", std::process::id()))
+}
+
+/// A data row: size count type redop root | time algbw busbw #wrong | time algbw busbw #wrong.
+#[derive(Debug)]
+struct TableRow {
+    size: u64,
+    count: u64,
+    dtype: String,
+    redop: String,
+    root: i64,
+    halves: Vec<Option<(f64, f64, f64, u64)>>,
+}
+
+struct Table {
+    rows: Vec<TableRow>,
+    out_of_bounds: u64,
+    ok: bool,
+    avg_busbw: f64,
+}
+
+fn parse(stdout: &str) -> Table {
+    let mut rows = Vec::new();
+    let (mut oob, mut ok, mut avg) = (None, false, None);
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix('#') {
+            let rest = rest.trim();
+            if let Some(v) = rest.strip_prefix("Out of bounds values") {
+                let v = v.trim_start_matches([' ', ':']);
+                let mut it = v.split_whitespace();
+                oob = it.next().map(|n| n.parse::<u64>().unwrap());
+                ok = it.next() == Some("OK");
+            } else if let Some(v) = rest.strip_prefix("Avg bus bandwidth") {
+                avg = Some(
+                    v.trim_start_matches([' ', ':'])
+                        .trim()
+                        .parse::<f64>()
+                        .unwrap(),
+                );
+            }
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 13, "a row has 13 columns: {line:?}");
+        let half = |s: &[&str]| {
+            if s[0] == "N/A" {
+                None
+            } else {
+                Some((
+                    s[0].parse().unwrap(),
+                    s[1].parse().unwrap(),
+                    s[2].parse().unwrap(),
+                    s[3].parse().unwrap(),
+                ))
+            }
+        };
+        rows.push(TableRow {
+            size: f[0].parse().unwrap(),
+            count: f[1].parse().unwrap(),
+            dtype: f[2].to_string(),
+            redop: f[3].to_string(),
+            root: f[4].parse().unwrap(),
+            halves: vec![half(&f[5..9]), half(&f[9..13])],
+        });
+    }
+    Table {
+        rows,
+        out_of_bounds: oob.expect("footer: Out of bounds values"),
+        ok,
+        avg_busbw: avg.expect("footer: Avg bus bandwidth"),
+    }
+}
+
+fn check_factor(t: &Table, factor: f64) {
+    for r in &t.rows {
+        for (time, algbw, busbw, wrong) in r.halves.iter().flatten() {
+            assert!(*time > 0.0, "{r:?}");
+            assert_eq!(*wrong, 0, "{r:?}");
+            // Both are rounded to two decimals.
+            assert!(
+                (busbw - algbw * factor).abs() <= 0.011 + 0.005 * factor,
+                "busbw {busbw} != algbw {algbw} x {factor}: {r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn all_reduce_table_has_nccl_tests_columns_and_factor() {
+    let json = temp("ar.json");
+    let o = probe(
+        &["all_reduce", "-e", "1M", "-n", "5", "-w", "1", "--json"],
+        &[],
+    );
+    // `--json` needs a value: clap refuses and the exit is non-zero.
+    assert!(!o.status.success());
+    let o = probe(
+        &[
+            "all_reduce",
+            "-b",
+            "8",
+            "-e",
+            "1M",
+            "-n",
+            "5",
+            "-w",
+            "1",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("out-of-place") && out.contains("in-place"),
+        "{out}"
+    );
+    assert!(out.contains("#wrong") && out.contains("(GB/s)"), "{out}");
+    let t = parse(&out);
+    let sizes: Vec<u64> = t.rows.iter().map(|r| r.size).collect();
+    let want: Vec<u64> = (3..=20).map(|k| 1u64 << k).collect();
+    assert_eq!(sizes, want);
+    for r in &t.rows {
+        assert_eq!(r.count, r.size / 4);
+        assert_eq!(
+            (r.dtype.as_str(), r.redop.as_str(), r.root),
+            ("float", "sum", -1)
+        );
+    }
+    check_factor(&t, 2.0 * (2.0 - 1.0) / 2.0);
+    assert_eq!(t.out_of_bounds, 0);
+    assert!(t.ok);
+    assert!(t.avg_busbw > 0.0);
+
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
+        .expect("the JSON file parses");
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(doc["world_size"], 2);
+    assert_eq!(doc["collective"], "all_reduce");
+    assert_eq!(doc["ferrocoll_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(doc["ok"], true);
+    assert!(!doc["transports"].as_array().unwrap().is_empty());
+    assert!(doc["machine"]["hostname"].is_string());
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), t.rows.len());
+    for (r, tr) in rows.iter().zip(&t.rows) {
+        assert_eq!(r["size"].as_u64(), Some(tr.size));
+        assert!(!r["algorithm"].as_str().unwrap().is_empty(), "{r}");
+        for half in ["out_of_place", "in_place"] {
+            let h = &r[half];
+            let (alg, bus) = (
+                h["algbw_gbps"].as_f64().unwrap(),
+                h["busbw_gbps"].as_f64().unwrap(),
+            );
+            assert!((bus - alg).abs() <= 1e-9 * alg.max(1.0), "{r}");
+            assert_eq!(h["wrong"], 0);
+        }
+    }
+}
+
+#[test]
+fn every_collective_checks_clean_on_three_ranks() {
+    let n = 3.0;
+    for (cmd, factor, in_place) in [
+        ("all_gather", (n - 1.0) / n, true),
+        ("reduce_scatter", (n - 1.0) / n, true),
+        ("all_to_all", (n - 1.0) / n, true),
+        ("broadcast", 1.0, true),
+        ("reduce", 1.0, true),
+        ("sendrecv", 1.0, false),
+        ("barrier", 0.0, true),
+    ] {
+        let o = probe(
+            &[
+                cmd, "--np", "3", "-b", "1K", "-e", "64K", "-f", "4", "-n", "3", "-w", "1", "-r",
+                "1",
+            ],
+            &[],
+        );
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{cmd}: stdout:\n{out}\nstderr:\n{err}");
+        let t = parse(&out);
+        assert!(!t.rows.is_empty(), "{cmd}: {out}");
+        assert!(t.ok && t.out_of_bounds == 0, "{cmd}: {out}");
+        check_factor(&t, factor);
+        for r in &t.rows {
+            assert_eq!(r.halves[1].is_some(), in_place, "{cmd}: {r:?}");
+            let rooted = cmd == "broadcast" || cmd == "reduce";
+            assert_eq!(r.root, if rooted { 1 } else { -1 }, "{cmd}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn links_matrix_on_three_ranks_saves_topology() {
+    let save = temp("topo.json");
+    let o = probe(
+        &[
+            "links",
+            "--np",
+            "3",
+            "--bw-bytes",
+            "1M",
+            "-n",
+            "3",
+            "--link-spec",
+            "1gbit",
+            "--save",
+            save.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("One-way latency (us)"), "{out}");
+    assert!(out.contains("Bandwidth (GB/s)"), "{out}");
+    assert!(out.contains("% of link spec 1gbit"), "{out}");
+    assert!(out.contains("Outliers"), "{out}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&save).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&save);
+    assert_eq!(doc["world_size"], 3);
+    let links = doc["links"].as_array().unwrap();
+    assert_eq!(links.len(), 6, "every ordered pair");
+    for l in links {
+        assert_ne!(l["src"], l["dst"]);
+        assert!(l["bandwidth_gbps"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["latency_us"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["percent_of_spec"].as_f64().unwrap() > 0.0, "{l}");
+    }
+}
+
+#[test]
+fn plots_are_valid_png_and_svg() {
+    for (ext, check) in [
+        (
+            "png",
+            (|b: &[u8]| b.starts_with(b"\x89PNG\r\n\x1a\n")) as fn(&[u8]) -> bool,
+        ),
+        ("svg", |b: &[u8]| {
+            String::from_utf8_lossy(b).contains("<svg")
+        }),
+    ] {
+        let path = temp(&format!("plot.{ext}"));
+        let o = probe(
+            &[
+                "all_gather",
+                "-e",
+                "64K",
+                "-n",
+                "2",
+                "-w",
+                "1",
+                "--plot",
+                path.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(bytes.len() > 1000, "{ext}: {} bytes", bytes.len());
+        assert!(check(&bytes), "{ext}: not a valid file");
+    }
+    let o = probe(&["all_reduce", "-e", "1K", "--plot", "x.jpg"], &[]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains(".png or .svg"), "{}", text(&o).1);
+}
+
+#[test]
+fn corrupted_result_is_counted_and_fails() {
+    let o = probe(
+        &["all_reduce", "-e", "4K", "-n", "2", "-w", "1"],
+        &[("FERROCOLL_PROBE_CORRUPT", "1:3")],
+    );
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    let t = parse(&out);
+    assert!(t.out_of_bounds > 0 && !t.ok, "{out}");
+    assert!(out.contains("FAILED"), "{out}");
+    assert!(
+        t.rows.iter().any(|r| r.halves[0].is_some_and(|h| h.3 > 0)),
+        "{out}"
+    );
+}
+
+#[test]
+fn forced_algorithm_that_does_not_apply_is_refused() {
+    let o = probe(
+        &["all_to_all", "--algo", "ring", "-e", "1K", "-n", "2"],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("not supported"), "{err}");
+
+    // The forced algorithm is used, and reported per size.
+    let json = temp("ring.json");
+    let o = probe(
+        &[
+            "all_reduce",
+            "--algo",
+            "ring",
+            "-e",
+            "64K",
+            "-n",
+            "2",
+            "--np",
+            "3",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    for r in doc["rows"].as_array().unwrap() {
+        assert_eq!(r["algorithm"], "ring", "{r}");
+    }
+}
+
+#[test]
+fn bad_arguments_are_explained() {
+    for (args, needle) in [
+        (&["all_reduce", "-e", "lots"][..], "not a size"),
+        (&["all_reduce", "-d", "float128"][..], "unknown data type"),
+        (&["all_reduce", "-o", "xor"][..], "unknown operator"),
+        (
+            &["all_reduce", "-b", "2M", "-e", "1M"][..],
+            "larger than maxbytes",
+        ),
+        (&["all_reduce", "--algo", "bogus"][..], "FERROCOLL_ALGO"),
+        (&["links", "--link-spec", "fast"][..], "link speed"),
+    ] {
+        let o = probe(args, &[]);
+        let (out, err) = text(&o);
+        assert!(!o.status.success(), "{args:?}: {out}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn in_process_ranks_print_the_same_table() {
+    let o = probe(
+        &[
+            "reduce_scatter",
+            "--in-process",
+            "--np",
+            "4",
+            "-e",
+            "1K",
+            "-n",
+            "1",
+            "-w",
+            "0",
+            "-d",
+            "all",
+            "-o",
+            "all",
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("transport mem"), "{out}");
+    let t = parse(&out);
+    assert_eq!(t.rows.len(), 12 * 5 * 8, "every type x op x size");
+    assert!(t.ok);
+    check_factor(&t, 3.0 / 4.0);
+}
