@@ -151,10 +151,14 @@ impl RingWriter {
     /// Copies as much of `buf` as fits; returns the byte count (0 when full or closed).
     pub fn write(&mut self, buf: &[u8]) -> usize {
         let cap = self.raw.cap();
-        if self.tail - self.cached_head + buf.len() as u64 > cap {
+        // The counters may live in memory another process writes: never trust their
+        // difference to be in range (wrapping, clamped), so a corrupt peer cannot make us panic
+        // or write outside the ring.
+        let used = |head: u64| self.tail.wrapping_sub(head).min(cap);
+        if used(self.cached_head) + buf.len() as u64 > cap {
             self.cached_head = self.raw.header().head.load(Ordering::Acquire);
         }
-        let free = cap - (self.tail - self.cached_head);
+        let free = cap - used(self.cached_head);
         let n = (free as usize).min(buf.len());
         if n == 0 {
             return 0;
@@ -188,7 +192,7 @@ impl RingReader {
     /// Number of published bytes not yet consumed (refreshes the writer's counter).
     pub fn available(&mut self) -> usize {
         self.cached_tail = self.raw.header().tail.load(Ordering::Acquire);
-        (self.cached_tail - self.head) as usize
+        self.cached_tail.wrapping_sub(self.head).min(self.raw.cap()) as usize
     }
 
     /// The contiguous published bytes from the read position up to the wrap point.
@@ -196,7 +200,8 @@ impl RingReader {
         if self.cached_tail == self.head {
             self.cached_tail = self.raw.header().tail.load(Ordering::Acquire);
         }
-        let avail = self.cached_tail - self.head;
+        // Clamped as in `write`: a corrupt writer cannot make us read outside the ring.
+        let avail = self.cached_tail.wrapping_sub(self.head).min(self.raw.cap());
         let start = (self.head & self.raw.mask) as usize;
         let n = (avail as usize).min(self.raw.cap() as usize - start);
         // SAFETY: [head, head + n) was published by the writer (acquire load of tail above)
@@ -207,7 +212,7 @@ impl RingReader {
 
     /// Releases the first `n` bytes of the last `peek`.
     pub fn consume(&mut self, n: usize) {
-        debug_assert!(self.head + n as u64 <= self.cached_tail);
+        debug_assert!(n as u64 <= self.raw.cap());
         self.head += n as u64;
         self.raw.header().head.store(self.head, Ordering::Release);
     }
@@ -263,6 +268,19 @@ mod tests {
         assert_eq!(r.peek().len(), 64);
         r.consume(10);
         assert_eq!(w.write(&[2u8; 20]), 10);
+    }
+
+    #[test]
+    fn corrupt_counters_do_not_panic() {
+        let (mut w, mut r) = heap_ring(64);
+        // A peer scribbling over the shared counters (head beyond tail).
+        w.header().head.store(1 << 40, Ordering::Release);
+        let _ = w.write(&[1u8; 10]);
+        w.header().tail.store(3, Ordering::Release);
+        r.header().head.store(u64::MAX, Ordering::Release);
+        let n = r.peek().len();
+        assert!(n <= 64);
+        assert!(r.available() <= 64);
     }
 
     #[test]
