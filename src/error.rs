@@ -155,6 +155,15 @@ pub enum Error {
     /// An earlier failure left the communicator unusable; every later call reports it.
     #[error("communicator failed earlier")]
     CommFailed(#[source] Arc<Error>),
+    /// The operating system refused a resource (a thread, a socket, a file).
+    #[error("{what} failed")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Rendezvous through the store failed.
     #[error("bootstrap failed")]
     Bootstrap(#[from] crate::bootstrap::StoreError),
@@ -205,7 +214,9 @@ impl Error {
             }
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::PeerFailed { .. } => ErrorKind::Remote,
-            Error::Aborted | Error::Bootstrap(_) | Error::Transport(_) => ErrorKind::System,
+            Error::Aborted | Error::Io { .. } | Error::Bootstrap(_) | Error::Transport(_) => {
+                ErrorKind::System
+            }
             Error::CommFailed(cause) => cause.kind(),
             Error::Internal(_) => ErrorKind::Internal,
         }
@@ -301,6 +312,10 @@ impl Error {
                 source: source.duplicate(),
             },
             Aborted => Aborted,
+            Io { what, source } => Io {
+                what,
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
             Bootstrap(e) => Internal(format!("bootstrap failed: {e}")),
             Transport(e) => Transport(e.duplicate()),
             CommFailed(c) => CommFailed(c.clone()),

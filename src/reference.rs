@@ -3,7 +3,7 @@
 //! `--check` use it; it is public so users can check their own runs the same way.
 
 use crate::reduce::scalar::{fold, Arith};
-use crate::schedule::{chunk, CollSpec, Collective};
+use crate::schedule::{CollSpec, Collective};
 use crate::types::{DataType, ReduceOp};
 
 use half::{bf16, f16};
@@ -238,9 +238,4 @@ impl FromF64 for F8E5M2 {
     fn from_f64(v: f64, _: bool) -> Self {
         F8E5M2::from_f32(v as f32)
     }
-}
-
-/// Convenience: chunk `i` of `n` elements split over `parts` (re-exported for checkers).
-pub fn chunk_of(n: usize, parts: usize, i: usize) -> (usize, usize) {
-    chunk(n, parts, i)
 }

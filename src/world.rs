@@ -67,7 +67,7 @@ impl World {
         let (comms, faults) = self.communicators()?;
         let f = &f;
         let faults = &faults;
-        Ok(std::thread::scope(|s| {
+        std::thread::scope(|s| {
             let handles: Vec<_> = comms
                 .into_iter()
                 .map(|c| {
@@ -79,10 +79,16 @@ impl World {
             handles
                 .into_iter()
                 .map(|h| match h {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                    Err(e) => panic!("cannot start a rank thread: {e}"),
+                    // A rank's panic is the caller's panic: pass it on.
+                    Ok(h) => Ok(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+                    // The rank's communicator was dropped with the closure, closing its links,
+                    // so the ranks that did start fail instead of waiting for it.
+                    Err(source) => Err(Error::Io {
+                        what: "starting a rank thread",
+                        source,
+                    }),
                 })
                 .collect()
-        }))
+        })
     }
 }

@@ -12,16 +12,6 @@ use ferrocoll::schedule::Collective;
 use ferrocoll::{Config, DataType, ReduceOp, World};
 use proptest::prelude::*;
 
-const KINDS: [Collective; 7] = [
-    Collective::AllReduce,
-    Collective::AllGather,
-    Collective::ReduceScatter,
-    Collective::Broadcast,
-    Collective::Reduce,
-    Collective::AllToAll,
-    Collective::Barrier,
-];
-
 fn config(algo: &str, seg_bytes: usize) -> Config {
     let mut c = Config::default()
         .with_algo(algo)
@@ -97,7 +87,7 @@ proptest! {
     #[test]
     fn collectives_match_reference(
         world in world_size(),
-        kind in prop::sample::select(KINDS.to_vec()),
+        kind in prop::sample::select(Collective::COLLECTIVES.to_vec()),
         algo_i in 0usize..4,
         dtype in prop::sample::select(DataType::ALL.to_vec()),
         op in prop::sample::select(ReduceOp::ALL.to_vec()),
@@ -117,7 +107,7 @@ proptest! {
 #[test]
 fn every_algorithm_and_collective_at_fixed_shapes() {
     for algo in ALGORITHMS {
-        for kind in KINDS {
+        for kind in Collective::COLLECTIVES {
             if !algo.supports(kind) {
                 continue;
             }

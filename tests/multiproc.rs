@@ -50,16 +50,7 @@ fn child_rank() {
 
 fn matrix(c: &Communicator) -> i32 {
     let mut bad = 0;
-    let kinds = [
-        Collective::AllReduce,
-        Collective::AllGather,
-        Collective::ReduceScatter,
-        Collective::Broadcast,
-        Collective::Reduce,
-        Collective::AllToAll,
-        Collective::Barrier,
-    ];
-    for kind in kinds {
+    for kind in Collective::COLLECTIVES {
         for count in [0usize, 1, 7, 4099, 300_000] {
             for (dtype, op) in [
                 (DataType::F32, ReduceOp::Sum),

@@ -48,13 +48,7 @@ impl Algorithm for Ring {
         let p = spec.world;
         let n = spec.count;
         if p == 1 {
-            return RankPlan {
-                steps: vec![Step::Copy {
-                    src: Region::input(0, n),
-                    dst: Region::output(0, n),
-                }],
-                scratch: 0,
-            };
+            return RankPlan::local_copy(n);
         }
         match spec.kind {
             Collective::AllReduce => all_reduce(p, n, rank),

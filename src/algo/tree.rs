@@ -56,13 +56,7 @@ impl Algorithm for DoubleBinaryTree {
     fn plan(&self, spec: &CollSpec, rank: usize) -> RankPlan {
         let (p, n) = (spec.world, spec.count);
         if p == 1 {
-            return RankPlan {
-                steps: vec![Step::Copy {
-                    src: Region::input(0, n),
-                    dst: Region::output(0, n),
-                }],
-                scratch: 0,
-            };
+            return RankPlan::local_copy(n);
         }
         if n == 0 {
             return RankPlan::default();

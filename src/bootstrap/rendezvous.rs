@@ -130,18 +130,16 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
     let store_addr = resolve(&env.store)?;
     let server = if rank == 0 {
         // Listen on every interface at the store's port, so ranks on other hosts reach it.
-        let any: SocketAddr = if store_addr.is_ipv4() {
-            "0.0.0.0:0"
+        let any: std::net::IpAddr = if store_addr.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
         } else {
-            "[::]:0"
-        }
-        .parse()
-        .map_err(|_| Error::Internal("addr".into()))?;
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
         let bind = SocketAddr::new(
             if store_addr.ip().is_loopback() {
                 store_addr.ip()
             } else {
-                any.ip()
+                any
             },
             store_addr.port(),
         );

@@ -26,6 +26,10 @@ pub(crate) struct Prepared {
     dependents: Vec<Vec<u32>>,
     sends: Vec<Vec<u32>>,
     recvs: Vec<Vec<u32>>,
+    /// Peers with any traffic in this plan.
+    active: Vec<usize>,
+    /// Local steps with no dependencies: ready when the call starts.
+    initially_ready: Vec<u32>,
     /// Scratch elements needed.
     pub scratch: usize,
 }
@@ -64,7 +68,16 @@ impl Prepared {
                 check_alias(layout, dst, b)?;
             }
         }
+        let active = (0..world)
+            .filter(|&p| !sends[p].is_empty() || !recvs[p].is_empty())
+            .collect();
+        let initially_ready = (0..steps.len())
+            .filter(|&i| deps[i].is_empty() && is_local(&steps[i]))
+            .map(|i| i as u32)
+            .collect();
         Ok(Prepared {
+            active,
+            initially_ready,
             ndeps: deps.iter().map(|d| d.len() as u32).collect(),
             steps,
             dependents,
@@ -73,6 +86,10 @@ impl Prepared {
             scratch: plan.scratch,
         })
     }
+}
+
+fn is_local(st: &Step) -> bool {
+    matches!(st, Step::Copy { .. } | Step::Reduce { .. })
 }
 
 fn check_alias(layout: &Layout, x: Region, y: Region) -> Result<()> {
@@ -161,18 +178,11 @@ pub(crate) unsafe fn execute(
     let n = prep.steps.len();
     let mut remaining = prep.ndeps.clone();
     let mut done = 0usize;
-    let mut ready: Vec<u32> = Vec::new();
-    for (i, st) in prep.steps.iter().enumerate() {
-        if remaining[i] == 0 && matches!(st, Step::Copy { .. } | Step::Reduce { .. }) {
-            ready.push(i as u32);
-        }
-    }
+    let mut ready = prep.initially_ready.clone();
     let world = prep.sends.len();
     let mut sst = vec![SendState::default(); world];
     let mut rst = vec![RecvState::default(); world];
-    let active: Vec<usize> = (0..world)
-        .filter(|&p| !prep.sends[p].is_empty() || !prep.recvs[p].is_empty())
-        .collect();
+    let active = &prep.active;
     let mut last_progress = Instant::now();
     let mut idle_since: Option<Instant> = None;
     let es = mem.esize;
@@ -181,12 +191,7 @@ pub(crate) unsafe fn execute(
         *done += 1;
         for &d in &prep.dependents[i] {
             remaining[d as usize] -= 1;
-            if remaining[d as usize] == 0
-                && matches!(
-                    prep.steps[d as usize],
-                    Step::Copy { .. } | Step::Reduce { .. }
-                )
-            {
+            if remaining[d as usize] == 0 && is_local(&prep.steps[d as usize]) {
                 ready.push(d);
             }
         }
@@ -212,7 +217,7 @@ pub(crate) unsafe fn execute(
             complete(i as usize, &mut remaining, &mut ready, &mut done);
             progressed = true;
         }
-        for &peer in &active {
+        for &peer in active {
             let link = ep
                 .link(peer)
                 .ok_or_else(|| Error::Internal(format!("no link to rank {peer}")))?;

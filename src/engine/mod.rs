@@ -98,7 +98,17 @@ impl Job {
     }
 }
 
-type CacheKey = (Collective, usize, usize, usize, &'static str, bool, usize);
+/// (collective, count, root, p2p peer/direction, element size, algorithm, in place, segment).
+type CacheKey = (
+    Collective,
+    usize,
+    usize,
+    Option<(usize, bool)>,
+    usize,
+    &'static str,
+    bool,
+    usize,
+);
 
 struct Inner {
     ep: Box<dyn Endpoint>,
@@ -302,24 +312,15 @@ impl Shared {
                 None,
             ),
         };
-        let key = (
+        let key: CacheKey = (
             call.spec.kind,
             call.spec.count,
             call.spec.root,
+            call.p2p,
             es,
             plan_name,
             call.in_place,
             seg,
-        );
-        let peer_key = call.p2p.map_or(0, |(p, _)| p + 1);
-        let key = (
-            key.0,
-            key.1,
-            key.2 * (self.world + 1) + peer_key,
-            key.3,
-            key.4,
-            key.5,
-            key.6,
         );
         let prep = match inner.cache.get(&key) {
             Some(p) => p.clone(),

@@ -252,7 +252,7 @@ fn encoders_sampled() {
 }
 
 #[test]
-#[ignore = "2^32 patterns: run in release"]
+#[ignore = "all 2^32 f32 patterns: minutes in release, run by .ci/long.sh"]
 fn encoders_exhaustive() {
     check_encoders(1);
 }

@@ -60,6 +60,17 @@ impl Collective {
         Collective::SendRecv,
     ];
 
+    /// The collectives proper: every kind except point-to-point [`Collective::SendRecv`].
+    pub const COLLECTIVES: [Collective; 7] = [
+        Collective::AllReduce,
+        Collective::AllGather,
+        Collective::ReduceScatter,
+        Collective::Broadcast,
+        Collective::Reduce,
+        Collective::AllToAll,
+        Collective::Barrier,
+    ];
+
     /// snake_case name (`all_reduce`, ...).
     pub const fn name(self) -> &'static str {
         match self {
@@ -324,6 +335,18 @@ pub struct RankPlan {
 }
 
 impl RankPlan {
+    /// The plan of a world of one rank: copy `n` input elements to the output (nothing when
+    /// the call is in place, where the executor sees the same memory).
+    pub fn local_copy(n: usize) -> RankPlan {
+        RankPlan {
+            steps: vec![Step::Copy {
+                src: Region::input(0, n),
+                dst: Region::output(0, n),
+            }],
+            scratch: 0,
+        }
+    }
+
     /// A text dump, one step per line, for debugging (`FERROCOLL_DEBUG=TRACE` logs it).
     pub fn dump(&self) -> String {
         let mut s = format!("scratch {} elements\n", self.scratch);

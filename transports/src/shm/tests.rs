@@ -312,7 +312,6 @@ const CHILD_JOB: &str = "FERROCOLL_SHM_TEST_CHILD_JOB";
 /// Rank 1 of [`shm_cross_process_echo_then_kill`], run in a child process: echoes every byte
 /// back to rank 0 until the link closes. Does nothing when run directly.
 #[test]
-#[ignore]
 fn shm_child_rank() {
     let Ok(j) = std::env::var(CHILD_JOB) else {
         return;
@@ -344,12 +343,7 @@ fn shm_child_rank() {
 fn shm_cross_process_echo_then_kill() {
     let j = job("xproc");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "shm::tests::shm_child_rank",
-            "--ignored",
-            "--nocapture",
-        ])
+        .args(["--exact", "shm::tests::shm_child_rank", "--nocapture"])
         .env(CHILD_JOB, &j)
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -397,7 +391,7 @@ fn shm_cross_process_echo_then_kill() {
 /// Measures one-way streaming bandwidth and 8-byte ping-pong latency between two threads.
 /// Run with `cargo test --release -p ferrocoll-transports shm_bench -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a check (prints GB/s and µs); run by .ci/long.sh"]
 fn shm_bench() {
     const TOTAL: usize = 1 << 30;
     let chunk = vec![7u8; 1 << 20];
