@@ -55,6 +55,10 @@ pub struct Config {
     /// (auto): yield when this host runs more ranks than this process may use cores, where a
     /// spinning rank would take the core from the peer it waits for.
     pub yield_when_idle: Option<bool>,
+    /// Single-copy transfers between ranks of a host where the kernel allows them
+    /// (`FERROCOLL_SHM_DIRECT=1|0`, default 1): the receiver copies large messages straight
+    /// from the sender's buffer (cross-memory attach) instead of through the ring.
+    pub shm_direct: bool,
 }
 
 impl Config {
@@ -81,6 +85,7 @@ impl Default for Config {
             secret: None,
             shm_ring_bytes: 4 << 20,
             yield_when_idle: None,
+            shm_direct: true,
         }
     }
 }
@@ -148,6 +153,13 @@ impl Config {
                         "expected auto, 0 or 1",
                     ))
                 }
+            };
+        }
+        if let Some(v) = get("FERROCOLL_SHM_DIRECT") {
+            c.shm_direct = match v.trim() {
+                "" | "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => return Err(bad("FERROCOLL_SHM_DIRECT", &v, "expected 0 or 1")),
             };
         }
         if let Some(v) = get("FERROCOLL_TRANSPORT") {

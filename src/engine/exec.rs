@@ -7,6 +7,7 @@
 //! The loop spins briefly when nothing moves, then sleeps on the endpoint until a link
 //! moves, `abort` is raised, or the no-progress deadline passes.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -140,6 +141,8 @@ struct SendState {
     hdr: Option<[u8; FRAME_BYTES]>,
     hdr_sent: usize,
     sent: usize,
+    /// The header announces a single-copy message: no payload follows it.
+    direct: bool,
 }
 
 #[derive(Clone)]
@@ -150,6 +153,8 @@ struct RecvState {
     got: usize,
     carry: [u8; 8],
     carry_len: usize,
+    /// The header announced a single-copy message at this address of the peer's.
+    direct: Option<u64>,
 }
 
 impl Default for RecvState {
@@ -161,6 +166,7 @@ impl Default for RecvState {
             got: 0,
             carry: [0; 8],
             carry_len: 0,
+            direct: None,
         }
     }
 }
@@ -173,6 +179,10 @@ pub(crate) struct Workspace {
     ready: Vec<u32>,
     sst: Vec<SendState>,
     rst: Vec<RecvState>,
+    /// Per peer: single-copy sends announced and not yet acknowledged (step, ticket).
+    unacked: Vec<VecDeque<(u32, u64)>>,
+    /// Landing area for single-copy messages that are reduced rather than copied.
+    bounce: Vec<u64>,
 }
 
 /// Runs `prep` to completion.
@@ -195,6 +205,8 @@ pub(crate) unsafe fn execute(
         ready,
         sst,
         rst,
+        unacked,
+        bounce,
     } = ws;
     remaining.clear();
     remaining.extend_from_slice(&prep.ndeps);
@@ -204,6 +216,8 @@ pub(crate) unsafe fn execute(
     sst.resize(world, SendState::default());
     rst.clear();
     rst.resize(world, RecvState::default());
+    unacked.iter_mut().for_each(VecDeque::clear);
+    unacked.resize_with(world, VecDeque::new);
     let mut done = 0usize;
     let active = &prep.active;
     let mut last_progress = Instant::now();
@@ -254,13 +268,24 @@ pub(crate) unsafe fn execute(
                 let Step::Send { src, .. } = prep.steps[i] else {
                     unreachable!("send list holds sends")
                 };
-                let hdr = *st.hdr.get_or_insert_with(|| {
-                    Frame {
-                        op: cx.header,
-                        len: (src.len * es) as u64,
-                    }
-                    .encode()
-                });
+                let total = src.len * es;
+                if st.hdr.is_none() {
+                    // Single copy: a large segment that no later step overwrites (so it stays
+                    // as it is until the peer acknowledges) goes by address where the link
+                    // can do that; the call does not end before the acknowledgement.
+                    st.direct = total >= DIRECT_MIN
+                        && prep.dependents[i].is_empty()
+                        && link.direct().is_some();
+                    st.hdr = Some(
+                        Frame {
+                            op: cx.header,
+                            len: total as u64,
+                            direct: st.direct.then(|| mem.ptr(src) as u64),
+                        }
+                        .encode(),
+                    );
+                }
+                let hdr = st.hdr.unwrap_or([0; FRAME_BYTES]);
                 // A peer that closed may have done so because it saw a mismatch: if its next
                 // header is readable, report what it called rather than just "closed".
                 let rs_idle = rst[peer].hdr_got == 0 && rst[peer].got == 0;
@@ -293,7 +318,19 @@ pub(crate) unsafe fn execute(
                     st.hdr_sent += k;
                     progressed = true;
                 }
-                let total = src.len * es;
+                if st.direct {
+                    if st.hdr_sent < FRAME_BYTES {
+                        break;
+                    }
+                    let ticket = link.direct().map_or(0, |d| d.post());
+                    unacked[peer].push_back((i as u32, ticket));
+                    *st = SendState {
+                        idx: st.idx + 1,
+                        ..SendState::default()
+                    };
+                    progressed = true;
+                    continue;
+                }
                 if st.hdr_sent == FRAME_BYTES && st.sent < total {
                     // SAFETY: `src` lies in valid memory (contract) and is not written while
                     // this send is pending (the dependency graph orders writers after it).
@@ -317,6 +354,21 @@ pub(crate) unsafe fn execute(
                 complete(i, remaining, ready, &mut done);
                 progressed = true;
             }
+            // Single-copy sends the peer has acknowledged are complete.
+            if !unacked[peer].is_empty() {
+                let acked = match link.direct() {
+                    Some(d) => d.acked().map_err(link_err)?,
+                    None => 0,
+                };
+                while let Some(&(j, t)) = unacked[peer].front() {
+                    if t > acked {
+                        break;
+                    }
+                    unacked[peer].pop_front();
+                    complete(j as usize, remaining, ready, &mut done);
+                    progressed = true;
+                }
+            }
             // Receives from `peer`, in stream order.
             let rs = &mut rst[peer];
             while let Some(&i) = prep.recvs[peer].get(rs.idx) {
@@ -337,7 +389,40 @@ pub(crate) unsafe fn execute(
                     if rs.hdr_got < FRAME_BYTES {
                         break;
                     }
-                    check_frame(cx, peer, &rs.hdr, total)?;
+                    rs.direct = check_frame(cx, peer, &rs.hdr, total)?.direct;
+                }
+                if let Some(addr) = rs.direct {
+                    let Some(d) = link.direct() else {
+                        return Err(link_err(LinkError::Protocol {
+                            peer,
+                            detail: "a single-copy message on a link that cannot do that".into(),
+                        }));
+                    };
+                    if with.is_none() {
+                        // SAFETY: `dst` lies in valid memory that only this receive accesses
+                        // now (contract and dependency graph).
+                        let out = unsafe { std::slice::from_raw_parts_mut(mem.ptr(dst), total) };
+                        d.read(addr, out).map_err(link_err)?;
+                        rs.got = total;
+                    } else {
+                        bounce.resize(BOUNCE_BYTES / 8, 0);
+                        // SAFETY: plain bytes of a live Vec<u64>.
+                        let b = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                bounce.as_mut_ptr().cast::<u8>(),
+                                BOUNCE_BYTES,
+                            )
+                        };
+                        while rs.got < total {
+                            let k = (total - rs.got).min(BOUNCE_BYTES);
+                            d.read(addr + rs.got as u64, &mut b[..k])
+                                .map_err(link_err)?;
+                            // SAFETY: as for the streamed path below.
+                            unsafe { absorb(rs, &b[..k], dst, with, mem, cx) };
+                        }
+                    }
+                    d.ack();
+                    progressed = true;
                 }
                 while rs.got + rs.carry_len < total {
                     let s = link.peek().map_err(link_err)?;
@@ -379,7 +464,11 @@ pub(crate) unsafe fn execute(
             let peers = active
                 .iter()
                 .copied()
-                .filter(|&p| sst[p].idx < prep.sends[p].len() || rst[p].idx < prep.recvs[p].len())
+                .filter(|&p| {
+                    sst[p].idx < prep.sends[p].len()
+                        || rst[p].idx < prep.recvs[p].len()
+                        || !unacked[p].is_empty()
+                })
                 .collect();
             return Err(Error::Timeout {
                 rank: cx.rank,
@@ -407,7 +496,12 @@ pub(crate) unsafe fn execute(
     Ok(())
 }
 
-fn check_frame(cx: &CallCtx<'_>, peer: usize, raw: &[u8; FRAME_BYTES], len: usize) -> Result<()> {
+fn check_frame(
+    cx: &CallCtx<'_>,
+    peer: usize,
+    raw: &[u8; FRAME_BYTES],
+    len: usize,
+) -> Result<Frame> {
     let mismatch = |got: String| Error::Mismatch {
         rank: cx.rank,
         peer,
@@ -425,8 +519,15 @@ fn check_frame(cx: &CallCtx<'_>, peer: usize, raw: &[u8; FRAME_BYTES], len: usiz
             f.op, f.len
         )));
     }
-    Ok(())
+    Ok(f)
 }
+
+/// Smallest segment sent by single copy where the link can: below this the system call and
+/// the acknowledgement cost more than the copy through the ring saves.
+const DIRECT_MIN: usize = 64 << 10;
+
+/// Bytes of a single-copy message landed at a time before they are reduced (cache-sized).
+const BOUNCE_BYTES: usize = 128 << 10;
 
 /// How long an idle rank spins without yielding on a host that is not oversubscribed: the
 /// latency of a small message between two spinning ranks is ~1–2 µs.
