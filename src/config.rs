@@ -59,6 +59,10 @@ pub struct Config {
     /// (`FERROCOLL_SHM_DIRECT=1|0`, default 1): the receiver copies large messages straight
     /// from the sender's buffer (cross-memory attach) instead of through the ring.
     pub shm_direct: bool,
+    /// Smallest segment sent by single copy where the link can (`FERROCOLL_DIRECT_MIN_BYTES`,
+    /// default 64 KiB; below it the system call and acknowledgement cost more than the copy
+    /// through the ring saves). Small values make tests reach the single-copy paths.
+    pub direct_min_bytes: usize,
 }
 
 impl Config {
@@ -86,6 +90,7 @@ impl Default for Config {
             shm_ring_bytes: 4 << 20,
             yield_when_idle: None,
             shm_direct: true,
+            direct_min_bytes: 64 << 10,
         }
     }
 }
@@ -161,6 +166,12 @@ impl Config {
                 "0" | "false" | "no" => false,
                 _ => return Err(bad("FERROCOLL_SHM_DIRECT", &v, "expected 0 or 1")),
             };
+        }
+        if let Some(v) = get("FERROCOLL_DIRECT_MIN_BYTES") {
+            c.direct_min_bytes = v
+                .trim()
+                .parse()
+                .map_err(|_| bad("FERROCOLL_DIRECT_MIN_BYTES", &v, "not a number of bytes"))?;
         }
         if let Some(v) = get("FERROCOLL_TRANSPORT") {
             c.transport = match v.trim() {

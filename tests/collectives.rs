@@ -12,20 +12,26 @@ use ferrocoll::schedule::Collective;
 use ferrocoll::{Config, DataType, ReduceOp, World};
 use proptest::prelude::*;
 
-fn config(algo: &str, seg_bytes: usize) -> Config {
+fn config(algo: &str, seg_bytes: usize, direct_min: usize) -> Config {
     let mut c = Config::default()
         .with_algo(algo)
         .unwrap()
         .with_segment_bytes(seg_bytes)
         .with_timeout(Duration::from_secs(60));
     c.spin = Duration::from_micros(5);
+    c.direct_min_bytes = direct_min;
     c
 }
 
 /// Runs one case on a fresh world; checks results and replica identity.
 fn check(world: usize, algo: &str, seg: usize, case: Case) {
+    check_with(world, algo, seg, usize::MAX, case)
+}
+
+/// [`check`], with single-copy transfers for segments of at least `direct_min` bytes.
+fn check_with(world: usize, algo: &str, seg: usize, direct_min: usize, case: Case) {
     let outs = World::new(world)
-        .config(config(algo, seg))
+        .config(config(algo, seg, direct_min))
         .ring_bytes(1 << 12)
         .run(|c| run_case(c, &case, 7))
         .unwrap();
@@ -95,11 +101,12 @@ proptest! {
         root_pick in 0usize..16,
         in_place in any::<bool>(),
         seg in prop::sample::select(vec![1usize, 8, 24, 256, 1 << 20]),
+        direct_min in prop::sample::select(vec![usize::MAX, 1, 64]),
     ) {
         let algo = ALGORITHMS[algo_i % ALGORITHMS.len()];
         prop_assume!(algo.supports(kind));
         let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) { root_pick % world } else { 0 };
-        check(world, algo.name(), seg, Case { kind, dtype, op, count, root, in_place });
+        check_with(world, algo.name(), seg, direct_min, Case { kind, dtype, op, count, root, in_place });
     }
 }
 

@@ -132,6 +132,8 @@ pub(crate) struct CallCtx<'a> {
     pub spin: Duration,
     /// Whether to yield the core on each idle poll while spinning (oversubscribed host).
     pub yield_idle: bool,
+    /// Smallest segment sent by single copy.
+    pub direct_min: usize,
     pub abort: &'a AtomicBool,
 }
 
@@ -273,7 +275,7 @@ pub(crate) unsafe fn execute(
                     // Single copy: a large segment that no later step overwrites (so it stays
                     // as it is until the peer acknowledges) goes by address where the link
                     // can do that; the call does not end before the acknowledgement.
-                    st.direct = total >= DIRECT_MIN
+                    st.direct = total >= cx.direct_min.max(1)
                         && prep.dependents[i].is_empty()
                         && link.direct().is_some();
                     st.hdr = Some(
@@ -521,10 +523,6 @@ fn check_frame(
     }
     Ok(f)
 }
-
-/// Smallest segment sent by single copy where the link can: below this the system call and
-/// the acknowledgement cost more than the copy through the ring saves.
-const DIRECT_MIN: usize = 64 << 10;
 
 /// Bytes of a single-copy message landed at a time before they are reduced (cache-sized).
 const BOUNCE_BYTES: usize = 128 << 10;

@@ -373,6 +373,7 @@ impl Shared {
             timeout: self.cfg.timeout,
             spin: self.cfg.spin,
             yield_idle: self.cfg.yield_when_idle.unwrap_or(false),
+            direct_min: self.cfg.direct_min_bytes,
             abort: &self.abort,
         };
         let inner = &mut *inner;

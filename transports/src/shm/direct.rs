@@ -10,11 +10,11 @@
 //! segment and compares it with what the segment says; any failure leaves the link on the
 //! ring path, silently (a `debug` log line says why).
 
-use std::io;
 use std::sync::atomic::Ordering;
 
 use super::segment::Mapping;
 use super::ShmLink;
+use crate::cma::{read_error, read_remote};
 use crate::link::{Direct, LinkError};
 
 /// Per-link single-copy state.
@@ -23,36 +23,6 @@ pub(crate) struct DirectState {
     pid: i32,
     /// Announcements made so far (tickets handed out).
     posted: u64,
-}
-
-/// Copies `dst.len()` bytes at `addr` in process `pid` into `dst`.
-fn read_remote(pid: i32, addr: u64, dst: &mut [u8]) -> io::Result<()> {
-    let mut done = 0usize;
-    while done < dst.len() {
-        let local = libc::iovec {
-            iov_base: dst[done..].as_mut_ptr().cast(),
-            iov_len: dst.len() - done,
-        };
-        let remote = libc::iovec {
-            iov_base: (addr as usize).wrapping_add(done) as *mut libc::c_void,
-            iov_len: dst.len() - done,
-        };
-        // SAFETY: `local` describes the writable bytes of `dst` that remain; the kernel
-        // checks `remote` against the other process's mappings (a bad address is EFAULT,
-        // never a write outside `dst`).
-        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "process_vm_readv copied nothing",
-            ));
-        }
-        done += n as usize;
-    }
-    Ok(())
 }
 
 impl DirectState {
@@ -107,20 +77,8 @@ impl Direct for ShmLink {
 
     fn read(&mut self, addr: u64, dst: &mut [u8]) -> Result<(), LinkError> {
         let pid = self.direct.as_ref().map_or(0, |d| d.pid);
-        read_remote(pid, addr, dst).map_err(|e| match e.raw_os_error() {
-            Some(libc::ESRCH) => LinkError::Closed { peer: self.peer },
-            Some(libc::EFAULT) => LinkError::Protocol {
-                peer: self.peer,
-                detail: format!(
-                    "announced buffer {addr:#x}+{} is not readable in its memory",
-                    dst.len()
-                ),
-            },
-            _ => LinkError::Io {
-                peer: self.peer,
-                source: e,
-            },
-        })
+        let len = dst.len();
+        read_remote(pid, addr, dst).map_err(|e| read_error(self.peer, addr, len, e))
     }
 
     fn ack(&mut self) {
