@@ -426,6 +426,23 @@ pub(crate) unsafe fn execute(
                     d.ack();
                     progressed = true;
                 }
+                if with.is_none() {
+                    // A copy: let the link read straight into the destination (TCP then
+                    // skips its staging buffer).
+                    while rs.got < total {
+                        // SAFETY: as for `absorb` below: `dst` is valid and only this receive
+                        // accesses it now; [got, total) lies inside it.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(mem.ptr(dst).add(rs.got), total - rs.got)
+                        };
+                        let k = link.read_into(out).map_err(link_err)?;
+                        if k == 0 {
+                            break;
+                        }
+                        rs.got += k;
+                        progressed = true;
+                    }
+                }
                 while rs.got + rs.carry_len < total {
                     let s = link.peek().map_err(link_err)?;
                     if s.is_empty() {

@@ -401,16 +401,25 @@ mod tests {
         let src = vec![7u8; 1000];
         let t = eps[0].link(1).unwrap().direct().unwrap().post();
         assert_eq!(t, 1);
-        assert_eq!(eps[0].link(1).unwrap().direct().unwrap().acked().unwrap(), 0);
+        assert_eq!(
+            eps[0].link(1).unwrap().direct().unwrap().acked().unwrap(),
+            0
+        );
         let mut dst = vec![0u8; 1000];
         let d = eps[1].link(0).unwrap().direct().unwrap();
         d.read(src.as_ptr() as u64, &mut dst).unwrap();
         assert_eq!(dst, src);
         d.ack();
-        assert_eq!(eps[0].link(1).unwrap().direct().unwrap().acked().unwrap(), 1);
+        assert_eq!(
+            eps[0].link(1).unwrap().direct().unwrap().acked().unwrap(),
+            1
+        );
         // An address that is not mapped (garbage from a peer) is a typed error, not a crash.
         let e = eps[1].link(0).unwrap().direct().unwrap().read(8, &mut dst);
-        assert!(matches!(e, Err(LinkError::Protocol { peer: 0, .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(LinkError::Protocol { peer: 0, .. })),
+            "{e:?}"
+        );
     }
 
     #[test]
