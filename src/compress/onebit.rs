@@ -1,0 +1,94 @@
+//! 1-bit sign compression with one scale per block (as in 1-bit SGD / 1-bit Adam).
+//!
+//! Layout of `n` elements: `ceil(n / block)` little-endian f32 scales, then `ceil(n / 8)`
+//! bytes of sign bits (element `i` is bit `i % 8` of byte `i / 8`; 1 = sign bit set).
+//! Per block: `scale` = mean |x| over the block; decode = ±scale by the sign bit.
+//!
+//! Bound: the sign of every element is kept (−0.0 counts as negative) and the L1 norm of
+//! every block is kept: Σ|decode| = Σ|x| up to f32 rounding of the mean. The element error
+//! is large (|decode − x| ≤ max(|x|, scale)), which is why the codec needs error feedback.
+//!
+//! Non-finite values: one NaN or infinity in a block makes its scale non-finite, so the whole
+//! block decodes as NaN or ±infinity — never as ordinary numbers.
+
+use super::codec::{get_f32, put_f32, ChunkCodec};
+use crate::error::Result;
+
+/// The 1-bit codec.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OneBit {
+    block: usize,
+}
+
+impl OneBit {
+    /// `block` elements per scale (`block ≥ 1`).
+    pub(super) fn new(block: usize) -> OneBit {
+        OneBit { block }
+    }
+}
+
+impl ChunkCodec for OneBit {
+    fn encoded_len(&self, n: usize) -> usize {
+        4 * n.div_ceil(self.block) + n.div_ceil(8)
+    }
+
+    fn needs_error_feedback(&self) -> bool {
+        true
+    }
+
+    fn align(&self) -> usize {
+        // Whole blocks and whole sign bytes.
+        let (a, b) = (self.block, 8);
+        a / gcd(a, b) * b
+    }
+
+    fn encode(&self, src: &[f32], dst: &mut [u8]) {
+        let nb = src.len().div_ceil(self.block);
+        let (scales, bits) = dst.split_at_mut(4 * nb);
+        for (i, xs) in src.chunks(self.block).enumerate() {
+            let sum: f32 = xs.iter().map(|x| x.abs()).sum();
+            put_f32(scales, i, sum / xs.len() as f32);
+        }
+        for (xs, b) in src.chunks(8).zip(bits.iter_mut()) {
+            *b = xs
+                .iter()
+                .enumerate()
+                .fold(0u8, |acc, (j, x)| acc | (((x.to_bits() >> 31) as u8) << j));
+        }
+    }
+
+    fn decode(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
+        self.apply::<false>(src, dst);
+        Ok(())
+    }
+
+    fn decode_add(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
+        self.apply::<true>(src, dst);
+        Ok(())
+    }
+}
+
+impl OneBit {
+    fn apply<const ADD: bool>(&self, src: &[u8], dst: &mut [f32]) {
+        let nb = dst.len().div_ceil(self.block);
+        let (scales, bits) = src.split_at(4 * nb);
+        for (i, ds) in dst.chunks_mut(self.block).enumerate() {
+            let scale = get_f32(scales, i).to_bits();
+            let base = i * self.block;
+            for (j, d) in ds.iter_mut().enumerate() {
+                let k = base + j;
+                let sign = ((bits[k / 8] >> (k % 8)) & 1) as u32;
+                let v = f32::from_bits(scale | (sign << 31));
+                *d = if ADD { *d + v } else { v };
+            }
+        }
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
