@@ -96,20 +96,33 @@ fn matmul_t(x: &[f32], y: &[f32], a: usize, b: usize, r: usize, out: &mut [f32])
     }
 }
 
-/// Orthonormalises the `r` columns of `p` (rows × r) by modified Gram–Schmidt.
+/// Orthonormalises the `r` columns of `p` (rows × r) by modified Gram–Schmidt, projecting
+/// twice ("twice is enough") so that the columns stay orthogonal in f32. A column that loses
+/// all but 10⁻⁵ of its norm to the projections lies (numerically) in the span of the earlier
+/// ones and becomes 0, so that rounding noise is never blown up into a direction.
 fn orthonormalise(p: &mut [f32], rows: usize, r: usize) {
-    for j in 0..r {
-        for l in 0..j {
-            let dot: f32 = (0..rows).map(|i| p[i * r + l] * p[i * r + j]).sum();
-            for i in 0..rows {
-                p[i * r + j] -= dot * p[i * r + l];
-            }
-        }
-        let norm = (0..rows)
+    let norm = |p: &[f32], j: usize| {
+        (0..rows)
             .map(|i| p[i * r + j] * p[i * r + j])
             .sum::<f32>()
-            .sqrt();
-        let inv = if norm > 1e-30 { 1.0 / norm } else { 0.0 };
+            .sqrt()
+    };
+    for j in 0..r {
+        let before = norm(p, j);
+        for _pass in 0..2 {
+            for l in 0..j {
+                let dot: f32 = (0..rows).map(|i| p[i * r + l] * p[i * r + j]).sum();
+                for i in 0..rows {
+                    p[i * r + j] -= dot * p[i * r + l];
+                }
+            }
+        }
+        let after = norm(p, j);
+        let inv = if after > 1e-30 && after > 1e-5 * before {
+            1.0 / after
+        } else {
+            0.0
+        };
         for i in 0..rows {
             p[i * r + j] *= inv;
         }
