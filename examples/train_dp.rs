@@ -160,10 +160,11 @@ impl Mlp {
             let dz: Vec<f32> = (0..CLASSES)
                 .map(|c| scale * (e[c] / sum - if c == y { 1.0 } else { 0.0 }))
                 .collect();
-            for c in 0..CLASSES {
-                g.t[3][c] += dz[c];
-                for j in 0..HIDDEN {
-                    g.t[2][c * HIDDEN + j] += dz[c] * h[j];
+            for (c, dzc) in dz.iter().enumerate() {
+                g.t[3][c] += dzc;
+                let row = &mut g.t[2][c * HIDDEN..(c + 1) * HIDDEN];
+                for (gw, hj) in row.iter_mut().zip(&h) {
+                    *gw += dzc * hj;
                 }
             }
             for j in 0..HIDDEN {
@@ -172,8 +173,9 @@ impl Mlp {
                 }
                 let dh: f32 = (0..CLASSES).map(|c| w2[c * HIDDEN + j] * dz[c]).sum();
                 g.t[1][j] += dh;
-                for k in 0..DIM {
-                    g.t[0][j * DIM + k] += dh * x[k];
+                let row = &mut g.t[0][j * DIM..(j + 1) * DIM];
+                for (gw, xk) in row.iter_mut().zip(x) {
+                    *gw += dh * xk;
                 }
             }
         }

@@ -215,28 +215,19 @@ fn bad_calls_are_typed_errors() {
         .run(|c| {
             let mut ef = ErrorFeedback::new();
             let fp8 = Codec::Fp8E4M3 { block: 8 };
-            let mut errs = Vec::new();
-            errs.push(c.all_reduce_compressed(&mut [], &mut ef, "e", fp8));
-            errs.push(c.all_reduce_compressed(
-                &mut [1.0; 4],
-                &mut ef,
-                "k",
-                Codec::TopK { fraction: 1.5 },
-            ));
-            errs.push(c.all_reduce_compressed(
-                &mut [1.0; 4],
-                &mut ef,
-                "p",
-                Codec::PowerSgd { rank: 1 },
-            ));
-            errs.push(c.all_reduce_compressed_2d(
-                &mut [1.0; 6],
-                2,
-                &mut ef,
-                "p",
-                Codec::PowerSgd { rank: 3 },
-            ));
-            errs.push(c.all_reduce_compressed_2d(&mut [1.0; 7], 2, &mut ef, "q", fp8));
+            let mut errs = vec![
+                c.all_reduce_compressed(&mut [], &mut ef, "e", fp8),
+                c.all_reduce_compressed(&mut [1.0; 4], &mut ef, "k", Codec::TopK { fraction: 1.5 }),
+                c.all_reduce_compressed(&mut [1.0; 4], &mut ef, "p", Codec::PowerSgd { rank: 1 }),
+                c.all_reduce_compressed_2d(
+                    &mut [1.0; 6],
+                    2,
+                    &mut ef,
+                    "p",
+                    Codec::PowerSgd { rank: 3 },
+                ),
+                c.all_reduce_compressed_2d(&mut [1.0; 7], 2, &mut ef, "q", fp8),
+            ];
             // One key, one tensor: another length, shape or codec is refused.
             c.all_reduce_compressed(&mut [1.0; 8], &mut ef, "w", fp8)
                 .unwrap();

@@ -122,7 +122,7 @@ impl Codec {
             {
                 bad("block size must be at least 1")
             }
-            Codec::TopK { fraction } if !(fraction > 0.0 && fraction <= 1.0) => {
+            Codec::TopK { fraction } if fraction.is_nan() || fraction <= 0.0 || fraction > 1.0 => {
                 bad("fraction k must be in (0, 1]")
             }
             Codec::PowerSgd { rank: 0 } => bad("rank must be at least 1"),

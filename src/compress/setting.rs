@@ -61,7 +61,7 @@ impl CompressionSetting {
 /// The bandwidth comes from the topology of issue 7 (measured links) once it is wired; until
 /// then callers pass their own figure (e.g. from `ferrocoll-probe links`).
 pub fn auto_codec(bytes_per_s: f64) -> Codec {
-    if !(bytes_per_s >= 0.0) || bytes_per_s >= 12.5e9 {
+    if bytes_per_s.is_nan() || bytes_per_s >= 12.5e9 {
         // Unknown (NaN) or fast: lossless.
         Codec::None
     } else if bytes_per_s >= 3e9 {
