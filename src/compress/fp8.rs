@@ -14,7 +14,8 @@
 //! Non-finite values: `amax` ignores them, so the rest of the block keeps its precision; NaN
 //! decodes as NaN, ±infinity as ±infinity in E5M2 and as NaN in E4M3 (it has no infinity).
 //!
-//! Speed: amax is an integer max over the magnitude bits and the conversions are the
+//! Speed: amax is an integer max over the magnitude bits (non-finite values are skipped in
+//! a second pass, only for blocks that have them) and the conversions are the
 //! branch-free ones of the reduction kernels, so the loops vectorise; on x86-64 with AVX2
 //! (detected at run time) they run compiled for AVX2.
 
@@ -74,15 +75,24 @@ impl BlockFp8 {
     }
 }
 
-/// The largest finite |x| of `xs` (0 if none), as an integer max over magnitude bits.
+/// The largest finite |x| of `xs` (0 if none), as an integer max over magnitude bits: a
+/// plain max reduction (which vectorises) and, only if it met a NaN or infinity, a second
+/// pass that skips them.
 #[inline(always)]
 fn finite_amax(xs: &[f32]) -> f32 {
-    let m = xs.iter().fold(0i32, |m, x| {
-        let u = (x.to_bits() & 0x7fff_ffff) as i32;
-        let u = if u < 0x7f80_0000 { u } else { 0 };
-        m.max(u)
-    });
-    f32::from_bits(m as u32)
+    let m = xs
+        .iter()
+        .fold(0u32, |m, x| m.max(x.to_bits() & 0x7fff_ffff));
+    let m = if m < 0x7f80_0000 {
+        m
+    } else {
+        xs.iter()
+            .map(|x| x.to_bits() & 0x7fff_ffff)
+            .filter(|&u| u < 0x7f80_0000)
+            .max()
+            .unwrap_or(0)
+    };
+    f32::from_bits(m)
 }
 
 #[inline(always)]
