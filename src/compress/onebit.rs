@@ -46,14 +46,15 @@ impl ChunkCodec for OneBit {
         let nb = src.len().div_ceil(self.block);
         let (scales, bits) = dst.split_at_mut(4 * nb);
         for (i, xs) in src.chunks(self.block).enumerate() {
-            let sum: f32 = xs.iter().map(|x| x.abs()).sum();
-            put_f32(scales, i, sum / xs.len() as f32);
+            put_f32(scales, i, abs_sum(xs) / xs.len() as f32);
         }
-        for (xs, b) in src.chunks(8).zip(bits.iter_mut()) {
-            *b = xs
-                .iter()
-                .enumerate()
-                .fold(0u8, |acc, (j, x)| acc | (((x.to_bits() >> 31) as u8) << j));
+        let mut whole = src.chunks_exact(8);
+        for (xs, b) in whole.by_ref().zip(bits.iter_mut()) {
+            *b = sign_byte(xs);
+        }
+        let rest = whole.remainder();
+        if !rest.is_empty() {
+            bits[src.len() / 8] = sign_byte(rest);
         }
     }
 
@@ -72,6 +73,24 @@ impl OneBit {
     fn apply<const ADD: bool>(&self, src: &[u8], dst: &mut [f32]) {
         let nb = dst.len().div_ceil(self.block);
         let (scales, bits) = src.split_at(4 * nb);
+        if self.block % 8 == 0 {
+            // Whole sign bytes per block: 8 elements per byte, no per-element index math.
+            for (i, ds) in dst.chunks_mut(self.block).enumerate() {
+                let scale = get_f32(scales, i).to_bits();
+                let base = i * self.block / 8;
+                let mut whole = ds.chunks_exact_mut(8);
+                let mut k = base;
+                for d8 in whole.by_ref() {
+                    put_signs::<ADD>(d8, bits[k], scale);
+                    k += 1;
+                }
+                let rest = whole.into_remainder();
+                if !rest.is_empty() {
+                    put_signs::<ADD>(rest, bits[k], scale);
+                }
+            }
+            return;
+        }
         for (i, ds) in dst.chunks_mut(self.block).enumerate() {
             let scale = get_f32(scales, i).to_bits();
             let base = i * self.block;
@@ -82,6 +101,41 @@ impl OneBit {
                 *d = if ADD { *d + v } else { v };
             }
         }
+    }
+}
+
+/// Σ|x| with 8 partial sums (so it vectorises; the order is fixed, so it is deterministic).
+#[inline]
+fn abs_sum(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut whole = xs.chunks_exact(8);
+    for c in whole.by_ref() {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x.abs();
+        }
+    }
+    let tail: f32 = whole.remainder().iter().map(|x| x.abs()).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The sign bits of up to 8 elements, element `j` in bit `j`.
+#[inline]
+fn sign_byte(xs: &[f32]) -> u8 {
+    xs.iter()
+        .enumerate()
+        .fold(0u8, |acc, (j, x)| acc | (((x.to_bits() >> 31) as u8) << j))
+}
+
+/// Writes (or adds) ±scale to (up to) 8 elements from the sign bits of `b` (a mask test per lane,
+/// which vectorises without variable shifts).
+#[inline(always)]
+fn put_signs<const ADD: bool>(d8: &mut [f32], b: u8, scale: u32) {
+    const MASK: [u32; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+    let b = b as u32;
+    for (d, m) in d8.iter_mut().zip(MASK) {
+        let sign = if b & m != 0 { 0x8000_0000 } else { 0 };
+        let v = f32::from_bits(scale | sign);
+        *d = if ADD { *d + v } else { v };
     }
 }
 
