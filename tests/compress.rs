@@ -309,3 +309,23 @@ fn auto_picks_stronger_codecs_on_slower_links() {
         Codec::Fp16
     );
 }
+
+/// The only test in this binary that touches `FERROCOLL_COMPRESSION`.
+#[test]
+fn compression_setting_reads_the_environment() {
+    std::env::set_var("FERROCOLL_COMPRESSION", "fp8e5m2:64");
+    assert_eq!(
+        CompressionSetting::from_env().unwrap(),
+        CompressionSetting::Fixed(Codec::Fp8E5M2 { block: 64 })
+    );
+    std::env::set_var("FERROCOLL_COMPRESSION", "bogus");
+    assert!(matches!(
+        CompressionSetting::from_env(),
+        Err(Error::Config { .. })
+    ));
+    std::env::remove_var("FERROCOLL_COMPRESSION");
+    assert_eq!(
+        CompressionSetting::from_env().unwrap(),
+        CompressionSetting::Fixed(Codec::None)
+    );
+}

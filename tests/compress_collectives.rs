@@ -290,3 +290,66 @@ fn bad_calls_are_typed_errors() {
         ));
     }
 }
+
+/// A NaN or infinity in one rank's gradient shows in the result (on every rank, the same
+/// bits) and is not carried by error feedback into the next step.
+#[test]
+fn non_finite_gradients_show_once_and_do_not_poison_later_steps() {
+    let n = 256;
+    for codec in [
+        Codec::Fp8E4M3 { block: 32 },
+        Codec::OneBit { block: 32 },
+        Codec::TopK { fraction: 0.1 },
+        Codec::Fp16,
+    ] {
+        let res = World::new(2)
+            .run(|c| {
+                let mut ef = ErrorFeedback::new();
+                let mut g = input(c.rank(), n, 6);
+                if c.rank() == 1 {
+                    g[5] = f32::NAN;
+                    g[200] = f32::INFINITY;
+                }
+                c.all_reduce_compressed(&mut g, &mut ef, "w", codec)
+                    .unwrap();
+                let mut next = input(c.rank(), n, 7);
+                c.all_reduce_compressed(&mut next, &mut ef, "w", codec)
+                    .unwrap();
+                (g, next)
+            })
+            .unwrap();
+        let firsts: Vec<Vec<f32>> = res.iter().map(|r| r.0.clone()).collect();
+        assert_bit_identical(&firsts);
+        assert!(firsts[0][5].is_nan(), "{codec}: {}", firsts[0][5]);
+        assert!(!firsts[0][200].is_finite(), "{codec}: {}", firsts[0][200]);
+        // Elements far from the bad ones (another scale block) stay finite.
+        assert!(firsts[0][100..150].iter().all(|v| v.is_finite()), "{codec}");
+        for (r, (_, next)) in res.iter().enumerate() {
+            assert!(
+                next.iter().all(|v| v.is_finite()),
+                "{codec}: rank {r} poisoned"
+            );
+        }
+    }
+}
+
+#[test]
+fn powersgd_recovers_after_a_non_finite_step() {
+    let (rows, cols) = (8, 6);
+    let res = World::new(2)
+        .run(|c| {
+            let mut ef = ErrorFeedback::new();
+            let codec = Codec::PowerSgd { rank: 2 };
+            let mut g = input(c.rank(), rows * cols, 8);
+            g[3] = f32::NAN;
+            c.all_reduce_compressed_2d(&mut g, rows, &mut ef, "m", codec)
+                .unwrap();
+            let mut next = input(c.rank(), rows * cols, 9);
+            c.all_reduce_compressed_2d(&mut next, rows, &mut ef, "m", codec)
+                .unwrap();
+            (g, next)
+        })
+        .unwrap();
+    assert!(res[0].0.iter().all(|v| v.is_nan()));
+    assert!(res[0].1.iter().all(|v| v.is_finite()));
+}

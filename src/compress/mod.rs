@@ -2,7 +2,8 @@
 //!
 //! When the links are slow, the fastest byte is the one not sent. A [`Codec`] says how an f32
 //! gradient is compressed on the wire; the compressed collectives of
-//! [`CompressedCollectives`] run on top of the public [`Communicator`] API:
+//! [`CompressedCollectives`] run on top of the public [`Communicator`](crate::Communicator)
+//! API:
 //!
 //! - **quantising codecs** (fp16, bf16, fp8 e4m3/e5m2 with one f32 scale per block, 1-bit
 //!   sign with one scale per block): a compressed reduce-scatter — every rank encodes its
@@ -57,8 +58,6 @@ pub use powersgd::PowerSgd;
 pub use setting::{auto_codec, CompressionSetting, COMPRESSION_VAR};
 
 use crate::error::{Error, Result};
-#[allow(unused_imports)] // for the docs
-use crate::Communicator;
 
 /// Default elements per scale block of the fp8 and 1-bit codecs (DeepSeek-V3's fine-grained
 /// scaling uses 128).
