@@ -9,6 +9,8 @@
 # Prints, per codec: time per call, busbw in uncompressed bytes, speed-up over uncompressed,
 # max relative error; then checks the targets: uncompressed busbw ≥ 95% of the link,
 # speed-up fp16 ≥ 1.8×, fp8 ≥ 3.5×, 1-bit ≥ 12×, top-k 1% ≥ 10×.
+# With REPORT_ONLY=1 (the reduced CI form, tests/compress_netns.rs) missed targets are
+# reported but do not fail; failed runs and ranks that disagree still do.
 # Exit: 0 all targets met, 1 a target missed or a run failed, 77 skipped (no namespaces).
 set -u
 PROBE=${1:?usage: compression.sh PATH/TO/ferrocoll-probe [SIZE] [ITERS]}
@@ -60,7 +62,7 @@ done
 
 check() { # check NAME VALUE MIN
   if awk -v v="$2" -v m="$3" 'BEGIN { exit !(v >= m) }'; then echo "ok   $1: $2 >= $3"
-  else echo "MISS $1: $2 < $3"; fail=1; fi
+  else echo "MISS $1: $2 < $3"; [ "${REPORT_ONLY:-0}" = 1 ] || fail=1; fi
 }
 if [ -n "${TIME[none]:-}" ]; then
   check "uncompressed busbw / link" \
