@@ -140,6 +140,9 @@ impl Communicator {
         cfg: Config,
     ) -> Result<Communicator> {
         let rv = crate::bootstrap::rendezvous::rendezvous(env, &cfg)?;
+        let mut cfg = cfg;
+        let me = &rv.peers.hosts[env.rank];
+        cfg.resolve_yield(rv.peers.hosts.iter().filter(|h| *h == me).count());
         let mut c = Communicator::from_endpoint(Box::new(rv.endpoint), cfg)?;
         c.peers = Some(rv.peers);
         c._keep = Some(Box::new((rv.store, rv.server)));

@@ -50,6 +50,22 @@ pub struct Config {
     pub secret: Option<String>,
     /// Bytes per shared-memory ring (`FERROCOLL_SHM_RING_BYTES`, default 4 MiB).
     pub shm_ring_bytes: usize,
+    /// Whether an idle rank gives its core away (`sched_yield`) while it spins
+    /// (`FERROCOLL_YIELD_WHEN_IDLE=auto|0|1`, like Open MPI's `mpi_yield_when_idle`). `None`
+    /// (auto): yield when this host runs more ranks than this process may use cores, where a
+    /// spinning rank would take the core from the peer it waits for.
+    pub yield_when_idle: Option<bool>,
+}
+
+impl Config {
+    /// Resolves an automatic [`Config::yield_when_idle`] for `local_ranks` ranks sharing this
+    /// host's cores.
+    pub fn resolve_yield(&mut self, local_ranks: usize) {
+        if self.yield_when_idle.is_none() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            self.yield_when_idle = Some(local_ranks > cores);
+        }
+    }
 }
 
 impl Default for Config {
@@ -64,6 +80,7 @@ impl Default for Config {
             socket_ifname: None,
             secret: None,
             shm_ring_bytes: 4 << 20,
+            yield_when_idle: None,
         }
     }
 }
@@ -118,6 +135,20 @@ impl Config {
                 .parse()
                 .map_err(|_| bad("FERROCOLL_SPIN_US", &v, "not a number of microseconds"))?;
             c.spin = Duration::from_micros(us);
+        }
+        if let Some(v) = get("FERROCOLL_YIELD_WHEN_IDLE") {
+            c.yield_when_idle = match v.trim() {
+                "" | "auto" => None,
+                "1" | "true" | "yes" => Some(true),
+                "0" | "false" | "no" => Some(false),
+                _ => {
+                    return Err(bad(
+                        "FERROCOLL_YIELD_WHEN_IDLE",
+                        &v,
+                        "expected auto, 0 or 1",
+                    ))
+                }
+            };
         }
         if let Some(v) = get("FERROCOLL_TRANSPORT") {
             c.transport = match v.trim() {

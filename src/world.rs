@@ -47,9 +47,11 @@ impl World {
             .ring_bytes
             .max(2 * (self.cfg.segment_bytes + crate::engine::frame::FRAME_BYTES));
         let (eps, faults) = mem_world(self.n, ring);
+        let mut cfg = self.cfg.clone();
+        cfg.resolve_yield(self.n);
         let comms = eps
             .into_iter()
-            .map(|ep| Communicator::from_endpoint(Box::new(ep), self.cfg.clone()))
+            .map(|ep| Communicator::from_endpoint(Box::new(ep), cfg.clone()))
             .collect::<Result<Vec<_>>>()?;
         Ok((comms, faults))
     }

@@ -129,6 +129,8 @@ pub(crate) struct CallCtx<'a> {
     pub op: ReduceOp,
     pub timeout: Duration,
     pub spin: Duration,
+    /// Whether to yield the core on each idle poll while spinning (oversubscribed host).
+    pub yield_idle: bool,
     pub abort: &'a AtomicBool,
 }
 
@@ -163,6 +165,16 @@ impl Default for RecvState {
     }
 }
 
+/// Per-call executor state, kept by the engine and reused so that a call allocates nothing
+/// once the communicator has run a plan of this size.
+#[derive(Default)]
+pub(crate) struct Workspace {
+    remaining: Vec<u32>,
+    ready: Vec<u32>,
+    sst: Vec<SendState>,
+    rst: Vec<RecvState>,
+}
+
 /// Runs `prep` to completion.
 ///
 /// # Safety
@@ -172,22 +184,33 @@ impl Default for RecvState {
 pub(crate) unsafe fn execute(
     ep: &mut dyn Endpoint,
     prep: &Prepared,
+    ws: &mut Workspace,
     mem: Mem,
     cx: &CallCtx<'_>,
 ) -> Result<()> {
     let n = prep.steps.len();
-    let mut remaining = prep.ndeps.clone();
-    let mut done = 0usize;
-    let mut ready = prep.initially_ready.clone();
     let world = prep.sends.len();
-    let mut sst = vec![SendState::default(); world];
-    let mut rst = vec![RecvState::default(); world];
+    let Workspace {
+        remaining,
+        ready,
+        sst,
+        rst,
+    } = ws;
+    remaining.clear();
+    remaining.extend_from_slice(&prep.ndeps);
+    ready.clear();
+    ready.extend_from_slice(&prep.initially_ready);
+    sst.clear();
+    sst.resize(world, SendState::default());
+    rst.clear();
+    rst.resize(world, RecvState::default());
+    let mut done = 0usize;
     let active = &prep.active;
     let mut last_progress = Instant::now();
     let mut idle_since: Option<Instant> = None;
     let es = mem.esize;
 
-    let complete = |i: usize, remaining: &mut Vec<u32>, ready: &mut Vec<u32>, done: &mut usize| {
+    let complete = |i: usize, remaining: &mut [u32], ready: &mut Vec<u32>, done: &mut usize| {
         *done += 1;
         for &d in &prep.dependents[i] {
             remaining[d as usize] -= 1;
@@ -214,7 +237,7 @@ pub(crate) unsafe fn execute(
         while let Some(i) = ready.pop() {
             // SAFETY: the regions lie in memory valid per this function's contract.
             unsafe { run_local(&prep.steps[i as usize], mem, cx)? };
-            complete(i as usize, &mut remaining, &mut ready, &mut done);
+            complete(i as usize, remaining, ready, &mut done);
             progressed = true;
         }
         for &peer in active {
@@ -291,7 +314,7 @@ pub(crate) unsafe fn execute(
                     idx: st.idx + 1,
                     ..SendState::default()
                 };
-                complete(i, &mut remaining, &mut ready, &mut done);
+                complete(i, remaining, ready, &mut done);
                 progressed = true;
             }
             // Receives from `peer`, in stream order.
@@ -335,7 +358,7 @@ pub(crate) unsafe fn execute(
                     idx: rs.idx + 1,
                     ..RecvState::default()
                 };
-                complete(i, &mut remaining, &mut ready, &mut done);
+                complete(i, remaining, ready, &mut done);
                 progressed = true;
             }
         }
@@ -366,8 +389,16 @@ pub(crate) unsafe fn execute(
             });
         }
         let since = *idle_since.get_or_insert(now);
-        if now.duration_since(since) < cx.spin {
-            std::hint::spin_loop();
+        let idle = now.duration_since(since);
+        if idle < cx.spin {
+            // A peer we wait for may need this core (oversubscribed host, or a loaded one):
+            // after a short pure spin, each poll offers the core with `sched_yield`, which
+            // costs well under a microsecond when nobody else is runnable.
+            if cx.yield_idle || idle >= PURE_SPIN {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
             continue;
         }
         let nap = (cx.timeout - stalled).min(Duration::from_millis(10));
@@ -396,6 +427,10 @@ fn check_frame(cx: &CallCtx<'_>, peer: usize, raw: &[u8; FRAME_BYTES], len: usiz
     }
     Ok(())
 }
+
+/// How long an idle rank spins without yielding on a host that is not oversubscribed: the
+/// latency of a small message between two spinning ranks is ~1–2 µs.
+const PURE_SPIN: Duration = Duration::from_micros(5);
 
 /// Applies arrived bytes `s` to a receive; returns how many were used (all of them).
 ///

@@ -114,6 +114,8 @@ struct Inner {
     ep: Box<dyn Endpoint>,
     /// Engine-owned scratch, u64 words so any element type is aligned; grows, never shrinks.
     scratch: Vec<u64>,
+    /// The executor's per-call state, reused across calls.
+    work: exec::Workspace,
     cache: HashMap<CacheKey, Arc<Prepared>>,
 }
 
@@ -153,6 +155,7 @@ impl Engine {
                 inner: Mutex::new(Inner {
                     ep,
                     scratch: Vec::new(),
+                    work: exec::Workspace::default(),
                     cache: HashMap::new(),
                 }),
                 queue: Mutex::new(Queue::default()),
@@ -369,12 +372,14 @@ impl Shared {
             op: call.op,
             timeout: self.cfg.timeout,
             spin: self.cfg.spin,
+            yield_idle: self.cfg.yield_when_idle.unwrap_or(false),
             abort: &self.abort,
         };
+        let inner = &mut *inner;
         // SAFETY: the communicator checked that input/output hold the elements the spec
         // needs and keeps them valid and unaliased until the job completes (see `Call`);
         // scratch was sized for the plan above and is only used by this job.
-        let r = unsafe { execute(inner.ep.as_mut(), &prep, mem, &cx) };
+        let r = unsafe { execute(inner.ep.as_mut(), &prep, &mut inner.work, mem, &cx) };
         if let Err(e) = r {
             let stored = self.set_failure(e.duplicate());
             inner.ep.close_all();
