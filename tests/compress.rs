@@ -106,6 +106,39 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The one-pass error-feedback encoders leave exactly `x − decode(encode(x))` (0 where
+    /// not finite) and the same bytes as `encode`.
+    #[test]
+    fn encode_feedback_matches_encode_then_decode(x in values(700), block in 1usize..200, nan in 0usize..700) {
+        let mut x = x;
+        if nan < x.len() {
+            x[nan] = f32::NAN;
+        }
+        for codec in [
+            Codec::Fp8E4M3 { block },
+            Codec::Fp8E5M2 { block },
+            Codec::OneBit { block },
+            Codec::TopK { fraction: 0.1 },
+            Codec::Bf16,
+        ] {
+            let (cc, enc, d) = round_trip(codec, &x);
+            let mut r = x.clone();
+            let mut out = vec![0u8; enc.len()];
+            let mut tmp = vec![0f32; x.len()];
+            cc.encode_feedback(&mut r, &mut out, &mut tmp).unwrap();
+            prop_assert_eq!(&out, &enc, "{}", codec);
+            for i in 0..x.len() {
+                let e = x[i] - d[i];
+                let want = if e.is_finite() { e } else { 0.0 };
+                prop_assert_eq!(r[i].to_bits(), want.to_bits(), "{} at {}", codec, i);
+            }
+        }
+    }
+}
+
 #[test]
 fn encoded_sizes_are_declared_up_front() {
     let n = 1000;

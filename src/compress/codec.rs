@@ -30,6 +30,19 @@ pub trait ChunkCodec: Send + Sync {
     /// bytes no encoder produces (an index out of range in top-k).
     fn decode(&self, src: &[u8], dst: &mut [f32]) -> Result<()>;
 
+    /// Encodes `x` into `out` (as [`ChunkCodec::encode`]) and replaces every `x[i]` by what
+    /// the encoding dropped, `x[i] − decode(out)[i]`, or 0 where that is not finite (error
+    /// feedback). `tmp` is scratch space of `x.len()` elements. Codecs override it to do the
+    /// work in one pass.
+    fn encode_feedback(&self, x: &mut [f32], out: &mut [u8], tmp: &mut [f32]) -> Result<()> {
+        self.encode(x, out);
+        self.decode(out, tmp)?;
+        for (x, d) in x.iter_mut().zip(tmp.iter()) {
+            *x = residual(*x, *d);
+        }
+        Ok(())
+    }
+
     /// `dst += decode(src)`, element by element in f32.
     fn decode_add(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
         let mut tmp = vec![0f32; dst.len()];

@@ -25,7 +25,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use super::codec::{chunk_codec, residual, ChunkCodec};
+use super::codec::{chunk_codec, ChunkCodec};
 use super::feedback::{Entry, ErrorFeedback};
 use super::{powersgd, Codec};
 use crate::comm::{Communicator, Work};
@@ -276,16 +276,14 @@ impl Scratch {
         let m = src.len();
         self.x[..m].copy_from_slice(src);
         self.x[m..].fill(0.0);
-        if let Some(r) = &res {
-            for (x, r) in self.x.iter_mut().zip(r.iter()) {
-                *x += r;
-            }
-        }
-        cc.encode(&self.x, out);
-        if let Some(r) = res {
-            cc.decode(out, &mut self.d)?;
-            for ((r, x), d) in r.iter_mut().zip(&self.x).zip(&self.d) {
-                *r = residual(*x, *d);
+        match res {
+            None => cc.encode(&self.x, out),
+            Some(r) => {
+                for (x, r) in self.x.iter_mut().zip(r.iter()) {
+                    *x += r;
+                }
+                cc.encode_feedback(&mut self.x, out, &mut self.d)?;
+                r.copy_from_slice(&self.x[..m]);
             }
         }
         Ok(())

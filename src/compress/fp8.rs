@@ -19,7 +19,7 @@
 //! branch-free ones of the reduction kernels, so the loops vectorise; on x86-64 with AVX2
 //! (detected at run time) they run compiled for AVX2.
 
-use super::codec::{get_f32, put_f32, ChunkCodec};
+use super::codec::{get_f32, put_f32, residual, ChunkCodec};
 use crate::error::Result;
 use crate::reduce::fp8fast::{e4m3_to_f32, e5m2_to_f32, f32_to_e4m3, f32_to_e5m2};
 
@@ -109,6 +109,24 @@ fn encode_generic<F: Format>(block: usize, src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// Encodes `x` and leaves in it what the encoding dropped (error feedback), in one pass
+/// after the amax pass.
+#[inline(always)]
+fn encode_feedback_generic<F: Format>(block: usize, x: &mut [f32], dst: &mut [u8]) {
+    let nb = x.len().div_ceil(block);
+    let (scales, codes) = dst.split_at_mut(4 * nb);
+    for (i, (xs, cs)) in x.chunks_mut(block).zip(codes.chunks_mut(block)).enumerate() {
+        let scale = (finite_amax(xs) / F::MAX).max(f32::MIN_POSITIVE);
+        let inv = 1.0 / scale;
+        put_f32(scales, i, scale);
+        for (x, c) in xs.iter_mut().zip(cs.iter_mut()) {
+            let code = F::encode(*x * inv);
+            *c = code;
+            *x = residual(*x, F::decode(code) * scale);
+        }
+    }
+}
+
 #[inline(always)]
 fn decode_generic<F: Format, const ADD: bool>(block: usize, src: &[u8], dst: &mut [f32]) {
     let nb = dst.len().div_ceil(block);
@@ -126,6 +144,7 @@ fn decode_generic<F: Format, const ADD: bool>(block: usize, src: &[u8], dst: &mu
 #[derive(Clone, Copy)]
 enum Kernel {
     Encode,
+    EncodeFeedback,
     Decode,
     DecodeAdd,
 }
@@ -134,6 +153,7 @@ enum Kernel {
 fn run<F: Format>(k: Kernel, block: usize, f: &[f32], fm: &mut [f32], b: &[u8], bm: &mut [u8]) {
     match k {
         Kernel::Encode => encode_generic::<F>(block, f, bm),
+        Kernel::EncodeFeedback => encode_feedback_generic::<F>(block, fm, bm),
         Kernel::Decode => decode_generic::<F, false>(block, b, fm),
         Kernel::DecodeAdd => decode_generic::<F, true>(block, b, fm),
     }
@@ -200,6 +220,11 @@ impl ChunkCodec for BlockFp8 {
 
     fn encode(&self, src: &[f32], dst: &mut [u8]) {
         self.dispatch(Kernel::Encode, src, &mut [], &[], dst)
+    }
+
+    fn encode_feedback(&self, x: &mut [f32], out: &mut [u8], _tmp: &mut [f32]) -> Result<()> {
+        self.dispatch(Kernel::EncodeFeedback, &[], x, &[], out);
+        Ok(())
     }
 
     fn decode(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {

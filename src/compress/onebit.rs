@@ -11,7 +11,7 @@
 //! Non-finite values: one NaN or infinity in a block makes its scale non-finite, so the whole
 //! block decodes as NaN or ±infinity — never as ordinary numbers.
 
-use super::codec::{get_f32, put_f32, ChunkCodec};
+use super::codec::{get_f32, put_f32, residual, ChunkCodec};
 use crate::error::Result;
 
 /// The 1-bit codec.
@@ -56,6 +56,19 @@ impl ChunkCodec for OneBit {
         if !rest.is_empty() {
             bits[src.len() / 8] = sign_byte(rest);
         }
+    }
+
+    fn encode_feedback(&self, x: &mut [f32], out: &mut [u8], _tmp: &mut [f32]) -> Result<()> {
+        self.encode(x, out);
+        // Each element decodes as its block's scale with its own sign bit.
+        for (i, xs) in x.chunks_mut(self.block).enumerate() {
+            let scale = get_f32(out, i).to_bits();
+            for x in xs.iter_mut() {
+                let d = f32::from_bits(scale | (x.to_bits() & 0x8000_0000));
+                *x = residual(*x, d);
+            }
+        }
+        Ok(())
     }
 
     fn decode(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
