@@ -244,6 +244,16 @@ fn bad_calls_are_typed_errors() {
             errs.push(c.reduce_scatter_compressed(&[1.0; 5], &mut out, &mut ef, "rs", fp8));
             errs.push(c.all_gather_compressed(&[1.0; 3], &mut out, fp8));
             errs.push(c.all_gather_compressed(&[1.0; 1], &mut out, Codec::PowerSgd { rank: 1 }));
+            errs.push(c.reduce_scatter_compressed(&[], &mut [], &mut ef, "rs", fp8));
+            errs.push(c.all_gather_compressed(&[], &mut out, fp8));
+            errs.push(c.reduce_scatter_compressed(
+                &[1.0; 6],
+                &mut out,
+                &mut ef,
+                "rs",
+                Codec::PowerSgd { rank: 1 },
+            ));
+            errs.push(c.all_reduce_compressed_2d(&mut [1.0; 4], 0, &mut ef, "z", fp8));
             ef.reset_all();
             assert!(ef.residual("w").is_none());
             errs.into_iter().map(|e| e.unwrap_err()).collect::<Vec<_>>()
@@ -274,6 +284,10 @@ fn bad_calls_are_typed_errors() {
                 "Indivisible",
                 "BufferTooSmall",
                 "InvalidCodec",
+                "BufferTooSmall",
+                "BufferTooSmall",
+                "InvalidCodec",
+                "Indivisible",
             ]
         );
         assert!(matches!(
