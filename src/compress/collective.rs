@@ -6,11 +6,11 @@
 //! rank `j`. `e = encoded_len(c)` bytes per encoded chunk.
 //!
 //! All-reduce with a quantising codec, per segment:
-//! 1. *encode*: every rank encodes its `world` chunks (plus its worker residual) into
-//!    `world · e` bytes and starts an `all_to_all` of them;
-//! 2. *reduce*: rank `j` decodes the `world` versions of its chunk and sums them in f32 in
-//!    rank order, adds its server residual, encodes the sum once and starts an `all_gather`
-//!    of the `e` bytes;
+//! 1. *encode*: every rank encodes the chunks of the other ranks (plus its worker residual)
+//!    into `world · e` bytes (its own slot unused) and starts an `all_to_all` of them;
+//! 2. *reduce*: rank `j` takes its own chunk exactly (gradient plus residual), adds the
+//!    decoded chunks of the other ranks in rank order in f32, adds its server residual,
+//!    encodes the sum once and starts an `all_gather` of the `e` bytes;
 //! 3. *decode*: every rank decodes every gathered chunk — the same bytes everywhere, so the
 //!    result is bit-identical on every rank.
 //!
@@ -351,7 +351,7 @@ fn quantised_all_reduce(
     for t in 0..cut.nseg + 2 * LAG {
         if t < cut.nseg {
             let mut send = take(&mut pool, w * e);
-            for j in 0..w {
+            for j in (0..w).filter(|&j| j != me) {
                 let r = cut.range(t, j);
                 let res = entry.as_deref_mut().map(|en| &mut en.worker[r.clone()]);
                 scratch.encode(cc, &grads[r], res, &mut send[j * e..(j + 1) * e])?;
@@ -363,12 +363,21 @@ fn quantised_all_reduce(
             let s = t - LAG;
             let (send, recv) = front(&mut a2a)?.wait()?;
             pool.push(send);
+            // This rank's own chunk is summed exactly (gradient plus worker residual, which
+            // it consumes), then the other ranks' decoded chunks in rank order.
+            let r = cut.range(s, me);
             acc.fill(0.0);
-            for j in 0..w {
+            acc[..r.len()].copy_from_slice(&grads[r.clone()]);
+            if let Some(en) = entry.as_deref_mut() {
+                for (a, res) in acc.iter_mut().zip(&mut en.worker[r.clone()]) {
+                    *a += *res;
+                    *res = 0.0;
+                }
+            }
+            for j in (0..w).filter(|&j| j != me) {
                 cc.decode_add(&recv[j * e..(j + 1) * e], &mut acc)?;
             }
             pool.push(recv);
-            let r = cut.range(s, me);
             let mut shard = take(&mut pool, e);
             let res = entry.as_deref_mut().map(|en| &mut en.server[r.clone()]);
             scratch.encode(cc, &acc[..r.len()], res, &mut shard)?;

@@ -9,9 +9,10 @@
 //!   sign with one scale per block): a compressed reduce-scatter — every rank encodes its
 //!   per-destination chunks, the encoded bytes are exchanged with one `all_to_all` on `u8`
 //!   (the codec declares its encoded size up front, so every chunk has the same length), the
-//!   owner decodes and sums in f32 — then the owner encodes its reduced shard once and the
-//!   bytes are all-gathered; every rank decodes the same bytes, so the result is
-//!   bit-identical everywhere and each element is quantised exactly twice;
+//!   owner decodes them and sums in f32 with its own chunk (not quantised) — then the owner
+//!   encodes its reduced shard once and the bytes are all-gathered; every rank decodes the
+//!   same bytes, so the result is bit-identical everywhere and each contribution is
+//!   quantised at most twice;
 //! - **top-k**: each rank's largest-magnitude fraction (values + indices) is all-gathered and
 //!   every rank sums the sparse parts in rank order;
 //! - **PowerSGD** (2-D gradients): all-reduces of the low-rank factors P and Q, Q warm-started
