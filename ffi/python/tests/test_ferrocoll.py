@@ -218,3 +218,41 @@ def test_unique_id_and_version(monkeypatch):
     with ferrocoll.Communicator.init_rank(1, uid, 0) as c:
         assert (c.rank, c.size) == (0, 1)
     assert ferrocoll.version() == "0.1.0"
+
+
+# -- torch.distributed backend ---------------------------------------------------------------
+
+
+def _torch_python():
+    """A Python with torch: FERROCOLL_TORCH_PYTHON, this one, or the peers' venv."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    candidates = [os.environ.get("FERROCOLL_TORCH_PYTHON"), sys.executable,
+                  str(Path.home() / ".peers-venv" / "bin" / "python")]
+    for py in filter(None, candidates):
+        if Path(py).exists() and subprocess.run(
+            [py, "-c", "import torch, numpy"], capture_output=True
+        ).returncode == 0:
+            return py
+    return None
+
+
+def test_torch_backend_ddp_matches_gloo(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    py = _torch_python()
+    if py is None:
+        pytest.skip("torch is not installed (set FERROCOLL_TORCH_PYTHON to a Python that has it)")
+    pkg = Path(ferrocoll.__file__).resolve().parent
+    # Only this package on the path: not the rest of this interpreter's site-packages.
+    (tmp_path / "ferrocoll").symlink_to(pkg, target_is_directory=True)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), FERROCOLL_SOCKET_IFNAME="lo")
+    if not os.environ.get("FERROCOLL_LIBRARY") and (pkg / "libferrocoll.so").exists():
+        env["FERROCOLL_LIBRARY"] = str(pkg / "libferrocoll.so")
+    script = Path(__file__).with_name("torch_ddp_check.py")
+    r = subprocess.run([py, str(script)], env=env, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    assert "ok" in r.stdout.splitlines()[-1]
