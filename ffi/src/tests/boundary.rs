@@ -36,7 +36,7 @@ fn version_matches_the_crate() {
 #[test]
 fn null_out_pointers_are_invalid_arguments() {
     test_env();
-    // SAFETY (all calls below): NULL out-pointers are what is tested; they are refused
+    // SAFETY: (all calls below) NULL out-pointers are what is tested; they are refused
     // before any write.
     unsafe {
         assert_eq!(fcGetVersion(null_mut()), fcInvalidArgument);
@@ -67,10 +67,8 @@ fn bad_init_arguments_leave_a_null_comm() {
     for (n, r) in [(0, 0), (-1, 0), (2, -1), (2, 2), (1, 5)] {
         let mut c: fcComm_t = 0x40 as fcComm_t;
         // SAFETY: valid out-pointer.
-        assert_eq!(
-            unsafe { fcCommInitRank(&mut c, n, id, r) },
-            fcInvalidArgument
-        );
+        let rc = unsafe { fcCommInitRank(&mut c, n, id, r) };
+        assert_eq!(rc, fcInvalidArgument);
         assert!(c.is_null(), "nranks {n} rank {r} left a handle");
     }
     let garbage = fcUniqueId {
@@ -78,10 +76,8 @@ fn bad_init_arguments_leave_a_null_comm() {
     };
     let mut c: fcComm_t = null_mut();
     // SAFETY: valid out-pointer.
-    assert_eq!(
-        unsafe { fcCommInitRank(&mut c, 1, garbage, 0) },
-        fcInvalidArgument
-    );
+    let rc = unsafe { fcCommInitRank(&mut c, 1, garbage, 0) };
+    assert_eq!(rc, fcInvalidArgument);
     assert!(last_error().contains("unique id"), "{}", last_error());
 }
 
@@ -126,7 +122,7 @@ fn bad_enums_counts_buffers_streams_and_ranks() {
         let (x, mut y) = ([1.0f32; 4], [0.0f32; 4]);
         let (xp, yp) = (x.as_ptr().cast::<c_void>(), y.as_mut_ptr().cast::<c_void>());
         let stream = 0x10 as *mut c_void;
-        // SAFETY (every call): the buffers hold 4 f32 and live for the whole block; the bad
+        // SAFETY: (every call) the buffers hold 4 f32 and live for the whole block; the bad
         // arguments are refused before any buffer is touched.
         unsafe {
             for dt in [-1, fcNumTypes, 100] {
