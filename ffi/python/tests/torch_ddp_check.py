@@ -1,7 +1,9 @@
 """The torch backend: collectives on CPU tensors, then DistributedDataParallel on 2 ranks
 trained from the same seed with backend "ferrocoll" and with "gloo"; the losses must agree
-to 1e-6 at every step. Needs torch (run by test_ferrocoll.py::test_torch_backend with a
-Python that has it); exits 0 on success and prints the losses."""
+to 1e-6 at every step. Needs torch. Run under torchrun
+(`torchrun --standalone --nproc-per-node 2 torch_ddp_check.py`, what
+test_ferrocoll.py::test_torch_backend_ddp_matches_gloo does), or plainly, in which case it
+starts its 2 ranks itself. Exits 0 on success; rank 0 prints the losses."""
 
 import os
 import socket
@@ -62,9 +64,9 @@ def check_collectives(rank, world):
 
 
 def train(backend, rank, world, port):
-    dist.init_process_group(
-        backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
+    # Under torchrun: env:// (the agent's store); else a TCP store of our own.
+    init = "env://" if port is None else f"tcp://127.0.0.1:{port}"
+    dist.init_process_group(backend, init_method=init, rank=rank, world_size=world)
     if backend == "ferrocoll":
         check_collectives(rank, world)
     torch.manual_seed(0)
@@ -98,7 +100,31 @@ def worker(rank, world, ports, q):
         q.put((rank, None, traceback.format_exc()))
 
 
+def compare(res, verbose=True):
+    """0 when the losses of the two backends agree to 1e-6 at every step, else 1."""
+    gloo, fc = res["gloo"], res["ferrocoll"]
+    worst = max((abs(a - b) for a, b in zip(gloo, fc)), default=float("inf"))
+    ok = len(gloo) == len(fc) == STEPS and worst <= 1e-6
+    if verbose:
+        for step, (a, b) in enumerate(zip(gloo, fc)):
+            print(f"step {step}: gloo {a:.9f} ferrocoll {b:.9f}")
+        print(f"max |loss difference| = {worst:.3g}: {'ok' if ok else 'MISMATCH'}")
+    return 0 if ok else 1
+
+
+def under_torchrun():
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.environ.setdefault("FERROCOLL_SOCKET_IFNAME", "lo")
+    os.environ.setdefault("FERROCOLL_TIMEOUT", "60")
+    res = {b: train(b, rank, world, None) for b in ("gloo", "ferrocoll")}
+    # Every rank checks (the all-reduced losses are the same everywhere); rank 0 prints.
+    return compare(res, verbose=rank == 0)
+
+
 def main():
+    if "TORCHELASTIC_RUN_ID" in os.environ or "RANK" in os.environ:
+        return under_torchrun()
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     ports = {"gloo": free_port(), "ferrocoll": free_port()}
@@ -114,14 +140,10 @@ def main():
         results[rank] = res
     for p in procs:
         p.join(timeout=30)
-    gloo, fc = results[0]["gloo"], results[0]["ferrocoll"]
-    worst = 0.0
-    for step, (a, b) in enumerate(zip(gloo, fc)):
-        print(f"step {step}: gloo {a:.9f} ferrocoll {b:.9f}")
-        worst = max(worst, abs(a - b))
-    ok = len(gloo) == len(fc) == STEPS and worst <= 1e-6 and results[1] == results[0]
-    print(f"max |loss difference| = {worst:.3g}: {'ok' if ok else 'MISMATCH'}")
-    return 0 if ok else 1
+    if results[1] != results[0]:
+        print("ranks disagree on the losses", file=sys.stderr)
+        return 1
+    return compare(results[0])
 
 
 if __name__ == "__main__":
