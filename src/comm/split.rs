@@ -304,4 +304,22 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn split_without_a_store_and_ranks_outside_the_world_are_refused() {
+        let res = crate::World::new(2)
+            .run(|c| c.split_by(Some(0), 0).map(|_| ()))
+            .unwrap();
+        for r in res {
+            assert!(matches!(r, Err(Error::NoStore)), "{r:?}");
+        }
+        let id = UniqueId {
+            store: "127.0.0.1:9".parse().unwrap(),
+            token: 1,
+        };
+        for (rank, world) in [(0, 0), (3, 3)] {
+            let r = Communicator::from_unique_id(&id, rank, world, Config::default());
+            assert!(matches!(r, Err(Error::InvalidWorld { .. })));
+        }
+    }
 }
