@@ -33,9 +33,8 @@ def _rank_main(fn, rank, world, store, q):
         FERROCOLL_TIMEOUT="30",
     )
     try:
-        comm = ferrocoll.init()
-        fn(comm, rank, world)
-        comm.destroy()
+        with ferrocoll.init() as comm:  # destroyed on exit (unless the body aborted it)
+            fn(comm, rank, world)
         q.put((rank, None))
     except BaseException:
         q.put((rank, traceback.format_exc()))
@@ -152,6 +151,21 @@ def test_bfloat16_and_fp8():
     run_ranks(low_precision, 2)
 
 
+def one_rank_aborts(comm, r, p):
+    comm.all_reduce(np.ones(10, np.float32))
+    if r == 1:
+        comm.abort()
+        return
+    with pytest.raises((ferrocoll.RemoteError, ferrocoll.SystemFailureError)) as e:
+        comm.all_reduce(np.ones(1 << 16, np.float32))
+    assert e.value.code in (7002, 7006) and e.value.message
+    assert comm.async_error == e.value.code
+
+
+def test_a_failed_peer_raises_instead_of_hanging():
+    run_ranks(one_rank_aborts, 2)
+
+
 # -- errors, in this process with a world of one ---------------------------------------------
 
 
@@ -195,7 +209,27 @@ def test_errors_carry_code_and_message(solo):
     np.testing.assert_array_equal(solo.all_reduce(x.copy()), x)
 
 
+class _Exposed:
+    """Neither an ndarray nor a buffer: only a data pointer and a dtype."""
+
+    def __init__(self, arr):
+        self._arr = arr  # keeps the memory alive
+        self.__array_interface__ = arr.__array_interface__
+
+
 def test_any_buffer_object_and_empty_arrays(solo):
+    backing = np.arange(6, dtype=np.float64)
+    exposed = _Exposed(backing)
+    solo.all_reduce(exposed, ReduceOp.SUM)
+    solo.broadcast(exposed, root=0)
+    np.testing.assert_array_equal(backing, np.arange(6))
+    np.testing.assert_array_equal(solo.all_gather(exposed).ravel(), np.arange(6))
+    dst = np.zeros(6)
+    solo.all_reduce(np.arange(6.0), out=_Exposed(dst))  # written through the exposed pointer
+    np.testing.assert_array_equal(dst, np.arange(6.0))
+    raw = bytearray(4)
+    solo.all_reduce(np.array([1, 2, 3, 4], np.uint8), out=raw)
+    assert raw == bytearray(b"\x01\x02\x03\x04")
     b = bytearray(b"\x01\x02\x03")
     solo.broadcast(b, root=0)
     assert b == bytearray(b"\x01\x02\x03")
