@@ -308,7 +308,8 @@ fcResult_t fcGetVersion(int *version);
 // interface named by `FERROCOLL_SOCKET_IFNAME`, else the first non-loopback one, at a free
 // port). Call it once per job, in one process (normally rank 0's), and hand the id to every
 // rank's `fcCommInitRank`. The store lives until rank 0's communicator made from this id in
-// this process is destroyed, or until the process exits if rank 0 runs elsewhere.
+// this process is destroyed, or until the process exits if rank 0 runs elsewhere. An id
+// serves one job: after a failed init, make a new one (as with NCCL).
 //
 // Thread safety: safe from any thread.
 //

@@ -184,7 +184,8 @@ impl Communicator {
     /// Rank `rank` of a job of `world` ranks that meet through `id` (see [`UniqueId`]). Every
     /// rank calls this with the same id and world; it returns once all have arrived and the
     /// links are connected (or fails after `cfg.timeout`). The rank 0 that runs in the
-    /// process that made the id keeps that store's server alive.
+    /// process that made the id keeps that store's server alive; if its init fails, the
+    /// server stops (so waiting ranks fail too) and the job needs a new id, as with NCCL.
     pub fn from_unique_id(
         id: &UniqueId,
         rank: usize,
