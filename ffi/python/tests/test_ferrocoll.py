@@ -117,6 +117,12 @@ def ring_exchange(comm, r, p):
         comm.send(out, (r + 1) % p)
         comm.recv(got, (r - 1) % p)
     np.testing.assert_array_equal(got, np.full(n, (r - 1) % p, np.float32))
+    with ferrocoll.group():
+        comm.send(np.full(1000, r + 0.5), (r + 1) % p)  # a temporary: the package keeps it
+        got2 = comm.recv(np.empty(1000), (r - 1) % p)
+        junk = [np.zeros(1000) for _ in range(20)]  # would reuse the temporary's memory
+    np.testing.assert_array_equal(got2, np.full(1000, (r - 1) % p + 0.5))
+    del junk
     if r == 0:
         comm.send(np.arange(5, dtype=np.int64), 1)
     elif r == 1:

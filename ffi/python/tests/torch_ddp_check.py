@@ -54,6 +54,16 @@ def check_collectives(rank, world):
     a2a = torch.empty(world * 2)
     dist.all_to_all_single(a2a, torch.full((world * 2,), float(rank)))
     assert torch.equal(a2a, torch.arange(world).float().repeat_interleave(2)), a2a
+    # A batch of 6 MiB sends and receives to every peer: issued one by one, the sends would
+    # fill the links and wait for each other; coalesced (fcGroupStart/End) they cannot.
+    n = 3 << 19
+    outs = {q: torch.full((n,), float(10 * rank + q)) for q in range(world) if q != rank}
+    ins = {q: torch.empty(n) for q in outs}
+    ops = [dist.P2POp(dist.isend, t, q) for q, t in outs.items()]
+    ops += [dist.P2POp(dist.irecv, t, q) for q, t in ins.items()]
+    for w in dist.batch_isend_irecv(ops):
+        w.wait()
+    assert all(torch.equal(t, torch.full((n,), float(10 * q + rank))) for q, t in ins.items())
     dist.barrier()
     if rank == 0:
         dist.send(torch.arange(6.0), dst=1)

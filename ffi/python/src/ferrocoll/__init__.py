@@ -14,6 +14,7 @@ that carry the C result code and the library's message.
 import contextlib
 import ctypes
 import enum
+import threading
 
 import numpy as np
 
@@ -111,6 +112,16 @@ def _view(buf, writable: bool, what: str) -> np.ndarray:
     return arr
 
 
+_TLS = threading.local()
+
+
+def _keep(*arrays) -> None:
+    """Inside a group, keeps the arrays of a queued call alive until the group ends."""
+    kept = getattr(_TLS, "kept", None)
+    if kept is not None:
+        kept.extend(arrays)
+
+
 def _ptr(arr: np.ndarray):
     return ctypes.c_void_p(arr.ctypes.data) if arr.size else None
 
@@ -197,6 +208,7 @@ class Communicator:
         _same_type(x, y)
         if y.size < x.size:
             raise InvalidArgumentError(7004, f"out holds {y.size} elements, {x.size} needed")
+        _keep(x, y)
         _check(_LIB.fcAllReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(op), self._h, None))
         return y if out is not None else buf
 
@@ -208,6 +220,7 @@ class Communicator:
         _same_type(x, y)
         if y.size < x.size * self.size:
             raise InvalidArgumentError(7004, f"out holds {y.size} elements, {x.size * self.size} needed")
+        _keep(x, y)
         _check(_LIB.fcAllGather(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], self._h, None))
         return y
 
@@ -222,12 +235,14 @@ class Communicator:
         _same_type(x, y)
         if y.size < n:
             raise InvalidArgumentError(7004, f"out holds {y.size} elements, {n} needed")
+        _keep(x, y)
         _check(_LIB.fcReduceScatter(_ptr(x), _ptr(y), n, _CODES[x.dtype], int(op), self._h, None))
         return y
 
     def broadcast(self, buf, root=0):
         """Every rank's ``buf`` becomes ``root``'s (in place)."""
         x = _view(buf, True, "buf")
+        _keep(x)
         _check(_LIB.fcBroadcast(_ptr(x), _ptr(x), x.size, _CODES[x.dtype], root, self._h, None))
         return buf
 
@@ -239,6 +254,7 @@ class Communicator:
         _same_type(x, y)
         if y.size < x.size:
             raise InvalidArgumentError(7004, f"out holds {y.size} elements, {x.size} needed")
+        _keep(x, y)
         _check(_LIB.fcReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(op), root, self._h, None))
         return y if out is not None else buf
 
@@ -252,17 +268,20 @@ class Communicator:
         _same_type(x, y)
         if y.size < x.size:
             raise InvalidArgumentError(7004, f"out holds {y.size} elements, {x.size} needed")
+        _keep(x, y)
         _check(_LIB.fcAllToAll(_ptr(x), _ptr(y), x.size // p, _CODES[x.dtype], self._h, None))
         return y
 
     def send(self, buf, peer):
         """Sends ``buf`` to ``peer`` (matched by its :meth:`recv`)."""
         x = _view(buf, False, "buf")
+        _keep(x)
         _check(_LIB.fcSend(_ptr(x), x.size, _CODES[x.dtype], peer, self._h, None))
 
     def recv(self, buf, peer):
         """Receives into ``buf`` from ``peer``; returns ``buf``."""
         x = _view(buf, True, "buf")
+        _keep(x)
         _check(_LIB.fcRecv(_ptr(x), x.size, _CODES[x.dtype], peer, self._h, None))
         return buf
 
@@ -280,9 +299,17 @@ def init() -> Communicator:
 def group():
     """Calls made inside ``with ferrocoll.group():`` (on this thread) are issued together when
     it exits (fcGroupStart/fcGroupEnd): sends and receives between ranks then never deadlock.
-    Keep the arrays alive until the block ends."""
-    _check(_LIB.fcGroupStart())
+    Results (and arrays returned by the calls) are valid once the block has ended; the
+    package keeps every array of a queued call alive until then."""
+    outer = getattr(_TLS, "kept", None) is None
+    if outer:
+        _TLS.kept = []
     try:
-        yield
+        _check(_LIB.fcGroupStart())
+        try:
+            yield
+        finally:
+            _check(_LIB.fcGroupEnd())
     finally:
-        _check(_LIB.fcGroupEnd())
+        if outer:
+            _TLS.kept = None

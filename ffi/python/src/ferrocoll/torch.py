@@ -67,27 +67,16 @@ def _dtype(t):
         raise ValueError(f"ferrocoll: unsupported dtype {t.dtype}") from None
 
 
-class _Dense:
-    """A contiguous view of ``t`` (or a contiguous copy that is written back on exit)."""
-
-    def __init__(self, t, write_back=True):
-        self.t, self.write_back = t, write_back
-        self.c = t if t.is_contiguous() else t.contiguous()
-
-    def __enter__(self):
-        return self.c
-
-    def __exit__(self, *exc):
-        if self.write_back and self.c is not self.t and exc[0] is None:
-            self.t.copy_(self.c)
-
-
 def _p(t):
     return ctypes.c_void_p(t.data_ptr()) if t.numel() else None
 
 
 class ProcessGroupFerrocoll(dist.ProcessGroup):
-    """A ``torch.distributed`` process group over one ferrocoll communicator."""
+    """A ``torch.distributed`` process group over one ferrocoll communicator.
+
+    It supports coalescing (``batch_isend_irecv``, ``_coalescing_manager``) through
+    fcGroupStart/fcGroupEnd: the calls of a batch are issued together when it ends, so a
+    batch of sends and receives never deadlocks."""
 
     def __init__(self, store, rank, size, timeout=None):
         super().__init__(rank, size)
@@ -99,19 +88,67 @@ class ProcessGroupFerrocoll(dist.ProcessGroup):
             uid = bytes(store.get(key))
         self._comm = Communicator.init_rank(size, uid, rank)
         self._h = self._comm._h
+        # While coalescing: the tensors of queued calls (kept alive) and their write-backs.
+        self._batch = None
 
     def getBackendName(self):
         return "ferrocoll"
+
+    def _run(self, tensors, call):
+        """Calls ``call`` on contiguous versions of ``tensors`` (pairs of tensor and "is
+        written"); copies written non-contiguous tensors back now, or at the batch's end."""
+        dense = [t if t.is_contiguous() else t.contiguous() for t, _ in tensors]
+        call(*dense)
+        back = [(t, c) for (t, written), c in zip(tensors, dense) if written and c is not t]
+        if self._batch is None:
+            for t, c in back:
+                t.copy_(c)
+        else:
+            self._batch.append((tensors, dense, back))
+
+    def _not_batched(self, what):
+        if self._batch is not None:
+            raise ValueError(f"ferrocoll: {what} cannot be coalesced")
+
+    # -- coalescing ----------------------------------------------------------------------
+    @property
+    def supports_coalescing(self):
+        return True
+
+    def _get_backend(self, device):
+        # This group is its own (only) backend: torch asks it whether it coalesces.
+        return self
+
+    def start_coalescing(self, device):
+        if self._batch is not None:
+            raise ValueError("ferrocoll: coalescing blocks do not nest")
+        _check(_LIB.fcGroupStart())
+        self._batch = []
+
+    def end_coalescing(self, device):
+        batch, self._batch = self._batch or [], None
+        _check(_LIB.fcGroupEnd())
+        for _, _, back in batch:
+            for t, c in back:
+                t.copy_(c)
+        return _done()
+
+    _start_coalescing = start_coalescing
+    _end_coalescing = end_coalescing
 
     # -- collectives (each list holds one tensor per device; CPU means one) ----------------
     def allreduce(self, tensors, opts=None):
         op = _op(opts)
         for t in tensors:
-            with _Dense(t) as c:
-                _check(_LIB.fcAllReduce(_p(c), _p(c), c.numel(), _dtype(c), op, self._h, None))
+            self._run([(t, True)], lambda c: _check(
+                _LIB.fcAllReduce(_p(c), _p(c), c.numel(), _dtype(c), op, self._h, None)))
         return _done(tensors)
 
+    def allreduce_coalesced(self, tensors, opts=None):
+        return self.allreduce(tensors, opts)
+
     def allgather(self, output_tensor_lists, input_tensors, opts=None):
+        self._not_batched("all_gather into a list")
         for outs, inp in zip(output_tensor_lists, input_tensors):
             flat = torch.empty((len(outs),) + tuple(inp.shape), dtype=inp.dtype)
             self._allgather_base(flat, inp, opts)
@@ -120,10 +157,10 @@ class ProcessGroupFerrocoll(dist.ProcessGroup):
         return _done(output_tensor_lists)
 
     def _allgather_base(self, output, input, opts=None):
-        with _Dense(input, False) as i, _Dense(output) as o:
-            if o.numel() != i.numel() * self.size():
-                raise ValueError("ferrocoll: output must hold world_size × input elements")
-            _check(_LIB.fcAllGather(_p(i), _p(o), i.numel(), _dtype(i), self._h, None))
+        if output.numel() != input.numel() * self.size():
+            raise ValueError("ferrocoll: output must hold world_size × input elements")
+        self._run([(input, False), (output, True)], lambda i, o: _check(
+            _LIB.fcAllGather(_p(i), _p(o), i.numel(), _dtype(i), self._h, None)))
         return _done(output)
 
     def all_gather_single(self, output, input, opts=None):
@@ -135,6 +172,7 @@ class ProcessGroupFerrocoll(dist.ProcessGroup):
         return _done(outputs)
 
     def reduce_scatter(self, output_tensors, input_tensor_lists, opts=None):
+        self._not_batched("reduce_scatter from a list")
         for out, ins in zip(output_tensors, input_tensor_lists):
             flat = torch.cat([t.reshape(-1) for t in ins])
             self._reduce_scatter_base(out, flat, opts)
@@ -142,10 +180,10 @@ class ProcessGroupFerrocoll(dist.ProcessGroup):
 
     def _reduce_scatter_base(self, output, input, opts=None):
         op = _op(opts)
-        with _Dense(input, False) as i, _Dense(output) as o:
-            if i.numel() != o.numel() * self.size():
-                raise ValueError("ferrocoll: input must hold world_size × output elements")
-            _check(_LIB.fcReduceScatter(_p(i), _p(o), o.numel(), _dtype(o), op, self._h, None))
+        if input.numel() != output.numel() * self.size():
+            raise ValueError("ferrocoll: input must hold world_size × output elements")
+        self._run([(input, False), (output, True)], lambda i, o: _check(
+            _LIB.fcReduceScatter(_p(i), _p(o), o.numel(), _dtype(o), op, self._h, None)))
         return _done(output)
 
     def reduce_scatter_single(self, output, input, opts=None):
@@ -159,15 +197,15 @@ class ProcessGroupFerrocoll(dist.ProcessGroup):
     def broadcast(self, tensors, opts=None):
         root = opts.rootRank if opts is not None else 0
         for t in tensors:
-            with _Dense(t) as c:
-                _check(_LIB.fcBroadcast(_p(c), _p(c), c.numel(), _dtype(c), root, self._h, None))
+            self._run([(t, True)], lambda c: _check(
+                _LIB.fcBroadcast(_p(c), _p(c), c.numel(), _dtype(c), root, self._h, None)))
         return _done(tensors)
 
     def reduce(self, tensors, opts=None):
         op, root = _op(opts), opts.rootRank
         for t in tensors:
-            with _Dense(t) as c:
-                _check(_LIB.fcReduce(_p(c), _p(c), c.numel(), _dtype(c), op, root, self._h, None))
+            self._run([(t, True)], lambda c: _check(
+                _LIB.fcReduce(_p(c), _p(c), c.numel(), _dtype(c), op, root, self._h, None)))
         return _done(tensors)
 
     def all_to_all_single(self, output, input, output_split_sizes, input_split_sizes, opts=None):
@@ -176,9 +214,9 @@ class ProcessGroupFerrocoll(dist.ProcessGroup):
     def alltoall_base(self, output, input, output_split_sizes, input_split_sizes, opts=None):
         if output_split_sizes or input_split_sizes:
             raise ValueError("ferrocoll: all_to_all_single with split sizes is not supported")
-        with _Dense(input, False) as i, _Dense(output) as o:
-            n = i.numel() // self.size()
-            _check(_LIB.fcAllToAll(_p(i), _p(o), n, _dtype(i), self._h, None))
+        n = input.numel() // self.size()
+        self._run([(input, False), (output, True)], lambda i, o: _check(
+            _LIB.fcAllToAll(_p(i), _p(o), n, _dtype(i), self._h, None)))
         return _done(output)
 
     def barrier(self, opts=None):
@@ -187,14 +225,14 @@ class ProcessGroupFerrocoll(dist.ProcessGroup):
 
     def send(self, tensors, dst, tag=0):
         for t in tensors:
-            with _Dense(t, False) as c:
-                _check(_LIB.fcSend(_p(c), c.numel(), _dtype(c), dst, self._h, None))
+            self._run([(t, False)], lambda c: _check(
+                _LIB.fcSend(_p(c), c.numel(), _dtype(c), dst, self._h, None)))
         return _done(tensors)
 
     def recv(self, tensors, src, tag=0):
         for t in tensors:
-            with _Dense(t) as c:
-                _check(_LIB.fcRecv(_p(c), c.numel(), _dtype(c), src, self._h, None))
+            self._run([(t, True)], lambda c: _check(
+                _LIB.fcRecv(_p(c), c.numel(), _dtype(c), src, self._h, None)))
         return _done(tensors)
 
     def shutdown(self):
