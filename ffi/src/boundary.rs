@@ -78,12 +78,20 @@ thread_local! {
 /// Records `message` as this thread's last error.
 pub(crate) fn set_last_error(message: &str) {
     let c = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|l| *l.borrow_mut() = c);
+    // `try_with`: during thread teardown the message is dropped rather than panicking
+    // outside the boundary.
+    let _ = LAST_ERROR.try_with(|l| {
+        if let Ok(mut slot) = l.try_borrow_mut() {
+            *slot = c;
+        }
+    });
 }
 
 /// This thread's last error message; valid until the next failing call on this thread.
 pub(crate) fn last_error_ptr() -> *const c_char {
-    LAST_ERROR.with(|l| l.borrow().as_ptr())
+    LAST_ERROR
+        .try_with(|l| l.try_borrow().map_or(c"".as_ptr(), |s| s.as_ptr()))
+        .unwrap_or(c"".as_ptr())
 }
 
 /// Runs the body of the export `name` inside the panic boundary.
