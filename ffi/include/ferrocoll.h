@@ -322,8 +322,12 @@ fcResult_t fcGetUniqueId(fcUniqueId *uniqueId);
 // have arrived and their links are connected, or fails after `FERROCOLL_TIMEOUT`. The other
 // `FERROCOLL_*` variables configure the communicator. On failure `*comm` is set to NULL.
 //
+// Inside a group (as in NCCL, for one thread that drives several ranks) the arguments are
+// checked at once and `*comm` receives its handle, but the communicator is created at
+// `fcGroupEnd` (the group's inits run concurrently); use the handle only after that.
+//
 // Thread safety: safe from any thread; several ranks of one job may be initialised by
-// different threads of one process at once. Not allowed inside a group (`fcInvalidUsage`).
+// different threads of one process at once, or by one thread inside a group.
 //
 // # Safety
 // `comm` must be NULL (refused) or valid for a write of an `fcComm_t`.
@@ -337,7 +341,8 @@ fcResult_t fcCommInitRank(fcComm_t *comm,
 // torchrun's, Open MPI's, PMI's or Slurm's (rank 0 serves the store). Blocks until every
 // rank has arrived. On failure `*comm` is set to NULL.
 //
-// Thread safety: safe from any thread. Not allowed inside a group (`fcInvalidUsage`).
+// Thread safety: safe from any thread. Not allowed inside a group (`fcInvalidUsage`): the
+// environment describes one rank.
 //
 // # Safety
 // `comm` must be NULL (refused) or valid for a write of an `fcComm_t`.

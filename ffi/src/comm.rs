@@ -68,8 +68,12 @@ fn refuse_in_group(what: &str) -> Result<(), Failure> {
 /// have arrived and their links are connected, or fails after `FERROCOLL_TIMEOUT`. The other
 /// `FERROCOLL_*` variables configure the communicator. On failure `*comm` is set to NULL.
 ///
+/// Inside a group (as in NCCL, for one thread that drives several ranks) the arguments are
+/// checked at once and `*comm` receives its handle, but the communicator is created at
+/// `fcGroupEnd` (the group's inits run concurrently); use the handle only after that.
+///
 /// Thread safety: safe from any thread; several ranks of one job may be initialised by
-/// different threads of one process at once. Not allowed inside a group (`fcInvalidUsage`).
+/// different threads of one process at once, or by one thread inside a group.
 ///
 /// # Safety
 /// `comm` must be NULL (refused) or valid for a write of an `fcComm_t`.
@@ -80,29 +84,37 @@ pub unsafe extern "C" fn fcCommInitRank(
     commId: fcUniqueId,
     rank: c_int,
 ) -> fcResult_t {
-    // SAFETY: the caller's contract on `comm`.
-    unsafe {
-        init_into(comm, "fcCommInitRank", || {
-            let world = non_negative(nranks, "nranks")?;
-            let r = non_negative(rank, "rank")?;
-            if world == 0 || r >= world {
-                return Err(Failure::arg(format!(
-                    "rank {rank} is not in 0..nranks ({nranks})"
-                )));
-            }
-            let mut bytes = [0u8; FC_UNIQUE_ID_BYTES];
-            for (b, c) in bytes.iter_mut().zip(commId.internal) {
-                *b = c as u8;
-            }
-            let id = UniqueId::from_bytes(&bytes)?;
-            Ok(Communicator::from_unique_id(
-                &id,
-                r,
-                world,
-                Config::from_env()?,
-            )?)
-        })
-    }
+    guard("fcCommInitRank", || {
+        if comm.is_null() {
+            return Err(Failure::arg("comm is NULL"));
+        }
+        // SAFETY: non-null, valid for writes (contract): cleared first so a failure leaves NULL.
+        unsafe { comm.write(std::ptr::null_mut()) };
+        let world = non_negative(nranks, "nranks")?;
+        let r = non_negative(rank, "rank")?;
+        if world == 0 || r >= world {
+            return Err(Failure::arg(format!(
+                "rank {rank} is not in 0..nranks ({nranks})"
+            )));
+        }
+        let mut bytes = [0u8; FC_UNIQUE_ID_BYTES];
+        for (b, c) in bytes.iter_mut().zip(commId.internal) {
+            *b = c as u8;
+        }
+        let id = UniqueId::from_bytes(&bytes)?;
+        let cfg = Config::from_env()?;
+        let make = move || Communicator::from_unique_id(&id, r, world, cfg);
+        let handle = if group::active() {
+            let h = registry::reserve();
+            group::push_init(h, Box::new(make));
+            h
+        } else {
+            registry::insert(make()?)
+        };
+        // SAFETY: as above.
+        unsafe { comm.write(handle) };
+        Ok(())
+    })
 }
 
 /// Creates this process's communicator from launcher variables, as the Rust
@@ -110,7 +122,8 @@ pub unsafe extern "C" fn fcCommInitRank(
 /// torchrun's, Open MPI's, PMI's or Slurm's (rank 0 serves the store). Blocks until every
 /// rank has arrived. On failure `*comm` is set to NULL.
 ///
-/// Thread safety: safe from any thread. Not allowed inside a group (`fcInvalidUsage`).
+/// Thread safety: safe from any thread. Not allowed inside a group (`fcInvalidUsage`): the
+/// environment describes one rank.
 ///
 /// # Safety
 /// `comm` must be NULL (refused) or valid for a write of an `fcComm_t`.

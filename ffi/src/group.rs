@@ -9,7 +9,8 @@
 //! peer `p` then waits only for ranks that are themselves progressing: a cycle of waiting
 //! ranks would need ever-smaller ranks around the cycle, which cannot close. Calls on
 //! different communicators run concurrently (each engine has its own thread), so one thread
-//! may drive several ranks of one job in a group.
+//! may drive several ranks of one job in a group; `fcCommInitRank` calls in a group create
+//! their communicators concurrently at its end, before its other calls run.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -17,11 +18,19 @@ use std::sync::Arc;
 use fc::{Collective, Communicator, RawCall};
 
 use crate::boundary::{guard, Failure};
-use crate::types::fcResult_t;
+use crate::registry;
+use crate::types::{fcComm_t, fcResult_t};
+
+/// A communicator creation deferred to the group's end, with the handle it will fill.
+type Init = (
+    fcComm_t,
+    Box<dyn FnOnce() -> fc::Result<Communicator> + Send>,
+);
 
 #[derive(Default)]
 struct Group {
     depth: usize,
+    inits: Vec<Init>,
     calls: Vec<(Arc<Communicator>, RawCall)>,
 }
 
@@ -37,6 +46,11 @@ pub(crate) fn active() -> bool {
 /// Queues a checked call for the group's end.
 pub(crate) fn push(comm: Arc<Communicator>, call: RawCall) {
     GROUP.with(|g| g.borrow_mut().calls.push((comm, call)));
+}
+
+/// Defers the creation of the communicator of handle `h` to the group's end.
+pub(crate) fn push_init(h: fcComm_t, make: Box<dyn FnOnce() -> fc::Result<Communicator> + Send>) {
+    GROUP.with(|g| g.borrow_mut().inits.push((h, make)));
 }
 
 /// Starts a group (groups nest; only the outermost end issues the calls).
@@ -64,7 +78,10 @@ pub extern "C" fn fcGroupEnd() -> fcResult_t {
                 0 => Err(Failure::usage("fcGroupEnd without fcGroupStart")),
                 1 => {
                     g.depth = 0;
-                    Ok(Some(std::mem::take(&mut g.calls)))
+                    Ok(Some((
+                        std::mem::take(&mut g.inits),
+                        std::mem::take(&mut g.calls),
+                    )))
                 }
                 _ => {
                     g.depth -= 1;
@@ -73,7 +90,11 @@ pub extern "C" fn fcGroupEnd() -> fcResult_t {
             }
         })?;
         match calls {
-            Some(calls) => run(calls),
+            Some((inits, calls)) => {
+                let first = init_all(inits);
+                let rest = run(calls);
+                first.and(rest)
+            }
             None => Ok(()),
         }
     })
@@ -87,6 +108,45 @@ fn order_key(comm: &Communicator, c: &RawCall) -> (u8, usize, u8) {
     let sending = c.output.is_null();
     let first = sending == (comm.rank() < c.root);
     (1, c.root, if first { 0 } else { 1 })
+}
+
+/// Creates the group's communicators concurrently (their ranks meet each other) and
+/// registers them under their handles; returns the first failure.
+fn init_all(inits: Vec<Init>) -> Result<(), Failure> {
+    if inits.is_empty() {
+        return Ok(());
+    }
+    let results: Vec<Result<(), Failure>> = std::thread::scope(|s| {
+        let hs: Vec<_> = inits
+            .into_iter()
+            .map(|(h, make)| {
+                let h = h.addr();
+                let run = move || make().map(|c| (h, c));
+                std::thread::Builder::new()
+                    .name("ferrocoll-init".into())
+                    .spawn_scoped(s, run)
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| match h {
+                Ok(h) => match h.join() {
+                    Ok(Ok((addr, c))) => {
+                        registry::fill(std::ptr::without_provenance_mut(addr), c);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => Err(Failure::from(fc::Error::Internal(
+                        "a group's init panicked".into(),
+                    ))),
+                },
+                Err(e) => Err(Failure::from(fc::Error::Io {
+                    what: "starting a thread for a group's init",
+                    source: e,
+                })),
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
 fn run(calls: Vec<(Arc<Communicator>, RawCall)>) -> Result<(), Failure> {

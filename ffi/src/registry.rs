@@ -28,10 +28,20 @@ fn live() -> MutexGuard<'static, HashMap<usize, Arc<Communicator>>> {
 
 /// Registers `comm` and returns its new handle.
 pub(crate) fn insert(comm: Communicator) -> fcComm_t {
+    let h = reserve();
+    fill(h, comm);
+    h
+}
+
+/// A new handle with no communicator yet (an init inside a group, until `fcGroupEnd`).
+pub(crate) fn reserve() -> fcComm_t {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let token = BASE + STEP * n;
-    live().insert(token, Arc::new(comm));
-    std::ptr::without_provenance_mut::<fcComm>(token)
+    std::ptr::without_provenance_mut::<fcComm>(BASE + STEP * n)
+}
+
+/// Gives the reserved handle `h` its communicator.
+pub(crate) fn fill(h: fcComm_t, comm: Communicator) {
+    live().insert(h.addr(), Arc::new(comm));
 }
 
 /// Why `h` names no live communicator.
@@ -45,7 +55,8 @@ fn not_live(h: fcComm_t) -> Failure {
         && (token - BASE) / STEP < NEXT.load(Ordering::Relaxed);
     if issued {
         Failure::usage(format!(
-            "communicator {token:#x} was destroyed (fcCommDestroy/fcCommAbort)"
+            "communicator {token:#x} was destroyed (fcCommDestroy/fcCommAbort), or its init \
+             inside a group has not completed (it does at fcGroupEnd) or failed"
         ))
     } else {
         Failure::arg(format!("{token:#x} is not a communicator handle"))

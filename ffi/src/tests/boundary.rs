@@ -248,10 +248,16 @@ fn group_misuse_is_invalid_usage() {
     assert!(last_error().contains("without fcGroupStart"));
     let id = unique_id();
     assert_eq!(fcGroupStart(), fcSuccess);
-    let mut c: fcComm_t = null_mut();
+    let mut c: fcComm_t = 0x40 as fcComm_t;
     // SAFETY: valid out-pointer.
-    assert_eq!(unsafe { fcCommInitRank(&mut c, 1, id, 0) }, fcInvalidUsage);
-    assert!(c.is_null());
+    unsafe {
+        // The environment describes one rank: no deferred init from it.
+        assert_eq!(fcCommInitFromEnv(&mut c), fcInvalidUsage);
+        assert!(c.is_null());
+        // A deferred init still checks its arguments at once.
+        assert_eq!(fcCommInitRank(&mut c, 2, id, 2), fcInvalidArgument);
+        assert!(c.is_null());
+    }
     assert_eq!(fcGroupEnd(), fcSuccess);
     world(1, |_, c| {
         // A bad call is refused when queued; one the core refuses fails the group's end.

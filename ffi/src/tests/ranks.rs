@@ -201,6 +201,40 @@ fn grouped_sends_and_receives_larger_than_the_links_do_not_deadlock() {
 }
 
 #[test]
+fn one_thread_initialises_and_drives_three_ranks_in_groups() {
+    const P: usize = 3;
+    let id = super::unique_id();
+    let mut comms: [fcComm_t; P] = [null_mut(); P];
+    ok(fcGroupStart());
+    for (r, c) in comms.iter_mut().enumerate() {
+        // SAFETY: valid out-pointer.
+        ok(unsafe { fcCommInitRank(c, P as c_int, id, r as c_int) });
+        assert!(!c.is_null());
+    }
+    // Not usable before the group's end.
+    assert_eq!(fcBarrier(comms[0], null_mut()), fcInvalidUsage);
+    assert!(last_error().contains("inside a group"), "{}", last_error());
+    ok(fcGroupEnd());
+    let inputs: Vec<Vec<f32>> = (0..P).map(|r| vec![(r + 1) as f32; 1000]).collect();
+    let mut outputs = vec![vec![0.0f32; 1000]; P];
+    ok(fcGroupStart());
+    for ((x, y), &c) in inputs.iter().zip(outputs.iter_mut()).zip(&comms) {
+        ok(all_reduce_f32(x, y, fcSum, c));
+    }
+    ok(fcGroupEnd());
+    for (r, (y, &c)) in outputs.iter().zip(&comms).enumerate() {
+        assert!(y.iter().all(|&v| v == 6.0), "rank {r}");
+        let mut me: c_int = -1;
+        // SAFETY: valid out-pointer.
+        ok(unsafe { fcCommUserRank(c, &mut me) });
+        assert_eq!(me as usize, r);
+    }
+    for c in comms {
+        ok(fcCommDestroy(c));
+    }
+}
+
+#[test]
 fn split_by_color_orders_by_key_and_nocolor_gets_null() {
     world(3, |r, c| {
         // Ranks 0 and 2 form one communicator, rank 2 first (lower key); rank 1 joins none.
