@@ -284,3 +284,22 @@ fn group_misuse_is_invalid_usage() {
         assert_eq!(y, [2.0; 3], "the valid call of the group did run");
     });
 }
+
+#[test]
+fn an_id_with_a_forged_token_is_refused_by_the_store_also_in_a_group() {
+    let mut id = unique_id();
+    id.internal[24] ^= 0x5a; // the token: the store demands the real one
+    let mut c: fcComm_t = null_mut();
+    // SAFETY: valid out-pointer.
+    let rc = unsafe { fcCommInitRank(&mut c, 1, id, 0) };
+    assert_eq!(rc, fcSystemError, "{}", last_error());
+    assert!(last_error().contains("refused"), "{}", last_error());
+    assert!(c.is_null());
+    // Deferred: the handle exists at once, the failure comes from fcGroupEnd.
+    assert_eq!(fcGroupStart(), fcSuccess);
+    // SAFETY: valid out-pointer.
+    assert_eq!(unsafe { fcCommInitRank(&mut c, 1, id, 0) }, fcSuccess);
+    assert!(!c.is_null());
+    assert_eq!(fcGroupEnd(), fcSystemError);
+    assert_eq!(fcBarrier(c, null_mut()), fcInvalidUsage);
+}
