@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::schedule::{CollSpec, Collective};
 use crate::types::{DataType, Element, ReduceOp};
 
+mod split;
+pub use split::{UniqueId, UNIQUE_ID_BYTES};
+
 /// A group of ranks that run collectives together. One per rank; calls on the ranks of a
 /// communicator must be made in the same order everywhere (a disagreement is detected and
 /// reported as [`Error::Mismatch`]).
@@ -145,7 +148,7 @@ impl Communicator {
         cfg.resolve_yield(rv.peers.hosts.iter().filter(|h| *h == me).count());
         let mut c = Communicator::from_endpoint(Box::new(rv.endpoint), cfg)?;
         c.peers = Some(rv.peers);
-        c._keep = Some(Box::new((rv.store, rv.server)));
+        c._keep = Some(Box::new(split::Bootstrap::new(rv.store, rv.server)));
         Ok(c)
     }
 
