@@ -200,10 +200,16 @@ impl Communicator {
             count: c.count,
             root: 0,
         };
-        if spec
-            .input_len()
-            .max(spec.output_len())
-            .checked_mul(es)
+        // The largest buffer of the gather-like collectives is count × world elements: check
+        // that product before `input_len`/`output_len` compute it.
+        let largest = match c.kind {
+            Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => {
+                c.count.checked_mul(p)
+            }
+            _ => Some(c.count),
+        };
+        if largest
+            .and_then(|n| n.checked_mul(es))
             .is_none_or(|b| b > isize::MAX as usize)
         {
             return Err(Error::CountTooLarge(c.count));

@@ -42,6 +42,34 @@ fn bad_arguments_are_typed_errors_and_harmless() {
                 })
             }
             .unwrap_err();
+            // count × world overflows for the gather-like collectives: refused, not wrapped.
+            let huge: Vec<Error> = [
+                Collective::AllGather,
+                Collective::ReduceScatter,
+                Collective::AllToAll,
+            ]
+            .into_iter()
+            .map(|kind| {
+                let mut one = [0f32; 1];
+                // SAFETY: the count is refused before any access to the buffers.
+                unsafe {
+                    c.collective_raw(RawCall {
+                        kind,
+                        input: one.as_ptr().cast(),
+                        output: one.as_mut_ptr().cast(),
+                        count: usize::MAX / 2,
+                        dtype: DataType::F32,
+                        op: ReduceOp::Sum,
+                        root: 0,
+                    })
+                }
+                .unwrap_err()
+            })
+            .collect();
+            assert!(
+                huge.iter().all(|e| matches!(e, Error::CountTooLarge(_))),
+                "{huge:?}"
+            );
             // The communicator still works after all that.
             let mut v = vec![c.rank() as i32 + 1; 5];
             c.all_reduce(&mut v, ReduceOp::Sum).unwrap();
