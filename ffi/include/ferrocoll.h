@@ -416,6 +416,36 @@ const char *fcGetErrorString(int result);
 // same thread; copy it to keep it.
 const char *fcGetLastError(fcComm_t comm);
 
+// Compressed all-reduce of `count` float32 values in place: every rank's `buff` becomes the
+// (lossy) sum over all ranks. `codec` is a `FERROCOLL_COMPRESSION` spelling (`fp16`, `bf16`,
+// `fp8`, `fp8e5m2`, `topk:0.01`, `onebit`, `powersgd:4`, `none`; NULL: the environment
+// variable, else none); `key` names the tensor whose compression error is carried to its
+// next call (one key per gradient tensor or bucket; reusing a key with another length or
+// codec is `fcInvalidArgument`). Every rank passes the same key, count and codec.
+//
+// Thread safety: as `fcAllReduce`; not inside `fcGroupStart`/`fcGroupEnd`.
+//
+// # Safety
+// `buff` must be valid for reads and writes of `count` floats, `key` and `codec` NULL or
+// NUL-terminated strings, until the call returns.
+fcResult_t fcAllReduceCompressed(void *buff,
+                                 size_t count,
+                                 fcDataType_t datatype,
+                                 const char *key,
+                                 const char *codec,
+                                 fcComm_t comm,
+                                 void *stream);
+
+// Forgets the carried compression error of tensor `key` on `comm` (NULL: of every key), e.g.
+// when a training run restarts from a checkpoint.
+//
+// Thread safety: safe from any thread.
+//
+// # Safety
+// `key` must be NULL or a NUL-terminated string.
+fcResult_t fcCompressionReset(fcComm_t comm,
+                              const char *key);
+
 // Starts a group (groups nest; only the outermost end issues the calls).
 //
 // Thread safety: per thread: a group collects the calls of the thread that started it.

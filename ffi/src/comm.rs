@@ -207,6 +207,7 @@ pub unsafe extern "C" fn fcCommSplit(
 pub extern "C" fn fcCommDestroy(comm: fcComm_t) -> fcResult_t {
     guard("fcCommDestroy", || {
         drop(registry::remove(comm)?);
+        crate::compress::forget(comm);
         Ok(())
     })
 }
@@ -220,6 +221,7 @@ pub extern "C" fn fcCommAbort(comm: fcComm_t) -> fcResult_t {
     guard("fcCommAbort", || {
         let c = registry::remove(comm)?;
         c.abort();
+        crate::compress::forget(comm);
         Ok(())
     })
 }

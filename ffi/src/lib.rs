@@ -18,12 +18,14 @@
 mod boundary;
 mod coll;
 mod comm;
+mod compress;
 mod group;
 mod registry;
 mod types;
 
 pub use coll::*;
 pub use comm::*;
+pub use compress::{fcAllReduceCompressed, fcCompressionReset};
 pub use group::{fcGroupEnd, fcGroupStart};
 pub use types::*;
 

@@ -157,6 +157,28 @@ def test_bfloat16_and_fp8():
     run_ranks(low_precision, 2)
 
 
+def compressed(comm, r, p):
+    # Values exact in fp16: the compressed sum equals the exact one.
+    g = (np.arange(1000) % 7 + r).astype(np.float32)
+    comm.all_reduce_compressed(g, key="w0", codec="fp16")
+    np.testing.assert_array_equal(g, (np.arange(1000) % 7) * p + p * (p - 1) / 2)
+    # fp8 with error feedback: lossy, but close.
+    x = np.linspace(-1, 1, 4096, dtype=np.float32) * (r + 1)
+    comm.all_reduce_compressed(x, key="w1", codec="fp8")
+    exact = np.linspace(-1, 1, 4096, dtype=np.float32) * (p * (p + 1) / 2)
+    assert np.max(np.abs(x - exact)) <= 0.1 * np.max(np.abs(exact))
+    with pytest.raises(ferrocoll.InvalidArgumentError):
+        comm.all_reduce_compressed(np.zeros(3, np.float64), key="w2", codec="fp16")
+    with pytest.raises(ferrocoll.InvalidArgumentError):
+        comm.all_reduce_compressed(np.zeros(3, np.float32), key="w2", codec="zip")
+    comm.reset_compression("w1")
+    comm.reset_compression()
+
+
+def test_compressed_all_reduce():
+    run_ranks(compressed, 3)
+
+
 def one_rank_aborts(comm, r, p):
     comm.all_reduce(np.ones(10, np.float32))
     if r == 1:

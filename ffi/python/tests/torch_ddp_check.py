@@ -73,7 +73,7 @@ def check_collectives(rank, world):
         assert torch.equal(r, torch.arange(6.0)), r
 
 
-def train(backend, rank, world, port):
+def train(backend, rank, world, port, hook=None):
     # Under torchrun: env:// (the agent's store); else a TCP store of our own.
     init = "env://" if port is None else f"tcp://127.0.0.1:{port}"
     dist.init_process_group(backend, init_method=init, rank=rank, world_size=world)
@@ -82,6 +82,10 @@ def train(backend, rank, world, port):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1))
     ddp = DDP(model)
+    if hook is not None:
+        import ferrocoll.torch as fct
+
+        ddp.register_comm_hook(None, fct.compression_hook(hook))
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(1000 + rank)
     losses = []
@@ -105,6 +109,7 @@ def worker(rank, world, ports, q):
     os.environ.setdefault("FERROCOLL_TIMEOUT", "60")
     try:
         res = {b: train(b, rank, world, ports[b]) for b in ("gloo", "ferrocoll")}
+        res["fp16"] = train("ferrocoll", rank, world, ports["fp16"], hook="fp16")
         q.put((rank, res, None))
     except BaseException:
         q.put((rank, None, traceback.format_exc()))
@@ -115,10 +120,16 @@ def compare(res, verbose=True):
     gloo, fc = res["gloo"], res["ferrocoll"]
     worst = max((abs(a - b) for a, b in zip(gloo, fc)), default=float("inf"))
     ok = len(gloo) == len(fc) == STEPS and worst <= 1e-6
+    # The fp16-compressed hook: lossy, so only close to the exact run (1% at the last step).
+    hooked = res["fp16"]
+    rel = abs(hooked[-1] - gloo[-1]) / abs(gloo[-1]) if hooked and gloo else float("inf")
+    ok_hook = len(hooked) == STEPS and rel <= 0.01
     if verbose:
-        for step, (a, b) in enumerate(zip(gloo, fc)):
-            print(f"step {step}: gloo {a:.9f} ferrocoll {b:.9f}")
+        for step, (a, b, h) in enumerate(zip(gloo, fc, hooked)):
+            print(f"step {step}: gloo {a:.9f} ferrocoll {b:.9f} ferrocoll+fp16 hook {h:.9f}")
         print(f"max |loss difference| = {worst:.3g}: {'ok' if ok else 'MISMATCH'}")
+        print(f"fp16 compression hook: final loss off by {100 * rel:.3f}%: {'ok' if ok_hook else 'TOO FAR'}")
+    ok = ok and ok_hook
     return 0 if ok else 1
 
 
@@ -128,6 +139,7 @@ def under_torchrun():
     os.environ.setdefault("FERROCOLL_SOCKET_IFNAME", "lo")
     os.environ.setdefault("FERROCOLL_TIMEOUT", "60")
     res = {b: train(b, rank, world, None) for b in ("gloo", "ferrocoll")}
+    res["fp16"] = train("ferrocoll", rank, world, None, hook="fp16")
     # Every rank checks (the all-reduced losses are the same everywhere); rank 0 prints.
     return compare(res, verbose=rank == 0)
 
@@ -137,7 +149,7 @@ def main():
         return under_torchrun()
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    ports = {"gloo": free_port(), "ferrocoll": free_port()}
+    ports = {"gloo": free_port(), "ferrocoll": free_port(), "fp16": free_port()}
     procs = [ctx.Process(target=worker, args=(r, WORLD, ports, q)) for r in range(WORLD)]
     for p in procs:
         p.start()

@@ -298,3 +298,88 @@ fn an_aborted_peer_is_reported_not_waited_for() {
         h.join().unwrap();
     });
 }
+
+#[test]
+fn compressed_all_reduce_with_error_feedback_and_bad_arguments() {
+    use std::ffi::CString;
+    let key = CString::new("layer0").unwrap();
+    let fp16 = CString::new("fp16").unwrap();
+    let bogus = CString::new("zip:9").unwrap();
+    let outs = world(3, |r, c| {
+        // Values exact in fp16: the compressed sum equals the exact one.
+        let mut g: Vec<f32> = (0..1000).map(|i| (i % 7) as f32 + r as f32).collect();
+        // SAFETY: `g` holds 1000 floats; the strings are NUL-terminated.
+        ok(unsafe {
+            fcAllReduceCompressed(
+                g.as_mut_ptr().cast(),
+                g.len(),
+                fcFloat32,
+                key.as_ptr(),
+                fp16.as_ptr(),
+                c,
+                null_mut(),
+            )
+        });
+        // Same key, another length: the error feedback refuses to mix tensors.
+        let mut short = vec![0f32; 10];
+        // SAFETY: as above.
+        let mixed = unsafe {
+            fcAllReduceCompressed(
+                short.as_mut_ptr().cast(),
+                10,
+                fcFloat32,
+                key.as_ptr(),
+                fp16.as_ptr(),
+                c,
+                null_mut(),
+            )
+        };
+        // SAFETY: the codec string is read before any buffer access.
+        let bad_codec = unsafe {
+            fcAllReduceCompressed(
+                short.as_mut_ptr().cast(),
+                10,
+                fcFloat32,
+                key.as_ptr(),
+                bogus.as_ptr(),
+                c,
+                null_mut(),
+            )
+        };
+        // SAFETY: refused for its data type before any access.
+        let bad_type = unsafe {
+            fcAllReduceCompressed(
+                short.as_mut_ptr().cast(),
+                10,
+                fcInt32,
+                key.as_ptr(),
+                fp16.as_ptr(),
+                c,
+                null_mut(),
+            )
+        };
+        // SAFETY: refused for the NULL key before any access.
+        let no_key = unsafe {
+            fcAllReduceCompressed(
+                short.as_mut_ptr().cast(),
+                10,
+                fcFloat32,
+                std::ptr::null(),
+                fp16.as_ptr(),
+                c,
+                null_mut(),
+            )
+        };
+        // SAFETY: a NUL-terminated key.
+        ok(unsafe { fcCompressionReset(c, key.as_ptr()) });
+        (g, [mixed, bad_codec, bad_type, no_key])
+    });
+    for (g, errs) in outs {
+        for (i, v) in g.iter().enumerate() {
+            assert_eq!(*v, 3.0 * (i % 7) as f32 + 3.0, "element {i}");
+        }
+        for e in errs {
+            assert_eq!(e, fcResult_t::fcInvalidArgument);
+        }
+    }
+}

@@ -289,6 +289,23 @@ class Communicator:
         """Returns once every rank has entered the barrier."""
         _check(_LIB.fcBarrier(self._h, None))
 
+    def all_reduce_compressed(self, buf, key: str, codec=None):
+        """Lossy sum over all ranks of the float32 array ``buf``, in place, compressed with
+        ``codec`` (a ``FERROCOLL_COMPRESSION`` spelling: ``"fp16"``, ``"bf16"``, ``"fp8"``,
+        ``"topk:0.01"``, ``"onebit"``, ``"powersgd:4"``, ``"none"``; None: the environment).
+        The compression error of tensor ``key`` is carried to its next call (error
+        feedback); every rank passes the same key and codec. Returns ``buf``."""
+        x = _view(buf, True, "buf")
+        if x.dtype != np.float32:
+            raise InvalidArgumentError(7004, f"compressed all-reduce takes float32, not {x.dtype}")
+        c = None if codec is None else str(codec).encode()
+        _check(_LIB.fcAllReduceCompressed(_ptr(x), x.size, _CODES[x.dtype], str(key).encode(), c, self._h, None))
+        return buf
+
+    def reset_compression(self, key=None) -> None:
+        """Forgets the carried compression error of ``key`` (None: of every key)."""
+        _check(_LIB.fcCompressionReset(self._h, None if key is None else str(key).encode()))
+
 
 def init() -> Communicator:
     """:meth:`Communicator.from_env`."""

@@ -72,6 +72,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "fcSend": [c_void_p, c_size_t, c_int, c_int, comm_t, c_void_p],
         "fcRecv": [c_void_p, c_size_t, c_int, c_int, comm_t, c_void_p],
         "fcBarrier": [comm_t, c_void_p],
+        "fcAllReduceCompressed": [c_void_p, c_size_t, c_int, ctypes.c_char_p, ctypes.c_char_p, comm_t, c_void_p],
+        "fcCompressionReset": [comm_t, ctypes.c_char_p],
         "fcGroupStart": [],
         "fcGroupEnd": [],
     }

@@ -239,6 +239,50 @@ class ProcessGroupFerrocoll(dist.ProcessGroup):
         self._comm.__exit__(None, None, None)
 
 
+def _backend(pg=None):
+    """The ferrocoll process group behind ``pg`` (default: the world group)."""
+    pg = pg if pg is not None else dist.group.WORLD
+    if isinstance(pg, ProcessGroupFerrocoll):
+        return pg
+    try:
+        b = pg._get_backend(torch.device("cpu"))
+    except Exception:  # noqa: BLE001 - any failure means "not ours"
+        b = None
+    if isinstance(b, ProcessGroupFerrocoll):
+        return b
+    raise RuntimeError("compression_hook needs a process group of backend 'ferrocoll'")
+
+
+def compression_hook(codec="fp16"):
+    """A DistributedDataParallel communication hook that all-reduces each gradient bucket
+    compressed with ``codec`` (``"fp16"``, ``"bf16"``, ``"fp8"``, ``"topk:0.01"``,
+    ``"onebit"``, ``"powersgd:4"``), carrying each bucket's compression error to its next
+    step (error feedback), then averages::
+
+        ddp.register_comm_hook(None, ferrocoll.torch.compression_hook("fp8"))
+
+    The state argument of the hook is the process group (None: the world group). Buckets
+    that are not float32 are all-reduced exactly."""
+
+    def hook(state, bucket):
+        pg = _backend(state)
+        t = bucket.buffer()
+        dense = t if t.is_contiguous() else t.contiguous()
+        arr = dense.detach().numpy()
+        if dense.dtype == torch.float32:
+            pg._comm.all_reduce_compressed(arr, key=f"ddp-bucket-{bucket.index()}", codec=codec)
+        else:
+            pg._comm.all_reduce(arr)
+        dense.div_(pg.size())
+        if dense is not t:
+            t.copy_(dense)
+        fut = torch.futures.Future()
+        fut.set_result(t)
+        return fut
+
+    return hook
+
+
 def _create(store, rank, size, timeout):
     return ProcessGroupFerrocoll(store, rank, size, timeout)
 
