@@ -274,6 +274,17 @@ impl Scratch {
         out: &mut [u8],
     ) -> Result<()> {
         let m = src.len();
+        if m == self.x.len() {
+            // A whole chunk: no padding, so the codec works on the caller's memory directly
+            // (error feedback fused with the encoding, one pass).
+            return match res {
+                None => {
+                    cc.encode(src, out);
+                    Ok(())
+                }
+                Some(r) => cc.encode_feedback_add(src, r, out),
+            };
+        }
         self.x[..m].copy_from_slice(src);
         self.x[m..].fill(0.0);
         match res {
@@ -366,13 +377,16 @@ fn quantised_all_reduce(
             // This rank's own chunk is summed exactly (gradient plus worker residual, which
             // it consumes), then the other ranks' decoded chunks in rank order.
             let r = cut.range(s, me);
-            acc.fill(0.0);
-            acc[..r.len()].copy_from_slice(&grads[r.clone()]);
-            if let Some(en) = entry.as_deref_mut() {
-                for (a, res) in acc.iter_mut().zip(&mut en.worker[r.clone()]) {
-                    *a += *res;
-                    *res = 0.0;
+            acc[r.len()..].fill(0.0);
+            match entry.as_deref_mut() {
+                Some(en) => {
+                    let own = acc.iter_mut().zip(&grads[r.clone()]);
+                    for ((a, g), res) in own.zip(&mut en.worker[r.clone()]) {
+                        *a = *g + *res;
+                        *res = 0.0;
+                    }
                 }
+                None => acc[..r.len()].copy_from_slice(&grads[r.clone()]),
             }
             for j in (0..w).filter(|&j| j != me) {
                 cc.decode_add(&recv[j * e..(j + 1) * e], &mut acc)?;
@@ -388,9 +402,13 @@ fn quantised_all_reduce(
             let s = t - 2 * LAG;
             let (shard, out) = front(&mut ag)?.wait()?;
             for j in 0..w {
-                let r = cut.range(s, j);
-                cc.decode(&out[j * e..(j + 1) * e], &mut scratch.d)?;
-                grads[r.clone()].copy_from_slice(&scratch.d[..r.len()]);
+                let (r, bytes) = (cut.range(s, j), &out[j * e..(j + 1) * e]);
+                if r.len() == cut.c {
+                    cc.decode(bytes, &mut grads[r])?;
+                } else {
+                    cc.decode(bytes, &mut scratch.d)?;
+                    grads[r.clone()].copy_from_slice(&scratch.d[..r.len()]);
+                }
             }
             pool.push(shard);
             pool.push(out);
@@ -418,11 +436,23 @@ fn sparse_all_reduce(
         if t < nseg {
             let r = range(t);
             let e = cc.encoded_len(r.len());
-            scratch.x.truncate(r.len());
-            scratch.d.truncate(r.len());
             let mut send = take(&mut pool, e);
-            let res = enabled.then(|| &mut entry.worker[r.clone()]);
-            scratch.encode(cc, &grads[r], res, &mut send)?;
+            let g = &mut grads[r.clone()];
+            if enabled {
+                // x = gradient + residual, built in the residual; the gradient is not read
+                // again before this segment's sum is written into it, so it is zeroed here
+                // (in the same pass) for the sparse parts to be added to.
+                let m = r.len();
+                let res = &mut entry.worker[r];
+                for (x, g) in res.iter_mut().zip(g.iter_mut()) {
+                    *x = *g + *x;
+                    *g = 0.0;
+                }
+                cc.encode_feedback(res, &mut send, &mut scratch.d[..m])?;
+            } else {
+                cc.encode(g, &mut send);
+                g.fill(0.0);
+            }
             let out = take(&mut pool, w * e);
             q.push_back(comm.all_gather_async::<u8, _, _>(send, out)?);
         }
@@ -431,7 +461,6 @@ fn sparse_all_reduce(
             let e = cc.encoded_len(r.len());
             let (send, out) = front(&mut q)?.wait()?;
             let g = &mut grads[r];
-            g.fill(0.0);
             for j in 0..w {
                 cc.decode_add(&out[j * e..(j + 1) * e], g)?;
             }
