@@ -141,3 +141,34 @@ mod x86 {
         super::decode_scalar::<ADD>(&src[2 * whole..], &mut dst[whole..]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// F16C and the scalar conversions give the same bits (rounding, overflow to infinity,
+    /// subnormals, NaN), whole vectors and tails.
+    #[test]
+    fn fast_paths_match_scalar() {
+        let mut x: Vec<f32> = (0..3001)
+            .map(|i| (i as f32 * 0.731).sin() * 2f32.powi((i % 40) - 28))
+            .collect();
+        x[7] = f32::NAN;
+        x[8] = f32::INFINITY;
+        x[9] = 70000.0;
+        x[10] = -0.0;
+        x[11] = 65519.0;
+        let (mut fast, mut slow) = (vec![0u8; 2 * x.len()], vec![0u8; 2 * x.len()]);
+        Fp16.encode(&x, &mut fast);
+        encode_scalar(&x, &mut slow);
+        assert_eq!(fast, slow);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (mut d_fast, mut d_slow) = (x.clone(), x.clone());
+        Fp16.decode_add(&fast, &mut d_fast).unwrap();
+        decode_scalar::<true>(&fast, &mut d_slow);
+        assert_eq!(bits(&d_fast), bits(&d_slow));
+        Fp16.decode(&fast, &mut d_fast).unwrap();
+        decode_scalar::<false>(&fast, &mut d_slow);
+        assert_eq!(bits(&d_fast), bits(&d_slow));
+    }
+}
