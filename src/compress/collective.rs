@@ -504,12 +504,16 @@ fn quantised_all_reduce(
                 a[m..].fill(0.0);
                 match entry.as_deref_mut() {
                     Some(en) => {
+                        // The worker residual is consumed; it is written (zeroed) only where
+                        // it is not already +0 (a plain all-reduce leaves it so).
+                        let (res, mut any) = (&mut en.worker[r.clone()], 0u32);
                         let own = a.iter_mut().zip(&grads[r.clone()]);
-                        for ((a, g), res) in own.zip(&mut en.worker[r.clone()]) {
+                        for ((a, g), res) in own.zip(res.iter()) {
                             *a = *g + *res;
-                            if res.to_bits() != 0 {
-                                *res = 0.0;
-                            }
+                            any |= res.to_bits();
+                        }
+                        if any != 0 {
+                            res.fill(0.0);
                         }
                     }
                     None => a[..m].copy_from_slice(&grads[r.clone()]),

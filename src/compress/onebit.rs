@@ -123,14 +123,16 @@ impl OneBit {
         self.apply_any::<ADD>(src, dst)
     }
 
-    /// [`OneBit::apply_any`] compiled for AVX2 (the mask tests vectorise 8 lanes wide).
+    /// [`OneBit::apply_any`] with AVX2 intrinsics.
     ///
     /// # Safety
-    /// The CPU must support AVX2.
+    /// The CPU must support AVX2, and `block % 8 == 0`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn apply_avx2<const ADD: bool>(&self, src: &[u8], dst: &mut [f32]) {
-        self.apply_any::<ADD>(src, dst)
+        // SAFETY: AVX2 is supported (this function's contract) and `block % 8 == 0` (the
+        // caller's check).
+        unsafe { x86::decode_avx2::<ADD>(self.block, src, dst) }
     }
 
     #[inline(always)]
@@ -305,6 +307,55 @@ mod x86 {
                     }
                 }
                 bits[byte0 + whole / 8] = b;
+            }
+        }
+    }
+
+    /// `dst = decode(src)` (or `dst += decode(src)` with `ADD`): per 8 elements, one sign
+    /// byte broadcast and tested against the lane masks, ±scale built by `or`. The same
+    /// bits as the scalar decoder.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `block % 8 == 0`; `src.len() == encoded_len(dst.len())`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn decode_avx2<const ADD: bool>(block: usize, src: &[u8], dst: &mut [f32]) {
+        let n = dst.len();
+        let nb = n.div_ceil(block);
+        let (scales, bits) = src.split_at(4 * nb);
+        assert!(bits.len() >= n.div_ceil(8));
+        let masks = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        let signmask = _mm256_set1_epi32(i32::MIN);
+        for i in 0..nb {
+            let a = i * block;
+            let len = block.min(n - a);
+            let whole = len / 8 * 8;
+            let scale = super::get_f32(scales, i);
+            let vscale = _mm256_castps_si256(_mm256_set1_ps(scale));
+            let byte0 = a / 8;
+            let mut k = 0;
+            while k < whole {
+                // SAFETY: `a + k + 8 <= a + len <= n` = `dst.len()`, and
+                // `byte0 + k / 8 < ceil(n / 8) <= bits.len()`.
+                unsafe {
+                    let b = _mm256_set1_epi32(i32::from(*bits.get_unchecked(byte0 + k / 8)));
+                    let set = _mm256_cmpeq_epi32(_mm256_and_si256(b, masks), masks);
+                    let mut v = _mm256_castsi256_ps(_mm256_or_si256(
+                        vscale,
+                        _mm256_and_si256(set, signmask),
+                    ));
+                    let d = dst.as_mut_ptr().add(a + k);
+                    if ADD {
+                        v = _mm256_add_ps(_mm256_loadu_ps(d), v);
+                    }
+                    _mm256_storeu_ps(d, v);
+                }
+                k += 8;
+            }
+            for k in whole..len {
+                let sign = u32::from((bits[byte0 + k / 8] >> (k % 8)) & 1);
+                let v = f32::from_bits(scale.to_bits() | (sign << 31));
+                let d = &mut dst[a + k];
+                *d = if ADD { *d + v } else { v };
             }
         }
     }
