@@ -49,7 +49,7 @@ pub trait ChunkCodec: Send + Sync {
     /// Codecs override it to do it in one pass over memory; the default allocates scratch.
     fn encode_feedback_add(&self, src: &[f32], res: &mut [f32], out: &mut [u8]) -> Result<()> {
         for (r, s) in res.iter_mut().zip(src) {
-            *r = *s + *r;
+            *r += *s;
         }
         let mut tmp = vec![0f32; res.len()];
         self.encode_feedback(res, out, &mut tmp)

@@ -3,7 +3,11 @@
 //! Vocabulary. The tensor of `n` elements is cut into *segments* of `world` *chunks* of `c`
 //! elements each (`c` a multiple of the codec's alignment, so scale blocks stay whole; the
 //! chunks past the end of the tensor are zero padding). Chunk `j` of every segment belongs to
-//! rank `j`. `e = encoded_len(c)` bytes per encoded chunk.
+//! rank `j`. A chunk is encoded as consecutive *tiles* of a few thousand elements (multiples
+//! of the alignment, each encoded on its own), `e` bytes per encoded chunk in all; every
+//! stage below works tile by tile, so a tile's sum stays in the L1 cache from decoding to
+//! re-encoding, and error feedback is fused with encoding (one pass over gradient and
+//! residual).
 //!
 //! All-reduce with a quantising codec, per segment:
 //! 1. *encode*: every rank encodes the chunks of the other ranks (plus its worker residual)

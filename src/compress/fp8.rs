@@ -141,7 +141,7 @@ fn encode_feedback_add_generic<F: Format>(
     let blocks = src.chunks(block).zip(res.chunks_mut(block));
     for (i, ((ss, xs), cs)) in blocks.zip(codes.chunks_mut(block)).enumerate() {
         for (x, s) in xs.iter_mut().zip(ss) {
-            *x = *s + *x;
+            *x += *s;
         }
         let scale = (finite_amax(xs) / F::MAX).max(f32::MIN_POSITIVE);
         let inv = 1.0 / scale;

@@ -67,7 +67,7 @@ impl ChunkCodec for OneBit {
             return Ok(());
         }
         for (r, s) in res.iter_mut().zip(src) {
-            *r = *s + *r;
+            *r += *s;
         }
         self.encode_scalar(res, out);
         self.feedback_scalar(res, out);
@@ -245,12 +245,12 @@ mod x86 {
                     let (s, r) = (src.as_ptr().add(a), res.as_mut_ptr().add(a));
                     let mut k = 0;
                     while k < whole {
-                        let x = _mm256_add_ps(_mm256_loadu_ps(s.add(k)), _mm256_loadu_ps(r.add(k)));
+                        let x = _mm256_add_ps(_mm256_loadu_ps(r.add(k)), _mm256_loadu_ps(s.add(k)));
                         _mm256_storeu_ps(r.add(k), x);
                         k += 8;
                     }
                     for k in whole..len {
-                        *r.add(k) = *s.add(k) + *r.add(k);
+                        *r.add(k) += *s.add(k);
                     }
                     r
                 } else {

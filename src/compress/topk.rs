@@ -118,7 +118,7 @@ fn add_candidates(src: &[f32], res: &mut [f32], thr: u32, cand: &mut Vec<u32>) {
         return unsafe { add_candidates_avx2(src, res, thr, cand) };
     }
     for (r, s) in res.iter_mut().zip(src) {
-        *r = *s + *r;
+        *r += *s;
     }
     candidates_scalar(res, thr, cand)
 }
@@ -140,7 +140,7 @@ unsafe fn add_candidates_avx2(src: &[f32], res: &mut [f32], thr: u32, cand: &mut
         // SAFETY: `i + 8 <= whole <= n`, the length of both slices.
         let x = unsafe {
             let r = res.as_mut_ptr().add(i);
-            let x = _mm256_add_ps(_mm256_loadu_ps(src.as_ptr().add(i)), _mm256_loadu_ps(r));
+            let x = _mm256_add_ps(_mm256_loadu_ps(r), _mm256_loadu_ps(src.as_ptr().add(i)));
             _mm256_storeu_ps(r, x);
             _mm256_castps_si256(x)
         };
@@ -153,7 +153,7 @@ unsafe fn add_candidates_avx2(src: &[f32], res: &mut [f32], thr: u32, cand: &mut
         i += 8;
     }
     for j in whole..n {
-        res[j] = src[j] + res[j];
+        res[j] += src[j];
         if key(res[j]) >= thr {
             cand.push(j as u32);
         }
@@ -275,7 +275,7 @@ impl ChunkCodec for TopK {
         let (n, k) = (res.len(), self.k(res.len()));
         let (sel, nonfinite) = if k >= n {
             for (r, s) in res.iter_mut().zip(src) {
-                *r = *s + *r;
+                *r += *s;
             }
             all(res)
         } else {
