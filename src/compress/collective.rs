@@ -570,15 +570,12 @@ fn sparse_all_reduce(
             let r = range(t);
             let e = cc.encoded_len(r.len());
             let mut send = take(&mut pool, e);
-            let g = &mut grads[r.clone()];
-            // The gradient is not read again before this segment's sum is written into it,
-            // so it is zeroed here for the sparse parts to be added to.
+            let g = &grads[r.clone()];
             if enabled {
                 cc.encode_feedback_add(g, &mut entry.worker[r], &mut send)?;
             } else {
                 cc.encode(g, &mut send);
             }
-            g.fill(0.0);
             let out = take(&mut pool, w * e);
             q.push_back(comm.all_gather_async::<u8, _, _>(send, out)?);
         }
@@ -587,6 +584,9 @@ fn sparse_all_reduce(
             let e = cc.encoded_len(r.len());
             let (send, out) = front(&mut q)?.wait()?;
             let g = &mut grads[r];
+            // Zeroed just before the sparse parts are added, so the segment is in cache
+            // for their scattered additions.
+            g.fill(0.0);
             for j in 0..w {
                 cc.decode_add(&out[j * e..(j + 1) * e], g)?;
             }
