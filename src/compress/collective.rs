@@ -169,6 +169,8 @@ impl CompressedCollectives for Communicator {
         let cc = chunk_codec(codec)?;
         let use_ef = ef.is_enabled() && cc.needs_error_feedback();
         let entry = ef.entry(key, codec, input.len(), None, w)?;
+        // Every position of the worker residual may be written below.
+        entry.own_clear = None;
         let e = cc.encoded_len(m);
         let mut send = vec![0u8; w * e];
         let mut scratch = Scratch::new(m);
@@ -469,6 +471,11 @@ fn quantised_all_reduce(
     let (w, me) = (comm.world_size(), comm.rank());
     let cut = Cut::new(grads.len(), w, cc.align(), seg_elems);
     let tiles = Tiles::new(cc, cut.c);
+    // Whether this rank's own positions of the worker residual are known to be +0; cleared
+    // until the call completes (an error midway leaves them partly consumed).
+    let clear = entry
+        .as_deref_mut()
+        .is_some_and(|en| en.own_clear.take() == Some((cut.c, me)));
     let e = tiles.e;
     let mut bufs = TileBufs {
         x: Vec::new(),
@@ -507,6 +514,13 @@ fn quantised_all_reduce(
                 let (a, m) = (&mut acc[..er.len()], r.len());
                 a[m..].fill(0.0);
                 match entry.as_deref_mut() {
+                    Some(_) if clear => {
+                        // The worker residual is +0 here (the last all-reduce consumed it):
+                        // adding it changes only −0 gradients, to +0.
+                        for (a, g) in a.iter_mut().zip(&grads[r.clone()]) {
+                            *a = *g + 0.0;
+                        }
+                    }
                     Some(en) => {
                         // The worker residual is consumed; it is written (zeroed) only where
                         // it is not already +0 (a plain all-reduce leaves it so).
@@ -547,6 +561,9 @@ fn quantised_all_reduce(
             pool.push(shard);
             pool.push(out);
         }
+    }
+    if let Some(en) = entry {
+        en.own_clear = Some((cut.c, me));
     }
     Ok(())
 }
