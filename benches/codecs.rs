@@ -1,5 +1,7 @@
 //! Codec throughput on one core: encode, decode, and encode + decode (the round trip a
-//! compressed collective pays per element), for every chunk codec of `ferrocoll::compress`.
+//! compressed collective pays per element), for every chunk codec of `ferrocoll::compress`;
+//! for the codecs with error feedback also the fused error-feedback encode + decode-and-add
+//! that the compressed all-reduce runs.
 //!
 //! Throughput is the bytes of **f32 input** per second (element count × 4), so figures compare
 //! directly with a link's bandwidth in uncompressed bytes. The target: fp8
@@ -62,6 +64,22 @@ fn codecs(c: &mut Criterion) {
                 cc.decode(&enc, &mut dec).unwrap();
             })
         });
+        if cc.needs_error_feedback() {
+            // What the compressed all-reduce runs per element it sends: the error-feedback
+            // sum fused with the encoding (residual updated in place), then decode-and-add.
+            let mut res = vec![0f32; N];
+            g.bench_with_input(
+                BenchmarkId::new("ef-encode+decode_add", &name),
+                &x,
+                |b, x| {
+                    b.iter(|| {
+                        cc.encode_feedback_add(black_box(x), &mut res, &mut enc)
+                            .unwrap();
+                        cc.decode_add(&enc, &mut dec).unwrap();
+                    })
+                },
+            );
+        }
     }
     g.finish();
 }

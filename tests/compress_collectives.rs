@@ -367,3 +367,39 @@ fn powersgd_recovers_after_a_non_finite_step() {
     assert!(res[0].0.iter().all(|v| v.is_nan()));
     assert!(res[0].1.iter().all(|v| v.is_finite()));
 }
+
+/// A quantised all-reduce consumes the worker residual at this rank's own positions, also
+/// when a reduce-scatter under the same key wrote it there in between (the all-reduce skips
+/// reading that part only while nothing else has written it).
+#[test]
+fn all_reduce_consumes_own_residual_after_a_reduce_scatter() {
+    let (w, n) = (2, 2048);
+    let codec = Codec::Fp8E4M3 { block: 128 };
+    let own = World::new(w)
+        .run(|c| {
+            let me = c.rank();
+            let mut ef = ErrorFeedback::new();
+            let mut g = input(me, n, 3);
+            c.all_reduce_compressed(&mut g, &mut ef, "k", codec)
+                .unwrap();
+            let own = me * n / w..(me + 1) * n / w;
+            let zero = |ef: &ErrorFeedback| {
+                ef.residual("k").unwrap()[own.clone()]
+                    .iter()
+                    .all(|x| x.to_bits() == 0)
+            };
+            let after_all_reduce = zero(&ef);
+            let mut out = vec![0f32; n / w];
+            c.reduce_scatter_compressed(&input(me, n, 4), &mut out, &mut ef, "k", codec)
+                .unwrap();
+            let after_reduce_scatter = zero(&ef);
+            let mut g = input(me, n, 5);
+            c.all_reduce_compressed(&mut g, &mut ef, "k", codec)
+                .unwrap();
+            (after_all_reduce, after_reduce_scatter, zero(&ef))
+        })
+        .unwrap();
+    for (r, o) in own.iter().enumerate() {
+        assert_eq!(*o, (true, false, true), "rank {r}");
+    }
+}

@@ -43,6 +43,18 @@ pub trait ChunkCodec: Send + Sync {
         Ok(())
     }
 
+    /// Error feedback fused with the gradient: `x = src + res` element by element, encoded
+    /// into `out` (as [`ChunkCodec::encode`] of `x`), and `res` replaced by what the encoding
+    /// dropped (as [`ChunkCodec::encode_feedback`] of `x`); bit-identical to those two steps.
+    /// Codecs override it to do it in one pass over memory; the default allocates scratch.
+    fn encode_feedback_add(&self, src: &[f32], res: &mut [f32], out: &mut [u8]) -> Result<()> {
+        for (r, s) in res.iter_mut().zip(src) {
+            *r += *s;
+        }
+        let mut tmp = vec![0f32; res.len()];
+        self.encode_feedback(res, out, &mut tmp)
+    }
+
     /// `dst += decode(src)`, element by element in f32.
     fn decode_add(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
         let mut tmp = vec![0f32; dst.len()];

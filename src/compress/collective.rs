@@ -3,7 +3,11 @@
 //! Vocabulary. The tensor of `n` elements is cut into *segments* of `world` *chunks* of `c`
 //! elements each (`c` a multiple of the codec's alignment, so scale blocks stay whole; the
 //! chunks past the end of the tensor are zero padding). Chunk `j` of every segment belongs to
-//! rank `j`. `e = encoded_len(c)` bytes per encoded chunk.
+//! rank `j`. A chunk is encoded as consecutive *tiles* of a few thousand elements (multiples
+//! of the alignment, each encoded on its own), `e` bytes per encoded chunk in all; every
+//! stage below works tile by tile, so a tile's sum stays in the L1 cache from decoding to
+//! re-encoding, and error feedback is fused with encoding (one pass over gradient and
+//! residual).
 //!
 //! All-reduce with a quantising codec, per segment:
 //! 1. *encode*: every rank encodes the chunks of the other ranks (plus its worker residual)
@@ -165,6 +169,8 @@ impl CompressedCollectives for Communicator {
         let cc = chunk_codec(codec)?;
         let use_ef = ef.is_enabled() && cc.needs_error_feedback();
         let entry = ef.entry(key, codec, input.len(), None, w)?;
+        // Every position of the worker residual may be written below.
+        entry.own_clear = None;
         let e = cc.encoded_len(m);
         let mut send = vec![0u8; w * e];
         let mut scratch = Scratch::new(m);
@@ -274,6 +280,17 @@ impl Scratch {
         out: &mut [u8],
     ) -> Result<()> {
         let m = src.len();
+        if m == self.x.len() {
+            // A whole chunk: no padding, so the codec works on the caller's memory directly
+            // (error feedback fused with the encoding, one pass).
+            return match res {
+                None => {
+                    cc.encode(src, out);
+                    Ok(())
+                }
+                Some(r) => cc.encode_feedback_add(src, r, out),
+            };
+        }
         self.x[..m].copy_from_slice(src);
         self.x[m..].fill(0.0);
         match res {
@@ -332,7 +349,118 @@ fn front<T>(q: &mut VecDeque<T>) -> Result<T> {
 
 type Bytes2 = Work<(Vec<u8>, Vec<u8>)>;
 
-/// Compressed reduce-scatter then compressed all-gather, pipelined by segment.
+/// Elements per tile (rounded to the codec's alignment): the unit the quantised all-reduce
+/// encodes, reduces and decodes, small enough that a tile's sum stays in the L1 cache between
+/// decoding the other ranks' parts and encoding it.
+const TILE: usize = 4096;
+
+/// How a chunk of `c` elements is cut into tiles, each encoded on its own: tile `i` covers
+/// elements `i·t ..` and its bytes follow those of tile `i − 1` (every tile but the last has
+/// `t` elements; all are multiples of the codec's alignment, so scale blocks stay whole).
+struct Tiles {
+    c: usize,
+    t: usize,
+    /// Encoded bytes of a whole tile and of the last one.
+    et: usize,
+    elast: usize,
+    /// Encoded bytes of a chunk (the sum over its tiles).
+    e: usize,
+}
+
+impl Tiles {
+    fn new(cc: &dyn ChunkCodec, c: usize) -> Tiles {
+        let align = cc.align();
+        let t = (TILE / align).max(1) * align;
+        let t = t.min(c).max(1);
+        let full = c / t;
+        let last = c - full * t;
+        let (et, elast) = (cc.encoded_len(t), cc.encoded_len(last));
+        let e = full * et + if last > 0 { elast } else { 0 };
+        Tiles { c, t, et, elast, e }
+    }
+
+    /// (element range, byte range) of every tile of the chunk.
+    fn iter(&self) -> impl Iterator<Item = (Range<usize>, Range<usize>)> + '_ {
+        (0..self.c.div_ceil(self.t)).map(move |i| {
+            let a = i * self.t;
+            let len = self.t.min(self.c - a);
+            let b = i * self.et;
+            (
+                a..a + len,
+                b..b + if len == self.t { self.et } else { self.elast },
+            )
+        })
+    }
+}
+
+/// Tile-sized work buffers, for tiles that reach past the end of the tensor (zero padding).
+struct TileBufs {
+    x: Vec<f32>,
+    r: Vec<f32>,
+}
+
+impl TileBufs {
+    /// Encodes `src` (+ `res`, with error feedback), zero-padded to `len` elements, into
+    /// `out`; with `res`, stores what the encoding dropped back into it.
+    fn encode(
+        &mut self,
+        cc: &dyn ChunkCodec,
+        len: usize,
+        src: &[f32],
+        res: Option<&mut [f32]>,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let m = src.len();
+        match res {
+            None if m == len => cc.encode(src, out),
+            Some(r) if m == len => cc.encode_feedback_add(src, r, out)?,
+            res => {
+                self.x.resize(len, 0.0);
+                self.x[..m].copy_from_slice(src);
+                self.x[m..].fill(0.0);
+                match res {
+                    None => cc.encode(&self.x, out),
+                    Some(r) => {
+                        self.r.resize(len, 0.0);
+                        self.r[..m].copy_from_slice(r);
+                        self.r[m..].fill(0.0);
+                        cc.encode_feedback_add(&self.x, &mut self.r, out)?;
+                        r.copy_from_slice(&self.r[..m]);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes `len` elements from `bytes` and stores the first `dst.len()` of them.
+    fn decode(
+        &mut self,
+        cc: &dyn ChunkCodec,
+        len: usize,
+        bytes: &[u8],
+        dst: &mut [f32],
+    ) -> Result<()> {
+        if dst.len() == len {
+            return cc.decode(bytes, dst);
+        }
+        self.x.resize(len, 0.0);
+        cc.decode(bytes, &mut self.x)?;
+        let m = dst.len();
+        dst.copy_from_slice(&self.x[..m]);
+        Ok(())
+    }
+}
+
+/// The part of `range` (relative to the chunk starting at `base`, tile `er`) inside the
+/// tensor: `base + er` clipped to `chunk`.
+fn clip(chunk: &Range<usize>, er: &Range<usize>) -> Range<usize> {
+    let a = (chunk.start + er.start).min(chunk.end);
+    a..(chunk.start + er.end).min(chunk.end)
+}
+
+/// Compressed reduce-scatter then compressed all-gather, pipelined by segment; each chunk
+/// is encoded, reduced and decoded tile by tile.
 fn quantised_all_reduce(
     comm: &Communicator,
     grads: &mut [f32],
@@ -342,9 +470,18 @@ fn quantised_all_reduce(
 ) -> Result<()> {
     let (w, me) = (comm.world_size(), comm.rank());
     let cut = Cut::new(grads.len(), w, cc.align(), seg_elems);
-    let e = cc.encoded_len(cut.c);
-    let mut scratch = Scratch::new(cut.c);
-    let mut acc = vec![0f32; cut.c];
+    let tiles = Tiles::new(cc, cut.c);
+    // Whether this rank's own positions of the worker residual are known to be +0; cleared
+    // until the call completes (an error midway leaves them partly consumed).
+    let clear = entry
+        .as_deref_mut()
+        .is_some_and(|en| en.own_clear.take() == Some((cut.c, me)));
+    let e = tiles.e;
+    let mut bufs = TileBufs {
+        x: Vec::new(),
+        r: Vec::new(),
+    };
+    let mut acc = vec![0f32; tiles.t];
     let mut pool: Vec<Vec<u8>> = Vec::new();
     let mut a2a: VecDeque<Bytes2> = VecDeque::new();
     let mut ag: VecDeque<Bytes2> = VecDeque::new();
@@ -352,9 +489,13 @@ fn quantised_all_reduce(
         if t < cut.nseg {
             let mut send = take(&mut pool, w * e);
             for j in (0..w).filter(|&j| j != me) {
-                let r = cut.range(t, j);
-                let res = entry.as_deref_mut().map(|en| &mut en.worker[r.clone()]);
-                scratch.encode(cc, &grads[r], res, &mut send[j * e..(j + 1) * e])?;
+                let chunk = cut.range(t, j);
+                let out = &mut send[j * e..(j + 1) * e];
+                for (er, br) in tiles.iter() {
+                    let r = clip(&chunk, &er);
+                    let res = entry.as_deref_mut().map(|en| &mut en.worker[r.clone()]);
+                    bufs.encode(cc, er.len(), &grads[r], res, &mut out[br])?;
+                }
             }
             let recv = take(&mut pool, w * e);
             a2a.push_back(comm.all_to_all_async::<u8, _, _>(send, recv)?);
@@ -363,24 +504,46 @@ fn quantised_all_reduce(
             let s = t - LAG;
             let (send, recv) = front(&mut a2a)?.wait()?;
             pool.push(send);
-            // This rank's own chunk is summed exactly (gradient plus worker residual, which
-            // it consumes), then the other ranks' decoded chunks in rank order.
-            let r = cut.range(s, me);
-            acc.fill(0.0);
-            acc[..r.len()].copy_from_slice(&grads[r.clone()]);
-            if let Some(en) = entry.as_deref_mut() {
-                for (a, res) in acc.iter_mut().zip(&mut en.worker[r.clone()]) {
-                    *a += *res;
-                    *res = 0.0;
+            let chunk = cut.range(s, me);
+            let mut shard = take(&mut pool, e);
+            for (er, br) in tiles.iter() {
+                // This rank's own elements are summed exactly (gradient plus worker
+                // residual, which it consumes), then the other ranks' decoded parts in rank
+                // order, then the server residual as the sum is encoded.
+                let r = clip(&chunk, &er);
+                let (a, m) = (&mut acc[..er.len()], r.len());
+                a[m..].fill(0.0);
+                match entry.as_deref_mut() {
+                    Some(_) if clear => {
+                        // The worker residual is +0 here (the last all-reduce consumed it):
+                        // adding it changes only −0 gradients, to +0.
+                        for (a, g) in a.iter_mut().zip(&grads[r.clone()]) {
+                            *a = *g + 0.0;
+                        }
+                    }
+                    Some(en) => {
+                        // The worker residual is consumed; it is written (zeroed) only where
+                        // it is not already +0 (a plain all-reduce leaves it so).
+                        let (res, mut any) = (&mut en.worker[r.clone()], 0u32);
+                        let own = a.iter_mut().zip(&grads[r.clone()]);
+                        for ((a, g), res) in own.zip(res.iter()) {
+                            *a = *g + *res;
+                            any |= res.to_bits();
+                        }
+                        if any != 0 {
+                            res.fill(0.0);
+                        }
+                    }
+                    None => a[..m].copy_from_slice(&grads[r.clone()]),
                 }
-            }
-            for j in (0..w).filter(|&j| j != me) {
-                cc.decode_add(&recv[j * e..(j + 1) * e], &mut acc)?;
+                for j in (0..w).filter(|&j| j != me) {
+                    cc.decode_add(&recv[j * e + br.start..j * e + br.end], a)?;
+                }
+                let res = entry.as_deref_mut().map(|en| &mut en.server[r]);
+                // Only the elements inside the tensor: padding is encoded as zeros.
+                bufs.encode(cc, er.len(), &a[..m], res, &mut shard[br])?;
             }
             pool.push(recv);
-            let mut shard = take(&mut pool, e);
-            let res = entry.as_deref_mut().map(|en| &mut en.server[r.clone()]);
-            scratch.encode(cc, &acc[..r.len()], res, &mut shard)?;
             let out = take(&mut pool, w * e);
             ag.push_back(comm.all_gather_async::<u8, _, _>(shard, out)?);
         }
@@ -388,13 +551,19 @@ fn quantised_all_reduce(
             let s = t - 2 * LAG;
             let (shard, out) = front(&mut ag)?.wait()?;
             for j in 0..w {
-                let r = cut.range(s, j);
-                cc.decode(&out[j * e..(j + 1) * e], &mut scratch.d)?;
-                grads[r.clone()].copy_from_slice(&scratch.d[..r.len()]);
+                let chunk = cut.range(s, j);
+                for (er, br) in tiles.iter() {
+                    let r = clip(&chunk, &er);
+                    let bytes = &out[j * e + br.start..j * e + br.end];
+                    bufs.decode(cc, er.len(), bytes, &mut grads[r])?;
+                }
             }
             pool.push(shard);
             pool.push(out);
         }
+    }
+    if let Some(en) = entry {
+        en.own_clear = Some((cut.c, me));
     }
     Ok(())
 }
@@ -411,18 +580,19 @@ fn sparse_all_reduce(
     let (n, w) = (grads.len(), comm.world_size());
     let nseg = n.div_ceil(seg_elems);
     let range = |s: usize| s * seg_elems..((s + 1) * seg_elems).min(n);
-    let mut scratch = Scratch::new(seg_elems.min(n));
     let mut pool: Vec<Vec<u8>> = Vec::new();
     let mut q: VecDeque<Bytes2> = VecDeque::new();
     for t in 0..nseg + LAG {
         if t < nseg {
             let r = range(t);
             let e = cc.encoded_len(r.len());
-            scratch.x.truncate(r.len());
-            scratch.d.truncate(r.len());
             let mut send = take(&mut pool, e);
-            let res = enabled.then(|| &mut entry.worker[r.clone()]);
-            scratch.encode(cc, &grads[r], res, &mut send)?;
+            let g = &grads[r.clone()];
+            if enabled {
+                cc.encode_feedback_add(g, &mut entry.worker[r], &mut send)?;
+            } else {
+                cc.encode(g, &mut send);
+            }
             let out = take(&mut pool, w * e);
             q.push_back(comm.all_gather_async::<u8, _, _>(send, out)?);
         }
@@ -431,6 +601,8 @@ fn sparse_all_reduce(
             let e = cc.encoded_len(r.len());
             let (send, out) = front(&mut q)?.wait()?;
             let g = &mut grads[r];
+            // Zeroed just before the sparse parts are added, so the segment is in cache
+            // for their scattered additions.
             g.fill(0.0);
             for j in 0..w {
                 cc.decode_add(&out[j * e..(j + 1) * e], g)?;

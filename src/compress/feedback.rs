@@ -20,6 +20,10 @@ pub(super) struct Entry {
     /// PowerSGD's Q (cols × rank, row-major), warm-started from the previous step; empty
     /// until the first step.
     pub(super) q: Vec<f32>,
+    /// `Some((chunk, rank))` when the worker residual is known to be +0 at every position of
+    /// this rank's chunks under that cut (a quantised all-reduce consumed them and nothing
+    /// wrote them since), so the next all-reduce need not read it there.
+    pub(super) own_clear: Option<(usize, usize)>,
 }
 
 /// Error-feedback state of the compressed collectives: per key, the residuals a lossy codec
@@ -106,6 +110,7 @@ impl ErrorFeedback {
             worker: Vec::new(),
             server: Vec::new(),
             q: Vec::new(),
+            own_clear: None,
         });
         let mismatch = |what, expected: String, got: String| {
             Err(Error::FeedbackMismatch {
@@ -130,6 +135,7 @@ impl ErrorFeedback {
         if self.enabled && codec.needs_error_feedback() && e.worker.len() != len {
             e.worker = vec![0.0; len];
             e.server = vec![0.0; len];
+            e.own_clear = None;
         }
         Ok(e)
     }

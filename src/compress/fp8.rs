@@ -127,6 +127,33 @@ fn encode_feedback_generic<F: Format>(block: usize, x: &mut [f32], dst: &mut [u8
     }
 }
 
+/// [`encode_feedback_generic`] of `x = src + res`, with `x` built block by block in `res`
+/// (the block stays in cache between the passes).
+#[inline(always)]
+fn encode_feedback_add_generic<F: Format>(
+    block: usize,
+    src: &[f32],
+    res: &mut [f32],
+    dst: &mut [u8],
+) {
+    let nb = res.len().div_ceil(block);
+    let (scales, codes) = dst.split_at_mut(4 * nb);
+    let blocks = src.chunks(block).zip(res.chunks_mut(block));
+    for (i, ((ss, xs), cs)) in blocks.zip(codes.chunks_mut(block)).enumerate() {
+        for (x, s) in xs.iter_mut().zip(ss) {
+            *x += *s;
+        }
+        let scale = (finite_amax(xs) / F::MAX).max(f32::MIN_POSITIVE);
+        let inv = 1.0 / scale;
+        put_f32(scales, i, scale);
+        for (x, c) in xs.iter_mut().zip(cs.iter_mut()) {
+            let code = F::encode(*x * inv);
+            *c = code;
+            *x = residual(*x, F::decode(code) * scale);
+        }
+    }
+}
+
 #[inline(always)]
 fn decode_generic<F: Format, const ADD: bool>(block: usize, src: &[u8], dst: &mut [f32]) {
     let nb = dst.len().div_ceil(block);
@@ -145,6 +172,7 @@ fn decode_generic<F: Format, const ADD: bool>(block: usize, src: &[u8], dst: &mu
 enum Kernel {
     Encode,
     EncodeFeedback,
+    EncodeFeedbackAdd,
     Decode,
     DecodeAdd,
 }
@@ -154,6 +182,7 @@ fn run<F: Format>(k: Kernel, block: usize, f: &[f32], fm: &mut [f32], b: &[u8], 
     match k {
         Kernel::Encode => encode_generic::<F>(block, f, bm),
         Kernel::EncodeFeedback => encode_feedback_generic::<F>(block, fm, bm),
+        Kernel::EncodeFeedbackAdd => encode_feedback_add_generic::<F>(block, f, fm, bm),
         Kernel::Decode => decode_generic::<F, false>(block, b, fm),
         Kernel::DecodeAdd => decode_generic::<F, true>(block, b, fm),
     }
@@ -224,6 +253,11 @@ impl ChunkCodec for BlockFp8 {
 
     fn encode_feedback(&self, x: &mut [f32], out: &mut [u8], _tmp: &mut [f32]) -> Result<()> {
         self.dispatch(Kernel::EncodeFeedback, &[], x, &[], out);
+        Ok(())
+    }
+
+    fn encode_feedback_add(&self, src: &[f32], res: &mut [f32], out: &mut [u8]) -> Result<()> {
+        self.dispatch(Kernel::EncodeFeedbackAdd, src, res, &[], out);
         Ok(())
     }
 
