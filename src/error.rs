@@ -170,6 +170,9 @@ pub enum Error {
     /// Setting up a transport failed.
     #[error("transport setup failed")]
     Transport(#[from] LinkError),
+    /// A topology (file or description) that is malformed or does not fit the job.
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
     /// A schedule broke an invariant (a bug in ferrocoll, reported instead of hanging).
     #[error("internal error: {0}")]
     Internal(String),
@@ -208,7 +211,8 @@ impl Error {
             | Error::NullPointer(_)
             | Error::Indivisible { .. }
             | Error::CountTooLarge(_)
-            | Error::Config { .. } => ErrorKind::InvalidArgument,
+            | Error::Config { .. }
+            | Error::Topology(_) => ErrorKind::InvalidArgument,
             Error::Unsupported { .. } | Error::AlgoNotSupported { .. } | Error::Mismatch { .. } => {
                 ErrorKind::InvalidUsage
             }
@@ -320,6 +324,7 @@ impl Error {
             Transport(e) => Transport(e.duplicate()),
             CommFailed(c) => CommFailed(c.clone()),
             Internal(m) => Internal(m.clone()),
+            Topology(e) => Topology(e.clone()),
         }
     }
 }
