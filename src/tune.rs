@@ -321,53 +321,81 @@ fn halving_doubling(net: &Net, kind: Collective, p: usize, bytes: f64, seg: usiz
     Some(t)
 }
 
+/// Slowest flow of a fan-out in which `out[h]` flows leave and `inn[h]` flows enter host
+/// `h`, every host pair that has flows carrying `bytes` each (host level: O(hosts²)).
+fn fan_flow(
+    net: &Net,
+    out: &[f64],
+    inn: &[f64],
+    pair: impl Fn(usize, usize) -> bool,
+    bytes: f64,
+) -> f64 {
+    let t = net.topo;
+    let h = t.hosts().len();
+    let mut worst = 0.0f64;
+    for a in 0..h {
+        for b in 0..h {
+            if !pair(a, b) {
+                continue;
+            }
+            let l = t.host_link(a, b);
+            let bw = if a == b {
+                l.bandwidth
+            } else {
+                l.bandwidth
+                    .min(t.nic_of(a) / out[a].max(1.0))
+                    .min(t.nic_of(b) / inn[b].max(1.0))
+            };
+            worst = worst.max(l.alpha + net.overhead() + bytes / bw);
+        }
+    }
+    worst
+}
+
 fn direct(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
     let p = spec.world;
     let pf = p as f64;
-    let all: Vec<(usize, usize)> = (0..p)
-        .flat_map(|a| (0..p).filter(move |&b| b != a).map(move |b| (a, b)))
-        .take(1 << 22)
-        .collect();
+    let t = net.topo;
+    let k: Vec<f64> = t.hosts().iter().map(|h| h.ranks.len() as f64).collect();
     // Every rank sends to everyone at once; a rank also serialises its own p-1 messages.
-    let fan = |b: f64, pairs: &[(usize, usize)]| {
-        let flows = net.flows(pairs);
-        let per_flow = flows.iter().map(|f| f.time(b)).fold(0.0, f64::max);
-        let intra = net.topo.intra.bandwidth;
-        per_flow.max((pf - 1.0) * b / intra) + seg_cost(pf - 1.0, b, seg)
+    let all_to_all = |b: f64| {
+        let out: Vec<f64> = k.iter().map(|&k| k * (pf - k)).collect();
+        let per_flow = fan_flow(net, &out, &out, |a, c| a != c || k[a] > 1.0, b);
+        per_flow.max((pf - 1.0) * b / t.intra.bandwidth) + seg_cost(pf - 1.0, b, seg)
     };
     Some(match spec.kind {
-        Collective::AllReduce => {
-            fan(bytes, &all) + (pf - 1.0) * reduce_time(bytes) + reduce_time(bytes)
-        }
-        Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => {
-            let red = if spec.kind == Collective::ReduceScatter {
-                (pf - 1.0) * reduce_time(bytes)
-            } else {
-                0.0
-            };
-            fan(bytes, &all) + red
-        }
+        Collective::AllReduce => all_to_all(bytes) + pf * reduce_time(bytes),
+        Collective::AllGather | Collective::AllToAll => all_to_all(bytes),
+        Collective::ReduceScatter => all_to_all(bytes) + (pf - 1.0) * reduce_time(bytes),
         Collective::Broadcast | Collective::Reduce => {
-            let root = spec.root;
-            let pairs: Vec<(usize, usize)> = (0..p)
-                .filter(|&b| b != root)
-                .map(|b| {
-                    if spec.kind == Collective::Broadcast {
-                        (root, b)
-                    } else {
-                        (b, root)
-                    }
-                })
-                .collect();
+            let rh = t.host_of(spec.root);
+            let remote = pf - k[rh];
+            let mut out = vec![0.0; k.len()];
+            let mut inn = vec![0.0; k.len()];
+            // Flows leave the root's host (broadcast) or enter it (reduce).
+            let (from, to) = if spec.kind == Collective::Broadcast {
+                (&mut out, &mut inn)
+            } else {
+                (&mut inn, &mut out)
+            };
+            from[rh] = remote;
+            for (h, &kh) in k.iter().enumerate() {
+                if h != rh {
+                    to[h] = kh;
+                }
+            }
+            let per_flow = fan_flow(net, &out, &inn, |a, b| a == rh || b == rh, bytes);
             let red = if spec.kind == Collective::Reduce {
                 pf * reduce_time(bytes)
             } else {
                 0.0
             };
-            fan(bytes, &pairs) + red
+            per_flow.max((pf - 1.0) * bytes / t.intra.bandwidth)
+                + seg_cost(pf - 1.0, bytes, seg)
+                + red
         }
         Collective::Barrier => {
-            let rounds = (pf).log2().ceil();
+            let rounds = pf.log2().ceil();
             rounds * net.round(&net.ring_edges(), 1.0)
         }
         Collective::SendRecv => return None,
