@@ -89,3 +89,31 @@ fn bad_topology_and_collective_are_refused() {
     assert!(!ok);
     assert!(err.contains("unknown collective \"allreduce\""), "{err}");
 }
+
+#[test]
+fn links_save_writes_a_topology_file_the_library_loads() {
+    let save = std::env::temp_dir().join(format!("ferrocoll-links-{}.json", std::process::id()));
+    let (ok, out, err, _) = probe(&[
+        "links",
+        "--np",
+        "3",
+        "--bw-bytes",
+        "256K",
+        "-n",
+        "2",
+        "--save",
+        save.to_str().unwrap(),
+    ]);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    let t = ferrocoll::topology::json::load(&save);
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&save).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&save);
+    let t = t.unwrap();
+    assert_eq!(t.world(), 3);
+    assert_eq!(t.hosts().len(), 1, "forked local ranks share one host");
+    assert!(t.intra.bandwidth > 0.0);
+    assert!(t.source.unwrap().contains("measured by ferrocoll-probe"));
+    // The raw measurements stay in the file.
+    assert_eq!(raw["links"].as_array().unwrap().len(), 6);
+}
