@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Measured proof of issue 7 on emulated hosts (network + UTS namespaces, tests/netns/lib.sh),
+# every inter-host link shaped to 1 Gbit/s with tbf, ranks started with torchrun-style
+# variables, times from ferrocoll-probe's JSON (max over ranks, the better of in-place and
+# out-of-place; median over ROUNDS alternating rounds).
+#
+#   1. 2 hosts x 2 ranks placed cyclically (ranks 0,2 on host 0; 1,3 on host 1), f32
+#      all-reduce of SIZE (64 MiB): rank-order ring vs topology-ordered ring vs hierarchical,
+#      in the same run. Targets: topology ring >= 1.8x and hierarchical >= 2.5x faster than the
+#      rank-order ring, hierarchical >= 1.3x faster than the topology ring.
+#   2. Tuner regret: topologies {1 host x 4, 2 hosts x 2 (cyclic), 4 hosts x 1}, sizes 8 B
+#      ... 32 MiB in x4 steps and 64 MiB: every all-reduce algorithm and `auto` measured; regret =
+#      auto / fastest - 1 (target <= 10%); the model's prediction for the chosen algorithm
+#      (ferrocoll-probe simulate on the same topology file) against the measured time at
+#      >= 1 MiB (target within 25%).
+#
+#   benches/topo_proof.sh [--short] [PATH/TO/ferrocoll-probe]
+# --short (CI): SIZE 8 MiB, sizes 8 B ... 8 MiB in x16 steps, 1 round, 2 iterations.
+# Exit: 0 every target met, 1 a target missed or a run failed, 77 skipped (no namespaces).
+set -u
+SHORT=0
+if [ "${1:-}" = --short ]; then SHORT=1; shift; fi
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PROBE=${1:-$ROOT/target/release/ferrocoll-probe}
+[ -x "$PROBE" ] || { echo "no probe at $PROBE (cargo build --release --bin ferrocoll-probe)"; exit 1; }
+# shellcheck source=../tests/netns/lib.sh
+. "$ROOT/tests/netns/lib.sh"
+if ! netns_supported; then echo "SKIP topo_proof: $NETNS_WHY"; exit 77; fi
+OUT=$(mktemp -d)
+trap 'netns_down; rm -rf "$OUT"' EXIT
+export RATE_ALL=1
+# SWEEP: the probe's size flags; EXTRA: one more size measured on its own (64 MiB is not
+# 8 x 4^k); SIZES: all of them, for the simulator and the tables.
+if [ $SHORT = 1 ]; then
+  SIZE=$((8 << 20)); ITERS=2; ROUNDS=1; SWEEP="-b 8 -e 8M -f 16"; EXTRA=""
+  SIZES="8 128 2048 32768 524288 8388608"
+else
+  SIZE=$((64 << 20)); ITERS=3; ROUNDS=${ROUNDS:-3}; SWEEP="-b 8 -e 32M -f 4"; EXTRA=67108864
+  SIZES="8 32 128 512 2048 8192 32768 131072 524288 2097152 8388608 33554432 67108864"
+fi
+PORT=$((20000 + $$ % 20000))
+NAMES=(hostA hostB hostC hostD)
+
+# topo_file HOSTS: the topology of 4 ranks dealt cyclically over HOSTS hosts (rank r on host
+# r mod HOSTS), 1 Gbit between hosts, shared memory inside.
+topo_file() {
+  local h=$1 f="$OUT/topo$1.json"
+  python3 - "$h" "$f" <<'EOF'
+import json, sys
+h, path = int(sys.argv[1]), sys.argv[2]
+hosts = [{"name": f"host{chr(65 + i)}", "ranks": [r for r in range(4) if r % h == i]} for i in range(h)]
+json.dump({"format": "ferrocoll-topology", "version": 1,
+           "source": "benches/topo_proof.sh: netns hosts, tbf 1gbit on every veth, shm inside a host",
+           "world_size": 4,
+           "intra_host": {"latency_us": 2, "bandwidth_gbit_s": 40},
+           "inter_host": {"latency_us": 60, "bandwidth_gbit_s": 1},
+           "nic_gbit_s": 1, "hosts": hosts}, open(path, "w"), indent=1)
+EOF
+  echo "$f"
+}
+
+# run_job HOSTS TAG ENV… -- PROBE-ARGS…: 4 ranks, rank r on host r mod HOSTS; JSON in $OUT/TAG.json.
+run_job() {
+  local hosts=$1 tag=$2; shift 2
+  local envs=() pids=() r rc=0
+  while [ "$1" != -- ]; do envs+=("$1"); shift; done; shift
+  PORT=$((PORT + 2))
+  for r in 0 1 2 3; do
+    local h=$((r % hosts))
+    netns_exec $h "${NAMES[$h]}" env RANK=$r WORLD_SIZE=4 LOCAL_RANK=$((r / hosts)) \
+      LOCAL_WORLD_SIZE=$((4 / hosts)) MASTER_ADDR="$(netns_ip 0)" MASTER_PORT=$PORT \
+      FERROCOLL_SOCKET_IFNAME=up0 FERROCOLL_TIMEOUT=120 "${envs[@]}" \
+      timeout 900 "$PROBE" "$@" --json "$OUT/$tag.json" >"$OUT/$tag.$r" 2>"$OUT/$tag.$r.err" &
+    pids+=($!)
+  done
+  for r in 0 1 2 3; do
+    wait "${pids[$r]}" || { rc=1; echo "rank $r of '$tag' failed:"; tail -5 "$OUT/$tag.$r.err"; }
+  done
+  return $rc
+}
+
+netns_up 4 1gbit || { echo "FAIL: could not create the namespaces"; exit 1; }
+fail=0
+
+echo "== 1. 2 hosts x 2 ranks (cyclic), 1 Gbit, all-reduce of $SIZE bytes, $ROUNDS round(s)"
+T2=$(topo_file 2)
+for ((k = 0; k < ROUNDS; k++)); do
+  for v in rank topology hierarchical; do
+    case $v in
+      rank) e=(FERROCOLL_RING_ORDER=rank); a=ring ;;
+      topology) e=(FERROCOLL_RING_ORDER=topology); a=ring ;;
+      hierarchical) e=(FERROCOLL_RING_ORDER=topology); a=hierarchical ;;
+    esac
+    run_job 2 "p1.$v.$k" FERROCOLL_TOPO_FILE="$T2" "${e[@]}" -- all_reduce -b $SIZE -e $SIZE \
+      -n $ITERS -w 1 -c 1 --algo $a || fail=1
+  done
+done
+python3 - "$OUT" "$ROUNDS" <<'EOF' || fail=1
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def t(tag):
+    d = json.load(open(f"{out}/{tag}.json"))
+    assert d["ok"], f"{tag}: wrong results"
+    r = d["rows"][0]
+    return min(h["time_us"] for h in (r["out_of_place"], r["in_place"]) if h) / 1e6
+m = {v: statistics.median(t(f"p1.{v}.{k}") for k in range(rounds)) for v in ("rank", "topology", "hierarchical")}
+for v, s in m.items():
+    print(f"   {v:>13}: {s:8.3f} s")
+checks = [("topology ring vs rank ring", m["rank"] / m["topology"], 1.8),
+          ("hierarchical vs rank ring", m["rank"] / m["hierarchical"], 2.5),
+          ("hierarchical vs topology ring", m["topology"] / m["hierarchical"], 1.3)]
+bad = 0
+for name, x, need in checks:
+    ok = x >= need
+    bad |= not ok
+    print(f"{'ok  ' if ok else 'MISS'} {name}: {x:.2f}x (target >= {need}x)")
+sys.exit(bad)
+EOF
+
+echo "== 2. tuner regret and model error (all-reduce, sizes: $SIZES)"
+for hosts in 1 2 4; do
+  T=$(topo_file $hosts)
+  "$PROBE" simulate --topo "$T" all_reduce $SIZES >"$OUT/sim$hosts.txt" || fail=1
+  for ((k = 0; k < ROUNDS; k++)); do
+    for a in auto ring tree halving_doubling direct hierarchical; do
+      # shellcheck disable=SC2086
+      run_job $hosts "p2.$hosts.$a.$k" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
+        $SWEEP -n $ITERS -w 1 -c 0 || fail=1
+      if [ -n "$EXTRA" ]; then
+        run_job $hosts "p2x.$hosts.$a.$k" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
+          -b $EXTRA -e $EXTRA -n $ITERS -w 1 -c 0 || fail=1
+      fi
+    done
+  done
+done
+python3 - "$OUT" "$ROUNDS" "$SIZES" <<'EOF' || fail=1
+import json, statistics, sys
+out, rounds, sizes = sys.argv[1], int(sys.argv[2]), [int(s) for s in sys.argv[3].split()]
+algos = ["ring", "tree", "halving_doubling", "direct", "hierarchical"]
+import os
+def rows(tag):
+    got = {}
+    for t in (tag, tag.replace("p2.", "p2x.", 1)):
+        if os.path.exists(f"{out}/{t}.json"):
+            got.update({r["size"]: r for r in json.load(open(f"{out}/{t}.json"))["rows"]})
+    return got
+def secs(r):
+    return min(h["time_us"] for h in (r["out_of_place"], r["in_place"]) if h) / 1e6
+def parse_units(s):
+    v, u = s.split()
+    return float(v) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[u]
+bad = 0
+worst_regret, worst_err = 0.0, 0.0
+for hosts in (1, 2, 4):
+    # Predicted seconds per (size, algorithm) from the simulator's table.
+    pred = {}
+    for line in open(f"{out}/sim{hosts}.txt"):
+        if line.startswith("#"):
+            continue
+        f = line.split()
+        size, cells = int(f[0]), f[1:]
+        vals = []
+        i = 0
+        for _ in algos:
+            if cells[i] == "-":
+                vals.append(None); i += 1
+            else:
+                vals.append(parse_units(cells[i] + " " + cells[i + 1])); i += 2
+        pred[size] = dict(zip(algos, vals))
+    print(f"-- {hosts} host(s) x {4 // hosts} rank(s)")
+    print(f"   {'size':>9} {'auto':>17} " + " ".join(f"{a:>16}" for a in algos) + "   regret  model")
+    med = {a: {} for a in algos + ["auto"]}
+    chosen = {}
+    for a in algos + ["auto"]:
+        per = [rows(f"p2.{hosts}.{a}.{k}") for k in range(rounds)]
+        for s in sizes:
+            med[a][s] = statistics.median(secs(p[s]) for p in per)
+            if a == "auto":
+                chosen[s] = per[0][s]["algorithm"]
+    for s in sizes:
+        best = min(med[a][s] for a in algos)
+        regret = med["auto"][s] / best - 1
+        worst_regret = max(worst_regret, regret)
+        c = chosen[s]
+        p = pred.get(s, {}).get(c)
+        err = ""
+        if s >= 1 << 20 and p:
+            e = p / med["auto"][s] - 1
+            worst_err = max(worst_err, abs(e))
+            err = f"{e:+.0%}"
+            bad |= abs(e) > 0.25
+        bad |= regret > 0.10
+        cells = " ".join(f"{med[a][s] * 1e6:16.1f}" for a in algos)
+        print(f"   {s:>9} {c:>8}{med['auto'][s] * 1e6:9.1f} {cells} {regret:7.1%} {err:>6}")
+print(f"{'ok  ' if worst_regret <= 0.10 else 'MISS'} worst tuner regret {worst_regret:.1%} (target <= 10%)")
+print(f"{'ok  ' if worst_err <= 0.25 else 'MISS'} worst model error at >= 1 MiB {worst_err:.0%} (target <= 25%)")
+sys.exit(bad)
+EOF
+exit $fail
