@@ -331,10 +331,9 @@ fn fan_flow(
     bytes: f64,
 ) -> f64 {
     let t = net.topo;
-    let h = t.hosts().len();
     let mut worst = 0.0f64;
-    for a in 0..h {
-        for b in 0..h {
+    for (a, &out_a) in out.iter().enumerate() {
+        for (b, &inn_b) in inn.iter().enumerate() {
             if !pair(a, b) {
                 continue;
             }
@@ -343,8 +342,8 @@ fn fan_flow(
                 l.bandwidth
             } else {
                 l.bandwidth
-                    .min(t.nic_of(a) / out[a].max(1.0))
-                    .min(t.nic_of(b) / inn[b].max(1.0))
+                    .min(t.nic_of(a) / out_a.max(1.0))
+                    .min(t.nic_of(b) / inn_b.max(1.0))
             };
             worst = worst.max(l.alpha + net.overhead() + bytes / bw);
         }
