@@ -29,13 +29,15 @@ if ! netns_supported; then echo "SKIP topo_proof: $NETNS_WHY"; exit 77; fi
 OUT=$(mktemp -d)
 trap 'netns_down; rm -rf "$OUT"' EXIT
 export RATE_ALL=1
-# SWEEP: the probe's size flags; EXTRA: one more size measured on its own (64 MiB is not
-# 8 x 4^k); SIZES: all of them, for the simulator and the tables.
+# SMALL / LARGE: the probe's size flags below and above 1 MiB; EXTRA: one more size measured
+# on its own (64 MiB is not 8 x 4^k); SIZES: all of them, for the simulator and the tables.
 if [ $SHORT = 1 ]; then
-  SIZE=$((8 << 20)); ITERS=2; ROUNDS=1; SWEEP="-b 8 -e 8M -f 16"; EXTRA=""
-  SIZES="8 128 2048 32768 524288 8388608"
+  SIZE=$((8 << 20)); ITERS=2; ROUNDS=1; SMALL_ITERS=10
+  SMALL="-b 8 -e 32K -f 64"; LARGE="-b 2M -e 8M -f 4"; EXTRA=""
+  SIZES="8 512 32768 2097152 8388608"
 else
-  SIZE=$((64 << 20)); ITERS=3; ROUNDS=${ROUNDS:-3}; SWEEP="-b 8 -e 32M -f 4"; EXTRA=67108864
+  SIZE=$((64 << 20)); ITERS=2; ROUNDS=${ROUNDS:-3}; SMALL_ITERS=20
+  SMALL="-b 8 -e 512K -f 4"; LARGE="-b 2M -e 32M -f 4"; EXTRA=67108864
   SIZES="8 32 128 512 2048 8192 32768 131072 524288 2097152 8388608 33554432 67108864"
 fi
 PORT=$((20000 + $$ % 20000))
@@ -59,7 +61,8 @@ EOF
   echo "$f"
 }
 
-# run_job HOSTS TAG ENV… -- PROBE-ARGS…: 4 ranks, rank r on host r mod HOSTS; JSON in $OUT/TAG.json.
+# run_job HOSTS TAG ENV… -- PROBE-ARGS…: 4 ranks, rank r on host r mod HOSTS; rank r's output
+# in $OUT/TAG.r.
 run_job() {
   local hosts=$1 tag=$2; shift 2
   local envs=() pids=() r rc=0
@@ -70,7 +73,7 @@ run_job() {
     netns_exec $h "${NAMES[$h]}" env RANK=$r WORLD_SIZE=4 LOCAL_RANK=$((r / hosts)) \
       LOCAL_WORLD_SIZE=$((4 / hosts)) MASTER_ADDR="$(netns_ip 0)" MASTER_PORT=$PORT \
       FERROCOLL_SOCKET_IFNAME=up0 FERROCOLL_TIMEOUT=120 "${envs[@]}" \
-      timeout 900 "$PROBE" "$@" --json "$OUT/$tag.json" >"$OUT/$tag.$r" 2>"$OUT/$tag.$r.err" &
+      timeout 900 "$PROBE" "$@" >"$OUT/$tag.$r" 2>"$OUT/$tag.$r.err" &
     pids+=($!)
   done
   for r in 0 1 2 3; do
@@ -79,11 +82,28 @@ run_job() {
   return $rc
 }
 
+# calibrate HOSTS: measure the links of that placement (ferrocoll-probe links --save) and
+# print the topology file's path; the file keeps the measured medians inside and between
+# hosts, which carry this machine's real per-message costs into the cost model.
+calibrate() {
+  local h=$1 f="$OUT/measured$1.json"
+  run_job "$h" "links.$h" FERROCOLL_TOPO_FILE="$(topo_file "$h")" -- links --bw-bytes 4M -n 5 -w 2 \
+    --save "$f" >&2 || return 1
+  python3 - "$f" >&2 <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+i, o = d["intra_host"], d["inter_host"]
+print(f"   measured: inside a host {i['latency_us']:.1f} us {i['bandwidth_gbit_s']:.2f} Gbit/s; "
+      f"between hosts {o['latency_us']:.1f} us {o['bandwidth_gbit_s']:.2f} Gbit/s")
+EOF
+  echo "$f"
+}
+
 netns_up 4 1gbit || { echo "FAIL: could not create the namespaces"; exit 1; }
 fail=0
 
 echo "== 1. 2 hosts x 2 ranks (cyclic), 1 Gbit, all-reduce of $SIZE bytes, $ROUNDS round(s)"
-T2=$(topo_file 2)
+T2=$(calibrate 2) || { echo "FAIL: link calibration"; exit 1; }
 for ((k = 0; k < ROUNDS; k++)); do
   for v in rank topology hierarchical; do
     case $v in
@@ -92,7 +112,7 @@ for ((k = 0; k < ROUNDS; k++)); do
       hierarchical) e=(FERROCOLL_RING_ORDER=topology); a=hierarchical ;;
     esac
     run_job 2 "p1.$v.$k" FERROCOLL_TOPO_FILE="$T2" "${e[@]}" -- all_reduce -b $SIZE -e $SIZE \
-      -n $ITERS -w 1 -c 1 --algo $a || fail=1
+      -n $ITERS -w 1 -c 1 --algo $a --json "$OUT/p1.$v.$k.json" || fail=1
   done
 done
 python3 - "$OUT" "$ROUNDS" <<'EOF' || fail=1
@@ -118,19 +138,27 @@ sys.exit(bad)
 EOF
 
 echo "== 2. tuner regret and model error (all-reduce, sizes: $SIZES)"
+# Small sizes: many iterations, ROUNDS alternating rounds (cheap); large sizes: few
+# iterations, one round (a 64 MiB direct all-reduce takes seconds per call at 1 Gbit).
 for hosts in 1 2 4; do
-  T=$(topo_file $hosts)
+  T=$(calibrate $hosts) || { fail=1; continue; }
+  # shellcheck disable=SC2086
   "$PROBE" simulate --topo "$T" all_reduce $SIZES >"$OUT/sim$hosts.txt" || fail=1
   for ((k = 0; k < ROUNDS; k++)); do
     for a in auto ring tree halving_doubling direct hierarchical; do
       # shellcheck disable=SC2086
-      run_job $hosts "p2.$hosts.$a.$k" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
-        $SWEEP -n $ITERS -w 1 -c 0 || fail=1
-      if [ -n "$EXTRA" ]; then
-        run_job $hosts "p2x.$hosts.$a.$k" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
-          -b $EXTRA -e $EXTRA -n $ITERS -w 1 -c 0 || fail=1
-      fi
+      run_job $hosts "p2s.$hosts.$a.$k" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
+        $SMALL -n $SMALL_ITERS -w 2 -c 0 --json "$OUT/p2s.$hosts.$a.$k.json" || fail=1
     done
+  done
+  for a in auto ring tree halving_doubling direct hierarchical; do
+    # shellcheck disable=SC2086
+    run_job $hosts "p2l.$hosts.$a" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
+      $LARGE -n $ITERS -w 1 -c 0 --json "$OUT/p2l.$hosts.$a.json" || fail=1
+    if [ -n "$EXTRA" ]; then
+      run_job $hosts "p2x.$hosts.$a" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
+        -b $EXTRA -e $EXTRA -n $ITERS -w 1 -c 0 --json "$OUT/p2x.$hosts.$a.json" || fail=1
+    fi
   done
 done
 python3 - "$OUT" "$ROUNDS" "$SIZES" <<'EOF' || fail=1
@@ -138,9 +166,9 @@ import json, statistics, sys
 out, rounds, sizes = sys.argv[1], int(sys.argv[2]), [int(s) for s in sys.argv[3].split()]
 algos = ["ring", "tree", "halving_doubling", "direct", "hierarchical"]
 import os
-def rows(tag):
+def rows(hosts, a, k):
     got = {}
-    for t in (tag, tag.replace("p2.", "p2x.", 1)):
+    for t in (f"p2s.{hosts}.{a}.{k}", f"p2l.{hosts}.{a}", f"p2x.{hosts}.{a}"):
         if os.path.exists(f"{out}/{t}.json"):
             got.update({r["size"]: r for r in json.load(open(f"{out}/{t}.json"))["rows"]})
     return got
@@ -172,9 +200,9 @@ for hosts in (1, 2, 4):
     med = {a: {} for a in algos + ["auto"]}
     chosen = {}
     for a in algos + ["auto"]:
-        per = [rows(f"p2.{hosts}.{a}.{k}") for k in range(rounds)]
+        per = [rows(hosts, a, k) for k in range(rounds)]
         for s in sizes:
-            med[a][s] = statistics.median(secs(p[s]) for p in per)
+            med[a][s] = statistics.median(secs(p[s]) for p in per if s in p)
             if a == "auto":
                 chosen[s] = per[0][s]["algorithm"]
     for s in sizes:
