@@ -3,10 +3,13 @@
 //! An α–β model: a message of `b` bytes over a link costs `α + b / bandwidth`, where the
 //! bandwidth of a flow between hosts is the least of its link's bandwidth and its share of
 //! the sending and receiving hosts' NICs (every flow that leaves a host at the same time
-//! shares that host's NIC). Each algorithm's cost walks the communication pattern its
-//! schedule really has on the [`Placement`] — the ring's edges, the hierarchical columns, the
-//! halving-doubling partners — and adds a per-message and per-segment software overhead and
-//! the local reduction time. Every constant is in [`CONSTANTS`]; the link figures come from
+//! shares that host's NIC). Each algorithm's cost follows the communication pattern its
+//! schedule has on the [`Placement`] — the ring's edges, the hierarchical columns, the
+//! halving-doubling partners, direct's fan-out per host pair; the double binary tree is
+//! approximated (depth, and the share of its edges that cross hosts taken as a random pair's)
+//! — and adds a per-message and per-segment software overhead and the local reduction time.
+//! Not modelled: CPU oversubscription (more ranks than cores copying through shared memory)
+//! and shaping bursts (small messages passing a token bucket faster than its rate). Every constant is in [`CONSTANTS`]; the link figures come from
 //! the [`Topology`] (discovered defaults are also in [`CONSTANTS`]).
 //!
 //! The tuner ([`crate::plan::Tuner`]) and `ferrocoll-probe simulate` both price with
@@ -280,7 +283,6 @@ fn halving_doubling(net: &Net, kind: Collective, p: usize, bytes: f64, seg: usiz
         _ => return None,
     };
     let mut t = 0.0;
-    let mut msgs = 0.0;
     if e > 0 {
         let pairs: Vec<(usize, usize)> = (0..e).map(|i| (2 * i + 1, 2 * i)).collect();
         let fold = match kind {
@@ -294,7 +296,6 @@ fn halving_doubling(net: &Net, kind: Collective, p: usize, bytes: f64, seg: usiz
             net.round(&pairs, total)
         };
         t += net.round(&pairs, fold) + back;
-        msgs += 2.0;
     }
     let mut d = pp / 2;
     let mut piece = total / 2.0;
@@ -315,9 +316,7 @@ fn halving_doubling(net: &Net, kind: Collective, p: usize, bytes: f64, seg: usiz
         if kind != Collective::AllGather {
             t += reduce_time(*piece);
         }
-        msgs += phases;
     }
-    let _ = msgs;
     Some(t)
 }
 
