@@ -87,7 +87,10 @@ fn bad_topology_and_collective_are_refused() {
     assert!(err.contains("unknown collective \"allreduce\""), "{err}");
     let (ok, _, err, _) = probe(&["simulate", "--topo", &path, "--ring-order", "fast"]);
     assert!(!ok);
-    assert!(err.contains("--ring-order \"fast\": expected topology or rank"), "{err}");
+    assert!(
+        err.contains("--ring-order \"fast\": expected topology or rank"),
+        "{err}"
+    );
     let (ok, _, err, _) = probe(&["simulate", "--topo", &path, "--algo", "bogus"]);
     assert!(!ok);
     assert!(err.contains("FERROCOLL_ALGO"), "{err}");
