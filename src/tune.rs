@@ -507,4 +507,65 @@ mod tests {
             }
         }
     }
+
+    /// The model's bandwidth term against the schedules themselves: on clusters where the
+    /// NICs are the bottleneck (fast, latency-free hosts, 1 Gbit between them, 256 MiB), the
+    /// predicted time must match the bytes each host's ranks really send off the host in
+    /// their plans, divided by the NIC.
+    #[test]
+    fn model_matches_the_bytes_the_schedules_send_across_hosts() {
+        use crate::algo::{by_name, plan_all_on};
+        use crate::schedule::Step;
+        for (hosts, per, cyclic) in [
+            (2usize, 2usize, true),
+            (3, 2, true),
+            (2, 4, false),
+            (4, 3, true),
+        ] {
+            let t = Topology::uniform(hosts, per, cyclic)
+                .with_intra(LinkSpec::from_us_gbit(0.0, 1e6))
+                .with_inter(LinkSpec::from_us_gbit(0.0, 1.0), 1e9 / 8.0);
+            for (algo, order) in [
+                ("ring", RingOrder::Rank),
+                ("ring", RingOrder::Topology),
+                ("hierarchical", RingOrder::Topology),
+                ("halving_doubling", RingOrder::Topology),
+            ] {
+                let world = t.world();
+                if algo == "halving_doubling" && !world.is_power_of_two() {
+                    continue;
+                }
+                let place = Placement::new(&t, order);
+                let spec = CollSpec {
+                    kind: Collective::AllReduce,
+                    world,
+                    count: 64 << 20,
+                    root: 0,
+                };
+                let plans = plan_all_on(by_name(algo).unwrap(), &spec, &place);
+                let mut out = vec![0f64; hosts];
+                for (r, plan) in plans.iter().enumerate() {
+                    for st in &plan.steps {
+                        if let Step::Send { peer, src } = st {
+                            if t.host_of(r) != t.host_of(*peer) {
+                                out[t.host_of(r)] += (src.len * 4) as f64;
+                            }
+                        }
+                    }
+                }
+                let wire = out.iter().fold(0.0f64, |m, b| m.max(*b)) / t.nic;
+                let net = Net {
+                    topo: &t,
+                    place: &place,
+                };
+                let model = cost(algo, &net, &spec, 4, 512 << 10).unwrap();
+                let ratio = model / wire;
+                assert!(
+                    (0.97..1.05).contains(&ratio),
+                    "{algo} {order:?} on {hosts}x{per} cyclic={cyclic}: model {model:.3} s, \
+                     schedules' bytes over the NIC {wire:.3} s"
+                );
+            }
+        }
+    }
 }
