@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The long checks kept out of the regular suite (#[ignore]d there): the exhaustive fp8/bf16
 # encoder check over all 2^32 f32 patterns, and the shared-memory bandwidth/latency
-# measurement. Release build; a few minutes.
+# measurement, and the resident-set check over 1,000 64 MiB all-reduces. Release build; a few
+# minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release -p ferrocoll --lib -- --ignored --nocapture encoders_exhaustive
 cargo test --release -p ferrocoll-transports --lib -- --ignored --nocapture shm_bench
+FC_MEM_CALLS=1000 cargo test --release --test memory -- --nocapture

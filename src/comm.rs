@@ -154,6 +154,9 @@ impl Communicator {
         cfg: Config,
     ) -> Result<Communicator> {
         let rv = crate::bootstrap::rendezvous::rendezvous(env, &cfg)?;
+        let mut cfg = cfg;
+        let me = &rv.peers.hosts[env.rank];
+        cfg.resolve_yield(rv.peers.hosts.iter().filter(|h| *h == me).count());
         let hosts = crate::topology::Topology::from_host_names(&rv.peers.hosts);
         let mut c = Communicator::from_endpoint_on(Box::new(rv.endpoint), cfg, None, Some(hosts))?;
         c.peers = Some(rv.peers);

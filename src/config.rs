@@ -72,6 +72,30 @@ pub struct Config {
     pub secret: Option<String>,
     /// Bytes per shared-memory ring (`FERROCOLL_SHM_RING_BYTES`, default 4 MiB).
     pub shm_ring_bytes: usize,
+    /// Whether an idle rank gives its core away (`sched_yield`) while it spins
+    /// (`FERROCOLL_YIELD_WHEN_IDLE=auto|0|1`, like Open MPI's `mpi_yield_when_idle`). `None`
+    /// (auto): yield when this host runs more ranks than this process may use cores, where a
+    /// spinning rank would take the core from the peer it waits for.
+    pub yield_when_idle: Option<bool>,
+    /// Single-copy transfers between ranks of a host where the kernel allows them
+    /// (`FERROCOLL_SHM_DIRECT=1|0`, default 1): the receiver copies large messages straight
+    /// from the sender's buffer (cross-memory attach) instead of through the ring.
+    pub shm_direct: bool,
+    /// Smallest segment sent by single copy where the link can (`FERROCOLL_DIRECT_MIN_BYTES`,
+    /// default 64 KiB; below it the system call and acknowledgement cost more than the copy
+    /// through the ring saves). Small values make tests reach the single-copy paths.
+    pub direct_min_bytes: usize,
+}
+
+impl Config {
+    /// Resolves an automatic [`Config::yield_when_idle`] for `local_ranks` ranks sharing this
+    /// host's cores.
+    pub fn resolve_yield(&mut self, local_ranks: usize) {
+        if self.yield_when_idle.is_none() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            self.yield_when_idle = Some(local_ranks > cores);
+        }
+    }
 }
 
 impl Default for Config {
@@ -90,6 +114,9 @@ impl Default for Config {
             socket_ifname: None,
             secret: None,
             shm_ring_bytes: 4 << 20,
+            yield_when_idle: None,
+            shm_direct: true,
+            direct_min_bytes: 64 << 10,
         }
     }
 }
@@ -144,6 +171,33 @@ impl Config {
                 .parse()
                 .map_err(|_| bad("FERROCOLL_SPIN_US", &v, "not a number of microseconds"))?;
             c.spin = Duration::from_micros(us);
+        }
+        if let Some(v) = get("FERROCOLL_YIELD_WHEN_IDLE") {
+            c.yield_when_idle = match v.trim() {
+                "" | "auto" => None,
+                "1" | "true" | "yes" => Some(true),
+                "0" | "false" | "no" => Some(false),
+                _ => {
+                    return Err(bad(
+                        "FERROCOLL_YIELD_WHEN_IDLE",
+                        &v,
+                        "expected auto, 0 or 1",
+                    ))
+                }
+            };
+        }
+        if let Some(v) = get("FERROCOLL_SHM_DIRECT") {
+            c.shm_direct = match v.trim() {
+                "" | "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => return Err(bad("FERROCOLL_SHM_DIRECT", &v, "expected 0 or 1")),
+            };
+        }
+        if let Some(v) = get("FERROCOLL_DIRECT_MIN_BYTES") {
+            c.direct_min_bytes = v
+                .trim()
+                .parse()
+                .map_err(|_| bad("FERROCOLL_DIRECT_MIN_BYTES", &v, "not a number of bytes"))?;
         }
         if let Some(v) = get("FERROCOLL_TRANSPORT") {
             c.transport = match v.trim() {

@@ -106,6 +106,30 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// A compression codec with parameters it cannot use (see `crate::compress`), or used on
+    /// a tensor it cannot compress.
+    #[error("codec {codec}: {reason}")]
+    InvalidCodec {
+        /// The codec as configured (e.g. `topk:1.5`).
+        codec: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// An error-feedback key reused for a different tensor (another length, shape, codec or
+    /// world): state is never shared between tensors; reset the key to reuse it.
+    #[error(
+        "error-feedback key {key:?} holds state for {what} {expected}, but the call has {got}"
+    )]
+    FeedbackMismatch {
+        /// The caller's key.
+        key: String,
+        /// What differs (`length`, `shape`, `codec`, `world size`).
+        what: &'static str,
+        /// What the key's state was made for.
+        expected: String,
+        /// What this call has.
+        got: String,
+    },
     /// Ranks called different collectives (or the same with different arguments).
     #[error(
         "mismatched collective #{seq}: rank {rank} expected {expected} but rank {peer} sent {got}"
@@ -212,6 +236,8 @@ impl Error {
             | Error::Indivisible { .. }
             | Error::CountTooLarge(_)
             | Error::Config { .. }
+            | Error::InvalidCodec { .. }
+            | Error::FeedbackMismatch { .. }
             | Error::Topology(_) => ErrorKind::InvalidArgument,
             Error::Unsupported { .. } | Error::AlgoNotSupported { .. } | Error::Mismatch { .. } => {
                 ErrorKind::InvalidUsage
@@ -279,6 +305,21 @@ impl Error {
                 var: var.clone(),
                 value: value.clone(),
                 reason: reason.clone(),
+            },
+            InvalidCodec { codec, reason } => InvalidCodec {
+                codec: codec.clone(),
+                reason: reason.clone(),
+            },
+            FeedbackMismatch {
+                key,
+                what,
+                expected,
+                got,
+            } => FeedbackMismatch {
+                key: key.clone(),
+                what,
+                expected: expected.clone(),
+                got: got.clone(),
             },
             Mismatch {
                 rank,

@@ -13,6 +13,7 @@
 pub mod algo;
 pub mod bootstrap;
 mod comm;
+pub mod compress;
 pub mod config;
 mod engine;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod types;
 pub mod world;
 
 pub use comm::{Communicator, RawCall, Work};
+pub use compress::{Codec, CompressedCollectives, ErrorFeedback};
 pub use config::{AlgoChoice, Config, RingOrder};
 pub use engine::frame::OpHeader;
 pub use error::{Error, ErrorKind, Result};

@@ -56,15 +56,12 @@ impl World {
             .ring_bytes
             .max(2 * (self.cfg.segment_bytes + crate::engine::frame::FRAME_BYTES));
         let (eps, faults) = mem_world(self.n, ring);
+        let mut cfg = self.cfg.clone();
+        cfg.resolve_yield(self.n);
         let comms = eps
             .into_iter()
             .map(|ep| {
-                Communicator::from_endpoint_on(
-                    Box::new(ep),
-                    self.cfg.clone(),
-                    self.topo.clone(),
-                    None,
-                )
+                Communicator::from_endpoint_on(Box::new(ep), cfg.clone(), self.topo.clone(), None)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((comms, faults))

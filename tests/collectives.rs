@@ -34,25 +34,35 @@ fn cyclic(world: usize, hosts: usize) -> Topology {
     .unwrap()
 }
 
-fn config(algo: &str, seg_bytes: usize) -> Config {
+fn config(algo: &str, seg_bytes: usize, direct_min: usize) -> Config {
     let mut c = Config::default()
         .with_algo(algo)
         .unwrap()
         .with_segment_bytes(seg_bytes)
         .with_timeout(Duration::from_secs(60));
     c.spin = Duration::from_micros(5);
+    c.direct_min_bytes = direct_min;
     c
 }
 
 /// Runs one case on a fresh world; checks results and replica identity.
 fn check(world: usize, algo: &str, seg: usize, case: Case) {
-    check_on(world, algo, seg, case, None);
+    check_with(world, algo, seg, usize::MAX, case, None)
 }
 
-/// [`check`] on `hosts` fake hosts with ranks placed cyclically, ring in `order`.
-fn check_on(world: usize, algo: &str, seg: usize, case: Case, placed: Option<(usize, RingOrder)>) {
+/// [`check`], with single-copy transfers for segments of at least `direct_min` bytes, and
+/// with `placed = Some((hosts, order))` on that many fake hosts with ranks placed cyclically,
+/// the ring in `order`.
+fn check_with(
+    world: usize,
+    algo: &str,
+    seg: usize,
+    direct_min: usize,
+    case: Case,
+    placed: Option<(usize, RingOrder)>,
+) {
     let mut w = World::new(world).ring_bytes(1 << 12);
-    let mut cfg = config(algo, seg);
+    let mut cfg = config(algo, seg, direct_min);
     if let Some((hosts, order)) = placed {
         w = w.topology(cyclic(world, hosts));
         cfg = cfg.with_ring_order(order);
@@ -124,6 +134,7 @@ proptest! {
         root_pick in 0usize..16,
         in_place in any::<bool>(),
         seg in prop::sample::select(vec![1usize, 8, 24, 256, 1 << 20]),
+        direct_min in prop::sample::select(vec![usize::MAX, 1, 64]),
         hosts in 0usize..5,
         rank_order in any::<bool>(),
     ) {
@@ -133,7 +144,7 @@ proptest! {
         // hosts == 0: no topology (one host); otherwise that many fake hosts, cyclic placement.
         let order = if rank_order { RingOrder::Rank } else { RingOrder::Topology };
         let placed = (hosts > 0).then_some((hosts, order));
-        check_on(world, algo.name(), seg, Case { kind, dtype, op, count, root, in_place }, placed);
+        check_with(world, algo.name(), seg, direct_min, Case { kind, dtype, op, count, root, in_place }, placed);
     }
 }
 
@@ -210,7 +221,14 @@ fn placed_ring_and_hierarchical_at_fixed_shapes() {
                     root,
                     in_place,
                 };
-                check_on(world, algo, 64, case, Some((hosts, RingOrder::Topology)));
+                check_with(
+                    world,
+                    algo,
+                    64,
+                    usize::MAX,
+                    case,
+                    Some((hosts, RingOrder::Topology)),
+                );
             }
         }
     }
@@ -236,7 +254,14 @@ fn large_buffers() {
         };
         check(4, algo, 64 << 10, case);
         if matches!(algo, "ring" | "hierarchical") {
-            check_on(4, algo, 64 << 10, case, Some((2, RingOrder::Topology)));
+            check_with(
+                4,
+                algo,
+                64 << 10,
+                usize::MAX,
+                case,
+                Some((2, RingOrder::Topology)),
+            );
         }
     }
 }

@@ -35,13 +35,24 @@ fn check(mut cmd: Command, transport: &str, what: &str) {
     let out = cmd.output().expect("launcher runs");
     let so = String::from_utf8_lossy(&out.stdout);
     let se = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{what} failed: {:?}\n{so}\n{se}", out.status);
-    assert!(so.contains("# Out of bounds values : 0 OK"), "{what}:\n{so}\n{se}");
+    assert!(
+        out.status.success(),
+        "{what} failed: {:?}\n{so}\n{se}",
+        out.status
+    );
+    assert!(
+        so.contains("# Out of bounds values : 0 OK"),
+        "{what}:\n{so}\n{se}"
+    );
     // Only rank 0 prints the table: one header line per run.
     assert_eq!(so.matches("# ferrocoll-probe ").count(), 1, "{what}:\n{so}");
     assert!(so.contains(" on 4 ranks"), "{what}:\n{so}");
     // Each rank's line shows the transport it uses towards the others.
-    assert_eq!(so.matches(&format!("ferrocoll {transport}")).count(), 4, "{what}:\n{so}");
+    assert_eq!(
+        so.matches(&format!("ferrocoll {transport}")).count(),
+        4,
+        "{what}:\n{so}"
+    );
 }
 
 const CASES: &[(&str, &str, &str)] = &[
@@ -66,7 +77,9 @@ fn under_mpirun() {
             .args(["-x", &format!("FERROCOLL_TRANSPORT={transport}")])
             .args(["-x", "FERROCOLL_TIMEOUT=60"])
             .arg(PROBE)
-            .args([coll, "-b", "8", "-e", max, "-f", "64", "-n", "2", "-w", "1", "-c", "1"]);
+            .args([
+                coll, "-b", "8", "-e", max, "-f", "64", "-n", "2", "-w", "1", "-c", "1",
+            ]);
         check(c, transport, &format!("mpirun {coll} over {transport}"));
     }
 }
@@ -81,12 +94,19 @@ fn under_torchrun() {
         let port = free_port();
         let mut c = Command::new(&torchrun);
         c.args(["--nnodes", "1", "--nproc-per-node", "4", "--no-python"])
-            .args(["--master-addr", "127.0.0.1", "--master-port", &port.to_string()])
+            .args([
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                &port.to_string(),
+            ])
             .env("FERROCOLL_TRANSPORT", transport)
             .env("FERROCOLL_TIMEOUT", "60")
             .env("OMP_NUM_THREADS", "1")
             .arg(PROBE)
-            .args([coll, "-b", "8", "-e", max, "-f", "64", "-n", "2", "-w", "1", "-c", "1"]);
+            .args([
+                coll, "-b", "8", "-e", max, "-f", "64", "-n", "2", "-w", "1", "-c", "1",
+            ]);
         check(c, transport, &format!("torchrun {coll} over {transport}"));
     }
 }

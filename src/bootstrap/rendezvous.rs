@@ -211,6 +211,7 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
             ring_bytes: cfg.shm_ring_bytes,
             timeout: cfg.timeout,
             spin: std::time::Duration::ZERO,
+            direct: cfg.shm_direct,
         };
         Some(ShmEndpoint::open_with(
             &format!("{token:016x}"),

@@ -7,6 +7,7 @@
 //! The loop spins briefly when nothing moves, then sleeps on the endpoint until a link
 //! moves, `abort` is raised, or the no-progress deadline passes.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -129,6 +130,10 @@ pub(crate) struct CallCtx<'a> {
     pub op: ReduceOp,
     pub timeout: Duration,
     pub spin: Duration,
+    /// Whether to yield the core on each idle poll while spinning (oversubscribed host).
+    pub yield_idle: bool,
+    /// Smallest segment sent by single copy.
+    pub direct_min: usize,
     pub abort: &'a AtomicBool,
 }
 
@@ -138,6 +143,8 @@ struct SendState {
     hdr: Option<[u8; FRAME_BYTES]>,
     hdr_sent: usize,
     sent: usize,
+    /// The header announces a single-copy message: no payload follows it.
+    direct: bool,
 }
 
 #[derive(Clone)]
@@ -148,6 +155,8 @@ struct RecvState {
     got: usize,
     carry: [u8; 8],
     carry_len: usize,
+    /// The header announced a single-copy message at this address of the peer's.
+    direct: Option<u64>,
 }
 
 impl Default for RecvState {
@@ -159,8 +168,23 @@ impl Default for RecvState {
             got: 0,
             carry: [0; 8],
             carry_len: 0,
+            direct: None,
         }
     }
+}
+
+/// Per-call executor state, kept by the engine and reused so that a call allocates nothing
+/// once the communicator has run a plan of this size.
+#[derive(Default)]
+pub(crate) struct Workspace {
+    remaining: Vec<u32>,
+    ready: Vec<u32>,
+    sst: Vec<SendState>,
+    rst: Vec<RecvState>,
+    /// Per peer: single-copy sends announced and not yet acknowledged (step, ticket).
+    unacked: Vec<VecDeque<(u32, u64)>>,
+    /// Landing area for single-copy messages that are reduced rather than copied.
+    bounce: Vec<u64>,
 }
 
 /// Runs `prep` to completion.
@@ -172,22 +196,37 @@ impl Default for RecvState {
 pub(crate) unsafe fn execute(
     ep: &mut dyn Endpoint,
     prep: &Prepared,
+    ws: &mut Workspace,
     mem: Mem,
     cx: &CallCtx<'_>,
 ) -> Result<()> {
     let n = prep.steps.len();
-    let mut remaining = prep.ndeps.clone();
-    let mut done = 0usize;
-    let mut ready = prep.initially_ready.clone();
     let world = prep.sends.len();
-    let mut sst = vec![SendState::default(); world];
-    let mut rst = vec![RecvState::default(); world];
+    let Workspace {
+        remaining,
+        ready,
+        sst,
+        rst,
+        unacked,
+        bounce,
+    } = ws;
+    remaining.clear();
+    remaining.extend_from_slice(&prep.ndeps);
+    ready.clear();
+    ready.extend_from_slice(&prep.initially_ready);
+    sst.clear();
+    sst.resize(world, SendState::default());
+    rst.clear();
+    rst.resize(world, RecvState::default());
+    unacked.iter_mut().for_each(VecDeque::clear);
+    unacked.resize_with(world, VecDeque::new);
+    let mut done = 0usize;
     let active = &prep.active;
     let mut last_progress = Instant::now();
     let mut idle_since: Option<Instant> = None;
     let es = mem.esize;
 
-    let complete = |i: usize, remaining: &mut Vec<u32>, ready: &mut Vec<u32>, done: &mut usize| {
+    let complete = |i: usize, remaining: &mut [u32], ready: &mut Vec<u32>, done: &mut usize| {
         *done += 1;
         for &d in &prep.dependents[i] {
             remaining[d as usize] -= 1;
@@ -214,7 +253,7 @@ pub(crate) unsafe fn execute(
         while let Some(i) = ready.pop() {
             // SAFETY: the regions lie in memory valid per this function's contract.
             unsafe { run_local(&prep.steps[i as usize], mem, cx)? };
-            complete(i as usize, &mut remaining, &mut ready, &mut done);
+            complete(i as usize, remaining, ready, &mut done);
             progressed = true;
         }
         for &peer in active {
@@ -231,13 +270,24 @@ pub(crate) unsafe fn execute(
                 let Step::Send { src, .. } = prep.steps[i] else {
                     unreachable!("send list holds sends")
                 };
-                let hdr = *st.hdr.get_or_insert_with(|| {
-                    Frame {
-                        op: cx.header,
-                        len: (src.len * es) as u64,
-                    }
-                    .encode()
-                });
+                let total = src.len * es;
+                if st.hdr.is_none() {
+                    // Single copy: a large segment that no later step overwrites (so it stays
+                    // as it is until the peer acknowledges) goes by address where the link
+                    // can do that; the call does not end before the acknowledgement.
+                    st.direct = total >= cx.direct_min.max(1)
+                        && prep.dependents[i].is_empty()
+                        && link.direct().is_some();
+                    st.hdr = Some(
+                        Frame {
+                            op: cx.header,
+                            len: total as u64,
+                            direct: st.direct.then(|| mem.ptr(src) as u64),
+                        }
+                        .encode(),
+                    );
+                }
+                let hdr = st.hdr.unwrap_or([0; FRAME_BYTES]);
                 // A peer that closed may have done so because it saw a mismatch: if its next
                 // header is readable, report what it called rather than just "closed".
                 let rs_idle = rst[peer].hdr_got == 0 && rst[peer].got == 0;
@@ -270,7 +320,19 @@ pub(crate) unsafe fn execute(
                     st.hdr_sent += k;
                     progressed = true;
                 }
-                let total = src.len * es;
+                if st.direct {
+                    if st.hdr_sent < FRAME_BYTES {
+                        break;
+                    }
+                    let ticket = link.direct().map_or(0, |d| d.post());
+                    unacked[peer].push_back((i as u32, ticket));
+                    *st = SendState {
+                        idx: st.idx + 1,
+                        ..SendState::default()
+                    };
+                    progressed = true;
+                    continue;
+                }
                 if st.hdr_sent == FRAME_BYTES && st.sent < total {
                     // SAFETY: `src` lies in valid memory (contract) and is not written while
                     // this send is pending (the dependency graph orders writers after it).
@@ -291,8 +353,23 @@ pub(crate) unsafe fn execute(
                     idx: st.idx + 1,
                     ..SendState::default()
                 };
-                complete(i, &mut remaining, &mut ready, &mut done);
+                complete(i, remaining, ready, &mut done);
                 progressed = true;
+            }
+            // Single-copy sends the peer has acknowledged are complete.
+            if !unacked[peer].is_empty() {
+                let acked = match link.direct() {
+                    Some(d) => d.acked().map_err(link_err)?,
+                    None => 0,
+                };
+                while let Some(&(j, t)) = unacked[peer].front() {
+                    if t > acked {
+                        break;
+                    }
+                    unacked[peer].pop_front();
+                    complete(j as usize, remaining, ready, &mut done);
+                    progressed = true;
+                }
             }
             // Receives from `peer`, in stream order.
             let rs = &mut rst[peer];
@@ -314,7 +391,57 @@ pub(crate) unsafe fn execute(
                     if rs.hdr_got < FRAME_BYTES {
                         break;
                     }
-                    check_frame(cx, peer, &rs.hdr, total)?;
+                    rs.direct = check_frame(cx, peer, &rs.hdr, total)?.direct;
+                }
+                if let Some(addr) = rs.direct {
+                    let Some(d) = link.direct() else {
+                        return Err(link_err(LinkError::Protocol {
+                            peer,
+                            detail: "a single-copy message on a link that cannot do that".into(),
+                        }));
+                    };
+                    if with.is_none() {
+                        // SAFETY: `dst` lies in valid memory that only this receive accesses
+                        // now (contract and dependency graph).
+                        let out = unsafe { std::slice::from_raw_parts_mut(mem.ptr(dst), total) };
+                        d.read(addr, out).map_err(link_err)?;
+                        rs.got = total;
+                    } else {
+                        bounce.resize(BOUNCE_BYTES / 8, 0);
+                        // SAFETY: plain bytes of a live Vec<u64>.
+                        let b = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                bounce.as_mut_ptr().cast::<u8>(),
+                                BOUNCE_BYTES,
+                            )
+                        };
+                        while rs.got < total {
+                            let k = (total - rs.got).min(BOUNCE_BYTES);
+                            d.read(addr + rs.got as u64, &mut b[..k])
+                                .map_err(link_err)?;
+                            // SAFETY: as for the streamed path below.
+                            unsafe { absorb(rs, &b[..k], dst, with, mem, cx) };
+                        }
+                    }
+                    d.ack();
+                    progressed = true;
+                }
+                if with.is_none() {
+                    // A copy: let the link read straight into the destination (TCP then
+                    // skips its staging buffer).
+                    while rs.got < total {
+                        // SAFETY: as for `absorb` below: `dst` is valid and only this receive
+                        // accesses it now; [got, total) lies inside it.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(mem.ptr(dst).add(rs.got), total - rs.got)
+                        };
+                        let k = link.read_into(out).map_err(link_err)?;
+                        if k == 0 {
+                            break;
+                        }
+                        rs.got += k;
+                        progressed = true;
+                    }
                 }
                 while rs.got + rs.carry_len < total {
                     let s = link.peek().map_err(link_err)?;
@@ -335,7 +462,7 @@ pub(crate) unsafe fn execute(
                     idx: rs.idx + 1,
                     ..RecvState::default()
                 };
-                complete(i, &mut remaining, &mut ready, &mut done);
+                complete(i, remaining, ready, &mut done);
                 progressed = true;
             }
         }
@@ -356,7 +483,11 @@ pub(crate) unsafe fn execute(
             let peers = active
                 .iter()
                 .copied()
-                .filter(|&p| sst[p].idx < prep.sends[p].len() || rst[p].idx < prep.recvs[p].len())
+                .filter(|&p| {
+                    sst[p].idx < prep.sends[p].len()
+                        || rst[p].idx < prep.recvs[p].len()
+                        || !unacked[p].is_empty()
+                })
                 .collect();
             return Err(Error::Timeout {
                 rank: cx.rank,
@@ -366,8 +497,16 @@ pub(crate) unsafe fn execute(
             });
         }
         let since = *idle_since.get_or_insert(now);
-        if now.duration_since(since) < cx.spin {
-            std::hint::spin_loop();
+        let idle = now.duration_since(since);
+        if idle < cx.spin {
+            // A peer we wait for may need this core (oversubscribed host, or a loaded one):
+            // after a short pure spin, each poll offers the core with `sched_yield`, which
+            // costs well under a microsecond when nobody else is runnable.
+            if cx.yield_idle || idle >= PURE_SPIN {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
             continue;
         }
         let nap = (cx.timeout - stalled).min(Duration::from_millis(10));
@@ -376,7 +515,12 @@ pub(crate) unsafe fn execute(
     Ok(())
 }
 
-fn check_frame(cx: &CallCtx<'_>, peer: usize, raw: &[u8; FRAME_BYTES], len: usize) -> Result<()> {
+fn check_frame(
+    cx: &CallCtx<'_>,
+    peer: usize,
+    raw: &[u8; FRAME_BYTES],
+    len: usize,
+) -> Result<Frame> {
     let mismatch = |got: String| Error::Mismatch {
         rank: cx.rank,
         peer,
@@ -394,8 +538,15 @@ fn check_frame(cx: &CallCtx<'_>, peer: usize, raw: &[u8; FRAME_BYTES], len: usiz
             f.op, f.len
         )));
     }
-    Ok(())
+    Ok(f)
 }
+
+/// Bytes of a single-copy message landed at a time before they are reduced (cache-sized).
+const BOUNCE_BYTES: usize = 128 << 10;
+
+/// How long an idle rank spins without yielding on a host that is not oversubscribed: the
+/// latency of a small message between two spinning ranks is ~1–2 µs.
+const PURE_SPIN: Duration = Duration::from_micros(5);
 
 /// Applies arrived bytes `s` to a receive; returns how many were used (all of them).
 ///

@@ -116,6 +116,8 @@ struct Inner {
     tuner: plan::Tuner,
     /// Engine-owned scratch, u64 words so any element type is aligned; grows, never shrinks.
     scratch: Vec<u64>,
+    /// The executor's per-call state, reused across calls.
+    work: exec::Workspace,
     cache: HashMap<CacheKey, Arc<Prepared>>,
 }
 
@@ -156,6 +158,7 @@ impl Engine {
                     ep,
                     tuner,
                     scratch: Vec::new(),
+                    work: exec::Workspace::default(),
                     cache: HashMap::new(),
                 }),
                 queue: Mutex::new(Queue::default()),
@@ -373,12 +376,15 @@ impl Shared {
             op: call.op,
             timeout: self.cfg.timeout,
             spin: self.cfg.spin,
+            yield_idle: self.cfg.yield_when_idle.unwrap_or(false),
+            direct_min: self.cfg.direct_min_bytes,
             abort: &self.abort,
         };
+        let inner = &mut *inner;
         // SAFETY: the communicator checked that input/output hold the elements the spec
         // needs and keeps them valid and unaliased until the job completes (see `Call`);
         // scratch was sized for the plan above and is only used by this job.
-        let r = unsafe { execute(inner.ep.as_mut(), &prep, mem, &cx) };
+        let r = unsafe { execute(inner.ep.as_mut(), &prep, &mut inner.work, mem, &cx) };
         if let Err(e) = r {
             let stored = self.set_failure(e.duplicate());
             inner.ep.close_all();

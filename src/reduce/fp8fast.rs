@@ -15,7 +15,7 @@ use super::kernels::Lane;
 
 /// E4M3 code → f32, as `F8E4M3::to_f32`.
 #[inline(always)]
-pub(super) fn e4m3_to_f32(c: u8) -> f32 {
+pub(crate) fn e4m3_to_f32(c: u8) -> f32 {
     // Sign-extended, the code has the sign in bit 31 and the magnitude in bits 0-6 (one
     // widening instruction per vector, where zero- and sign-extending both would take two).
     let s = c as i8 as i32 as u32;
@@ -32,7 +32,7 @@ pub(super) fn e4m3_to_f32(c: u8) -> f32 {
 
 /// E5M2 code → f32, as `F8E5M2::to_f32`.
 #[inline(always)]
-pub(super) fn e5m2_to_f32(c: u8) -> f32 {
+pub(crate) fn e5m2_to_f32(c: u8) -> f32 {
     // As for E4M3: bias 15, 2 mantissa bits, subnormal step 2^-16.
     let s = c as i8 as i32 as u32;
     let m = s & 0x7f;
@@ -46,7 +46,7 @@ pub(super) fn e5m2_to_f32(c: u8) -> f32 {
 
 /// f32 → E4M3 code, as `F8E4M3::from_f32` (RNE; too large, infinite or NaN → `S.1111.111`).
 #[inline(always)]
-pub(super) fn f32_to_e4m3(v: f32) -> u8 {
+pub(crate) fn f32_to_e4m3(v: f32) -> u8 {
     let x = v.to_bits();
     let sign = (x >> 24) & 0x80;
     let u = x & 0x7fff_ffff;
@@ -64,7 +64,7 @@ pub(super) fn f32_to_e4m3(v: f32) -> u8 {
 
 /// f32 → E5M2 code, as `F8E5M2::from_f32` (RNE; too large or infinite → ±inf, NaN → NaN).
 #[inline(always)]
-pub(super) fn f32_to_e5m2(v: f32) -> u8 {
+pub(crate) fn f32_to_e5m2(v: f32) -> u8 {
     let x = v.to_bits();
     let sign = (x >> 24) & 0x80;
     let u = x & 0x7fff_ffff;

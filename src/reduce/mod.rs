@@ -34,7 +34,7 @@ macro_rules! dispatch {
     };
 }
 
-mod fp8fast;
+pub(crate) mod fp8fast;
 mod kernels;
 pub mod scalar;
 #[cfg(test)]

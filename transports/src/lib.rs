@@ -14,6 +14,7 @@
 //! - [`tcp`]: ranks on other hosts, over a mio-driven TCP mesh.
 //! - [`hybrid`]: one rank's shm links and tcp links behind one endpoint.
 
+mod cma;
 pub mod doorbell;
 pub mod hybrid;
 pub mod link;

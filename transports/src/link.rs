@@ -93,6 +93,35 @@ pub trait Link: Send {
 
     /// Tells the peer that no more bytes will come from this side.
     fn close(&mut self);
+
+    /// Single-copy transfers, where the transport can read the peer's memory directly
+    /// (processes of one host with cross-memory attach, threads of one process). `None` (the
+    /// default) when it cannot.
+    fn direct(&mut self) -> Option<&mut dyn Direct> {
+        None
+    }
+}
+
+/// Single-copy transfers over a [`Link`]: instead of streaming a large buffer through the
+/// link, the sender announces its address in the stream and the receiver copies straight
+/// from the sender's memory, then acknowledges. The sender must leave the buffer untouched
+/// until the acknowledgement, which it learns from [`Direct::acked`].
+///
+/// Tickets count announcements per direction over the link's lifetime: the sender's n-th
+/// [`Direct::post`] returns n, and the receiver's n-th [`Direct::ack`] makes the sender's
+/// [`Direct::acked`] reach n. Both sides therefore see the announcements in stream order.
+pub trait Direct {
+    /// Registers one announced buffer; returns its ticket (1, 2, …).
+    fn post(&mut self) -> u64;
+
+    /// How many of our tickets the peer has acknowledged (an error if the peer is gone).
+    fn acked(&mut self) -> Result<u64, LinkError>;
+
+    /// Copies `dst.len()` bytes at address `addr` of the peer into `dst`.
+    fn read(&mut self, addr: u64, dst: &mut [u8]) -> Result<(), LinkError>;
+
+    /// Acknowledges the oldest unacknowledged announcement of the peer's (wakes the peer).
+    fn ack(&mut self);
 }
 
 /// One rank's set of links, plus a way to sleep until one of them may have moved.

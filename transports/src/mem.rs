@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::doorbell::Doorbell;
-use crate::link::{Endpoint, Link, LinkError};
+use crate::link::{Direct, Endpoint, Link, LinkError};
 use crate::ring::{heap_ring, RingReader, RingWriter};
 
 /// Default bytes per directed ring.
@@ -96,6 +96,8 @@ pub struct MemLink {
     shared: Arc<Shared>,
     written: u64,
     read: u64,
+    /// Single-copy announcements made (tickets handed out).
+    posted: u64,
 }
 
 impl MemLink {
@@ -176,6 +178,40 @@ impl Link for MemLink {
     fn close(&mut self) {
         self.tx.header().close();
         self.rx.header().close();
+        self.shared.bells[self.peer].ring();
+    }
+
+    fn direct(&mut self) -> Option<&mut dyn Direct> {
+        Some(self)
+    }
+}
+
+/// Threads of one process read each other's buffers with the same system call as processes
+/// do, so that the kernel checks the announced addresses.
+impl Direct for MemLink {
+    fn post(&mut self) -> u64 {
+        self.posted += 1;
+        self.posted
+    }
+
+    fn acked(&mut self) -> Result<u64, LinkError> {
+        self.check()?;
+        let acks = self.tx.header().direct_acks();
+        if acks < self.posted && self.rx.header().is_closed() {
+            return Err(LinkError::Closed { peer: self.peer });
+        }
+        Ok(acks)
+    }
+
+    fn read(&mut self, addr: u64, dst: &mut [u8]) -> Result<(), LinkError> {
+        self.check()?;
+        let len = dst.len();
+        crate::cma::read_remote(std::process::id() as i32, addr, dst)
+            .map_err(|e| crate::cma::read_error(self.peer, addr, len, e))
+    }
+
+    fn ack(&mut self) {
+        self.rx.header().add_direct_ack();
         self.shared.bells[self.peer].ring();
     }
 }
@@ -281,6 +317,7 @@ pub fn mem_world(n: usize, ring_bytes: usize) -> (Vec<MemEndpoint>, MemFaults) {
                         shared: shared.clone(),
                         written: 0,
                         read: 0,
+                        posted: 0,
                     })
                 })
                 .collect(),
@@ -356,6 +393,33 @@ mod tests {
         assert_eq!(l.peek().unwrap(), b"ab");
         l.consume(2);
         assert!(matches!(l.peek(), Err(LinkError::Closed { peer: 0 })));
+    }
+
+    #[test]
+    fn single_copy_reads_acks_and_refuses_bad_addresses() {
+        let (mut eps, _f) = mem_world(2, 64);
+        let src = vec![7u8; 1000];
+        let t = eps[0].link(1).unwrap().direct().unwrap().post();
+        assert_eq!(t, 1);
+        assert_eq!(
+            eps[0].link(1).unwrap().direct().unwrap().acked().unwrap(),
+            0
+        );
+        let mut dst = vec![0u8; 1000];
+        let d = eps[1].link(0).unwrap().direct().unwrap();
+        d.read(src.as_ptr() as u64, &mut dst).unwrap();
+        assert_eq!(dst, src);
+        d.ack();
+        assert_eq!(
+            eps[0].link(1).unwrap().direct().unwrap().acked().unwrap(),
+            1
+        );
+        // An address that is not mapped (garbage from a peer) is a typed error, not a crash.
+        let e = eps[1].link(0).unwrap().direct().unwrap().read(8, &mut dst);
+        assert!(
+            matches!(e, Err(LinkError::Protocol { peer: 0, .. })),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct RingHeader {
     tail: CachePadded<AtomicU64>,
     /// Set by either side to say the stream is over.
     closed: CachePadded<AtomicBool>,
+    /// Single-copy announcements the reader has copied and acknowledged (see
+    /// `link::Direct`), written by the reader.
+    direct_acks: CachePadded<AtomicU64>,
 }
 
 impl RingHeader {
@@ -38,6 +41,16 @@ impl RingHeader {
     /// Whether either side closed the ring.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Single-copy announcements acknowledged by the reader so far.
+    pub fn direct_acks(&self) -> u64 {
+        self.direct_acks.load(Ordering::Acquire)
+    }
+
+    /// The reader acknowledges one more single-copy announcement.
+    pub fn add_direct_ack(&self) {
+        self.direct_acks.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -148,9 +148,19 @@ pub struct SweepArgs {
     /// Draw bus bandwidth and latency against size to this file (.png or .svg).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// all_reduce only: compress with this codec (none, fp16, bf16, fp8, fp8e5m2, topk:F,
+    /// onebit, powersgd:R); bandwidths count uncompressed bytes and the max relative error
+    /// against the exact sum replaces #wrong.
+    #[arg(long, value_parser = parse_codec)]
+    pub compression: Option<ferrocoll::Codec>,
     /// Where the ranks come from.
     #[command(flatten)]
     pub common: Common,
+}
+
+/// Parses `--compression` (`auto` needs a link bandwidth, so it is refused here).
+pub fn parse_codec(s: &str) -> Result<ferrocoll::Codec, String> {
+    s.parse().map_err(|e: ferrocoll::Error| e.to_string())
 }
 
 /// Options of `links`.

@@ -13,6 +13,7 @@
 //! subcommand runs the same way on every rank (`run_rank`); rank 0 prints.
 
 mod cli;
+mod compressed;
 mod links;
 mod plot;
 mod ranks;

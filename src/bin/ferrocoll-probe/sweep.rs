@@ -254,6 +254,9 @@ impl Case<'_> {
 
 /// Runs the sweep of `kind` on this rank; rank 0 prints. `Ok(false)` when results were wrong.
 pub fn run(comm: &Communicator, kind: Collective, a: &SweepArgs) -> Res<bool> {
+    if let Some(codec) = a.compression {
+        return crate::compressed::run(comm, kind, codec, a);
+    }
     let n = comm.world_size();
     let lead = comm.rank() == 0;
     let sizes = a.sizes(kind)?;

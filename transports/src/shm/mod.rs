@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 use crate::link::{Endpoint, Link, LinkError};
 use crate::ring::{ring_from_raw, RingHeader, RingReader, RingWriter};
 
+mod direct;
+
 pub use bell::ShmBell;
 pub use segment::segment_path;
 use segment::{Layout, Mapping};
@@ -110,6 +112,8 @@ pub struct ShmLink {
     rx: RingReader,
     inner: Arc<Inner>,
     empty_polls: u32,
+    /// Single-copy state; `None` where cross-memory attach to this peer is not available.
+    direct: Option<direct::DirectState>,
 }
 
 impl ShmLink {
@@ -176,6 +180,14 @@ impl Link for ShmLink {
         self.rx.header().close();
         self.ring_peer();
     }
+
+    fn direct(&mut self) -> Option<&mut dyn crate::link::Direct> {
+        if self.direct.is_some() {
+            Some(self)
+        } else {
+            None
+        }
+    }
 }
 
 /// Options of [`ShmEndpoint::open_with`].
@@ -188,6 +200,9 @@ pub struct ShmOptions {
     pub timeout: Duration,
     /// How long [`Endpoint::wait`] spins before it parks.
     pub spin: Duration,
+    /// Offer single-copy transfers ([`crate::link::Direct`], Linux cross-memory attach) on
+    /// links where a probe read of the peer's memory succeeds.
+    pub direct: bool,
 }
 
 impl Default for ShmOptions {
@@ -196,6 +211,7 @@ impl Default for ShmOptions {
             ring_bytes: DEFAULT_RING_BYTES,
             timeout: Duration::from_secs(300),
             spin: DEFAULT_SPIN,
+            direct: true,
         }
     }
 }
@@ -305,6 +321,11 @@ impl ShmEndpoint {
         match res {
             Ok(mut ep) => {
                 ep.spin = opts.spin;
+                if opts.direct {
+                    for l in ep.links.iter_mut().flatten() {
+                        l.direct = direct::DirectState::probe(&map, l.peer_local);
+                    }
+                }
                 Ok(ep)
             }
             Err(e) => {
@@ -329,6 +350,7 @@ impl ShmEndpoint {
             ));
         }
         slot.pid_ns.store(segment::own_pid_ns(), Ordering::Relaxed);
+        slot.base.store(map.at(0) as u64, Ordering::Relaxed);
         slot.pid.store(std::process::id() as i32, Ordering::Release);
         let c = map.control();
         let n = layout.n as u32;
@@ -412,6 +434,7 @@ impl ShmEndpoint {
                 rx,
                 inner: inner.clone(),
                 empty_polls: 0,
+                direct: None,
             });
         }
         Ok(ShmEndpoint {

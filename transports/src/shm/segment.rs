@@ -59,6 +59,8 @@ pub(crate) struct Slot {
     pub pid: AtomicI32,
     /// Inode of the owner's pid namespace (0: unknown); pids are only comparable within one.
     pub pid_ns: AtomicU64,
+    /// Address at which the owner mapped the segment (lets peers test cross-memory attach).
+    pub base: AtomicU64,
 }
 
 /// Inode of this process's pid namespace, or 0 if it cannot be read.

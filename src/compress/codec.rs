@@ -1,0 +1,98 @@
+//! The chunk-codec trait: encode a chunk of f32 into a number of bytes known up front, and
+//! decode it back. One implementation per file; [`chunk_codec`] is the registry.
+
+use super::Codec;
+use crate::error::{Error, Result};
+
+/// A codec that compresses a chunk of f32 on its own (every [`Codec`] except `None` and
+/// `PowerSgd`, which compresses a whole matrix between two all-reduces).
+///
+/// Contract: `encode(src, dst)` fills exactly `dst.len() == encoded_len(src.len())` bytes;
+/// `decode(src, dst)` accepts bytes of `encoded_len(dst.len())` and is a pure function of
+/// them, so every rank decoding the same bytes gets bit-identical f32.
+pub trait ChunkCodec: Send + Sync {
+    /// Bytes that `n` elements take encoded (a function of `n` only).
+    fn encoded_len(&self, n: usize) -> usize;
+
+    /// Whether the codec drops information that error feedback should carry forward.
+    fn needs_error_feedback(&self) -> bool;
+
+    /// Chunk lengths that are a multiple of this keep scale blocks (and bit bytes) whole;
+    /// the compressed collectives cut tensors at multiples of it.
+    fn align(&self) -> usize {
+        1
+    }
+
+    /// Encodes `src` into `dst` (`dst.len() == self.encoded_len(src.len())`).
+    fn encode(&self, src: &[f32], dst: &mut [u8]);
+
+    /// Decodes `src` into `dst` (`src.len() == self.encoded_len(dst.len())`). Fails only on
+    /// bytes no encoder produces (an index out of range in top-k).
+    fn decode(&self, src: &[u8], dst: &mut [f32]) -> Result<()>;
+
+    /// Encodes `x` into `out` (as [`ChunkCodec::encode`]) and replaces every `x[i]` by what
+    /// the encoding dropped, `x[i] − decode(out)[i]`, or 0 where that is not finite (error
+    /// feedback). `tmp` is scratch space of `x.len()` elements. Codecs override it to do the
+    /// work in one pass.
+    fn encode_feedback(&self, x: &mut [f32], out: &mut [u8], tmp: &mut [f32]) -> Result<()> {
+        self.encode(x, out);
+        self.decode(out, tmp)?;
+        for (x, d) in x.iter_mut().zip(tmp.iter()) {
+            *x = residual(*x, *d);
+        }
+        Ok(())
+    }
+
+    /// `dst += decode(src)`, element by element in f32.
+    fn decode_add(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
+        let mut tmp = vec![0f32; dst.len()];
+        self.decode(src, &mut tmp)?;
+        for (d, t) in dst.iter_mut().zip(&tmp) {
+            *d += t;
+        }
+        Ok(())
+    }
+}
+
+/// The chunk codec of `codec` (validated first); `None` and `PowerSgd` have none.
+pub fn chunk_codec(codec: Codec) -> Result<Box<dyn ChunkCodec>> {
+    codec.validate()?;
+    Ok(match codec {
+        Codec::Fp16 => Box::new(super::fp16::Fp16),
+        Codec::Bf16 => Box::new(super::bf16::Bf16),
+        Codec::Fp8E4M3 { block } => Box::new(super::fp8::BlockFp8::e4m3(block)),
+        Codec::Fp8E5M2 { block } => Box::new(super::fp8::BlockFp8::e5m2(block)),
+        Codec::TopK { fraction } => Box::new(super::topk::TopK::new(fraction)),
+        Codec::OneBit { block } => Box::new(super::onebit::OneBit::new(block)),
+        Codec::None | Codec::PowerSgd { .. } => {
+            return Err(Error::InvalidCodec {
+                codec: codec.to_string(),
+                reason: "not a chunk codec".into(),
+            })
+        }
+    })
+}
+
+/// Reads the little-endian f32 at element `i` of `b`.
+#[inline(always)]
+pub(super) fn get_f32(b: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+}
+
+/// Writes `v` as the little-endian f32 at element `i` of `b`.
+#[inline(always)]
+pub(super) fn put_f32(b: &mut [u8], i: usize, v: f32) {
+    b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// The residual `x - d`, or 0 where it is not finite (a NaN or infinity is not carried into
+/// later steps).
+#[inline(always)]
+pub(super) fn residual(x: f32, d: f32) -> f32 {
+    let e = x - d;
+    if e.is_finite() {
+        e
+    } else {
+        0.0
+    }
+}

@@ -1,0 +1,80 @@
+//! `FERROCOLL_COMPRESSION`: the compression a program asks for, and `auto`'s choice from the
+//! link bandwidth.
+
+use super::{Codec, DEFAULT_BLOCK};
+use crate::error::{Error, Result};
+
+/// The environment variable read by [`CompressionSetting::from_env`].
+pub const COMPRESSION_VAR: &str = "FERROCOLL_COMPRESSION";
+
+/// What `FERROCOLL_COMPRESSION` asks for: one codec, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum CompressionSetting {
+    /// Always this codec.
+    Fixed(Codec),
+    /// A codec chosen from the measured link bandwidth ([`auto_codec`]). Opt-in only:
+    /// compression is lossy, so the default is [`Codec::None`].
+    #[default]
+    Auto,
+}
+
+impl CompressionSetting {
+    /// Parses a value of `FERROCOLL_COMPRESSION` (`auto` or a [`Codec`] spelling); a bad
+    /// value is an [`Error::Config`] naming the variable.
+    pub fn parse(value: &str) -> Result<CompressionSetting> {
+        if value.trim().eq_ignore_ascii_case("auto") {
+            return Ok(CompressionSetting::Auto);
+        }
+        value
+            .parse::<Codec>()
+            .map(CompressionSetting::Fixed)
+            .map_err(|e| Error::Config {
+                var: COMPRESSION_VAR.into(),
+                value: value.into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Reads `FERROCOLL_COMPRESSION` once; unset or empty means no compression.
+    pub fn from_env() -> Result<CompressionSetting> {
+        match std::env::var(COMPRESSION_VAR) {
+            Ok(v) if !v.trim().is_empty() => CompressionSetting::parse(&v),
+            _ => Ok(CompressionSetting::Fixed(Codec::None)),
+        }
+    }
+
+    /// The codec to use on a link of `link_bytes_per_s` (used only by `Auto`; `None` when
+    /// the bandwidth is unknown, so `auto` never compresses blindly).
+    pub fn resolve(&self, link_bytes_per_s: Option<f64>) -> Codec {
+        match (self, link_bytes_per_s) {
+            (CompressionSetting::Fixed(c), _) => *c,
+            (CompressionSetting::Auto, Some(bw)) => auto_codec(bw),
+            (CompressionSetting::Auto, None) => Codec::None,
+        }
+    }
+}
+
+/// `auto`'s choice for a link of `bytes_per_s` (the slowest link an all-reduce crosses):
+/// no compression from 12.5 GB/s (100 Gbit/s, NVLink, shared memory), bf16 from 3 GB/s
+/// (25 Gbit/s), fp8 from 0.6 GB/s (5 Gbit/s), 1-bit from 0.1 GB/s, top-k 1% below.
+///
+/// The bandwidth comes from the topology of issue 7 (measured links) once it is wired; until
+/// then callers pass their own figure (e.g. from `ferrocoll-probe links`).
+pub fn auto_codec(bytes_per_s: f64) -> Codec {
+    if bytes_per_s.is_nan() || bytes_per_s >= 12.5e9 {
+        // Unknown (NaN) or fast: lossless.
+        Codec::None
+    } else if bytes_per_s >= 3e9 {
+        Codec::Bf16
+    } else if bytes_per_s >= 0.6e9 {
+        Codec::Fp8E4M3 {
+            block: DEFAULT_BLOCK,
+        }
+    } else if bytes_per_s >= 0.1e9 {
+        Codec::OneBit {
+            block: DEFAULT_BLOCK,
+        }
+    } else {
+        Codec::TopK { fraction: 0.01 }
+    }
+}
