@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::schedule::{CollSpec, Collective};
 use crate::types::{DataType, Element, ReduceOp};
 
+mod split;
+pub use split::{UniqueId, UNIQUE_ID_BYTES};
+
 /// A group of ranks that run collectives together. One per rank; calls on the ranks of a
 /// communicator must be made in the same order everywhere (a disagreement is detected and
 /// reported as [`Error::Mismatch`]).
@@ -160,7 +163,7 @@ impl Communicator {
         let hosts = crate::topology::Topology::from_host_names(&rv.peers.hosts);
         let mut c = Communicator::from_endpoint_on(Box::new(rv.endpoint), cfg, None, Some(hosts))?;
         c.peers = Some(rv.peers);
-        c._keep = Some(Box::new((rv.store, rv.server)));
+        c._keep = Some(Box::new(split::Bootstrap::new(rv.store, rv.server)));
         Ok(c)
     }
 

@@ -194,6 +194,13 @@ pub enum Error {
     /// Setting up a transport failed.
     #[error("transport setup failed")]
     Transport(#[from] LinkError),
+    /// Bytes that are not a unique id made by [`crate::UniqueId`] (what is wrong with them).
+    #[error("invalid unique id: {0}")]
+    InvalidUniqueId(&'static str),
+    /// A split of a communicator that has no rendezvous store (e.g. one of an in-process
+    /// [`crate::World`]): the children meet through the parent's store.
+    #[error("this communicator has no rendezvous store to split through")]
+    NoStore,
     /// A topology (file or description) that is malformed or does not fit the job.
     #[error(transparent)]
     Topology(#[from] crate::topology::TopologyError),
@@ -235,13 +242,15 @@ impl Error {
             | Error::NullPointer(_)
             | Error::Indivisible { .. }
             | Error::CountTooLarge(_)
+            | Error::InvalidUniqueId(_)
             | Error::Config { .. }
             | Error::InvalidCodec { .. }
             | Error::FeedbackMismatch { .. }
             | Error::Topology(_) => ErrorKind::InvalidArgument,
-            Error::Unsupported { .. } | Error::AlgoNotSupported { .. } | Error::Mismatch { .. } => {
-                ErrorKind::InvalidUsage
-            }
+            Error::Unsupported { .. }
+            | Error::AlgoNotSupported { .. }
+            | Error::Mismatch { .. }
+            | Error::NoStore => ErrorKind::InvalidUsage,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::PeerFailed { .. } => ErrorKind::Remote,
             Error::Aborted | Error::Io { .. } | Error::Bootstrap(_) | Error::Transport(_) => {
@@ -293,6 +302,8 @@ impl Error {
             },
             NullPointer(w) => NullPointer(w),
             CountTooLarge(c) => CountTooLarge(*c),
+            InvalidUniqueId(w) => InvalidUniqueId(w),
+            NoStore => NoStore,
             Unsupported { op, dtype } => Unsupported {
                 op: *op,
                 dtype: *dtype,

@@ -28,7 +28,7 @@ pub mod tune;
 pub mod types;
 pub mod world;
 
-pub use comm::{Communicator, RawCall, Work};
+pub use comm::{Communicator, RawCall, UniqueId, Work, UNIQUE_ID_BYTES};
 pub use compress::{Codec, CompressedCollectives, ErrorFeedback};
 pub use config::{AlgoChoice, Config, RingOrder};
 pub use engine::frame::OpHeader;

@@ -79,12 +79,21 @@ fn listen_ip(cfg: &Config, store: SocketAddr) -> Result<std::net::IpAddr> {
 }
 
 fn interface_ipv4(name: &str) -> Option<std::net::IpAddr> {
+    ipv4_interfaces()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, ip)| ip.into())
+}
+
+/// The IPv4 addresses of this host's interfaces, as (interface name, address), in the order
+/// the system lists them.
+pub(crate) fn ipv4_interfaces() -> Vec<(String, std::net::Ipv4Addr)> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return None;
+        return Vec::new();
     }
-    let mut found = None;
+    let mut found = Vec::new();
     let mut cur = head;
     while !cur.is_null() {
         // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs;
@@ -92,16 +101,13 @@ fn interface_ipv4(name: &str) -> Option<std::net::IpAddr> {
         // says its real type.
         unsafe {
             let ifa = &*cur;
-            let n = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
-            if n == name
-                && !ifa.ifa_addr.is_null()
-                && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET
-            {
+            if !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
+                let n = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
                 let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                found = Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
-                    u32::from_be(sin.sin_addr.s_addr),
-                )));
-                break;
+                found.push((
+                    n.into_owned(),
+                    std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                ));
             }
             cur = ifa.ifa_next;
         }
@@ -155,13 +161,40 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
         cfg.timeout,
         cfg.secret.as_deref().map(str::as_bytes),
     )?;
-    let token_key = "fc/job_token";
+    let (endpoint, peers) = connect_ranks(&store, store_addr, "fc/", rank, world, cfg)?;
+    tracing::info!(
+        rank,
+        world,
+        source = env.source,
+        "rendezvous done; hosts {:?}",
+        peers.hosts
+    );
+    Ok(Rendezvous {
+        endpoint,
+        peers,
+        store,
+        server,
+    })
+}
+
+/// Meets the `world` ranks of one communicator through `store` (reached at `store_addr`),
+/// under keys that start with `prefix` (so one store serves several communicators, e.g. the
+/// children of a split), and connects shared memory and TCP links between them.
+pub fn connect_ranks(
+    store: &dyn Store,
+    store_addr: SocketAddr,
+    prefix: &str,
+    rank: usize,
+    world: usize,
+    cfg: &Config,
+) -> Result<(HybridEndpoint, Peers)> {
+    let token_key = format!("{prefix}job_token");
     let token: u64 = if rank == 0 {
         let t = random_token();
-        store.set(token_key, &t.to_le_bytes())?;
+        store.set(&token_key, &t.to_le_bytes())?;
         t
     } else {
-        let b = store.get_timeout(token_key, cfg.timeout)?;
+        let b = store.get_timeout(&token_key, cfg.timeout)?;
         u64::from_le_bytes(
             b.get(..8)
                 .and_then(|s| s.try_into().ok())
@@ -176,11 +209,11 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
         listener.local_addr().map_err(StoreError::Io)?,
         std::process::id()
     );
-    store.set(&format!("fc/rank/{rank}"), me.as_bytes())?;
+    store.set(&format!("{prefix}rank/{rank}"), me.as_bytes())?;
     let mut hosts = Vec::with_capacity(world);
     let mut addrs = Vec::with_capacity(world);
     for r in 0..world {
-        let v = store.get_timeout(&format!("fc/rank/{r}"), cfg.timeout)?;
+        let v = store.get_timeout(&format!("{prefix}rank/{r}"), cfg.timeout)?;
         let text = String::from_utf8_lossy(&v).into_owned();
         let mut parts = text.split('\n');
         let (host, addr) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -241,22 +274,11 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
     local_flags[rank] = false;
     let endpoint = HybridEndpoint::new(rank, world, shm, tcp, local_flags);
     let transports = (0..world).map(|p| endpoint.transport_of(p)).collect();
-    tracing::info!(
-        rank,
-        world,
-        source = env.source,
-        "rendezvous done; hosts {:?}",
-        hosts
-    );
-    Ok(Rendezvous {
-        endpoint,
-        peers: Peers { hosts, transports },
-        store,
-        server,
-    })
+    Ok((endpoint, Peers { hosts, transports }))
 }
 
-fn random_token() -> u64 {
+/// A random 64-bit job token (not cryptographic: hashed time and pid with a random key).
+pub(crate) fn random_token() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -16,7 +16,7 @@ use ferrocoll_transports::{Endpoint, LinkError};
 use super::frame::{Frame, OpHeader, FRAME_BYTES};
 use crate::error::{Error, Result};
 use crate::reduce;
-use crate::schedule::{dependencies, segment, Layout, RankPlan, Region, Step};
+use crate::schedule::{dependencies, segment, Collective, Layout, RankPlan, Region, Step};
 use crate::types::{DataType, ReduceOp};
 
 /// A plan made ready to execute: segmented, with its dependency graph and per-peer streams.
@@ -274,8 +274,12 @@ pub(crate) unsafe fn execute(
                 if st.hdr.is_none() {
                     // Single copy: a large segment that no later step overwrites (so it stays
                     // as it is until the peer acknowledges) goes by address where the link
-                    // can do that; the call does not end before the acknowledgement.
+                    // can do that; the call does not end before the acknowledgement. Not for
+                    // point-to-point sends: those stay eager (up to the ring's capacity), or a
+                    // send queued before its rank's own receive would wait on a peer that
+                    // waits likewise.
                     st.direct = total >= cx.direct_min.max(1)
+                        && cx.header.kind != Collective::SendRecv
                         && prep.dependents[i].is_empty()
                         && link.direct().is_some();
                     st.hdr = Some(

@@ -1,0 +1,70 @@
+"""Exceptions carrying ferrocoll's result code and message."""
+
+SUCCESS = 0
+SYSTEM_ERROR = 7002
+INTERNAL_ERROR = 7003
+INVALID_ARGUMENT = 7004
+INVALID_USAGE = 7005
+REMOTE_ERROR = 7006
+TIMEOUT = 7007
+
+
+class FerrocollError(Exception):
+    """A failed ferrocoll call: `code` is the C ABI's fcResult_t, `message` what went wrong."""
+
+    code_name = "fcError"
+
+    def __init__(self, code: int, message: str):
+        super().__init__(f"{message} [{self.code_name} = {code}]")
+        self.code = code
+        self.message = message
+
+
+class InvalidArgumentError(FerrocollError, ValueError):
+    """fcInvalidArgument: a bad argument (type, count, rank, buffer)."""
+
+    code_name = "fcInvalidArgument"
+
+
+class InvalidUsageError(FerrocollError):
+    """fcInvalidUsage: a destroyed communicator, mismatched calls, unsupported combination."""
+
+    code_name = "fcInvalidUsage"
+
+
+class RemoteError(FerrocollError):
+    """fcRemoteError: another rank failed."""
+
+    code_name = "fcRemoteError"
+
+
+class CommTimeoutError(FerrocollError, TimeoutError):
+    """fcTimeout: no progress within FERROCOLL_TIMEOUT."""
+
+    code_name = "fcTimeout"
+
+
+class SystemFailureError(FerrocollError):
+    """fcSystemError: the OS or a link failed, or the communicator was aborted."""
+
+    code_name = "fcSystemError"
+
+
+class InternalError(FerrocollError):
+    """fcInternalError: a bug in ferrocoll."""
+
+    code_name = "fcInternalError"
+
+
+BY_CODE = {
+    INVALID_ARGUMENT: InvalidArgumentError,
+    INVALID_USAGE: InvalidUsageError,
+    REMOTE_ERROR: RemoteError,
+    TIMEOUT: CommTimeoutError,
+    SYSTEM_ERROR: SystemFailureError,
+    INTERNAL_ERROR: InternalError,
+}
+
+
+def error_for(code: int, message: str) -> FerrocollError:
+    return BY_CODE.get(code, FerrocollError)(code, message)

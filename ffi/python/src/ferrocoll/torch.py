@@ -1,0 +1,246 @@
+"""``torch.distributed`` backend ``"ferrocoll"``: ``import ferrocoll.torch`` registers it, then
+
+    dist.init_process_group("ferrocoll")      # e.g. under torchrun
+
+runs all_reduce, all_gather(_into_tensor), reduce_scatter(_tensor), broadcast, reduce,
+all_to_all_single, barrier and send/recv on CPU tensors through the C ABI. The ranks meet
+through the store torch passes in: rank 0 makes a unique id (its process serves ferrocoll's
+rendezvous store, on ``FERROCOLL_SOCKET_IFNAME`` or the first non-loopback interface) and
+publishes it there. Calls complete before they return (the returned work is already done);
+``FERROCOLL_TIMEOUT`` bounds each call.
+"""
+
+import ctypes
+
+import torch
+import torch.distributed as dist
+from torch._C._distributed_c10d import _create_work_from_future
+
+import ferrocoll
+from ferrocoll import _LIB, Communicator, _check
+
+__all__ = ["ProcessGroupFerrocoll"]
+
+_DTYPES = {
+    torch.int8: 0,
+    torch.uint8: 1,
+    torch.int32: 2,
+    torch.int64: 4,
+    torch.float16: 6,
+    torch.float32: 7,
+    torch.float64: 8,
+    torch.bfloat16: 9,
+}
+for _name, _code in (("uint32", 3), ("uint64", 5), ("float8_e4m3fn", 10), ("float8_e5m2", 11)):
+    if hasattr(torch, _name):
+        _DTYPES[getattr(torch, _name)] = _code
+
+_OPS = {
+    dist.ReduceOp.SUM: ferrocoll.ReduceOp.SUM,
+    dist.ReduceOp.PRODUCT: ferrocoll.ReduceOp.PROD,
+    dist.ReduceOp.MAX: ferrocoll.ReduceOp.MAX,
+    dist.ReduceOp.MIN: ferrocoll.ReduceOp.MIN,
+    dist.ReduceOp.AVG: ferrocoll.ReduceOp.AVG,
+}
+
+
+def _done(result=None):
+    fut = torch.futures.Future()
+    fut.set_result(result)
+    return _create_work_from_future(fut)
+
+
+def _op(opts):
+    op = getattr(opts, "reduceOp", dist.ReduceOp.SUM)
+    for k, v in _OPS.items():
+        if op == k:
+            return int(v)
+    raise ValueError(f"ferrocoll: unsupported reduce op {op}")
+
+
+def _dtype(t):
+    if t.device.type != "cpu":
+        raise ValueError(f"ferrocoll: only CPU tensors are supported, got {t.device}")
+    try:
+        return _DTYPES[t.dtype]
+    except KeyError:
+        raise ValueError(f"ferrocoll: unsupported dtype {t.dtype}") from None
+
+
+def _p(t):
+    return ctypes.c_void_p(t.data_ptr()) if t.numel() else None
+
+
+class ProcessGroupFerrocoll(dist.ProcessGroup):
+    """A ``torch.distributed`` process group over one ferrocoll communicator.
+
+    It supports coalescing (``batch_isend_irecv``, ``_coalescing_manager``) through
+    fcGroupStart/fcGroupEnd: the calls of a batch are issued together when it ends, so a
+    batch of sends and receives never deadlocks."""
+
+    def __init__(self, store, rank, size, timeout=None):
+        super().__init__(rank, size)
+        key = "ferrocoll/unique_id"
+        if rank == 0:
+            uid = ferrocoll.get_unique_id()
+            store.set(key, uid)
+        else:
+            uid = bytes(store.get(key))
+        self._comm = Communicator.init_rank(size, uid, rank)
+        self._h = self._comm._h
+        # While coalescing: the tensors of queued calls (kept alive) and their write-backs.
+        self._batch = None
+
+    def getBackendName(self):
+        return "ferrocoll"
+
+    def _run(self, tensors, call):
+        """Calls ``call`` on contiguous versions of ``tensors`` (pairs of tensor and "is
+        written"); copies written non-contiguous tensors back now, or at the batch's end."""
+        dense = [t if t.is_contiguous() else t.contiguous() for t, _ in tensors]
+        call(*dense)
+        back = [(t, c) for (t, written), c in zip(tensors, dense) if written and c is not t]
+        if self._batch is None:
+            for t, c in back:
+                t.copy_(c)
+        else:
+            self._batch.append((tensors, dense, back))
+
+    def _not_batched(self, what):
+        if self._batch is not None:
+            raise ValueError(f"ferrocoll: {what} cannot be coalesced")
+
+    # -- coalescing ----------------------------------------------------------------------
+    @property
+    def supports_coalescing(self):
+        return True
+
+    def _get_backend(self, device):
+        # This group is its own (only) backend: torch asks it whether it coalesces.
+        return self
+
+    def start_coalescing(self, device):
+        if self._batch is not None:
+            raise ValueError("ferrocoll: coalescing blocks do not nest")
+        _check(_LIB.fcGroupStart())
+        self._batch = []
+
+    def end_coalescing(self, device):
+        batch, self._batch = self._batch or [], None
+        _check(_LIB.fcGroupEnd())
+        for _, _, back in batch:
+            for t, c in back:
+                t.copy_(c)
+        return _done()
+
+    _start_coalescing = start_coalescing
+    _end_coalescing = end_coalescing
+
+    # -- collectives (each list holds one tensor per device; CPU means one) ----------------
+    def allreduce(self, tensors, opts=None):
+        op = _op(opts)
+        for t in tensors:
+            self._run([(t, True)], lambda c: _check(
+                _LIB.fcAllReduce(_p(c), _p(c), c.numel(), _dtype(c), op, self._h, None)))
+        return _done(tensors)
+
+    def allreduce_coalesced(self, tensors, opts=None):
+        return self.allreduce(tensors, opts)
+
+    def allgather(self, output_tensor_lists, input_tensors, opts=None):
+        self._not_batched("all_gather into a list")
+        for outs, inp in zip(output_tensor_lists, input_tensors):
+            flat = torch.empty((len(outs),) + tuple(inp.shape), dtype=inp.dtype)
+            self._allgather_base(flat, inp, opts)
+            for o, chunk in zip(outs, flat):
+                o.copy_(chunk)
+        return _done(output_tensor_lists)
+
+    def _allgather_base(self, output, input, opts=None):
+        if output.numel() != input.numel() * self.size():
+            raise ValueError("ferrocoll: output must hold world_size × input elements")
+        self._run([(input, False), (output, True)], lambda i, o: _check(
+            _LIB.fcAllGather(_p(i), _p(o), i.numel(), _dtype(i), self._h, None)))
+        return _done(output)
+
+    def all_gather_single(self, output, input, opts=None):
+        return self._allgather_base(output, input, opts)
+
+    def allgather_into_tensor_coalesced(self, outputs, inputs, opts=None):
+        for o, i in zip(outputs, inputs):
+            self._allgather_base(o, i, opts)
+        return _done(outputs)
+
+    def reduce_scatter(self, output_tensors, input_tensor_lists, opts=None):
+        self._not_batched("reduce_scatter from a list")
+        for out, ins in zip(output_tensors, input_tensor_lists):
+            flat = torch.cat([t.reshape(-1) for t in ins])
+            self._reduce_scatter_base(out, flat, opts)
+        return _done(output_tensors)
+
+    def _reduce_scatter_base(self, output, input, opts=None):
+        op = _op(opts)
+        if input.numel() != output.numel() * self.size():
+            raise ValueError("ferrocoll: input must hold world_size × output elements")
+        self._run([(input, False), (output, True)], lambda i, o: _check(
+            _LIB.fcReduceScatter(_p(i), _p(o), o.numel(), _dtype(o), op, self._h, None)))
+        return _done(output)
+
+    def reduce_scatter_single(self, output, input, opts=None):
+        return self._reduce_scatter_base(output, input, opts)
+
+    def reduce_scatter_tensor_coalesced(self, outputs, inputs, opts=None):
+        for o, i in zip(outputs, inputs):
+            self._reduce_scatter_base(o, i, opts)
+        return _done(outputs)
+
+    def broadcast(self, tensors, opts=None):
+        root = opts.rootRank if opts is not None else 0
+        for t in tensors:
+            self._run([(t, True)], lambda c: _check(
+                _LIB.fcBroadcast(_p(c), _p(c), c.numel(), _dtype(c), root, self._h, None)))
+        return _done(tensors)
+
+    def reduce(self, tensors, opts=None):
+        op, root = _op(opts), opts.rootRank
+        for t in tensors:
+            self._run([(t, True)], lambda c: _check(
+                _LIB.fcReduce(_p(c), _p(c), c.numel(), _dtype(c), op, root, self._h, None)))
+        return _done(tensors)
+
+    def all_to_all_single(self, output, input, output_split_sizes, input_split_sizes, opts=None):
+        return self.alltoall_base(output, input, output_split_sizes, input_split_sizes, opts)
+
+    def alltoall_base(self, output, input, output_split_sizes, input_split_sizes, opts=None):
+        if output_split_sizes or input_split_sizes:
+            raise ValueError("ferrocoll: all_to_all_single with split sizes is not supported")
+        n = input.numel() // self.size()
+        self._run([(input, False), (output, True)], lambda i, o: _check(
+            _LIB.fcAllToAll(_p(i), _p(o), n, _dtype(i), self._h, None)))
+        return _done(output)
+
+    def barrier(self, opts=None):
+        _check(_LIB.fcBarrier(self._h, None))
+        return _done()
+
+    def send(self, tensors, dst, tag=0):
+        for t in tensors:
+            self._run([(t, False)], lambda c: _check(
+                _LIB.fcSend(_p(c), c.numel(), _dtype(c), dst, self._h, None)))
+        return _done(tensors)
+
+    def recv(self, tensors, src, tag=0):
+        for t in tensors:
+            self._run([(t, True)], lambda c: _check(
+                _LIB.fcRecv(_p(c), c.numel(), _dtype(c), src, self._h, None)))
+        return _done(tensors)
+
+    def shutdown(self):
+        self._comm.__exit__(None, None, None)
+
+
+def _create(store, rank, size, timeout):
+    return ProcessGroupFerrocoll(store, rank, size, timeout)
+
+
+dist.Backend.register_backend("ferrocoll", _create, devices=["cpu"])

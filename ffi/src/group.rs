@@ -1,0 +1,183 @@
+//! `fcGroupStart` / `fcGroupEnd`: calls made between them (on this thread) are queued and
+//! issued together at the outermost `fcGroupEnd`, as in NCCL.
+//!
+//! Issue order. Each communicator's engine runs its calls one after the other, so a group's
+//! send/recv pairs are put in an order that cannot deadlock: collectives first (in call
+//! order, which every rank shares), then the point-to-point calls sorted by peer, and for
+//! each peer the lower rank sends before it receives while the higher rank receives before
+//! it sends (calls of one direction keep their order). A rank blocked on its exchange with
+//! peer `p` then waits only for ranks that are themselves progressing: a cycle of waiting
+//! ranks would need ever-smaller ranks around the cycle, which cannot close. Calls on
+//! different communicators run concurrently (each engine has its own thread), so one thread
+//! may drive several ranks of one job in a group; `fcCommInitRank` calls in a group create
+//! their communicators concurrently at its end, before its other calls run.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use fc::{Collective, Communicator, RawCall};
+
+use crate::boundary::{guard, Failure};
+use crate::registry;
+use crate::types::{fcComm_t, fcResult_t};
+
+/// A communicator creation deferred to the group's end, with the handle it will fill.
+type Init = (
+    fcComm_t,
+    Box<dyn FnOnce() -> fc::Result<Communicator> + Send>,
+);
+
+#[derive(Default)]
+struct Group {
+    depth: usize,
+    inits: Vec<Init>,
+    calls: Vec<(Arc<Communicator>, RawCall)>,
+}
+
+thread_local! {
+    static GROUP: RefCell<Group> = RefCell::new(Group::default());
+}
+
+/// Whether this thread is inside a group.
+pub(crate) fn active() -> bool {
+    GROUP.with(|g| g.borrow().depth > 0)
+}
+
+/// Queues a checked call for the group's end.
+pub(crate) fn push(comm: Arc<Communicator>, call: RawCall) {
+    GROUP.with(|g| g.borrow_mut().calls.push((comm, call)));
+}
+
+/// Defers the creation of the communicator of handle `h` to the group's end.
+pub(crate) fn push_init(h: fcComm_t, make: Box<dyn FnOnce() -> fc::Result<Communicator> + Send>) {
+    GROUP.with(|g| g.borrow_mut().inits.push((h, make)));
+}
+
+/// Starts a group (groups nest; only the outermost end issues the calls).
+///
+/// Thread safety: per thread: a group collects the calls of the thread that started it.
+#[no_mangle]
+pub extern "C" fn fcGroupStart() -> fcResult_t {
+    guard("fcGroupStart", || {
+        GROUP.with(|g| g.borrow_mut().depth += 1);
+        Ok(())
+    })
+}
+
+/// Ends a group; the outermost end issues the queued calls and returns when all have
+/// completed, with the first failure if any failed (every call is still waited for). The
+/// buffers of queued calls must stay valid until then.
+///
+/// Thread safety: per thread, as `fcGroupStart`.
+#[no_mangle]
+pub extern "C" fn fcGroupEnd() -> fcResult_t {
+    guard("fcGroupEnd", || {
+        let calls = GROUP.with(|g| {
+            let mut g = g.borrow_mut();
+            match g.depth {
+                0 => Err(Failure::usage("fcGroupEnd without fcGroupStart")),
+                1 => {
+                    g.depth = 0;
+                    Ok(Some((
+                        std::mem::take(&mut g.inits),
+                        std::mem::take(&mut g.calls),
+                    )))
+                }
+                _ => {
+                    g.depth -= 1;
+                    Ok(None)
+                }
+            }
+        })?;
+        match calls {
+            Some((inits, calls)) => {
+                let first = init_all(inits);
+                let rest = run(calls);
+                first.and(rest)
+            }
+            None => Ok(()),
+        }
+    })
+}
+
+/// Where a call goes in its communicator's issue order (see the module docs).
+fn order_key(comm: &Communicator, c: &RawCall) -> (u8, usize, u8) {
+    if c.kind != Collective::SendRecv {
+        return (0, 0, 0);
+    }
+    let sending = c.output.is_null();
+    let first = sending == (comm.rank() < c.root);
+    (1, c.root, if first { 0 } else { 1 })
+}
+
+/// Creates the group's communicators concurrently (their ranks meet each other) and
+/// registers them under their handles; returns the first failure.
+fn init_all(inits: Vec<Init>) -> Result<(), Failure> {
+    if inits.is_empty() {
+        return Ok(());
+    }
+    let results: Vec<Result<(), Failure>> = std::thread::scope(|s| {
+        let hs: Vec<_> = inits
+            .into_iter()
+            .map(|(h, make)| {
+                let h = h.addr();
+                let run = move || make().map(|c| (h, c));
+                std::thread::Builder::new()
+                    .name("ferrocoll-init".into())
+                    .spawn_scoped(s, run)
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| match h {
+                Ok(h) => match h.join() {
+                    Ok(Ok((addr, c))) => {
+                        registry::fill(std::ptr::without_provenance_mut(addr), c);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => Err(Failure::from(fc::Error::Internal(
+                        "a group's init panicked".into(),
+                    ))),
+                },
+                Err(e) => Err(Failure::from(fc::Error::Io {
+                    what: "starting a thread for a group's init",
+                    source: e,
+                })),
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+fn run(calls: Vec<(Arc<Communicator>, RawCall)>) -> Result<(), Failure> {
+    // Per communicator, in first-use order; a stable sort keeps same-key calls in order.
+    let mut per_comm: Vec<(Arc<Communicator>, Vec<RawCall>)> = Vec::new();
+    for (comm, call) in calls {
+        match per_comm.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &comm)) {
+            Some((_, v)) => v.push(call),
+            None => per_comm.push((comm, vec![call])),
+        }
+    }
+    let mut works = Vec::new();
+    let mut first_err: Option<Failure> = None;
+    'submit: for (comm, mut v) in per_comm {
+        v.sort_by_key(|c| order_key(&comm, c));
+        for call in v {
+            // SAFETY: the buffers were promised valid until fcGroupEnd returns, and every work
+            // is waited for below before it does.
+            match unsafe { comm.collective_raw_async(call) } {
+                Ok(w) => works.push(w),
+                Err(e) => {
+                    first_err = Some(e.into());
+                    break 'submit;
+                }
+            }
+        }
+    }
+    for w in works {
+        if let Err(e) = w.wait() {
+            first_err.get_or_insert(e.into());
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}

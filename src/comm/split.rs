@@ -1,0 +1,326 @@
+//! Communicators made without launcher variables: from a [`UniqueId`] (NCCL's
+//! `ncclGetUniqueId` + `ncclCommInitRank`) and by splitting another communicator
+//! ([`Communicator::split_by`], NCCL's `ncclCommSplit`).
+//!
+//! Both meet through a rendezvous store. A unique id names a store that the process which
+//! made the id serves, plus a random job token that the store demands of its clients (so a
+//! stray process cannot join). The children of a split meet through their parent's store,
+//! under keys of their own (`<parent prefix>split<n>/<color>/`), so one store serves a whole
+//! tree of communicators; every communicator of the tree holds the store (and, on the rank
+//! that serves it, the server) alive.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::Communicator;
+use crate::bootstrap::rendezvous::{connect_ranks, ipv4_interfaces};
+use crate::bootstrap::{TcpStore, TcpStoreServer};
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// Bytes of an encoded [`UniqueId`] (NCCL's `NCCL_UNIQUE_ID_BYTES`).
+pub const UNIQUE_ID_BYTES: usize = 128;
+
+const MAGIC: &[u8; 4] = b"FCID";
+const VERSION: u8 = 1;
+
+/// Where the ranks of a job meet: a store address and the job's random token, made by one
+/// process ([`UniqueId::new`], which also starts serving the store) and handed to every rank
+/// by any means (a file, MPI, an environment variable), which then calls
+/// [`Communicator::from_unique_id`]. Encodes to [`UNIQUE_ID_BYTES`] opaque bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UniqueId {
+    /// The store's address.
+    pub store: SocketAddr,
+    /// The job's random token; the store refuses clients that do not present it.
+    pub token: u64,
+}
+
+/// Stores served by this process for unique ids it made, by token, until a rank 0 of this
+/// process takes its server (or the process exits: a launcher that only makes the id keeps
+/// serving for its children).
+static SERVED: Mutex<Vec<(u64, TcpStoreServer)>> = Mutex::new(Vec::new());
+
+fn served() -> std::sync::MutexGuard<'static, Vec<(u64, TcpStoreServer)>> {
+    SERVED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The address a new store advertises: `FERROCOLL_SOCKET_IFNAME`'s, else the first IPv4
+/// interface that is not loopback (like NCCL), else loopback.
+fn advertised_ip(cfg: &Config) -> Result<IpAddr> {
+    let ifs = ipv4_interfaces();
+    if let Some(name) = &cfg.socket_ifname {
+        return ifs
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ip)| ip.into())
+            .ok_or_else(|| Error::Config {
+                var: "FERROCOLL_SOCKET_IFNAME".into(),
+                value: name.clone(),
+                reason: "no such interface with an IPv4 address".into(),
+            });
+    }
+    let skip = |n: &str| n.starts_with("docker") || n.starts_with("virbr");
+    Ok(ifs
+        .into_iter()
+        .find(|(n, ip)| !ip.is_loopback() && !skip(n))
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |(_, ip)| ip.into()))
+}
+
+impl UniqueId {
+    /// Makes a new id and starts serving its store in this process, on the address of
+    /// `FERROCOLL_SOCKET_IFNAME` (from `cfg`) or of the first non-loopback interface, at a
+    /// free port.
+    pub fn new(cfg: &Config) -> Result<UniqueId> {
+        let ip = advertised_ip(cfg)?;
+        let token = crate::bootstrap::rendezvous::random_token() | 1;
+        let server = TcpStoreServer::bind_with_secret(
+            SocketAddr::new(ip, 0),
+            Some(secret(token).as_bytes()),
+        )?;
+        let id = UniqueId {
+            store: server.local_addr(),
+            token,
+        };
+        served().push((token, server));
+        Ok(id)
+    }
+
+    /// The id as [`UNIQUE_ID_BYTES`] bytes: magic `FCID`, version, address family, port,
+    /// address, token, zeros.
+    pub fn to_bytes(&self) -> [u8; UNIQUE_ID_BYTES] {
+        let mut b = [0u8; UNIQUE_ID_BYTES];
+        b[..4].copy_from_slice(MAGIC);
+        b[4] = VERSION;
+        let ip = match self.store.ip() {
+            IpAddr::V4(v4) => {
+                b[5] = 4;
+                v4.to_ipv6_mapped().octets()
+            }
+            IpAddr::V6(v6) => {
+                b[5] = 6;
+                v6.octets()
+            }
+        };
+        b[6..8].copy_from_slice(&self.store.port().to_le_bytes());
+        b[8..24].copy_from_slice(&ip);
+        b[24..32].copy_from_slice(&self.token.to_le_bytes());
+        b
+    }
+
+    /// Decodes [`UniqueId::to_bytes`]; refuses bytes that were not made by it.
+    pub fn from_bytes(b: &[u8; UNIQUE_ID_BYTES]) -> Result<UniqueId> {
+        if &b[..4] != MAGIC {
+            return Err(Error::InvalidUniqueId(
+                "no FCID magic (not made by fcGetUniqueId)",
+            ));
+        }
+        if b[4] != VERSION {
+            return Err(Error::InvalidUniqueId("unknown version"));
+        }
+        if b[32..].iter().any(|&x| x != 0) {
+            return Err(Error::InvalidUniqueId("reserved bytes are not zero"));
+        }
+        let port = u16::from_le_bytes([b[6], b[7]]);
+        let mut ip = [0u8; 16];
+        ip.copy_from_slice(&b[8..24]);
+        let ip = Ipv6Addr::from(ip);
+        let ip = match b[5] {
+            4 => IpAddr::V4(ip.to_ipv4_mapped().ok_or(Error::InvalidUniqueId(
+                "IPv4 family with a non-IPv4 address",
+            ))?),
+            6 => IpAddr::V6(ip),
+            _ => return Err(Error::InvalidUniqueId("unknown address family")),
+        };
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&b[24..32]);
+        let token = u64::from_le_bytes(t);
+        if port == 0 || token == 0 {
+            return Err(Error::InvalidUniqueId("zero port or token"));
+        }
+        Ok(UniqueId {
+            store: SocketAddr::new(ip, port),
+            token,
+        })
+    }
+}
+
+/// The store secret of a job token.
+fn secret(token: u64) -> String {
+    format!("fcid-{token:016x}")
+}
+
+/// What a communicator built through a store keeps: the store (shared with the other
+/// communicators of its tree), its own key prefix, and how many splits it made.
+pub(crate) struct Bootstrap {
+    job: Arc<JobStore>,
+    prefix: String,
+    splits: AtomicU64,
+}
+
+/// The store client and, on the rank that serves it, the server. Fields drop in order: the
+/// client closes before the server stops.
+struct JobStore {
+    store: TcpStore,
+    _server: Option<TcpStoreServer>,
+}
+
+impl Bootstrap {
+    /// For a communicator built by [`crate::bootstrap::rendezvous::rendezvous`].
+    pub(crate) fn new(store: TcpStore, server: Option<TcpStoreServer>) -> Bootstrap {
+        Bootstrap {
+            job: Arc::new(JobStore {
+                store,
+                _server: server,
+            }),
+            prefix: "fc/".into(),
+            splits: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Communicator {
+    /// Rank `rank` of a job of `world` ranks that meet through `id` (see [`UniqueId`]). Every
+    /// rank calls this with the same id and world; it returns once all have arrived and the
+    /// links are connected (or fails after `cfg.timeout`). The rank 0 that runs in the
+    /// process that made the id keeps that store's server alive; if its init fails, the
+    /// server stops (so waiting ranks fail too) and the job needs a new id, as with NCCL.
+    pub fn from_unique_id(
+        id: &UniqueId,
+        rank: usize,
+        world: usize,
+        cfg: Config,
+    ) -> Result<Communicator> {
+        if world == 0 || rank >= world {
+            return Err(Error::InvalidWorld { rank, world });
+        }
+        crate::init_logging();
+        let server = if rank == 0 {
+            let mut s = served();
+            s.iter()
+                .position(|(t, _)| *t == id.token)
+                .map(|i| s.swap_remove(i).1)
+        } else {
+            None
+        };
+        let store = TcpStore::connect_with_secret(
+            id.store,
+            cfg.timeout,
+            Some(secret(id.token).as_bytes()),
+        )?;
+        let (ep, peers) = connect_ranks(&store, id.store, "fc/", rank, world, &cfg)?;
+        tracing::info!(
+            rank,
+            world,
+            "unique-id rendezvous done; hosts {:?}",
+            peers.hosts
+        );
+        let mut c = Communicator::from_endpoint(Box::new(ep), cfg)?;
+        c.peers = Some(peers);
+        c._keep = Some(Box::new(Bootstrap::new(store, server)));
+        Ok(c)
+    }
+
+    /// Splits this communicator (NCCL's `ncclCommSplit`): every rank calls it, in the same
+    /// order as its other collectives; ranks that pass the same `color` form a new
+    /// communicator, ranked by `(key, rank in this communicator)`. A rank that passes `None`
+    /// joins none and gets `Ok(None)`.
+    ///
+    /// The children meet through this communicator's rendezvous store, so a communicator
+    /// without one (an in-process [`crate::World`]) gives [`Error::NoStore`].
+    pub fn split_by(&self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
+        let boot = self
+            ._keep
+            .as_ref()
+            .and_then(|k| k.downcast_ref::<Bootstrap>())
+            .ok_or(Error::NoStore)?;
+        let mine = [color.map_or(-1, i64::from), i64::from(key)];
+        let mut all = vec![0i64; 2 * self.world];
+        self.all_gather(&mine, &mut all)?;
+        // Every rank counts the same splits (split is collective), so `n` agrees.
+        let n = boot.splits.fetch_add(1, Ordering::Relaxed);
+        let Some(color) = color else {
+            return Ok(None);
+        };
+        let mut members: Vec<(i64, usize)> = (0..self.world)
+            .filter(|&r| all[2 * r] == i64::from(color))
+            .map(|r| (all[2 * r + 1], r))
+            .collect();
+        members.sort_unstable();
+        let rank = members
+            .iter()
+            .position(|&(_, r)| r == self.rank)
+            .ok_or_else(|| Error::Internal("split: this rank is missing from its group".into()))?;
+        let prefix = format!("{}split{n}/{color}/", boot.prefix);
+        let cfg = self.config().clone();
+        let store = &boot.job.store;
+        let (ep, peers) = connect_ranks(
+            store,
+            store.server_addr(),
+            &prefix,
+            rank,
+            members.len(),
+            &cfg,
+        )?;
+        let mut c = Communicator::from_endpoint(Box::new(ep), cfg)?;
+        c.peers = Some(peers);
+        c._keep = Some(Box::new(Bootstrap {
+            job: boot.job.clone(),
+            prefix,
+            splits: AtomicU64::new(0),
+        }));
+        Ok(Some(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_id_round_trips_and_refuses_garbage() {
+        for store in ["127.0.0.1:4242", "[::1]:9"] {
+            let id = UniqueId {
+                store: store.parse().unwrap(),
+                token: 0xdead_beef_0123_4567,
+            };
+            assert_eq!(UniqueId::from_bytes(&id.to_bytes()).unwrap(), id);
+        }
+        let good = UniqueId {
+            store: "10.0.0.1:80".parse().unwrap(),
+            token: 7,
+        }
+        .to_bytes();
+        let cases: [(usize, u8); 5] = [(0, b'X'), (4, 9), (5, 5), (40, 1), (6, 0)];
+        for (at, v) in cases {
+            let mut b = good;
+            b[at] = v;
+            if at == 6 {
+                b[7] = 0;
+            }
+            assert!(
+                matches!(UniqueId::from_bytes(&b), Err(Error::InvalidUniqueId(_))),
+                "byte {at} = {v} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn split_without_a_store_and_ranks_outside_the_world_are_refused() {
+        let res = crate::World::new(2)
+            .run(|c| c.split_by(Some(0), 0).map(|_| ()))
+            .unwrap();
+        for r in res {
+            assert!(matches!(r, Err(Error::NoStore)), "{r:?}");
+        }
+        let id = UniqueId {
+            store: "127.0.0.1:9".parse().unwrap(),
+            token: 1,
+        };
+        for (rank, world) in [(0, 0), (3, 3)] {
+            let r = Communicator::from_unique_id(&id, rank, world, Config::default());
+            assert!(matches!(r, Err(Error::InvalidWorld { .. })));
+        }
+    }
+}
