@@ -190,3 +190,39 @@ fn file_grouping_other_than_the_jobs_hosts_is_refused() {
         );
     }
 }
+
+#[test]
+fn split_children_plan_on_their_part_of_the_parents_topology() {
+    // Parent: 4 ranks on hosts x, y, x, y, with a topology file (which describes the
+    // parent, so the children must not be checked against it). Children: even and odd ranks.
+    let (cfg, path) = with_file("split.json", TWO_BY_TWO);
+    let id = ferrocoll::UniqueId::new(&cfg).unwrap();
+    let out: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|rank| {
+                let (id, mut cfg) = (&id, cfg.clone());
+                cfg.hostname = Some(["x", "y"][rank % 2].into());
+                s.spawn(move || -> ferrocoll::Result<(usize, usize, Vec<f32>)> {
+                    let c = Communicator::from_unique_id(id, rank, 4, cfg)?;
+                    let child = c.split_by(Some((rank % 2) as u32), 0)?.unwrap();
+                    let mut v = vec![(rank + 1) as f32; 1000];
+                    child.all_reduce(&mut v, ReduceOp::Sum)?;
+                    let t = child.topology();
+                    Ok((t.world(), t.hosts().len(), v))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let _ = std::fs::remove_file(&path);
+    for (rank, r) in out.into_iter().enumerate() {
+        let (world, hosts, v) = r.unwrap();
+        assert_eq!(
+            (world, hosts),
+            (2, 1),
+            "rank {rank}: both members on one host"
+        );
+        let want = if rank % 2 == 0 { 1.0 + 3.0 } else { 2.0 + 4.0 };
+        assert!(v.iter().all(|x| *x == want), "rank {rank}");
+    }
+}

@@ -328,6 +328,47 @@ impl Topology {
         self.host_link(self.host_of[a], self.host_of[b])
     }
 
+    /// The topology of a communicator made of some of these ranks (a split): new rank `i` is
+    /// old rank `members[i]`; hosts left without ranks are dropped, link figures kept.
+    /// Repeated or out-of-range members are refused.
+    pub fn subset(&self, members: &[usize]) -> Result<Topology, TopologyError> {
+        let mut hosts: Vec<Host> = Vec::new();
+        let mut new_index = vec![usize::MAX; self.hosts.len()];
+        let mut seen = vec![false; self.world()];
+        for (i, &old) in members.iter().enumerate() {
+            let h = *self.host_of.get(old).ok_or(TopologyError::RankOutOfRange {
+                rank: old,
+                world: self.world(),
+            })?;
+            if std::mem::replace(&mut seen[old], true) {
+                let name = self.hosts[h].name.clone();
+                return Err(TopologyError::DuplicateRank {
+                    rank: old,
+                    first: name.clone(),
+                    second: name,
+                });
+            }
+            if new_index[h] == usize::MAX {
+                new_index[h] = hosts.len();
+                hosts.push(Host {
+                    name: self.hosts[h].name.clone(),
+                    ranks: Vec::new(),
+                    nic: self.hosts[h].nic,
+                });
+            }
+            hosts[new_index[h]].ranks.push(i);
+        }
+        let links = self
+            .host_links()
+            .into_iter()
+            .filter(|(a, b, _)| new_index[*a] != usize::MAX && new_index[*b] != usize::MAX)
+            .map(|(a, b, l)| (new_index[a], new_index[b], l))
+            .collect();
+        let mut t = Topology::new(hosts, self.intra, self.inter, Some(self.nic), links)?;
+        t.source.clone_from(&self.source);
+        Ok(t)
+    }
+
     /// Refuses a topology that does not describe the running job: a different number of
     /// ranks, or (when the job's host identities are known) a different grouping of ranks
     /// into hosts. Host names may differ (a file written on other machines).
@@ -511,6 +552,27 @@ mod tests {
             t.with_host_link(0, 1, neg).unwrap_err(),
             TopologyError::BadValue { .. }
         ));
+    }
+
+    #[test]
+    fn subset_keeps_hosts_and_links_of_the_members() {
+        let slow = LinkSpec::from_us_gbit(9.0, 0.5);
+        let t = Topology::uniform(3, 2, true) // hosts {0,3} {1,4} {2,5}
+            .with_host_link(1, 2, slow)
+            .unwrap();
+        let s = t.subset(&[4, 2, 1, 5]).unwrap();
+        assert_eq!(s.world(), 4);
+        assert_eq!(s.hosts().len(), 2);
+        assert_eq!(s.hosts()[0].ranks, vec![0, 2]); // old 4 and 1 on old host 1
+        assert_eq!(s.hosts()[1].ranks, vec![1, 3]); // old 2 and 5 on old host 2
+        assert_eq!(s.link(0, 1), slow);
+        let e = t.subset(&[0, 0]).unwrap_err();
+        assert!(
+            matches!(e, TopologyError::DuplicateRank { rank: 0, .. }),
+            "{e}"
+        );
+        let e = t.subset(&[7]).unwrap_err();
+        assert_eq!(e, TopologyError::RankOutOfRange { rank: 7, world: 6 });
     }
 
     #[test]
