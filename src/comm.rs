@@ -106,12 +106,26 @@ impl Communicator {
     /// A communicator over an endpoint's links (the transports build endpoints; the
     /// in-process [`crate::world`] is the simplest).
     pub fn from_endpoint(ep: Box<dyn Endpoint>, cfg: Config) -> Result<Communicator> {
+        Communicator::from_endpoint_on(ep, cfg, None, None)
+    }
+
+    /// Like [`Communicator::from_endpoint`], planning on `given` (an in-process world's
+    /// described cluster) or on what [`crate::topology::resolve`] finds (`FERROCOLL_TOPO_FILE`,
+    /// else the hosts `discovered` at rendezvous, else one host).
+    pub(crate) fn from_endpoint_on(
+        ep: Box<dyn Endpoint>,
+        cfg: Config,
+        given: Option<crate::topology::Topology>,
+        discovered: Option<crate::topology::Topology>,
+    ) -> Result<Communicator> {
         let (rank, world) = (ep.rank(), ep.world_size());
         if world == 0 || rank >= world {
             return Err(Error::InvalidWorld { rank, world });
         }
+        let topo = crate::topology::resolve(&cfg, world, rank, given, discovered)?;
+        let tuner = crate::plan::Tuner::new(&cfg, topo)?;
         Ok(Communicator {
-            engine: Engine::new(ep, cfg),
+            engine: Engine::new(ep, cfg, tuner),
             rank,
             world,
             seq: AtomicU64::new(0),
@@ -146,10 +160,26 @@ impl Communicator {
         let mut cfg = cfg;
         let me = &rv.peers.hosts[env.rank];
         cfg.resolve_yield(rv.peers.hosts.iter().filter(|h| *h == me).count());
-        let mut c = Communicator::from_endpoint(Box::new(rv.endpoint), cfg)?;
+        let hosts = crate::topology::Topology::from_host_names(&rv.peers.hosts);
+        let mut c = Communicator::from_endpoint_on(Box::new(rv.endpoint), cfg, None, Some(hosts))?;
         c.peers = Some(rv.peers);
         c._keep = Some(Box::new(split::Bootstrap::new(rv.store, rv.server)));
         Ok(c)
+    }
+
+    /// The topology this communicator plans on (discovered, loaded or given).
+    pub fn topology(&self) -> crate::topology::Topology {
+        self.engine.topology()
+    }
+
+    /// The algorithm, segment size and predicted time a call of shape `spec` with elements
+    /// of `esize` bytes runs with (the tuner's choice, or the forced algorithm).
+    pub fn algorithm_for(
+        &self,
+        spec: &crate::schedule::CollSpec,
+        esize: usize,
+    ) -> Result<crate::plan::Choice> {
+        self.engine.choice(spec, esize)
     }
 
     /// The transport that reaches each rank (`"shm"`, `"tcp"`, `"self"`; `"mem"` in an

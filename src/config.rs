@@ -1,18 +1,30 @@
 //! Typed configuration, read once from `FERROCOLL_*` variables or set with a builder.
 //! No other module reads the environment.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::schedule::Collective;
 
 /// How the algorithm of each call is chosen.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum AlgoChoice {
-    /// A size rule picks per call (the cost model of issue 7 will replace it).
+    /// The tuner picks per call from the cost model (see [`crate::tune`]).
     #[default]
     Auto,
     /// Always this algorithm; a collective it does not implement is an error.
     Forced(String),
+}
+
+/// How the ring algorithm orders the ranks (`FERROCOLL_RING_ORDER`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RingOrder {
+    /// Rank order `0 -> 1 -> ... -> p-1`, whatever the hosts (for comparison).
+    Rank,
+    /// Each host's ranks contiguous, hosts in an order that spares the slowest links.
+    #[default]
+    Topology,
 }
 
 /// Which transport carries traffic between ranks.
@@ -30,8 +42,18 @@ pub enum TransportChoice {
 /// Settings of a communicator.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Algorithm choice (`FERROCOLL_ALGO=ring|tree|halving_doubling|direct|auto`).
+    /// Algorithm choice for every collective (`FERROCOLL_ALGO=ring|tree|halving_doubling|
+    /// direct|hierarchical|auto`).
     pub algo: AlgoChoice,
+    /// Per-collective overrides, before `algo` (`FERROCOLL_ALGO=all_reduce:ring;all_gather:direct`;
+    /// collectives not listed are tuned).
+    pub algo_per_collective: Vec<(Collective, String)>,
+    /// Ring order (`FERROCOLL_RING_ORDER=rank|topology`, default topology).
+    pub ring_order: RingOrder,
+    /// Topology file to use instead of the discovered topology (`FERROCOLL_TOPO_FILE`).
+    pub topo_file: Option<PathBuf>,
+    /// Where rank 0 writes the topology in use (`FERROCOLL_TOPO_DUMP_FILE`).
+    pub topo_dump_file: Option<PathBuf>,
     /// Largest message segment in bytes (`FERROCOLL_SEGMENT_BYTES`, default 512 KiB). Small
     /// values make tiny tests reach the multi-segment paths.
     pub segment_bytes: usize,
@@ -80,6 +102,10 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             algo: AlgoChoice::Auto,
+            algo_per_collective: Vec::new(),
+            ring_order: RingOrder::Topology,
+            topo_file: None,
+            topo_dump_file: None,
             segment_bytes: 512 << 10,
             timeout: Duration::from_secs(300),
             spin: Duration::from_micros(50),
@@ -181,6 +207,19 @@ impl Config {
                 _ => return Err(bad("FERROCOLL_TRANSPORT", &v, "expected auto, shm or tcp")),
             };
         }
+        if let Some(v) = get("FERROCOLL_RING_ORDER") {
+            c.ring_order = match v.trim() {
+                "" | "topology" => RingOrder::Topology,
+                "rank" => RingOrder::Rank,
+                _ => return Err(bad("FERROCOLL_RING_ORDER", &v, "expected rank or topology")),
+            };
+        }
+        c.topo_file = get("FERROCOLL_TOPO_FILE")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        c.topo_dump_file = get("FERROCOLL_TOPO_DUMP_FILE")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
         c.hostname = get("FERROCOLL_HOSTNAME").filter(|s| !s.is_empty());
         c.socket_ifname = get("FERROCOLL_SOCKET_IFNAME").filter(|s| !s.is_empty());
         c.secret = get("FERROCOLL_SECRET").filter(|s| !s.is_empty());
@@ -209,22 +248,81 @@ impl Config {
         Ok(c)
     }
 
-    /// Sets the algorithm choice from its `FERROCOLL_ALGO` spelling.
-    pub fn with_algo(mut self, name: &str) -> Result<Config> {
-        let name = name.trim();
-        self.algo = if name.is_empty() || name == "auto" {
-            AlgoChoice::Auto
-        } else if crate::algo::by_name(name).is_some() {
-            AlgoChoice::Forced(name.to_string())
-        } else {
+    /// Sets the algorithm choice from its `FERROCOLL_ALGO` spelling: one name (or `auto`) for
+    /// every collective, or `collective:name` pairs separated by `;` or `,`
+    /// (`all_reduce:ring;all_gather:direct`), like `NCCL_ALGO`.
+    pub fn with_algo(mut self, spec: &str) -> Result<Config> {
+        let spec = spec.trim();
+        let check = |name: &str| -> Result<()> {
+            if name == "auto" || crate::algo::by_name(name).is_some() {
+                return Ok(());
+            }
             let known: Vec<&str> = crate::algo::ALGORITHMS.iter().map(|a| a.name()).collect();
-            return Err(bad(
+            Err(bad(
                 "FERROCOLL_ALGO",
-                name,
-                format!("unknown algorithm (known: auto, {})", known.join(", ")),
-            ));
+                spec,
+                format!(
+                    "unknown algorithm {name:?} (known: auto, {})",
+                    known.join(", ")
+                ),
+            ))
         };
+        self.algo = AlgoChoice::Auto;
+        self.algo_per_collective.clear();
+        if !spec.contains(':') {
+            check(spec)?;
+            if !spec.is_empty() && spec != "auto" {
+                self.algo = AlgoChoice::Forced(spec.to_string());
+            }
+            return Ok(self);
+        }
+        for part in spec
+            .split([';', ','])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let Some((coll, name)) = part.split_once(':') else {
+                return Err(bad(
+                    "FERROCOLL_ALGO",
+                    spec,
+                    format!("{part:?} is not collective:algorithm"),
+                ));
+            };
+            let (coll, name) = (coll.trim(), name.trim());
+            let kind = Collective::COLLECTIVES
+                .into_iter()
+                .find(|k| k.name() == coll)
+                .ok_or_else(|| {
+                    bad(
+                        "FERROCOLL_ALGO",
+                        spec,
+                        format!("unknown collective {coll:?}"),
+                    )
+                })?;
+            check(name)?;
+            self.algo_per_collective.retain(|(k, _)| *k != kind);
+            if name != "auto" {
+                self.algo_per_collective.push((kind, name.to_string()));
+            }
+        }
         Ok(self)
+    }
+
+    /// The algorithm forced for `kind`, if any (per-collective entry first).
+    pub fn forced_algo(&self, kind: Collective) -> Option<&str> {
+        if let Some((_, n)) = self.algo_per_collective.iter().find(|(k, _)| *k == kind) {
+            return Some(n);
+        }
+        match &self.algo {
+            AlgoChoice::Forced(n) => Some(n),
+            AlgoChoice::Auto => None,
+        }
+    }
+
+    /// Sets the ring order.
+    pub fn with_ring_order(mut self, order: RingOrder) -> Config {
+        self.ring_order = order;
+        self
     }
 
     /// Sets the segment size in bytes (at least 1).
@@ -278,5 +376,38 @@ mod tests {
             TransportChoice::Tcp
         );
         assert!(Config::from_vars(vars(&[("FERROCOLL_DEBUG", "LOUD")])).is_err());
+    }
+
+    #[test]
+    fn per_collective_algorithms_and_ring_order() {
+        let c = Config::from_vars(vars(&[
+            (
+                "FERROCOLL_ALGO",
+                "all_reduce:hierarchical; all_gather:direct,broadcast:auto",
+            ),
+            ("FERROCOLL_RING_ORDER", "rank"),
+            ("FERROCOLL_TOPO_FILE", "/tmp/t.json"),
+        ]))
+        .unwrap();
+        assert_eq!(c.algo, AlgoChoice::Auto);
+        assert_eq!(c.forced_algo(Collective::AllReduce), Some("hierarchical"));
+        assert_eq!(c.forced_algo(Collective::AllGather), Some("direct"));
+        assert_eq!(c.forced_algo(Collective::Broadcast), None);
+        assert_eq!(c.forced_algo(Collective::Reduce), None);
+        assert_eq!(c.ring_order, RingOrder::Rank);
+        assert_eq!(c.topo_file, Some(PathBuf::from("/tmp/t.json")));
+        let c = Config::default().with_algo("ring").unwrap();
+        assert_eq!(c.forced_algo(Collective::Reduce), Some("ring"));
+        for (v, says) in [
+            ("all_reduce:bogus", "unknown algorithm \"bogus\""),
+            ("all_reduce=ring", "unknown algorithm"),
+            ("allreduce:ring", "unknown collective \"allreduce\""),
+            ("all_reduce:ring;gather", "is not collective:algorithm"),
+        ] {
+            let e = Config::from_vars(vars(&[("FERROCOLL_ALGO", v)])).unwrap_err();
+            assert!(e.to_string().contains(says), "{v}: {e}");
+        }
+        let e = Config::from_vars(vars(&[("FERROCOLL_RING_ORDER", "fast")])).unwrap_err();
+        assert!(e.to_string().contains("FERROCOLL_RING_ORDER"), "{e}");
     }
 }

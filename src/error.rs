@@ -201,6 +201,9 @@ pub enum Error {
     /// [`crate::World`]): the children meet through the parent's store.
     #[error("this communicator has no rendezvous store to split through")]
     NoStore,
+    /// A topology (file or description) that is malformed or does not fit the job.
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
     /// A schedule broke an invariant (a bug in ferrocoll, reported instead of hanging).
     #[error("internal error: {0}")]
     Internal(String),
@@ -242,7 +245,8 @@ impl Error {
             | Error::InvalidUniqueId(_)
             | Error::Config { .. }
             | Error::InvalidCodec { .. }
-            | Error::FeedbackMismatch { .. } => ErrorKind::InvalidArgument,
+            | Error::FeedbackMismatch { .. }
+            | Error::Topology(_) => ErrorKind::InvalidArgument,
             Error::Unsupported { .. }
             | Error::AlgoNotSupported { .. }
             | Error::Mismatch { .. }
@@ -372,6 +376,7 @@ impl Error {
             Transport(e) => Transport(e.duplicate()),
             CommFailed(c) => CommFailed(c.clone()),
             Internal(m) => Internal(m.clone()),
+            Topology(e) => Topology(e.clone()),
         }
     }
 }

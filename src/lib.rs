@@ -23,17 +23,20 @@ pub mod plan;
 pub mod reduce;
 pub mod reference;
 pub mod schedule;
+pub mod topology;
+pub mod tune;
 pub mod types;
 pub mod world;
 
 pub use comm::{Communicator, RawCall, UniqueId, Work, UNIQUE_ID_BYTES};
 pub use compress::{Codec, CompressedCollectives, ErrorFeedback};
-pub use config::{AlgoChoice, Config};
+pub use config::{AlgoChoice, Config, RingOrder};
 pub use engine::frame::OpHeader;
 pub use error::{Error, ErrorKind, Result};
 pub use ferrocoll_transports as transports;
 pub use fp8::{F8E4M3, F8E5M2};
 pub use schedule::Collective;
+pub use topology::{Topology, TopologyError};
 pub use types::{DataType, Element, ReduceOp};
 pub use world::World;
 

@@ -1,51 +1,221 @@
-//! Choosing the algorithm of a call. Until the cost model (issue 7) exists, a size rule
-//! decides; `FERROCOLL_ALGO` forces one, and a forced algorithm that does not implement the
-//! collective is an error, never a silent substitute.
+//! Choosing the algorithm and segment size of a call: the [`Tuner`] prices every
+//! registered algorithm that implements the collective with the cost model
+//! ([`crate::tune::cost`]) on the communicator's topology and takes the cheapest, caching the
+//! choice per shape and logging it at INFO. `FERROCOLL_ALGO` forces an algorithm (for every
+//! collective, or per collective); a forced algorithm that does not implement the collective
+//! is an error, never a silent substitute.
 
-use crate::algo::{by_name, Algorithm};
-use crate::config::{AlgoChoice, Config};
+use std::collections::HashMap;
+
+use crate::algo::{by_name, Algorithm, ALGORITHMS};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::schedule::{CollSpec, Collective};
+use crate::topology::{Placement, Topology};
+use crate::tune::{cost, Net, CONSTANTS};
 
-/// The algorithm for `spec` whose payload is `bytes` bytes per rank.
-pub fn choose(cfg: &Config, spec: &CollSpec, bytes: usize) -> Result<&'static dyn Algorithm> {
-    if spec.kind == Collective::SendRecv {
-        // Point-to-point has no algorithm; the engine builds its one-step plan itself.
-        return Err(Error::Internal("send/recv has no algorithm".into()));
+/// What the tuner decided for one shape.
+#[derive(Clone, Copy)]
+pub struct Choice {
+    /// The algorithm.
+    pub algo: &'static dyn Algorithm,
+    /// Segment size in bytes (at most the configured `segment_bytes`).
+    pub segment_bytes: usize,
+    /// The cost model's prediction, seconds.
+    pub predicted_s: f64,
+}
+
+impl std::fmt::Debug for Choice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Choice")
+            .field("algo", &self.algo.name())
+            .field("segment_bytes", &self.segment_bytes)
+            .field("predicted_s", &self.predicted_s)
+            .finish()
     }
-    if let AlgoChoice::Forced(name) = &cfg.algo {
-        let algo = by_name(name)
-            .ok_or_else(|| Error::Internal(format!("unregistered algorithm {name}")))?;
+}
+
+/// (collective, count, root, element size).
+type Shape = (Collective, usize, usize, usize);
+
+/// Picks algorithm and segment size per call from the cost model; one per communicator.
+pub struct Tuner {
+    topo: Topology,
+    place: Placement,
+    forced: Vec<(Collective, &'static dyn Algorithm)>,
+    forced_all: Option<&'static dyn Algorithm>,
+    max_segment: usize,
+    cache: HashMap<Shape, Choice>,
+}
+
+impl Tuner {
+    /// A tuner for `topo` with the overrides and ring order of `cfg`. Algorithm names were
+    /// checked when `cfg` was built; an unregistered one is an internal error.
+    pub fn new(cfg: &Config, topo: Topology) -> Result<Tuner> {
+        let get = |n: &str| {
+            by_name(n).ok_or_else(|| Error::Internal(format!("unregistered algorithm {n}")))
+        };
+        let forced_all = match &cfg.algo {
+            crate::config::AlgoChoice::Forced(n) => Some(get(n)?),
+            crate::config::AlgoChoice::Auto => None,
+        };
+        let forced = cfg
+            .algo_per_collective
+            .iter()
+            .map(|(k, n)| Ok((*k, get(n)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let place = Placement::new(&topo, cfg.ring_order);
+        Ok(Tuner {
+            topo,
+            place,
+            forced,
+            forced_all,
+            max_segment: cfg.segment_bytes.max(1),
+            cache: HashMap::new(),
+        })
+    }
+
+    /// The topology priced.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    /// The placement the algorithms plan with.
+    pub fn placement(&self) -> &Placement {
+        &self.place
+    }
+
+    /// The segment sizes considered: powers of two from the model's minimum up to the
+    /// configured maximum, and the maximum itself.
+    fn segments(&self) -> Vec<usize> {
+        let mut v = Vec::new();
+        let mut s = CONSTANTS.min_segment_bytes;
+        while s < self.max_segment {
+            v.push(s);
+            s *= 2;
+        }
+        v.push(self.max_segment);
+        v
+    }
+
+    /// The predicted time of `algo` for `spec` with the best segment size, or `None` when
+    /// the algorithm does not implement the collective or has no cost function.
+    pub fn price(
+        &self,
+        algo: &dyn Algorithm,
+        spec: &CollSpec,
+        esize: usize,
+    ) -> Option<(f64, usize)> {
         if !algo.supports(spec.kind) {
-            return Err(Error::AlgoNotSupported {
-                algo: algo.name(),
-                collective: spec.kind,
+            return None;
+        }
+        let net = Net {
+            topo: &self.topo,
+            place: &self.place,
+        };
+        self.segments()
+            .into_iter()
+            .filter_map(|s| cost(algo.name(), &net, spec, esize, s).map(|c| (c, s)))
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
+    }
+
+    /// Every registered algorithm's price for `spec` (`None` where it does not apply), in
+    /// registry order.
+    pub fn price_all(
+        &self,
+        spec: &CollSpec,
+        esize: usize,
+    ) -> Vec<(&'static str, Option<(f64, usize)>)> {
+        ALGORITHMS
+            .iter()
+            .map(|a| (a.name(), self.price(*a, spec, esize)))
+            .collect()
+    }
+
+    /// The choice for `spec` with elements of `esize` bytes (cached per shape).
+    pub fn choose(&mut self, spec: &CollSpec, esize: usize) -> Result<Choice> {
+        let key = (spec.kind, spec.count, spec.root, esize);
+        if let Some(c) = self.cache.get(&key) {
+            return Ok(*c);
+        }
+        let c = self.decide(spec, esize)?;
+        tracing::info!(
+            collective = spec.kind.name(),
+            world = spec.world,
+            bytes = spec.count * esize,
+            algorithm = c.algo.name(),
+            segment_bytes = c.segment_bytes,
+            predicted_us = c.predicted_s * 1e6,
+            "tuner choice"
+        );
+        if self.cache.len() >= 1024 {
+            self.cache.clear();
+        }
+        self.cache.insert(key, c);
+        Ok(c)
+    }
+
+    /// The choice without the cache or the log.
+    pub fn decide(&self, spec: &CollSpec, esize: usize) -> Result<Choice> {
+        if spec.kind == Collective::SendRecv {
+            // Point-to-point has no algorithm; the engine builds its one-step plan itself.
+            return Err(Error::Internal("send/recv has no algorithm".into()));
+        }
+        let forced = self
+            .forced
+            .iter()
+            .find(|(k, _)| *k == spec.kind)
+            .map(|(_, a)| *a)
+            .or(self.forced_all);
+        if let Some(algo) = forced {
+            if !algo.supports(spec.kind) {
+                return Err(Error::AlgoNotSupported {
+                    algo: algo.name(),
+                    collective: spec.kind,
+                });
+            }
+            let (predicted_s, segment_bytes) = self
+                .price(algo, spec, esize)
+                .unwrap_or((f64::NAN, self.max_segment));
+            return Ok(Choice {
+                algo,
+                segment_bytes,
+                predicted_s,
             });
         }
-        return Ok(algo);
-    }
-    let preferred: &[&str] = match spec.kind {
-        Collective::AllReduce if bytes <= 4 << 10 => &["direct"],
-        Collective::AllReduce if bytes <= 256 << 10 => &["halving_doubling", "ring"],
-        Collective::AllReduce => &["ring"],
-        Collective::AllGather | Collective::ReduceScatter if bytes <= 4 << 10 => &["direct"],
-        Collective::AllGather | Collective::ReduceScatter => &["ring"],
-        Collective::Broadcast | Collective::Reduce if bytes <= 32 << 10 || spec.world <= 2 => {
-            &["direct"]
+        let mut best: Option<Choice> = None;
+        for algo in ALGORITHMS {
+            if let Some((c, s)) = self.price(*algo, spec, esize) {
+                if best.is_none_or(|b| c < b.predicted_s) {
+                    best = Some(Choice {
+                        algo: *algo,
+                        segment_bytes: s,
+                        predicted_s: c,
+                    });
+                }
+            }
         }
-        Collective::Broadcast | Collective::Reduce => &["tree", "ring"],
-        _ => &["direct"],
+        best.ok_or_else(|| Error::Internal(format!("no algorithm for {}", spec.kind)))
+    }
+}
+
+/// The algorithm for `spec` whose payload is `bytes` bytes per rank, priced on one host of
+/// `spec.world` ranks (callers without a communicator; a communicator's own choice, made on
+/// its topology, is [`crate::Communicator::algorithm_for`]).
+pub fn choose(cfg: &Config, spec: &CollSpec, bytes: usize) -> Result<&'static dyn Algorithm> {
+    let esize = if spec.count > 0 {
+        (bytes / spec.input_len().max(1)).max(1)
+    } else {
+        1
     };
-    preferred
-        .iter()
-        .filter_map(|n| by_name(n))
-        .find(|a| a.supports(spec.kind))
-        .ok_or_else(|| Error::Internal(format!("no algorithm for {}", spec.kind)))
+    let tuner = Tuner::new(cfg, Topology::single_host(spec.world.max(1)))?;
+    Ok(tuner.decide(spec, esize)?.algo)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::LinkSpec;
 
     #[test]
     fn forced_algorithm_that_does_not_apply_is_an_error() {
@@ -80,5 +250,56 @@ mod tests {
                 assert!(choose(&cfg, &spec, bytes).unwrap().supports(kind));
             }
         }
+    }
+
+    #[test]
+    fn tuner_prefers_hierarchical_across_slow_hosts_and_caches() {
+        let slow = |cyclic| {
+            Topology::uniform(2, 2, cyclic).with_inter(LinkSpec::from_us_gbit(50.0, 1.0), 1e9 / 8.0)
+        };
+        // Hosts of consecutive ranks: halving-doubling's first exchange crosses the hosts
+        // with half the buffer, hierarchical sends a quarter per rail.
+        let topo = slow(false);
+        let mut t = Tuner::new(&Config::default(), topo.clone()).unwrap();
+        let big = CollSpec {
+            kind: Collective::AllReduce,
+            world: 4,
+            count: 16 << 20,
+            root: 0,
+        };
+        let c = t.choose(&big, 4).unwrap();
+        assert_eq!(c.algo.name(), "hierarchical");
+        assert!(c.segment_bytes <= 512 << 10);
+        let small = CollSpec { count: 2, ..big };
+        let s = t.choose(&small, 4).unwrap();
+        assert_ne!(s.algo.name(), "hierarchical", "8 bytes: latency decides");
+        assert_eq!(t.cache.len(), 2);
+        // Cyclic placement: halving-doubling's far exchange stays on the host, so it prices
+        // like hierarchical; both beat the rings.
+        let t = Tuner::new(&Config::default(), slow(true)).unwrap();
+        let c = t.decide(&big, 4).unwrap();
+        assert!(
+            matches!(c.algo.name(), "hierarchical" | "halving_doubling"),
+            "{c:?}"
+        );
+        let ring = t.price(&crate::algo::ring::Ring, &big, 4).unwrap().0;
+        assert!(c.predicted_s * 1.4 < ring, "{c:?} vs ring {ring}");
+        // Per-collective override wins for its collective only.
+        let cfg = Config::default()
+            .with_algo("all_reduce:ring;all_gather:direct")
+            .unwrap();
+        let t = Tuner::new(&cfg, topo).unwrap();
+        assert_eq!(t.decide(&big, 4).unwrap().algo.name(), "ring");
+        let ag = CollSpec {
+            kind: Collective::AllGather,
+            ..big
+        };
+        assert_eq!(t.decide(&ag, 4).unwrap().algo.name(), "direct");
+        let rs = CollSpec {
+            kind: Collective::ReduceScatter,
+            count: 4 << 20,
+            ..big
+        };
+        assert_eq!(t.decide(&rs, 4).unwrap().algo.name(), "hierarchical");
     }
 }

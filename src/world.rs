@@ -13,6 +13,7 @@ pub struct World {
     n: usize,
     cfg: Config,
     ring_bytes: usize,
+    topo: Option<crate::topology::Topology>,
 }
 
 impl World {
@@ -22,12 +23,20 @@ impl World {
             n,
             cfg: Config::default(),
             ring_bytes: DEFAULT_RING_BYTES,
+            topo: None,
         }
     }
 
     /// Uses `cfg` for every rank.
     pub fn config(mut self, cfg: Config) -> World {
         self.cfg = cfg;
+        self
+    }
+
+    /// Plans on `topo` (fake hosts for the in-process ranks) instead of one host; it must
+    /// describe this world's ranks, or building the communicators fails.
+    pub fn topology(mut self, topo: crate::topology::Topology) -> World {
+        self.topo = Some(topo);
         self
     }
 
@@ -51,7 +60,9 @@ impl World {
         cfg.resolve_yield(self.n);
         let comms = eps
             .into_iter()
-            .map(|ep| Communicator::from_endpoint(Box::new(ep), cfg.clone()))
+            .map(|ep| {
+                Communicator::from_endpoint_on(Box::new(ep), cfg.clone(), self.topo.clone(), None)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok((comms, faults))
     }

@@ -9,8 +9,30 @@ use std::time::Duration;
 use common::{run_case, Case};
 use ferrocoll::algo::ALGORITHMS;
 use ferrocoll::schedule::Collective;
-use ferrocoll::{Config, DataType, ReduceOp, World};
+use ferrocoll::topology::{Host, LinkSpec, Topology};
+use ferrocoll::{Config, DataType, ReduceOp, RingOrder, World};
 use proptest::prelude::*;
+
+/// `world` ranks dealt cyclically over `hosts` fake hosts (rank r on host r mod hosts, so
+/// hosts may hold unequal numbers of ranks), with a slow network between them.
+fn cyclic(world: usize, hosts: usize) -> Topology {
+    let hosts = hosts.clamp(1, world);
+    let hs = (0..hosts)
+        .map(|h| Host {
+            name: format!("fake{h}"),
+            ranks: (h..world).step_by(hosts).collect(),
+            nic: None,
+        })
+        .collect();
+    Topology::new(
+        hs,
+        LinkSpec::from_us_gbit(1.0, 100.0),
+        LinkSpec::from_us_gbit(20.0, 1.0),
+        None,
+        vec![],
+    )
+    .unwrap()
+}
 
 fn config(algo: &str, seg_bytes: usize, direct_min: usize) -> Config {
     let mut c = Config::default()
@@ -25,16 +47,27 @@ fn config(algo: &str, seg_bytes: usize, direct_min: usize) -> Config {
 
 /// Runs one case on a fresh world; checks results and replica identity.
 fn check(world: usize, algo: &str, seg: usize, case: Case) {
-    check_with(world, algo, seg, usize::MAX, case)
+    check_with(world, algo, seg, usize::MAX, case, None)
 }
 
-/// [`check`], with single-copy transfers for segments of at least `direct_min` bytes.
-fn check_with(world: usize, algo: &str, seg: usize, direct_min: usize, case: Case) {
-    let outs = World::new(world)
-        .config(config(algo, seg, direct_min))
-        .ring_bytes(1 << 12)
-        .run(|c| run_case(c, &case, 7))
-        .unwrap();
+/// [`check`], with single-copy transfers for segments of at least `direct_min` bytes, and
+/// with `placed = Some((hosts, order))` on that many fake hosts with ranks placed cyclically,
+/// the ring in `order`.
+fn check_with(
+    world: usize,
+    algo: &str,
+    seg: usize,
+    direct_min: usize,
+    case: Case,
+    placed: Option<(usize, RingOrder)>,
+) {
+    let mut w = World::new(world).ring_bytes(1 << 12);
+    let mut cfg = config(algo, seg, direct_min);
+    if let Some((hosts, order)) = placed {
+        w = w.topology(cyclic(world, hosts));
+        cfg = cfg.with_ring_order(order);
+    }
+    let outs = w.config(cfg).run(|c| run_case(c, &case, 7)).unwrap();
     let outs: Vec<(Vec<u8>, usize)> = outs
         .into_iter()
         .enumerate()
@@ -102,11 +135,16 @@ proptest! {
         in_place in any::<bool>(),
         seg in prop::sample::select(vec![1usize, 8, 24, 256, 1 << 20]),
         direct_min in prop::sample::select(vec![usize::MAX, 1, 64]),
+        hosts in 0usize..5,
+        rank_order in any::<bool>(),
     ) {
         let algo = ALGORITHMS[algo_i % ALGORITHMS.len()];
         prop_assume!(algo.supports(kind));
         let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) { root_pick % world } else { 0 };
-        check_with(world, algo.name(), seg, direct_min, Case { kind, dtype, op, count, root, in_place });
+        // hosts == 0: no topology (one host); otherwise that many fake hosts, cyclic placement.
+        let order = if rank_order { RingOrder::Rank } else { RingOrder::Topology };
+        let placed = (hosts > 0).then_some((hosts, order));
+        check_with(world, algo.name(), seg, direct_min, Case { kind, dtype, op, count, root, in_place }, placed);
     }
 }
 
@@ -154,10 +192,52 @@ fn every_algorithm_and_collective_at_fixed_shapes() {
     }
 }
 
+/// Topology-ordered ring and hierarchical on fake hosts (cyclic placement, unequal hosts),
+/// every collective they implement, at fixed shapes.
+#[test]
+fn placed_ring_and_hierarchical_at_fixed_shapes() {
+    for algo in ["ring", "hierarchical"] {
+        let a = ferrocoll::algo::by_name(algo).unwrap();
+        for kind in Collective::COLLECTIVES {
+            if !a.supports(kind) {
+                continue;
+            }
+            for (world, hosts, count, in_place) in [
+                (4, 2, 1031, false),
+                (5, 2, 7, true),
+                (7, 3, 64, false),
+                (6, 4, 29, true),
+            ] {
+                let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) {
+                    world - 1
+                } else {
+                    0
+                };
+                let case = Case {
+                    kind,
+                    dtype: DataType::F32,
+                    op: ReduceOp::Sum,
+                    count,
+                    root,
+                    in_place,
+                };
+                check_with(
+                    world,
+                    algo,
+                    64,
+                    usize::MAX,
+                    case,
+                    Some((hosts, RingOrder::Topology)),
+                );
+            }
+        }
+    }
+}
+
 /// Large buffers cross many segments and wrap the rings many times.
 #[test]
 fn large_buffers() {
-    for algo in ["ring", "direct", "halving_doubling", "tree"] {
+    for algo in ["ring", "direct", "halving_doubling", "tree", "hierarchical"] {
         let Some(a) = ferrocoll::algo::by_name(algo) else {
             continue;
         };
@@ -173,5 +253,15 @@ fn large_buffers() {
             in_place: false,
         };
         check(4, algo, 64 << 10, case);
+        if matches!(algo, "ring" | "hierarchical") {
+            check_with(
+                4,
+                algo,
+                64 << 10,
+                usize::MAX,
+                case,
+                Some((2, RingOrder::Topology)),
+            );
+        }
     }
 }

@@ -1,11 +1,14 @@
 //! Algorithms: pure functions from a collective's shape to each rank's [`RankPlan`].
 //!
 //! Each algorithm lives in one file that opens with a block comment explaining it, and is
-//! registered by one line in [`ALGORITHMS`]. Algorithms never do I/O and never see the
-//! engine or the transports; the same plan is executed, simulated and (issue 7) priced.
+//! registered by one line in [`ALGORITHMS`], and priced by one function in
+//! [`crate::tune`]. Algorithms never do I/O and never see the engine or the transports; the
+//! same plan is executed, simulated and priced. Topology-aware algorithms read the
+//! [`Placement`] (ring order, hosts) through [`Algorithm::plan_on`].
 
 pub mod direct;
 pub mod halving_doubling;
+pub mod hierarchical;
 pub mod ring;
 pub mod tree;
 
@@ -13,6 +16,7 @@ pub mod tree;
 mod tests;
 
 use crate::schedule::{CollSpec, Collective, RankPlan};
+use crate::topology::Placement;
 
 /// A way to run collectives.
 pub trait Algorithm: Sync {
@@ -25,6 +29,14 @@ pub trait Algorithm: Sync {
     /// The plan of `rank` for `spec`. Only called when [`Algorithm::supports`] holds for
     /// `spec.kind`, with `spec.world >= 1`, `rank < spec.world` and `spec.root < spec.world`.
     fn plan(&self, spec: &CollSpec, rank: usize) -> RankPlan;
+
+    /// The plan of `rank` for `spec` on a cluster placed as `place` (same preconditions as
+    /// [`Algorithm::plan`], and `place.world() == spec.world`). Algorithms that ignore the
+    /// topology keep this default.
+    fn plan_on(&self, spec: &CollSpec, rank: usize, place: &Placement) -> RankPlan {
+        let _ = place;
+        self.plan(spec, rank)
+    }
 }
 
 /// The registry: one line per algorithm.
@@ -33,6 +45,7 @@ pub static ALGORITHMS: &[&dyn Algorithm] = &[
     &tree::DoubleBinaryTree,
     &halving_doubling::HalvingDoubling,
     &direct::Direct,
+    &hierarchical::Hierarchical,
 ];
 
 /// The algorithm called `name`, if any.
@@ -43,6 +56,13 @@ pub fn by_name(name: &str) -> Option<&'static dyn Algorithm> {
 /// Every rank's plan (for validation, simulation and tests).
 pub fn plan_all(algo: &dyn Algorithm, spec: &CollSpec) -> Vec<RankPlan> {
     (0..spec.world).map(|r| algo.plan(spec, r)).collect()
+}
+
+/// Every rank's plan on a placed cluster.
+pub fn plan_all_on(algo: &dyn Algorithm, spec: &CollSpec, place: &Placement) -> Vec<RankPlan> {
+    (0..spec.world)
+        .map(|r| algo.plan_on(spec, r, place))
+        .collect()
 }
 
 /// `(rank + k) mod world` with `k` possibly negative.

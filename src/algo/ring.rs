@@ -21,9 +21,30 @@
 //!
 //! Each chunk of a reduction is combined along one fixed path, and every other rank copies
 //! the result, so all ranks hold bit-identical data.
+//!
+//! **Order.** The ring need not follow rank numbers: with a [`Placement`] the ring is
+//! `placement.ring` (each host's ranks contiguous, see [`crate::topology::ring`]), and
+//! everything above is done by **position** in that ring. All-reduce chunks are numbered by
+//! position; all-gather and reduce-scatter keep their rank-ordered buffer layout, so the
+//! block of position `q` is the block of rank `ring[q]`.
 
 use super::{rel, Algorithm};
 use crate::schedule::{chunk, CollSpec, Collective, RankPlan, Region, Step};
+use crate::topology::Placement;
+
+/// A ring order seen from one rank: its position, and the rank at any other position.
+struct Order<'a> {
+    ring: Option<&'a [usize]>,
+    p: usize,
+}
+
+impl Order<'_> {
+    /// The rank at position `q` (`q` taken modulo the world).
+    fn at(&self, q: usize) -> usize {
+        let q = q % self.p;
+        self.ring.map_or(q, |o| o[q])
+    }
+}
 
 /// The ring algorithm.
 pub struct Ring;
@@ -45,24 +66,43 @@ impl Algorithm for Ring {
     }
 
     fn plan(&self, spec: &CollSpec, rank: usize) -> RankPlan {
-        let p = spec.world;
-        let n = spec.count;
-        if p == 1 {
-            return RankPlan::local_copy(n);
+        plan_in(spec, rank, None)
+    }
+
+    fn plan_on(&self, spec: &CollSpec, rank: usize, place: &Placement) -> RankPlan {
+        if place.world() != spec.world || place.ring_is_rank_order() {
+            return plan_in(spec, rank, None);
         }
-        match spec.kind {
-            Collective::AllReduce => all_reduce(p, n, rank),
-            Collective::AllGather => all_gather(p, n, rank),
-            Collective::ReduceScatter => reduce_scatter(p, n, rank),
-            Collective::Broadcast => broadcast(p, n, rank, spec.root),
-            Collective::Reduce => reduce(p, n, rank, spec.root),
-            _ => RankPlan::default(),
-        }
+        plan_in(spec, rank, Some((&place.ring, &place.pos)))
     }
 }
 
-fn all_reduce(p: usize, n: usize, r: usize) -> RankPlan {
-    let (right, left) = (rel(r, 1, p), rel(r, -1, p));
+/// The plan of `rank` on the ring `ring` (with positions `pos`), rank order when `None`.
+fn plan_in(spec: &CollSpec, rank: usize, ring: Option<(&[usize], &[usize])>) -> RankPlan {
+    let p = spec.world;
+    let n = spec.count;
+    if p == 1 {
+        return RankPlan::local_copy(n);
+    }
+    let o = Order {
+        ring: ring.map(|r| r.0),
+        p,
+    };
+    let pos = |r: usize| ring.map_or(r, |x| x.1[r]);
+    let me = pos(rank);
+    match spec.kind {
+        Collective::AllReduce => all_reduce(&o, n, me),
+        Collective::AllGather => all_gather(&o, n, me),
+        Collective::ReduceScatter => reduce_scatter(&o, n, me),
+        Collective::Broadcast => broadcast(&o, n, me, pos(spec.root)),
+        Collective::Reduce => reduce(&o, n, me, pos(spec.root)),
+        _ => RankPlan::default(),
+    }
+}
+
+fn all_reduce(o: &Order, n: usize, r: usize) -> RankPlan {
+    let p = o.p;
+    let (right, left) = (o.at(rel(r, 1, p)), o.at(rel(r, -1, p)));
     let ch = |c: usize| chunk(n, p, c);
     let mut steps = Vec::new();
     let push_pair = |steps: &mut Vec<Step>, send: Region, recv: Step| {
@@ -107,18 +147,19 @@ fn all_reduce(p: usize, n: usize, r: usize) -> RankPlan {
     RankPlan { steps, scratch: 0 }
 }
 
-fn all_gather(p: usize, m: usize, r: usize) -> RankPlan {
-    let (right, left) = (rel(r, 1, p), rel(r, -1, p));
+fn all_gather(o: &Order, m: usize, r: usize) -> RankPlan {
+    let p = o.p;
+    let (right, left) = (o.at(rel(r, 1, p)), o.at(rel(r, -1, p)));
     let mut steps = vec![Step::Copy {
         src: Region::input(0, m),
-        dst: Region::output(r * m, m),
+        dst: Region::output(o.at(r) * m, m),
     }];
     if m == 0 {
         return RankPlan { steps, scratch: 0 };
     }
     for s in 0..p - 1 {
-        let sc = rel(r, -(s as isize), p);
-        let rc = rel(r, -(s as isize) - 1, p);
+        let sc = o.at(rel(r, -(s as isize), p));
+        let rc = o.at(rel(r, -(s as isize) - 1, p));
         let src = if s == 0 {
             Region::input(0, m)
         } else {
@@ -134,16 +175,17 @@ fn all_gather(p: usize, m: usize, r: usize) -> RankPlan {
     RankPlan { steps, scratch: 0 }
 }
 
-fn reduce_scatter(p: usize, m: usize, r: usize) -> RankPlan {
-    let (right, left) = (rel(r, 1, p), rel(r, -1, p));
+fn reduce_scatter(o: &Order, m: usize, r: usize) -> RankPlan {
+    let p = o.p;
+    let (right, left) = (o.at(rel(r, 1, p)), o.at(rel(r, -1, p)));
     if m == 0 {
         return RankPlan::default();
     }
     let mut steps = Vec::new();
     let slot = |s: usize| Region::scratch((s % 2) * m, m);
     for s in 0..p - 1 {
-        let sc = rel(r, -(s as isize) - 1, p);
-        let rc = rel(r, -(s as isize) - 2, p);
+        let sc = o.at(rel(r, -(s as isize) - 1, p));
+        let rc = o.at(rel(r, -(s as isize) - 2, p));
         let src = if s == 0 {
             Region::input(sc * m, m)
         } else {
@@ -167,10 +209,11 @@ fn reduce_scatter(p: usize, m: usize, r: usize) -> RankPlan {
     }
 }
 
-fn broadcast(p: usize, n: usize, r: usize, root: usize) -> RankPlan {
+fn broadcast(o: &Order, n: usize, r: usize, root: usize) -> RankPlan {
+    let p = o.p;
     let k = rel(r, -(root as isize), p);
-    let next = rel(r, 1, p);
-    let prev = rel(r, -1, p);
+    let next = o.at(rel(r, 1, p));
+    let prev = o.at(rel(r, -1, p));
     let all = |b: fn(usize, usize) -> Region| b(0, n);
     let mut steps = Vec::new();
     if n == 0 {
@@ -201,10 +244,11 @@ fn broadcast(p: usize, n: usize, r: usize, root: usize) -> RankPlan {
     RankPlan { steps, scratch: 0 }
 }
 
-fn reduce(p: usize, n: usize, r: usize, root: usize) -> RankPlan {
-    // Chain root+1 -> root+2 -> ... -> root.
+fn reduce(o: &Order, n: usize, r: usize, root: usize) -> RankPlan {
+    // Chain root+1 -> root+2 -> ... -> root (positions).
+    let p = o.p;
     let k = rel(r, -(root as isize) - 1, p);
-    let (next, prev) = (rel(r, 1, p), rel(r, -1, p));
+    let (next, prev) = (o.at(rel(r, 1, p)), o.at(rel(r, -1, p)));
     if n == 0 {
         return RankPlan::default();
     }

@@ -1,14 +1,28 @@
 //! Every registered algorithm, every collective it supports, many world sizes and counts:
-//! the plans validate, and simulating them gives the sequential reference on every rank.
+//! the plans validate, and simulating them gives the sequential reference on every rank —
+//! in rank order and on placed clusters (cyclic placement, unequal hosts).
 
-use super::{plan_all, Algorithm, ALGORITHMS};
+use super::{plan_all_on, Algorithm, ALGORITHMS};
+use crate::config::RingOrder;
 use crate::reference::{count_wrong, expected, magnitudes, test_input};
 use crate::schedule::{simulate, validate, CollSpec, Collective};
+use crate::topology::{Placement, Topology};
 use crate::types::{DataType, ReduceOp};
 
 /// Checks one algorithm on one shape with one dtype/op, both layouts, several segment sizes.
 pub(crate) fn check(algo: &dyn Algorithm, spec: CollSpec, dtype: DataType, op: ReduceOp) {
-    let plans = plan_all(algo, &spec);
+    check_on(algo, spec, dtype, op, &Placement::flat(spec.world));
+}
+
+/// [`check`] on a placed cluster.
+pub(crate) fn check_on(
+    algo: &dyn Algorithm,
+    spec: CollSpec,
+    dtype: DataType,
+    op: ReduceOp,
+    place: &Placement,
+) {
+    let plans = plan_all_on(algo, &spec, place);
     if let Err(e) = validate(&spec, &plans) {
         panic!("{} {:?}: invalid schedule: {e}", algo.name(), spec);
     }
@@ -88,6 +102,43 @@ fn every_algorithm_matches_the_reference() {
                             check(*algo, spec, DataType::F32, op);
                             check(*algo, spec, DataType::BF16, op);
                             check(*algo, spec, DataType::U8, op);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every algorithm on placed clusters: ranks placed cyclically over hosts, so the topology
+/// ring differs from rank order and hierarchical plans have several hosts.
+#[test]
+fn every_algorithm_on_placed_clusters() {
+    for (hosts, per_host) in [(2usize, 2usize), (3, 2), (2, 3), (4, 1), (3, 4)] {
+        let t = Topology::uniform(hosts, per_host, true);
+        let world = t.world();
+        for order in [RingOrder::Topology, RingOrder::Rank] {
+            let place = Placement::new(&t, order);
+            for algo in ALGORITHMS {
+                for kind in Collective::COLLECTIVES {
+                    if !algo.supports(kind) {
+                        continue;
+                    }
+                    for count in [0usize, 1, 7, 24] {
+                        let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) {
+                            world - 1
+                        } else {
+                            0
+                        };
+                        let spec = CollSpec {
+                            kind,
+                            world,
+                            count,
+                            root,
+                        };
+                        check_on(*algo, spec, DataType::I32, ReduceOp::Sum, &place);
+                        if kind.reduces() && count == 7 {
+                            check_on(*algo, spec, DataType::F32, ReduceOp::Avg, &place);
                         }
                     }
                 }

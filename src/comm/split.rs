@@ -216,7 +216,8 @@ impl Communicator {
             "unique-id rendezvous done; hosts {:?}",
             peers.hosts
         );
-        let mut c = Communicator::from_endpoint(Box::new(ep), cfg)?;
+        let hosts = crate::topology::Topology::from_host_names(&peers.hosts);
+        let mut c = Communicator::from_endpoint_on(Box::new(ep), cfg, None, Some(hosts))?;
         c.peers = Some(peers);
         c._keep = Some(Box::new(Bootstrap::new(store, server)));
         Ok(c)
@@ -263,7 +264,13 @@ impl Communicator {
             members.len(),
             &cfg,
         )?;
-        let mut c = Communicator::from_endpoint(Box::new(ep), cfg)?;
+        // The child plans on its members' part of this communicator's topology (a
+        // topology file describes the parent, and the parent's rank 0 already dumped it).
+        let olds: Vec<usize> = members.iter().map(|&(_, r)| r).collect();
+        let topo = self.topology().subset(&olds)?;
+        let mut cfg = cfg;
+        cfg.topo_dump_file = None;
+        let mut c = Communicator::from_endpoint_on(Box::new(ep), cfg, Some(topo), None)?;
         c.peers = Some(peers);
         c._keep = Some(Box::new(Bootstrap {
             job: boot.job.clone(),

@@ -112,6 +112,8 @@ type CacheKey = (
 
 struct Inner {
     ep: Box<dyn Endpoint>,
+    /// Picks algorithm and segment size per shape on this communicator's topology.
+    tuner: plan::Tuner,
     /// Engine-owned scratch, u64 words so any element type is aligned; grows, never shrinks.
     scratch: Vec<u64>,
     /// The executor's per-call state, reused across calls.
@@ -145,7 +147,7 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(ep: Box<dyn Endpoint>, cfg: Config) -> Engine {
+    pub(crate) fn new(ep: Box<dyn Endpoint>, cfg: Config, tuner: plan::Tuner) -> Engine {
         let interrupt = ep.interrupter();
         Engine {
             shared: Arc::new(Shared {
@@ -154,6 +156,7 @@ impl Engine {
                 cfg,
                 inner: Mutex::new(Inner {
                     ep,
+                    tuner,
                     scratch: Vec::new(),
                     work: exec::Workspace::default(),
                     cache: HashMap::new(),
@@ -286,7 +289,7 @@ impl Shared {
             return Ok(());
         }
         let es = call.dtype.size();
-        let seg = (self.cfg.segment_bytes / es).max(1);
+        let mut seg = (self.cfg.segment_bytes / es).max(1);
         let (plan_name, plan): (&'static str, Option<RankPlan>) = match call.p2p {
             Some((peer, sending)) => {
                 let n = call.spec.count;
@@ -310,10 +313,11 @@ impl Shared {
                     }),
                 )
             }
-            None => (
-                plan::choose(&self.cfg, &call.spec, call.spec.input_len() * es)?.name(),
-                None,
-            ),
+            None => {
+                let choice = inner.tuner.choose(&call.spec, es)?;
+                seg = (choice.segment_bytes / es).max(1);
+                (choice.algo.name(), None)
+            }
         };
         let key: CacheKey = (
             call.spec.kind,
@@ -333,7 +337,7 @@ impl Shared {
                     None => {
                         let algo = crate::algo::by_name(plan_name)
                             .ok_or_else(|| Error::Internal(plan_name.into()))?;
-                        algo.plan(&call.spec, self.rank)
+                        algo.plan_on(&call.spec, self.rank, inner.tuner.placement())
                     }
                 };
                 tracing::trace!(
@@ -395,5 +399,18 @@ impl Shared {
             reduce::divide(call.dtype, out, self.world);
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// The tuner's choice for `spec` (what a call of that shape would run), with elements of
+    /// `esize` bytes.
+    pub(crate) fn choice(&self, spec: &CollSpec, esize: usize) -> Result<plan::Choice> {
+        lock(&self.shared.inner).tuner.choose(spec, esize)
+    }
+
+    /// The topology this engine plans on.
+    pub(crate) fn topology(&self) -> crate::topology::Topology {
+        lock(&self.shared.inner).tuner.topology().clone()
     }
 }

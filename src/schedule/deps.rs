@@ -126,7 +126,7 @@ mod tests {
         ];
         assert_eq!(
             dependencies(&steps, &Layout::SEPARATE),
-            vec![vec![], vec![]]
+            vec![Vec::<u32>::new(), vec![]]
         );
         let spec = CollSpec {
             kind: Collective::AllReduce,

@@ -47,6 +47,10 @@ pub enum Cmd {
     /// Point-to-point latency and bandwidth matrix between every ordered pair of ranks.
     #[command(name = "links")]
     Links(LinkArgs),
+    /// Price every algorithm on a described cluster (--topo FILE) with the cost model and
+    /// print the tuner's choice; starts no ranks.
+    #[command(name = "simulate")]
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 impl Cmd {
@@ -54,6 +58,7 @@ impl Cmd {
     pub fn common(&self) -> &Common {
         match self {
             Cmd::Links(a) => &a.common,
+            Cmd::Simulate(a) => &a.common,
             Cmd::AllReduce(a)
             | Cmd::AllGather(a)
             | Cmd::ReduceScatter(a)
@@ -76,7 +81,7 @@ impl Cmd {
             Cmd::AllToAll(a) => (Collective::AllToAll, a),
             Cmd::SendRecv(a) => (Collective::SendRecv, a),
             Cmd::Barrier(a) => (Collective::Barrier, a),
-            Cmd::Links(_) => return None,
+            Cmd::Links(_) | Cmd::Simulate(_) => return None,
         })
     }
 }

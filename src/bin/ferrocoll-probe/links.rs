@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use ferrocoll::topology::json::TopologyDoc;
+use ferrocoll::topology::{Host, LinkSpec};
 use ferrocoll::Communicator;
 use serde::Serialize;
 
@@ -30,6 +32,57 @@ pub struct Link {
     pub outlier: bool,
     /// Bandwidth as a percentage of `--link-spec`, when given.
     pub percent_of_spec: Option<f64>,
+}
+
+/// The medians of the measured links: (latency s, bandwidth B/s) over `pairs`.
+fn medians(pairs: &[(usize, usize)], n: usize, lat: &[f64], bw: &[f64]) -> Option<LinkSpec> {
+    if pairs.is_empty() {
+        return None;
+    }
+    Some(LinkSpec {
+        alpha: median(pairs.iter().map(|&(s, d)| lat[s * n + d]).collect()),
+        bandwidth: median(pairs.iter().map(|&(s, d)| bw[s * n + d]).collect()),
+    })
+}
+
+/// The measured topology: the communicator's hosts, the median link inside hosts and
+/// between them, and every host pair's median as a host link. Nothing measured on one side
+/// (one host, or one rank per host) keeps the library's default there.
+fn measured_topology(
+    comm: &Communicator,
+    n: usize,
+    lat: &[f64],
+    bw: &[f64],
+) -> Res<ferrocoll::Topology> {
+    let known = comm.topology();
+    let host = |r: usize| known.host_of(r);
+    let all: Vec<(usize, usize)> = (0..n)
+        .flat_map(|s| (0..n).filter(move |&d| d != s).map(move |d| (s, d)))
+        .collect();
+    let (intra, inter): (Vec<_>, Vec<_>) = all.iter().partition(|&&(s, d)| host(s) == host(d));
+    let intra_l = medians(&intra, n, lat, bw).unwrap_or(known.intra);
+    let inter_l = medians(&inter, n, lat, bw).unwrap_or(known.inter);
+    let hosts: Vec<Host> = known.hosts().to_vec();
+    let h = hosts.len();
+    let mut host_links = Vec::new();
+    for a in 0..h {
+        for b in a + 1..h {
+            let between: Vec<(usize, usize)> = inter
+                .iter()
+                .copied()
+                .filter(|&(s, d)| (host(s), host(d)) == (a, b) || (host(s), host(d)) == (b, a))
+                .collect();
+            if let Some(l) = medians(&between, n, lat, bw) {
+                host_links.push((a, b, l));
+            }
+        }
+    }
+    let mut t = ferrocoll::Topology::new(hosts, intra_l, inter_l, None, host_links)?;
+    t.source = Some(format!(
+        "measured by ferrocoll-probe {} links",
+        env!("CARGO_PKG_VERSION")
+    ));
+    Ok(t)
 }
 
 /// The topology document of `--save`.
@@ -230,7 +283,8 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
         }
     }
     if let Some(path) = &a.save {
-        let topo = Topology {
+        let measured = measured_topology(comm, n, &lat, &bw)?;
+        let probe = Topology {
             format: "ferrocoll-topology",
             version: 1,
             ferrocoll_version: env!("CARGO_PKG_VERSION"),
@@ -245,8 +299,21 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
             link_spec_gbps: spec.map(|s| s / 1e9),
             links: &links,
         };
-        write_json(path, &topo)?;
-        println!("# Topology written to {}", path.display());
+        // One document: what FERROCOLL_TOPO_FILE reads (hosts, intra_host, inter_host,
+        // host_links), plus the raw measurements, which the loader ignores.
+        let mut doc = serde_json::to_value(TopologyDoc::of(&measured))?;
+        if let (Some(d), serde_json::Value::Object(extra)) =
+            (doc.as_object_mut(), serde_json::to_value(&probe)?)
+        {
+            for (k, v) in extra {
+                d.entry(k).or_insert(v);
+            }
+        }
+        write_json(path, &doc)?;
+        println!(
+            "# Topology written to {} (FERROCOLL_TOPO_FILE reads it)",
+            path.display()
+        );
     }
     Ok(true)
 }

@@ -5,6 +5,7 @@
 //! ferrocoll-probe all_reduce -b 8 -e 64M -f 2 --np 4        # the bus-bandwidth table
 //! ferrocoll-probe all_gather -d all -c 1 --json out.json --plot out.png
 //! ferrocoll-probe links --np 4 --link-spec 1gbit --save topo.json
+//! ferrocoll-probe simulate --topo examples/topologies/dgx-h100-256x8.json all_reduce
 //! ```
 //!
 //! Without launcher variables the probe re-runs itself as `--np` local ranks (shared memory
@@ -17,6 +18,7 @@ mod links;
 mod plot;
 mod ranks;
 mod report;
+mod simulate;
 mod sweep;
 
 use std::ffi::OsString;
@@ -108,6 +110,14 @@ fn same_everywhere(e: &BoxError) -> bool {
 /// - `--in-process`: the ranks are threads of this process over the `mem` transport.
 /// - Otherwise: re-runs this executable as `--np` local ranks and exits with the worst status.
 fn launch(cli: &Cli) -> Res<ExitCode> {
+    if let Cmd::Simulate(a) = &cli.cmd {
+        // Pricing on paper: no ranks to start.
+        return Ok(if simulate::run(a)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let common = cli.cmd.common();
     let env = pass_through(common);
     // Refuse bad values before starting anything.

@@ -356,8 +356,8 @@ fn measure_size(
     let algorithm = if kind == Collective::SendRecv {
         "p2p".to_string()
     } else {
-        ferrocoll::plan::choose(comm.config(), &spec, spec.input_len() * es)
-            .map_or_else(|_| "-".to_string(), |a| a.name().to_string())
+        comm.algorithm_for(&spec, es)
+            .map_or_else(|_| "-".to_string(), |c| c.algo.name().to_string())
     };
     let case = Case {
         comm,

@@ -1,0 +1,144 @@
+//! `simulate`: prices every algorithm on a described cluster with the library's cost model
+//! (the one the tuner uses) and prints the table and the tuner's choice, without starting
+//! any rank. Linear in the number of ranks, so clusters of thousands of ranks price in
+//! seconds.
+//!
+//! ```text
+//! ferrocoll-probe simulate --topo examples/topologies/dgx-h100-256x8.json all_reduce 8 1M 64M
+//! ```
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use ferrocoll::plan::Tuner;
+use ferrocoll::schedule::CollSpec;
+use ferrocoll::topology::json;
+use ferrocoll::{Collective, Config, RingOrder};
+
+use crate::cli::{parse_size, Common};
+use crate::Res;
+
+/// Options of `simulate`.
+#[derive(Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Topology file (the format of FERROCOLL_TOPO_FILE).
+    #[arg(long)]
+    pub topo: PathBuf,
+    /// Collective: all_reduce, all_gather, reduce_scatter, broadcast, reduce, all_to_all,
+    /// barrier.
+    #[arg(default_value = "all_reduce")]
+    pub collective: String,
+    /// Sizes in bytes (K/M/G suffixes); default 8 B, ×4 steps, and 64 MiB. For all-gather
+    /// and reduce-scatter, the size of the whole gathered buffer, as in the sweeps.
+    #[arg(value_parser = parse_size)]
+    pub sizes: Vec<u64>,
+    /// Element size in bytes.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub elem_bytes: u64,
+    /// Ring order: topology (default) or rank.
+    #[arg(long, default_value = "topology")]
+    pub ring_order: String,
+    /// Largest segment in bytes (as FERROCOLL_SEGMENT_BYTES).
+    #[arg(long, default_value = "512K", value_parser = parse_size)]
+    pub segment_bytes: u64,
+    /// `--algo` forces the choice as FERROCOLL_ALGO would; the other options are unused.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+fn fmt_time(s: f64) -> String {
+    if s < 1e-3 {
+        format!("{:.1} us", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.3} ms", s * 1e3)
+    } else {
+        format!("{:.3} s", s)
+    }
+}
+
+/// Prices and prints; returns `Ok(true)` on success.
+pub fn run(a: &SimulateArgs) -> Res<bool> {
+    let started = Instant::now();
+    let topo = json::load(&a.topo)?;
+    let kind = Collective::COLLECTIVES
+        .into_iter()
+        .find(|k| k.name() == a.collective.replace('-', "_"))
+        .ok_or_else(|| format!("unknown collective {:?}", a.collective))?;
+    let order = match a.ring_order.as_str() {
+        "topology" => RingOrder::Topology,
+        "rank" => RingOrder::Rank,
+        o => return Err(format!("--ring-order {o:?}: expected topology or rank").into()),
+    };
+    let mut cfg = Config::default()
+        .with_ring_order(order)
+        .with_segment_bytes(a.segment_bytes as usize);
+    if let Some(al) = &a.common.algo {
+        cfg = cfg.with_algo(al)?;
+    }
+    let world = topo.world();
+    let hosts = topo.hosts().len();
+    let source = topo.source.clone().unwrap_or_default();
+    let tuner = Tuner::new(&cfg, topo)?;
+    let built = started.elapsed();
+    let es = a.elem_bytes as usize;
+    let sizes: Vec<u64> = if a.sizes.is_empty() {
+        let mut v: Vec<u64> = std::iter::successors(Some(8u64), |s| Some(s * 4))
+            .take_while(|s| *s < 64 << 20)
+            .collect();
+        v.push(64 << 20);
+        v
+    } else {
+        a.sizes.clone()
+    };
+    println!(
+        "# ferrocoll-probe simulate: {} ranks on {} hosts, {kind}, {}-byte elements, ring order {}",
+        world, hosts, es, a.ring_order
+    );
+    if !source.is_empty() {
+        println!("# source: {source}");
+    }
+    let names: Vec<&str> = ferrocoll::algo::ALGORITHMS
+        .iter()
+        .map(|x| x.name())
+        .collect();
+    let mut head = format!("# {:>12}", "size");
+    for n in &names {
+        head += &format!(" {n:>17}");
+    }
+    head += &format!(" {:>17} {:>9}", "choice", "segment");
+    println!("{head}");
+    for &size in &sizes {
+        let count = match kind {
+            Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => {
+                size as usize / es / world
+            }
+            Collective::Barrier => 0,
+            _ => size as usize / es,
+        };
+        let spec = CollSpec {
+            kind,
+            world,
+            count,
+            root: 0,
+        };
+        let mut line = format!("  {:>12}", size);
+        for (_, price) in tuner.price_all(&spec, es) {
+            line += &format!(
+                " {:>17}",
+                price.map_or_else(|| "-".to_string(), |(t, _)| fmt_time(t))
+            );
+        }
+        match tuner.decide(&spec, es) {
+            Ok(c) => line += &format!(" {:>17} {:>9}", c.algo.name(), c.segment_bytes),
+            Err(e) => line += &format!(" {:>17}", e.to_string()),
+        }
+        println!("{line}");
+    }
+    println!(
+        "# priced in {:.3} s (topology and ring order {:.3} s)",
+        started.elapsed().as_secs_f64(),
+        built.as_secs_f64()
+    );
+    Ok(true)
+}

@@ -1,0 +1,594 @@
+//! # Topology
+//!
+//! What the scheduler knows about the cluster: which ranks share a **host**, and what the
+//! **links** deliver — a latency α (seconds) and a bandwidth (bytes per second) for a pair of
+//! ranks on one host, for one flow between two hosts, and the capacity of each host's
+//! network interface (**NIC**), which all flows leaving (or entering) the host share.
+//!
+//! A topology is data: it is discovered at init (host identities exchanged through the
+//! rendezvous store, with the link figures of [`crate::tune::CONSTANTS`]), or loaded from a
+//! JSON file (`FERROCOLL_TOPO_FILE`, written by `ferrocoll-probe links --save` or by hand,
+//! see [`json`]) and dumped back (`FERROCOLL_TOPO_DUMP_FILE`), so tests and users can describe
+//! clusters we do not have.
+//!
+//! A [`Placement`] is what the algorithms see: the order of the ring (rank order, or the
+//! topology's: each host's ranks contiguous, hosts in an order that spares the slowest
+//! links, see [`ring`]) and the ranks of each host in that order.
+
+pub mod json;
+pub mod ring;
+
+use std::collections::HashMap;
+
+pub use json::TopologyError;
+pub use ring::{host_order, Placement};
+
+/// Latency and bandwidth of a link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinkSpec {
+    /// Latency α in seconds.
+    pub alpha: f64,
+    /// Bandwidth in bytes per second.
+    pub bandwidth: f64,
+}
+
+impl LinkSpec {
+    /// A link of `latency_us` microseconds and `gbit_s` Gbit/s (10⁹ bits per second).
+    pub fn from_us_gbit(latency_us: f64, gbit_s: f64) -> LinkSpec {
+        LinkSpec {
+            alpha: latency_us * 1e-6,
+            bandwidth: gbit_s * 1e9 / 8.0,
+        }
+    }
+
+    /// Latency in microseconds.
+    pub fn latency_us(&self) -> f64 {
+        self.alpha * 1e6
+    }
+
+    /// Bandwidth in Gbit/s.
+    pub fn gbit_s(&self) -> f64 {
+        self.bandwidth * 8.0 / 1e9
+    }
+}
+
+/// One host: a name and the ranks on it (ascending).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Host {
+    /// Host identity (hostname, or anything unique).
+    pub name: String,
+    /// Ranks on this host, ascending.
+    pub ranks: Vec<usize>,
+    /// This host's NIC capacity per direction in bytes per second, if it differs from the
+    /// topology's default.
+    pub nic: Option<f64>,
+}
+
+/// The cluster as the scheduler sees it. Build it with [`Topology::new`] (which checks it),
+/// [`Topology::uniform`], [`Topology::from_host_names`] or [`json::load`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Topology {
+    /// Where the figures come from (free text, kept through load and dump).
+    pub source: Option<String>,
+    hosts: Vec<Host>,
+    /// Link between two ranks of one host.
+    pub intra: LinkSpec,
+    /// One flow between two hosts (a rail), unless `host_links` says otherwise.
+    pub inter: LinkSpec,
+    /// Default NIC capacity of a host per direction, bytes per second, shared by the flows
+    /// that leave (or enter) it.
+    pub nic: f64,
+    host_links: HashMap<(usize, usize), LinkSpec>,
+    host_of: Vec<usize>,
+    local_of: Vec<usize>,
+}
+
+impl Topology {
+    /// A checked topology. `hosts` must cover the ranks `0..world` exactly once, without
+    /// empty hosts; every bandwidth must be positive and finite, every latency finite and
+    /// non-negative. `host_links` are undirected overrides between host indices.
+    pub fn new(
+        hosts: Vec<Host>,
+        intra: LinkSpec,
+        inter: LinkSpec,
+        nic: Option<f64>,
+        host_links: Vec<(usize, usize, LinkSpec)>,
+    ) -> Result<Topology, TopologyError> {
+        check_link("intra_host", &intra)?;
+        check_link("inter_host", &inter)?;
+        let nic = nic.unwrap_or(inter.bandwidth);
+        check_bandwidth("nic_gbit_s", nic)?;
+        if hosts.is_empty() {
+            return Err(TopologyError::NoHosts);
+        }
+        let world: usize = hosts.iter().map(|h| h.ranks.len()).sum();
+        let mut host_of = vec![usize::MAX; world];
+        let mut local_of = vec![0; world];
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (hi, h) in hosts.iter().enumerate() {
+            if h.ranks.is_empty() {
+                return Err(TopologyError::EmptyHost(h.name.clone()));
+            }
+            if names.insert(&h.name, hi).is_some() {
+                return Err(TopologyError::DuplicateHost(h.name.clone()));
+            }
+            if let Some(b) = h.nic {
+                check_bandwidth(&format!("hosts[{}].nic_gbit_s", h.name), b)?;
+            }
+            for (li, &r) in h.ranks.iter().enumerate() {
+                if r >= world {
+                    return Err(TopologyError::RankOutOfRange { rank: r, world });
+                }
+                if host_of[r] != usize::MAX {
+                    return Err(TopologyError::DuplicateRank {
+                        rank: r,
+                        first: hosts[host_of[r]].name.clone(),
+                        second: h.name.clone(),
+                    });
+                }
+                host_of[r] = hi;
+                local_of[r] = li;
+            }
+        }
+        if let Some(missing) = host_of.iter().position(|&h| h == usize::MAX) {
+            return Err(TopologyError::MissingRank {
+                rank: missing,
+                world,
+            });
+        }
+        let mut links = HashMap::new();
+        for (a, b, l) in host_links {
+            let name = |i: usize| {
+                hosts
+                    .get(i)
+                    .map_or_else(|| i.to_string(), |h| h.name.clone())
+            };
+            check_link(&format!("host_links[{}-{}]", name(a), name(b)), &l)?;
+            if a >= hosts.len() || b >= hosts.len() || a == b {
+                return Err(TopologyError::BadHostLink {
+                    a: name(a),
+                    b: name(b),
+                });
+            }
+            links.insert((a.min(b), a.max(b)), l);
+        }
+        let mut hosts = hosts;
+        for h in &mut hosts {
+            h.ranks.sort_unstable();
+        }
+        // Local indices follow the ascending order.
+        for h in &hosts {
+            for (li, &r) in h.ranks.iter().enumerate() {
+                local_of[r] = li;
+            }
+        }
+        Ok(Topology {
+            source: None,
+            hosts,
+            intra,
+            inter,
+            nic,
+            host_links: links,
+            host_of,
+            local_of,
+        })
+    }
+
+    /// `hosts` hosts of `per_host` ranks each with default links; `cyclic` places rank `r`
+    /// on host `r mod hosts` (as launchers often do), otherwise hosts hold consecutive ranks.
+    pub fn uniform(hosts: usize, per_host: usize, cyclic: bool) -> Topology {
+        let (hosts, per_host) = (hosts.max(1), per_host.max(1));
+        let hs = (0..hosts)
+            .map(|h| Host {
+                name: format!("host{h}"),
+                ranks: (0..per_host)
+                    .map(|l| {
+                        if cyclic {
+                            l * hosts + h
+                        } else {
+                            h * per_host + l
+                        }
+                    })
+                    .collect(),
+                nic: None,
+            })
+            .collect();
+        Topology::with_defaults(hs)
+    }
+
+    /// The topology discovered at init: rank `r` on the host named `names[r]`, hosts in the
+    /// order of their first rank, links from [`crate::tune::CONSTANTS`].
+    pub fn from_host_names(names: &[String]) -> Topology {
+        let mut hosts: Vec<Host> = Vec::new();
+        for (r, n) in names.iter().enumerate() {
+            match hosts.iter_mut().find(|h| h.name == *n) {
+                Some(h) => h.ranks.push(r),
+                None => hosts.push(Host {
+                    name: n.clone(),
+                    ranks: vec![r],
+                    nic: None,
+                }),
+            }
+        }
+        if hosts.is_empty() {
+            hosts.push(Host {
+                name: "local".into(),
+                ranks: vec![0],
+                nic: None,
+            });
+        }
+        Topology::with_defaults(hosts)
+    }
+
+    /// One host holding ranks `0..world` (an in-process world).
+    pub fn single_host(world: usize) -> Topology {
+        Topology::uniform(1, world, false)
+    }
+
+    fn with_defaults(hosts: Vec<Host>) -> Topology {
+        let c = &crate::tune::CONSTANTS;
+        let t = Topology::new(
+            hosts,
+            LinkSpec::from_us_gbit(c.intra_latency_us, c.intra_gbit_s),
+            LinkSpec::from_us_gbit(c.inter_latency_us, c.inter_gbit_s),
+            None,
+            Vec::new(),
+        );
+        // The hosts built by the callers cover 0..world exactly and the constants are
+        // positive, so `new` cannot refuse them.
+        t.unwrap_or_else(|e| unreachable!("default topology refused: {e}"))
+    }
+
+    /// Sets the default inter-host link and NIC capacity (builder for tests and examples).
+    pub fn with_inter(mut self, link: LinkSpec, nic: f64) -> Topology {
+        self.inter = link;
+        self.nic = nic;
+        self
+    }
+
+    /// Sets the intra-host link (builder for tests and examples).
+    pub fn with_intra(mut self, link: LinkSpec) -> Topology {
+        self.intra = link;
+        self
+    }
+
+    /// Overrides the link between hosts `a` and `b` (indices; builder for tests). Invalid
+    /// indices or figures are refused.
+    pub fn with_host_link(
+        mut self,
+        a: usize,
+        b: usize,
+        link: LinkSpec,
+    ) -> Result<Topology, TopologyError> {
+        let name = |i: usize| {
+            self.hosts
+                .get(i)
+                .map_or_else(|| i.to_string(), |h| h.name.clone())
+        };
+        check_link(&format!("host_links[{}-{}]", name(a), name(b)), &link)?;
+        if a >= self.hosts.len() || b >= self.hosts.len() || a == b {
+            return Err(TopologyError::BadHostLink {
+                a: name(a),
+                b: name(b),
+            });
+        }
+        self.host_links.insert((a.min(b), a.max(b)), link);
+        Ok(self)
+    }
+
+    /// Number of ranks.
+    pub fn world(&self) -> usize {
+        self.host_of.len()
+    }
+
+    /// The hosts, in the order given.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// Index of the host of `rank`.
+    pub fn host_of(&self, rank: usize) -> usize {
+        self.host_of[rank]
+    }
+
+    /// Position of `rank` among its host's ranks (ascending).
+    pub fn local_of(&self, rank: usize) -> usize {
+        self.local_of[rank]
+    }
+
+    /// NIC capacity of host `h` per direction, bytes per second.
+    pub fn nic_of(&self, h: usize) -> f64 {
+        self.hosts[h].nic.unwrap_or(self.nic)
+    }
+
+    /// The link between hosts `a` and `b` (one flow); `intra` when `a == b`.
+    pub fn host_link(&self, a: usize, b: usize) -> LinkSpec {
+        if a == b {
+            return self.intra;
+        }
+        *self
+            .host_links
+            .get(&(a.min(b), a.max(b)))
+            .unwrap_or(&self.inter)
+    }
+
+    /// The host-pair overrides, as (host index, host index, link), sorted.
+    pub fn host_links(&self) -> Vec<(usize, usize, LinkSpec)> {
+        let mut v: Vec<_> = self
+            .host_links
+            .iter()
+            .map(|(k, l)| (k.0, k.1, *l))
+            .collect();
+        v.sort_by_key(|x| (x.0, x.1));
+        v
+    }
+
+    /// The link between ranks `a` and `b`.
+    pub fn link(&self, a: usize, b: usize) -> LinkSpec {
+        self.host_link(self.host_of[a], self.host_of[b])
+    }
+
+    /// The topology of a communicator made of some of these ranks (a split): new rank `i` is
+    /// old rank `members[i]`; hosts left without ranks are dropped, link figures kept.
+    /// Repeated or out-of-range members are refused.
+    pub fn subset(&self, members: &[usize]) -> Result<Topology, TopologyError> {
+        let mut hosts: Vec<Host> = Vec::new();
+        let mut new_index = vec![usize::MAX; self.hosts.len()];
+        let mut seen = vec![false; self.world()];
+        for (i, &old) in members.iter().enumerate() {
+            let h = *self.host_of.get(old).ok_or(TopologyError::RankOutOfRange {
+                rank: old,
+                world: self.world(),
+            })?;
+            if std::mem::replace(&mut seen[old], true) {
+                let name = self.hosts[h].name.clone();
+                return Err(TopologyError::DuplicateRank {
+                    rank: old,
+                    first: name.clone(),
+                    second: name,
+                });
+            }
+            if new_index[h] == usize::MAX {
+                new_index[h] = hosts.len();
+                hosts.push(Host {
+                    name: self.hosts[h].name.clone(),
+                    ranks: Vec::new(),
+                    nic: self.hosts[h].nic,
+                });
+            }
+            hosts[new_index[h]].ranks.push(i);
+        }
+        let links = self
+            .host_links()
+            .into_iter()
+            .filter(|(a, b, _)| new_index[*a] != usize::MAX && new_index[*b] != usize::MAX)
+            .map(|(a, b, l)| (new_index[a], new_index[b], l))
+            .collect();
+        let mut t = Topology::new(hosts, self.intra, self.inter, Some(self.nic), links)?;
+        t.source.clone_from(&self.source);
+        Ok(t)
+    }
+
+    /// Refuses a topology that does not describe the running job: a different number of
+    /// ranks, or (when the job's host identities are known) a different grouping of ranks
+    /// into hosts. Host names may differ (a file written on other machines).
+    pub fn check_matches(
+        &self,
+        world: usize,
+        discovered: Option<&Topology>,
+    ) -> Result<(), TopologyError> {
+        if self.world() != world {
+            return Err(TopologyError::Mismatch(format!(
+                "the topology has {} ranks but the job has {world}",
+                self.world()
+            )));
+        }
+        if let Some(d) = discovered {
+            for r in 0..world {
+                for q in r + 1..world {
+                    let ours = self.host_of(r) == self.host_of(q);
+                    let theirs = d.host_of(r) == d.host_of(q);
+                    if ours != theirs {
+                        let (yes, no) = ("on one host", "on different hosts");
+                        return Err(TopologyError::Mismatch(format!(
+                            "ranks {r} and {q} are {} in the topology but {} in the job",
+                            if ours { yes } else { no },
+                            if theirs { yes } else { no }
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The topology a communicator plans on: `given` (an in-process world described in code),
+/// else the file `cfg.topo_file` (checked against the job: its size, and the grouping of
+/// ranks into hosts when `discovered` is known), else `discovered`, else one host. Rank 0
+/// writes it to `cfg.topo_dump_file` when set.
+pub fn resolve(
+    cfg: &crate::config::Config,
+    world: usize,
+    rank: usize,
+    given: Option<Topology>,
+    discovered: Option<Topology>,
+) -> Result<Topology, TopologyError> {
+    let t = match (given, &cfg.topo_file) {
+        (Some(t), _) => {
+            t.check_matches(world, discovered.as_ref())?;
+            t
+        }
+        (None, Some(path)) => {
+            let t = json::load(path)?;
+            t.check_matches(world, discovered.as_ref())?;
+            t
+        }
+        (None, None) => discovered.unwrap_or_else(|| Topology::single_host(world)),
+    };
+    if rank == 0 {
+        if let Some(path) = &cfg.topo_dump_file {
+            json::save(&t, path)?;
+        }
+    }
+    Ok(t)
+}
+
+/// `v` in bytes per second; reported in Gbit/s, the file's unit.
+fn check_bandwidth(field: &str, v: f64) -> Result<(), TopologyError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(TopologyError::BadValue {
+            field: field.to_string(),
+            value: v * 8.0 / 1e9,
+            reason: "bandwidth must be positive and finite",
+        })
+    }
+}
+
+fn check_link(what: &str, l: &LinkSpec) -> Result<(), TopologyError> {
+    check_bandwidth(&format!("{what}.bandwidth_gbit_s"), l.bandwidth)?;
+    if !(l.alpha.is_finite() && l.alpha >= 0.0) {
+        return Err(TopologyError::BadValue {
+            field: format!("{what}.latency_us"),
+            value: l.alpha * 1e6,
+            reason: "latency must be finite and not negative",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, ranks: &[usize]) -> Host {
+        Host {
+            name: name.into(),
+            ranks: ranks.to_vec(),
+            nic: None,
+        }
+    }
+
+    fn links() -> (LinkSpec, LinkSpec) {
+        (
+            LinkSpec::from_us_gbit(1.0, 100.0),
+            LinkSpec::from_us_gbit(20.0, 1.0),
+        )
+    }
+
+    #[test]
+    fn uniform_cyclic_places_rank_on_r_mod_h() {
+        let t = Topology::uniform(2, 2, true);
+        assert_eq!(t.hosts()[0].ranks, vec![0, 2]);
+        assert_eq!(t.hosts()[1].ranks, vec![1, 3]);
+        assert_eq!(t.host_of(3), 1);
+        assert_eq!(t.local_of(3), 1);
+        assert_eq!(t.link(0, 2), t.intra);
+        assert_eq!(t.link(0, 1), t.inter);
+    }
+
+    #[test]
+    fn missing_duplicate_and_out_of_range_ranks_are_named() {
+        let (i, o) = links();
+        let e = Topology::new(
+            vec![host("a", &[0, 1]), host("b", &[3])],
+            i,
+            o,
+            None,
+            vec![],
+        )
+        .unwrap_err();
+        assert_eq!(e, TopologyError::RankOutOfRange { rank: 3, world: 3 });
+        let e = Topology::new(
+            vec![host("a", &[0, 2]), host("b", &[0])],
+            i,
+            o,
+            None,
+            vec![],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("rank 0 is on both host a and host b"),
+            "{e}"
+        );
+        let e =
+            Topology::new(vec![host("a", &[]), host("b", &[0])], i, o, None, vec![]).unwrap_err();
+        assert_eq!(e, TopologyError::EmptyHost("a".into()));
+        let e =
+            Topology::new(vec![host("a", &[0]), host("a", &[1])], i, o, None, vec![]).unwrap_err();
+        assert_eq!(e, TopologyError::DuplicateHost("a".into()));
+        assert_eq!(
+            Topology::new(vec![], i, o, None, vec![]).unwrap_err(),
+            TopologyError::NoHosts
+        );
+    }
+
+    #[test]
+    fn bad_figures_are_refused() {
+        let (i, o) = links();
+        let neg = LinkSpec {
+            alpha: 0.0,
+            bandwidth: -1.0,
+        };
+        let e = Topology::new(vec![host("a", &[0])], neg, o, None, vec![]).unwrap_err();
+        assert!(e.to_string().contains("intra_host.bandwidth_gbit_s"), "{e}");
+        let e = Topology::new(vec![host("a", &[0])], i, o, Some(f64::NAN), vec![]).unwrap_err();
+        assert!(e.to_string().contains("nic_gbit_s"), "{e}");
+        let slow = LinkSpec {
+            alpha: -1.0,
+            bandwidth: 1.0,
+        };
+        let e = Topology::new(vec![host("a", &[0])], i, slow, None, vec![]).unwrap_err();
+        assert!(e.to_string().contains("inter_host.latency_us"), "{e}");
+        let t = Topology::uniform(2, 1, false);
+        assert!(matches!(
+            t.clone().with_host_link(0, 0, o).unwrap_err(),
+            TopologyError::BadHostLink { .. }
+        ));
+        assert!(matches!(
+            t.with_host_link(0, 1, neg).unwrap_err(),
+            TopologyError::BadValue { .. }
+        ));
+    }
+
+    #[test]
+    fn subset_keeps_hosts_and_links_of_the_members() {
+        let slow = LinkSpec::from_us_gbit(9.0, 0.5);
+        let t = Topology::uniform(3, 2, true) // hosts {0,3} {1,4} {2,5}
+            .with_host_link(1, 2, slow)
+            .unwrap();
+        let s = t.subset(&[4, 2, 1, 5]).unwrap();
+        assert_eq!(s.world(), 4);
+        assert_eq!(s.hosts().len(), 2);
+        assert_eq!(s.hosts()[0].ranks, vec![0, 2]); // old 4 and 1 on old host 1
+        assert_eq!(s.hosts()[1].ranks, vec![1, 3]); // old 2 and 5 on old host 2
+        assert_eq!(s.link(0, 1), slow);
+        let e = t.subset(&[0, 0]).unwrap_err();
+        assert!(
+            matches!(e, TopologyError::DuplicateRank { rank: 0, .. }),
+            "{e}"
+        );
+        let e = t.subset(&[7]).unwrap_err();
+        assert_eq!(e, TopologyError::RankOutOfRange { rank: 7, world: 6 });
+    }
+
+    #[test]
+    fn a_topology_that_does_not_fit_the_job_is_refused() {
+        let t = Topology::uniform(2, 2, true);
+        let e = t.check_matches(5, None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "topology does not match the job: the topology has 4 ranks but the job has 5"
+        );
+        let job = Topology::uniform(2, 2, false);
+        let e = t.check_matches(4, Some(&job)).unwrap_err();
+        assert!(e.to_string().contains("ranks 0 and 1"), "{e}");
+        // Same grouping under other names is accepted.
+        let names: Vec<String> = ["x", "y", "x", "y"].iter().map(|s| s.to_string()).collect();
+        t.check_matches(4, Some(&Topology::from_host_names(&names)))
+            .unwrap();
+    }
+}

@@ -1,0 +1,571 @@
+//! # Cost model
+//!
+//! An α–β model: a message of `b` bytes over a link costs `α + b / bandwidth`, where the
+//! bandwidth of a flow between hosts is the least of its link's bandwidth and its share of
+//! the sending and receiving hosts' NICs (every flow that leaves a host at the same time
+//! shares that host's NIC). Each algorithm's cost follows the communication pattern its
+//! schedule has on the [`Placement`] — the ring's edges, the hierarchical columns, the
+//! halving-doubling partners, direct's fan-out per host pair; the double binary tree is
+//! approximated (depth, and the share of its edges that cross hosts taken as a random pair's)
+//! — and adds a per-message and per-segment software overhead and the local reduction time.
+//! Not modelled: CPU oversubscription (more ranks than cores copying through shared memory)
+//! and shaping bursts (small messages passing a token bucket faster than its rate). Every constant is in [`CONSTANTS`]; the link figures come from
+//! the [`Topology`] (discovered defaults are also in [`CONSTANTS`]).
+//!
+//! The tuner ([`crate::plan::Tuner`]) and `ferrocoll-probe simulate` both price with
+//! [`cost`]; it is linear in the number of ranks (one pass over the ring or the partners per
+//! step), so thousands of ranks price in milliseconds.
+
+use crate::schedule::{CollSpec, Collective};
+use crate::topology::{Placement, Topology};
+
+/// The constants of the cost model, in one table.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Constants {
+    /// Latency between two ranks of one host when nothing was measured (shared memory), µs.
+    pub intra_latency_us: f64,
+    /// Bandwidth between two ranks of one host when nothing was measured, Gbit/s.
+    pub intra_gbit_s: f64,
+    /// Latency between hosts when nothing was measured (TCP), µs.
+    pub inter_latency_us: f64,
+    /// Bandwidth between hosts when nothing was measured, Gbit/s.
+    pub inter_gbit_s: f64,
+    /// Software cost of one message (posting, header, completion), µs.
+    pub message_overhead_us: f64,
+    /// Software cost of one segment of a message, µs.
+    pub segment_overhead_us: f64,
+    /// Throughput of the local reduction `dst = a ⊕ b`, bytes of `b` per second.
+    pub reduce_bytes_s: f64,
+    /// Smallest segment the tuner considers, bytes.
+    pub min_segment_bytes: usize,
+}
+
+/// The cost model's constants. Intra-host figures are the shared-memory ring measured on
+/// the development VM (`.ci/long.sh`: ~1.7 µs one-way, 4–10 GB/s); inter-host defaults are
+/// a 10 Gbit Ethernet TCP link; overheads are of the order the executor shows at 8 bytes.
+pub const CONSTANTS: Constants = Constants {
+    intra_latency_us: 2.0,
+    intra_gbit_s: 40.0,
+    inter_latency_us: 30.0,
+    inter_gbit_s: 10.0,
+    message_overhead_us: 1.0,
+    segment_overhead_us: 0.5,
+    reduce_bytes_s: 8e9,
+    min_segment_bytes: 32 << 10,
+};
+
+/// A priced link: latency (with the message overhead) and bandwidth.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    alpha: f64,
+    bw: f64,
+}
+
+impl Flow {
+    fn time(&self, bytes: f64) -> f64 {
+        self.alpha + bytes / self.bw
+    }
+}
+
+/// The cluster as the cost functions see it.
+pub struct Net<'a> {
+    /// The topology.
+    pub topo: &'a Topology,
+    /// Ring order and hosts.
+    pub place: &'a Placement,
+}
+
+impl Net<'_> {
+    fn overhead(&self) -> f64 {
+        CONSTANTS.message_overhead_us * 1e-6
+    }
+
+    /// Flows (a, b) that run at the same time, each priced with its share of the NICs.
+    fn flows(&self, pairs: &[(usize, usize)]) -> Vec<Flow> {
+        let t = self.topo;
+        let hosts = t.hosts().len();
+        let mut out = vec![0usize; hosts];
+        let mut inn = vec![0usize; hosts];
+        for &(a, b) in pairs {
+            let (ha, hb) = (t.host_of(a), t.host_of(b));
+            if ha != hb {
+                out[ha] += 1;
+                inn[hb] += 1;
+            }
+        }
+        pairs
+            .iter()
+            .map(|&(a, b)| {
+                let (ha, hb) = (t.host_of(a), t.host_of(b));
+                let l = t.host_link(ha, hb);
+                let bw = if ha == hb {
+                    l.bandwidth
+                } else {
+                    l.bandwidth
+                        .min(t.nic_of(ha) / out[ha] as f64)
+                        .min(t.nic_of(hb) / inn[hb] as f64)
+                };
+                Flow {
+                    alpha: l.alpha + self.overhead(),
+                    bw,
+                }
+            })
+            .collect()
+    }
+
+    /// Time of one round in which `pairs` each move `bytes`.
+    fn round(&self, pairs: &[(usize, usize)], bytes: f64) -> f64 {
+        self.flows(pairs)
+            .iter()
+            .map(|f| f.time(bytes))
+            .fold(0.0, f64::max)
+    }
+
+    /// The edges of the ring.
+    fn ring_edges(&self) -> Vec<(usize, usize)> {
+        let r = &self.place.ring;
+        (0..r.len()).map(|i| (r[i], r[(i + 1) % r.len()])).collect()
+    }
+}
+
+fn segments(bytes: f64, seg: usize) -> f64 {
+    (bytes / seg.max(1) as f64).ceil().max(1.0)
+}
+
+fn seg_cost(messages: f64, bytes_each: f64, seg: usize) -> f64 {
+    messages * segments(bytes_each, seg) * CONSTANTS.segment_overhead_us * 1e-6
+}
+
+fn reduce_time(bytes: f64) -> f64 {
+    bytes / CONSTANTS.reduce_bytes_s
+}
+
+/// Predicted seconds of `algo` (a registered name) for `spec` with elements of `esize`
+/// bytes and segments of `seg` bytes, or `None` when the algorithm has no cost function or
+/// does not implement the collective.
+pub fn cost(algo: &str, net: &Net, spec: &CollSpec, esize: usize, seg: usize) -> Option<f64> {
+    let p = spec.world;
+    if p <= 1 {
+        return Some(net.overhead());
+    }
+    let bytes = (spec.count * esize) as f64;
+    match algo {
+        "ring" => ring(net, spec.kind, p, bytes, seg),
+        "hierarchical" => hierarchical(net, spec.kind, bytes, seg),
+        "halving_doubling" => halving_doubling(net, spec.kind, p, bytes, seg),
+        "direct" => direct(net, spec, bytes, seg),
+        "tree" => tree(net, spec.kind, p, bytes, seg),
+        _ => None,
+    }
+}
+
+fn ring(net: &Net, kind: Collective, p: usize, bytes: f64, seg: usize) -> Option<f64> {
+    let edges = net.ring_edges();
+    let flows = net.flows(&edges);
+    let step = |c: f64| flows.iter().map(|f| f.time(c)).fold(0.0, f64::max);
+    let pf = p as f64;
+    Some(match kind {
+        Collective::AllReduce => {
+            let c = bytes / pf;
+            let steps = 2.0 * (pf - 1.0);
+            steps * step(c) + seg_cost(steps, c, seg) + (pf - 1.0) * reduce_time(c)
+        }
+        Collective::AllGather | Collective::ReduceScatter => {
+            let steps = pf - 1.0;
+            let red = if kind == Collective::ReduceScatter {
+                steps * reduce_time(bytes)
+            } else {
+                0.0
+            };
+            steps * step(bytes) + seg_cost(steps, bytes, seg) + red
+        }
+        Collective::Broadcast | Collective::Reduce => {
+            // A pipelined chain: the first segment crosses p-1 links, the rest follow.
+            let s = (seg as f64).min(bytes).max(1.0);
+            let worst = flows.iter().fold(0.0f64, |m, f| m.max(f.time(s)));
+            let slowest = flows.iter().map(|f| f.bw).fold(f64::INFINITY, f64::min);
+            let red = if kind == Collective::Reduce {
+                reduce_time(bytes)
+            } else {
+                0.0
+            };
+            (pf - 2.0) * worst + step(0.0) + bytes / slowest + seg_cost(1.0, bytes, seg) + red
+        }
+        _ => return None,
+    })
+}
+
+fn hierarchical(net: &Net, kind: Collective, bytes: f64, seg: usize) -> Option<f64> {
+    let hosts = &net.place.hosts;
+    let h = hosts.len() as f64;
+    let kmax = hosts.iter().map(Vec::len).max().unwrap_or(1);
+    let p: usize = hosts.iter().map(Vec::len).sum();
+    let intra = net.topo.intra;
+    let ia = Flow {
+        alpha: intra.alpha + net.overhead(),
+        bw: intra.bandwidth,
+    };
+    // Intra-host ring over k ranks moving `c` bytes per step, `steps` steps.
+    let intra_ring = |c_of: &dyn Fn(f64) -> f64, red: bool| {
+        hosts
+            .iter()
+            .map(|host| {
+                let k = host.len() as f64;
+                let c = c_of(k);
+                let s = k - 1.0;
+                s * ia.time(c) + seg_cost(s, c, seg) + if red { s * reduce_time(c) } else { 0.0 }
+            })
+            .fold(0.0, f64::max)
+    };
+    // Inter-host rings, one per column, all at once: the flows of every column in the
+    // first round price the NIC sharing; a rank standing for several columns does them in
+    // turn.
+    let inter_rings = |c: f64, steps: f64, red: bool| {
+        if hosts.len() < 2 {
+            return 0.0;
+        }
+        let cols = kmax.min(hosts.iter().map(Vec::len).min().unwrap_or(1));
+        let mut pairs = Vec::new();
+        for col in 0..cols {
+            for (g, host) in hosts.iter().enumerate() {
+                let next = &hosts[(g + 1) % hosts.len()];
+                pairs.push((host[col % host.len()], next[col % next.len()]));
+            }
+        }
+        let flows = net.flows(&pairs);
+        let step = flows.iter().map(|f| f.time(c)).fold(0.0, f64::max);
+        let turns = hosts
+            .iter()
+            .map(|x| kmax.div_ceil(x.len()))
+            .max()
+            .unwrap_or(1) as f64;
+        // Columns beyond the smallest host's size run as extra turns on the small hosts.
+        let turns = turns.max((kmax as f64 / cols as f64).ceil());
+        turns
+            * (steps * step
+                + seg_cost(steps, c, seg)
+                + if red { steps * reduce_time(c) } else { 0.0 })
+    };
+    let pf = p as f64;
+    Some(match kind {
+        Collective::AllReduce => {
+            let shard = bytes / kmax as f64;
+            intra_ring(&|k| bytes / k, true)
+                + inter_rings(shard / h, 2.0 * (h - 1.0), true) / 2.0
+                + inter_rings(shard / h, 2.0 * (h - 1.0), false) / 2.0
+                + intra_ring(&|k| bytes / k, false)
+        }
+        Collective::ReduceScatter => {
+            intra_ring(&|k| pf * bytes / k, true) + inter_rings(bytes, h - 1.0, true)
+        }
+        Collective::AllGather => {
+            inter_rings(bytes, h - 1.0, false) + intra_ring(&|k| pf * bytes / k, false)
+        }
+        _ => return None,
+    })
+}
+
+/// Real rank of virtual rank `v` after folding `e` excess ranks.
+fn real(v: usize, e: usize) -> usize {
+    if v < e {
+        2 * v
+    } else {
+        v + e
+    }
+}
+
+fn halving_doubling(net: &Net, kind: Collective, p: usize, bytes: f64, seg: usize) -> Option<f64> {
+    let pp = 1usize << (usize::BITS - 1 - p.leading_zeros());
+    let e = p - pp;
+    let total = match kind {
+        Collective::AllReduce => bytes,
+        Collective::AllGather | Collective::ReduceScatter => bytes * p as f64,
+        _ => return None,
+    };
+    let mut t = 0.0;
+    if e > 0 {
+        let pairs: Vec<(usize, usize)> = (0..e).map(|i| (2 * i + 1, 2 * i)).collect();
+        let fold = match kind {
+            Collective::AllGather => bytes,
+            _ => total,
+        };
+        // Fold in, and (all-reduce, all-gather) the result back out.
+        let back = if kind == Collective::ReduceScatter {
+            0.0
+        } else {
+            net.round(&pairs, total)
+        };
+        t += net.round(&pairs, fold) + back;
+    }
+    let mut d = pp / 2;
+    let mut piece = total / 2.0;
+    let mut rounds = Vec::new();
+    while d >= 1 {
+        let pairs: Vec<(usize, usize)> = (0..pp).map(|v| (real(v, e), real(v ^ d, e))).collect();
+        rounds.push((net.round(&pairs, piece), piece));
+        d /= 2;
+        piece /= 2.0;
+    }
+    let phases = if kind == Collective::AllReduce {
+        2.0
+    } else {
+        1.0
+    };
+    for (time, piece) in &rounds {
+        t += phases * time + seg_cost(phases, *piece, seg);
+        if kind != Collective::AllGather {
+            t += reduce_time(*piece);
+        }
+    }
+    Some(t)
+}
+
+/// Slowest flow of a fan-out in which `out[h]` flows leave and `inn[h]` flows enter host
+/// `h`, every host pair that has flows carrying `bytes` each (host level: O(hosts²)).
+fn fan_flow(
+    net: &Net,
+    out: &[f64],
+    inn: &[f64],
+    pair: impl Fn(usize, usize) -> bool,
+    bytes: f64,
+) -> f64 {
+    let t = net.topo;
+    let mut worst = 0.0f64;
+    for (a, &out_a) in out.iter().enumerate() {
+        for (b, &inn_b) in inn.iter().enumerate() {
+            if !pair(a, b) {
+                continue;
+            }
+            let l = t.host_link(a, b);
+            let bw = if a == b {
+                l.bandwidth
+            } else {
+                l.bandwidth
+                    .min(t.nic_of(a) / out_a.max(1.0))
+                    .min(t.nic_of(b) / inn_b.max(1.0))
+            };
+            worst = worst.max(l.alpha + net.overhead() + bytes / bw);
+        }
+    }
+    worst
+}
+
+fn direct(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
+    let p = spec.world;
+    let pf = p as f64;
+    let t = net.topo;
+    let k: Vec<f64> = t.hosts().iter().map(|h| h.ranks.len() as f64).collect();
+    // Every rank sends to everyone at once; a rank also serialises its own p-1 messages.
+    let all_to_all = |b: f64| {
+        let out: Vec<f64> = k.iter().map(|&k| k * (pf - k)).collect();
+        let per_flow = fan_flow(net, &out, &out, |a, c| a != c || k[a] > 1.0, b);
+        per_flow.max((pf - 1.0) * b / t.intra.bandwidth) + seg_cost(pf - 1.0, b, seg)
+    };
+    Some(match spec.kind {
+        Collective::AllReduce => all_to_all(bytes) + pf * reduce_time(bytes),
+        Collective::AllGather | Collective::AllToAll => all_to_all(bytes),
+        Collective::ReduceScatter => all_to_all(bytes) + (pf - 1.0) * reduce_time(bytes),
+        Collective::Broadcast | Collective::Reduce => {
+            let rh = t.host_of(spec.root);
+            let remote = pf - k[rh];
+            let mut out = vec![0.0; k.len()];
+            let mut inn = vec![0.0; k.len()];
+            // Flows leave the root's host (broadcast) or enter it (reduce).
+            let (from, to) = if spec.kind == Collective::Broadcast {
+                (&mut out, &mut inn)
+            } else {
+                (&mut inn, &mut out)
+            };
+            from[rh] = remote;
+            for (h, &kh) in k.iter().enumerate() {
+                if h != rh {
+                    to[h] = kh;
+                }
+            }
+            let per_flow = fan_flow(net, &out, &inn, |a, b| a == rh || b == rh, bytes);
+            let red = if spec.kind == Collective::Reduce {
+                pf * reduce_time(bytes)
+            } else {
+                0.0
+            };
+            per_flow.max((pf - 1.0) * bytes / t.intra.bandwidth)
+                + seg_cost(pf - 1.0, bytes, seg)
+                + red
+        }
+        Collective::Barrier => {
+            let rounds = pf.log2().ceil();
+            rounds * net.round(&net.ring_edges(), 1.0)
+        }
+        Collective::SendRecv => return None,
+    })
+}
+
+fn tree(net: &Net, kind: Collective, p: usize, bytes: f64, seg: usize) -> Option<f64> {
+    // Double binary tree over rank numbers: depth ⌈log₂ p⌉, each rank sends about the whole
+    // buffer per phase (half per tree); the share of tree edges that cross hosts is taken as
+    // that of a random pair of ranks.
+    let t = net.topo;
+    let depth = (p as f64).log2().ceil().max(1.0);
+    let s = (seg as f64).min(bytes).max(1.0);
+    let mut worst = 0.0f64;
+    for (h, host) in t.hosts().iter().enumerate() {
+        let k = host.ranks.len() as f64;
+        let cross = (p as f64 - k) / (p as f64 - 1.0).max(1.0);
+        let nic_load = k * bytes * cross / t.nic_of(h);
+        let link = if t.hosts().len() > 1 {
+            t.inter
+        } else {
+            t.intra
+        };
+        let per_rank = bytes * cross / link.bandwidth + bytes * (1.0 - cross) / t.intra.bandwidth;
+        worst = worst.max(nic_load.max(per_rank));
+    }
+    let alpha = if t.hosts().len() > 1 {
+        t.inter.alpha
+    } else {
+        t.intra.alpha
+    } + net.overhead();
+    let bw = if t.hosts().len() > 1 {
+        t.inter.bandwidth
+    } else {
+        t.intra.bandwidth
+    };
+    let phase = depth * (alpha + s / bw) + worst + seg_cost(2.0, bytes / 2.0, seg);
+    Some(match kind {
+        Collective::AllReduce => 2.0 * phase + 2.0 * reduce_time(bytes),
+        Collective::Broadcast => phase,
+        Collective::Reduce => phase + 2.0 * reduce_time(bytes),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RingOrder;
+    use crate::topology::LinkSpec;
+
+    fn net_cost(t: &Topology, order: RingOrder, algo: &str, kind: Collective, bytes: usize) -> f64 {
+        let place = Placement::new(t, order);
+        let net = Net {
+            topo: t,
+            place: &place,
+        };
+        let spec = CollSpec {
+            kind,
+            world: t.world(),
+            count: bytes / 4,
+            root: 0,
+        };
+        cost(algo, &net, &spec, 4, 512 << 10).unwrap()
+    }
+
+    /// The issue's 2 × 2 cyclic case at 1 Gbit: bytes over the NIC give 2× and 3×.
+    #[test]
+    fn byte_counts_of_the_two_by_two_case() {
+        let t =
+            Topology::uniform(2, 2, true).with_inter(LinkSpec::from_us_gbit(50.0, 1.0), 1e9 / 8.0);
+        let n = 64 << 20;
+        let rank = net_cost(&t, RingOrder::Rank, "ring", Collective::AllReduce, n);
+        let topo = net_cost(&t, RingOrder::Topology, "ring", Collective::AllReduce, n);
+        let hier = net_cost(
+            &t,
+            RingOrder::Topology,
+            "hierarchical",
+            Collective::AllReduce,
+            n,
+        );
+        let r1 = rank / topo;
+        let r2 = rank / hier;
+        assert!((1.9..2.1).contains(&r1), "rank/topology ring {r1}");
+        assert!((2.7..3.1).contains(&r2), "rank ring/hierarchical {r2}");
+        // 64 MiB × 3/2 over 125 MB/s ≈ 0.8 s for the topology ring.
+        assert!((0.75..0.9).contains(&topo), "{topo}");
+    }
+
+    #[test]
+    fn every_algorithm_prices_what_it_supports() {
+        let t = Topology::uniform(3, 2, true);
+        let place = Placement::new(&t, RingOrder::Topology);
+        let net = Net {
+            topo: &t,
+            place: &place,
+        };
+        for algo in crate::algo::ALGORITHMS {
+            for kind in Collective::COLLECTIVES {
+                let spec = CollSpec {
+                    kind,
+                    world: 6,
+                    count: 1000,
+                    root: 1,
+                };
+                let c = cost(algo.name(), &net, &spec, 4, 4096);
+                assert_eq!(c.is_some(), algo.supports(kind), "{} {kind}", algo.name());
+                if let Some(c) = c {
+                    assert!(c.is_finite() && c > 0.0, "{} {kind}: {c}", algo.name());
+                }
+            }
+        }
+    }
+
+    /// The model's bandwidth term against the schedules themselves: on clusters where the
+    /// NICs are the bottleneck (fast, latency-free hosts, 1 Gbit between them, 256 MiB), the
+    /// predicted time must match the bytes each host's ranks really send off the host in
+    /// their plans, divided by the NIC.
+    #[test]
+    fn model_matches_the_bytes_the_schedules_send_across_hosts() {
+        use crate::algo::{by_name, plan_all_on};
+        use crate::schedule::Step;
+        for (hosts, per, cyclic) in [
+            (2usize, 2usize, true),
+            (3, 2, true),
+            (2, 4, false),
+            (4, 3, true),
+        ] {
+            let t = Topology::uniform(hosts, per, cyclic)
+                .with_intra(LinkSpec::from_us_gbit(0.0, 1e6))
+                .with_inter(LinkSpec::from_us_gbit(0.0, 1.0), 1e9 / 8.0);
+            for (algo, order) in [
+                ("ring", RingOrder::Rank),
+                ("ring", RingOrder::Topology),
+                ("hierarchical", RingOrder::Topology),
+                ("halving_doubling", RingOrder::Topology),
+            ] {
+                let world = t.world();
+                if algo == "halving_doubling" && !world.is_power_of_two() {
+                    continue;
+                }
+                let place = Placement::new(&t, order);
+                let spec = CollSpec {
+                    kind: Collective::AllReduce,
+                    world,
+                    count: 64 << 20,
+                    root: 0,
+                };
+                let plans = plan_all_on(by_name(algo).unwrap(), &spec, &place);
+                let mut out = vec![0f64; hosts];
+                for (r, plan) in plans.iter().enumerate() {
+                    for st in &plan.steps {
+                        if let Step::Send { peer, src } = st {
+                            if t.host_of(r) != t.host_of(*peer) {
+                                out[t.host_of(r)] += (src.len * 4) as f64;
+                            }
+                        }
+                    }
+                }
+                let wire = out.iter().fold(0.0f64, |m, b| m.max(*b)) / t.nic;
+                let net = Net {
+                    topo: &t,
+                    place: &place,
+                };
+                let model = cost(algo, &net, &spec, 4, 512 << 10).unwrap();
+                let ratio = model / wire;
+                assert!(
+                    (0.97..1.05).contains(&ratio),
+                    "{algo} {order:?} on {hosts}x{per} cyclic={cyclic}: model {model:.3} s, \
+                     schedules' bytes over the NIC {wire:.3} s"
+                );
+            }
+        }
+    }
+}

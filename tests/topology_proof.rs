@@ -1,0 +1,40 @@
+//! Issue 7's measured proof, short: 2 emulated hosts (network + UTS namespaces, every link
+//! shaped to 1 Gbit/s with tbf) × 2 ranks placed cyclically, an 8 MiB f32 all-reduce with the
+//! rank-order ring, the topology-ordered ring and hierarchical in the same run; the byte
+//! counts give 2×, 3× and 1.5× as limits. The work is in `benches/topo_proof.sh`, whose full
+//! mode (release build, 64 MiB) gates on the issue's targets 1.8×, 2.5×, 1.3× and adds the
+//! tuner-regret and model-error tables. This test runs the debug build on a machine shared
+//! with builds, where the CPU-side phases cost more (hierarchical's intra-host phases most:
+//! 1.08–1.26× over the topology ring seen in debug, 1.44–1.51× in release), so it gates on
+//! floors (1.5×, 1.8×, 1.0×) that still prove the ordering, and prints the ratios. It needs
+//! root and says why it skips.
+
+use std::process::Command;
+
+#[test]
+fn topology_ring_and_hierarchical_beat_the_rank_ring_across_a_slow_link() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/topo_proof.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("--short")
+        .arg(env!("CARGO_BIN_EXE_ferrocoll-probe"))
+        .env("TOPO_PROOF_PARTS", "1")
+        .env("TOPO_PROOF_TARGETS", "1.5 1.8 1.0")
+        .output()
+        .expect("bash runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    match out.status.code() {
+        Some(0) => {
+            for line in [
+                "ok   topology ring vs rank ring",
+                "ok   hierarchical vs rank ring",
+                "ok   hierarchical vs topology ring",
+            ] {
+                assert!(text.contains(line), "{line} missing:\n{text}");
+            }
+        }
+        Some(77) => eprintln!("topology proof skipped: {}", text.trim()),
+        c => panic!("topology proof failed ({c:?}):\n{text}"),
+    }
+}
