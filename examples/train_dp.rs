@@ -317,14 +317,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(s) => CompressionSetting::parse(s)?,
         None => CompressionSetting::from_env()?,
     };
+    let comm = Communicator::from_env()?;
     let opts = Opts {
         steps: cli.steps,
-        codec: setting.resolve(None),
+        // `auto` picks from the slowest link of this job's topology.
+        codec: setting.resolve_for(&comm),
         error_feedback: !cli.no_error_feedback,
         lr: cli.lr,
         eval_every: cli.eval_every.max(1),
     };
-    let comm = Communicator::from_env()?;
     let out = train(&comm, &opts)?;
     // Every rank's parameters must be the same bits.
     let mut prints = vec![0u64; comm.world_size()];

@@ -83,7 +83,9 @@ pub struct Config {
     pub shm_direct: bool,
     /// Smallest segment sent by single copy where the link can (`FERROCOLL_DIRECT_MIN_BYTES`,
     /// default 64 KiB; below it the system call and acknowledgement cost more than the copy
-    /// through the ring saves). Small values make tests reach the single-copy paths.
+    /// through the ring saves). Collectives that reduce use the ring (faster here: see
+    /// `engine::exec`), except with a value below the default, which tests use to reach the
+    /// single-copy paths of every collective.
     pub direct_min_bytes: usize,
 }
 

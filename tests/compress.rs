@@ -362,3 +362,23 @@ fn compression_setting_reads_the_environment() {
         CompressionSetting::Fixed(Codec::None)
     );
 }
+
+#[test]
+fn auto_follows_the_slowest_link_of_the_topology() {
+    use ferrocoll::compress::{slowest_link, CompressionSetting};
+    use ferrocoll::topology::{LinkSpec, Topology};
+    // One host: its own link (shared memory class) decides; several: the network.
+    let one = Topology::uniform(1, 4, false).with_intra(LinkSpec::from_us_gbit(1.0, 400.0));
+    assert_eq!(slowest_link(&one), Some(400e9 / 8.0));
+    let two = Topology::uniform(2, 2, false)
+        .with_intra(LinkSpec::from_us_gbit(1.0, 400.0))
+        .with_inter(LinkSpec::from_us_gbit(20.0, 1.0), 100e9 / 8.0);
+    assert_eq!(slowest_link(&two), Some(1e9 / 8.0));
+    assert_eq!(slowest_link(&Topology::single_host(1)), None);
+    let auto = CompressionSetting::Auto;
+    assert_eq!(auto.resolve(slowest_link(&one)), Codec::None);
+    assert_ne!(auto.resolve(slowest_link(&two)), Codec::None);
+    // Fixed settings ignore the topology.
+    let fixed = CompressionSetting::Fixed(Codec::Fp16);
+    assert_eq!(fixed.resolve(slowest_link(&two)), Codec::Fp16);
+}

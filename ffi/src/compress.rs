@@ -103,8 +103,8 @@ pub unsafe extern "C" fn fcAllReduceCompressed(
         let key = unsafe { text(key, "key") }?.ok_or(fc::Error::NullPointer("key"))?;
         // SAFETY: the caller's contract.
         let codec: Codec = match unsafe { text(codec, "codec") }? {
-            Some(s) => CompressionSetting::parse(s)?.resolve(None),
-            None => CompressionSetting::from_env()?.resolve(None),
+            Some(s) => CompressionSetting::parse(s)?.resolve_for(&c),
+            None => CompressionSetting::from_env()?.resolve_for(&c),
         };
         let grads: &mut [f32] = if count == 0 {
             &mut []

@@ -56,7 +56,7 @@ pub use codec::{chunk_codec, ChunkCodec};
 pub use collective::CompressedCollectives;
 pub use feedback::ErrorFeedback;
 pub use powersgd::PowerSgd;
-pub use setting::{auto_codec, CompressionSetting, COMPRESSION_VAR};
+pub use setting::{auto_codec, slowest_link, CompressionSetting, COMPRESSION_VAR};
 
 use crate::error::{Error, Result};
 

@@ -78,3 +78,33 @@ pub fn auto_codec(bytes_per_s: f64) -> Codec {
         Codec::TopK { fraction: 0.01 }
     }
 }
+
+/// The bandwidth in bytes per second of the slowest link an all-reduce on `topo` crosses:
+/// between hosts (pair links and NICs) when there are several, else within the host; `None`
+/// for a single rank.
+pub fn slowest_link(topo: &crate::topology::Topology) -> Option<f64> {
+    if topo.world() < 2 {
+        return None;
+    }
+    let h = topo.hosts().len();
+    if h < 2 {
+        return Some(topo.host_link(0, 0).bandwidth);
+    }
+    let mut bw = f64::INFINITY;
+    for a in 0..h {
+        bw = bw.min(topo.nic_of(a));
+        for b in a + 1..h {
+            bw = bw.min(topo.host_link(a, b).bandwidth);
+        }
+    }
+    bw.is_finite().then_some(bw)
+}
+
+impl CompressionSetting {
+    /// The codec for all-reduces on `comm`: `auto` decides from the slowest link of the
+    /// communicator's topology (discovered, measured with `ferrocoll-probe links --save`, or
+    /// described by `FERROCOLL_TOPO_FILE`).
+    pub fn resolve_for(&self, comm: &crate::Communicator) -> Codec {
+        self.resolve(slowest_link(&comm.topology()))
+    }
+}

@@ -378,6 +378,7 @@ impl Shared {
             spin: self.cfg.spin,
             yield_idle: self.cfg.yield_when_idle.unwrap_or(false),
             direct_min: self.cfg.direct_min_bytes,
+            force_direct: self.cfg.direct_min_bytes < 64 << 10,
             abort: &self.abort,
         };
         let inner = &mut *inner;
