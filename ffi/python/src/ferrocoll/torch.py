@@ -80,7 +80,11 @@ class ProcessGroupFerrocoll(dist.ProcessGroup):
 
     def __init__(self, store, rank, size, timeout=None):
         super().__init__(rank, size)
-        key = "ferrocoll/unique_id"
+        # torchrun's agent store outlives a group (a re-created default group sees the same
+        # keys): each creation adds `size` joins to a counter, so the generation of this one
+        # is the same on every rank and its unique id never one of a destroyed group.
+        generation = (store.add("ferrocoll/joins", 1) - 1) // size
+        key = f"ferrocoll/unique_id/{generation}"
         if rank == 0:
             uid = ferrocoll.get_unique_id()
             store.set(key, uid)
