@@ -44,6 +44,10 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# `cargo test` does not build a cdylib/staticlib-only crate for its integration tests (they
+# do not link it), so libferrocoll.so/.a are built first: the C example test and the Python
+# package below load them from target/debug.
+cargo build -p ferrocoll-ffi
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 

@@ -20,7 +20,8 @@ fn lib_dir() -> PathBuf {
         .expect("target/<profile>");
     assert!(
         dir.join("libferrocoll.so").exists(),
-        "{} has no libferrocoll.so",
+        "{} has no libferrocoll.so: `cargo test` does not build a cdylib-only crate for its \
+         integration tests; run `cargo build -p ferrocoll-ffi` first (.ci/test.sh does)",
         dir.display()
     );
     dir.to_path_buf()
