@@ -17,7 +17,8 @@
 #   benches/topo_proof.sh [--short] [PATH/TO/ferrocoll-probe]
 # --short (CI): SIZE 8 MiB, fewer sizes, 1 round, few iterations. In short mode only part 1's
 # ratios decide the exit status (part 2 is printed: with so few iterations its regret is
-# mostly this machine's noise). TOPO_PROOF_PARTS="1" runs part 1 only (default "1 2").
+# mostly this machine's noise). TOPO_PROOF_PARTS="1" runs part 1 only (default "1 2");
+# TOPO_PROOF_HOSTS="1" runs part 2 on some of its placements only (default "1 2 4").
 # SPIN_US (default 0: idle ranks sleep at once) is passed as FERROCOLL_SPIN_US: with more
 # ranks than cores, spinning ranks steal the CPU of the rank that has work.
 # Exit: 0 every target met, 1 a target missed or a run failed, 77 skipped (no namespaces).
@@ -96,8 +97,10 @@ run_job() {
 # print the topology file's path; the file keeps the measured medians inside and between
 # hosts, which carry this machine's real per-message costs into the cost model.
 calibrate() {
-  local h=$1 f="$OUT/measured$1.json"
-  run_job "$h" "links.$h" FERROCOLL_TOPO_FILE="$(topo_file "$h")" -- links --bw-bytes 4M -n 5 -w 2 \
+  local h=$1 f="$OUT/measured$1.json" bw=4M n=5
+  # Inside one host the copies are cheap to measure and noisy: bigger messages, more calls.
+  [ "$h" = 1 ] && { bw=16M; n=20; }
+  run_job "$h" "links.$h" FERROCOLL_TOPO_FILE="$(topo_file "$h")" -- links --bw-bytes $bw -n $n -w 2 \
     --save "$f" >&2 || return 1
   python3 - "$f" >&2 <<'EOF'
 import json, sys
@@ -155,7 +158,8 @@ if [[ " $PARTS " == *" 2 "* ]]; then
 echo "== 2. tuner regret and model error (all-reduce, sizes: $SIZES)"
 # Small sizes: many iterations, ROUNDS alternating rounds (cheap); large sizes: few
 # iterations, one round (a 64 MiB direct all-reduce takes seconds per call at 1 Gbit).
-for hosts in 1 2 4; do
+P2_HOSTS=${TOPO_PROOF_HOSTS:-1 2 4}
+for hosts in $P2_HOSTS; do
   T=$(calibrate $hosts) || { fail=1; continue; }
   # shellcheck disable=SC2086
   "$PROBE" simulate --topo "$T" all_reduce $SIZES >"$OUT/sim$hosts.txt" || fail=1
@@ -166,24 +170,32 @@ for hosts in 1 2 4; do
         $SMALL -n $SMALL_ITERS -w 2 -c 0 --json "$OUT/p2s.$hosts.$a.$k.json" || fail=1
     done
   done
-  for a in auto ring tree halving_doubling direct hierarchical; do
-    # shellcheck disable=SC2086
-    run_job $hosts "p2l.$hosts.$a" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
-      $LARGE -n $ITERS -w 1 -c 0 --json "$OUT/p2l.$hosts.$a.json" || fail=1
-    if [ -n "$EXTRA" ]; then
-      run_job $hosts "p2x.$hosts.$a" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
-        -b $EXTRA -e $EXTRA -n $ITERS -w 1 -c 0 --json "$OUT/p2x.$hosts.$a.json" || fail=1
-    fi
+  # Large sizes: across 1 Gbit one round of few calls (seconds per call); inside one host
+  # calls take milliseconds, and 4 ranks sharing 2 cores are noisy: ROUNDS rounds of more.
+  if [ "$hosts" = 1 ]; then lrounds=$ROUNDS; liters=$((ITERS * 5)); else lrounds=1; liters=$ITERS; fi
+  for ((k = 0; k < lrounds; k++)); do
+    for a in auto ring tree halving_doubling direct hierarchical; do
+      # shellcheck disable=SC2086
+      run_job $hosts "p2l.$hosts.$a.$k" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
+        $LARGE -n $liters -w 1 -c 0 --json "$OUT/p2l.$hosts.$a.$k.json" || fail=1
+      if [ -n "$EXTRA" ]; then
+        run_job $hosts "p2x.$hosts.$a.$k" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
+          -b $EXTRA -e $EXTRA -n $liters -w 1 -c 0 --json "$OUT/p2x.$hosts.$a.$k.json" || fail=1
+      fi
+    done
   done
 done
-python3 - "$OUT" "$ROUNDS" "$SIZES" <<'EOF' || { [ $SHORT = 1 ] || fail=1; }
+python3 - "$OUT" "$ROUNDS" "$SIZES" "$P2_HOSTS" <<'EOF' || { [ $SHORT = 1 ] || fail=1; }
 import json, statistics, sys
 out, rounds, sizes = sys.argv[1], int(sys.argv[2]), [int(s) for s in sys.argv[3].split()]
+placements = [int(h) for h in sys.argv[4].split()]
 algos = ["ring", "tree", "halving_doubling", "direct", "hierarchical"]
 import os
 def rows(hosts, a, k):
+    # Round k of the small sizes; of the large ones round k where there are several, else
+    # the only one (so a large size's median is over the rounds it has).
     got = {}
-    for t in (f"p2s.{hosts}.{a}.{k}", f"p2l.{hosts}.{a}", f"p2x.{hosts}.{a}"):
+    for t in (f"p2s.{hosts}.{a}.{k}", f"p2l.{hosts}.{a}.{k}", f"p2x.{hosts}.{a}.{k}"):
         if os.path.exists(f"{out}/{t}.json"):
             got.update({r["size"]: r for r in json.load(open(f"{out}/{t}.json"))["rows"]})
     return got
@@ -194,7 +206,7 @@ def parse_units(s):
     return float(v) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[u]
 bad = 0
 worst_regret, worst_err, worst_auto = 0.0, 0.0, 0.0
-for hosts in (1, 2, 4):
+for hosts in placements:
     # Predicted seconds per (size, algorithm) from the simulator's table.
     pred = {}
     for line in open(f"{out}/sim{hosts}.txt"):

@@ -186,7 +186,9 @@ impl Tuner {
         let mut best: Option<Choice> = None;
         for algo in ALGORITHMS {
             if let Some((c, s)) = self.price(*algo, spec, esize) {
-                if best.is_none_or(|b| c < b.predicted_s) {
+                // Ties (to rounding: one algorithm can be another's special case, as the
+                // hierarchical one is the ring's on a single host) go to the earlier one.
+                if best.is_none_or(|b| c < b.predicted_s * (1.0 - 1e-9)) {
                     best = Some(Choice {
                         algo: *algo,
                         segment_bytes: s,

@@ -22,6 +22,8 @@ fn cyclic(world: usize, hosts: usize) -> Topology {
             name: format!("fake{h}"),
             ranks: (h..world).step_by(hosts).collect(),
             nic: None,
+            // Some fake hosts with a core count, so the tuner's CPU terms plan here too.
+            cores: (h % 2 == 1).then_some(1 + h),
         })
         .collect();
     Topology::new(

@@ -148,6 +148,10 @@ fn launched<R: Send>(
     })
 }
 
+fn ferrocoll_cores() -> usize {
+    std::thread::available_parallelism().map_or(0, usize::from)
+}
+
 #[test]
 fn discovered_hosts_shape_ring_and_hierarchy_over_shm_and_tcp() {
     let cfg = Config::default().with_timeout(Duration::from_secs(30));
@@ -159,7 +163,11 @@ fn discovered_hosts_shape_ring_and_hierarchy_over_shm_and_tcp() {
             let mut g = vec![0u32; 4 * 1001];
             let mine: Vec<u32> = (0..1001).map(|i| (i + 10_000 * c.rank()) as u32).collect();
             c.all_gather(&mine, &mut g).unwrap();
-            (c.topology().hosts()[0].ranks.clone(), c.transports(), v, g)
+            let t = c.topology();
+            // Every rank reported its cores at rendezvous: the discovered hosts carry them.
+            let cores: Vec<Option<usize>> = t.hosts().iter().map(|h| h.cores).collect();
+            assert_eq!(cores, vec![Some(ferrocoll_cores()); 2]);
+            (t.hosts()[0].ranks.clone(), c.transports(), v, g)
         });
         let want: Vec<f64> = (0..50_001).map(|i| (i * 10) as f64).collect();
         let want_g: Vec<u32> = (0..4)

@@ -388,6 +388,7 @@ mod tests {
                 name: format!("h{i}"),
                 ranks: Vec::new(),
                 nic: None,
+                cores: None,
             })
             .collect();
         // Deal ranks round-robin (cyclic) or in runs, respecting each host's size.

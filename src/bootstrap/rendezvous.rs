@@ -23,6 +23,13 @@ pub struct Peers {
     pub hosts: Vec<String>,
     /// `"shm"`, `"tcp"` or `"self"` per rank, as seen from this rank.
     pub transports: Vec<&'static str>,
+    /// CPU cores each rank may run on (its affinity and cgroup quota), 0 where unknown.
+    pub cores: Vec<usize>,
+}
+
+/// The CPU cores this process may run on (affinity mask, cgroup quota), 0 when unknown.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(0, usize::from)
 }
 
 /// This machine's identity for "may these ranks share memory": `FERROCOLL_HOSTNAME` if set
@@ -204,14 +211,16 @@ pub fn connect_ranks(
     let ip = listen_ip(cfg, store_addr)?;
     let listener = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(StoreError::Io)?;
     let me = format!(
-        "{}\n{}\n{}",
+        "{}\n{}\n{}\n{}",
         host_identity(cfg),
         listener.local_addr().map_err(StoreError::Io)?,
-        std::process::id()
+        std::process::id(),
+        available_cores()
     );
     store.set(&format!("{prefix}rank/{rank}"), me.as_bytes())?;
     let mut hosts = Vec::with_capacity(world);
     let mut addrs = Vec::with_capacity(world);
+    let mut cores = Vec::with_capacity(world);
     for r in 0..world {
         let v = store.get_timeout(&format!("{prefix}rank/{r}"), cfg.timeout)?;
         let text = String::from_utf8_lossy(&v).into_owned();
@@ -220,6 +229,13 @@ pub fn connect_ranks(
         let addr: SocketAddr = addr.parse().map_err(|_| {
             StoreError::Protocol(format!("rank {r} published a bad address {addr:?}"))
         })?;
+        // Line 3 is the pid; line 4 the core count (a peer that sends none: unknown).
+        cores.push(
+            parts
+                .nth(1)
+                .and_then(|c| c.trim().parse().ok())
+                .unwrap_or(0),
+        );
         hosts.push(host.to_string());
         addrs.push(addr);
     }
@@ -274,7 +290,14 @@ pub fn connect_ranks(
     local_flags[rank] = false;
     let endpoint = HybridEndpoint::new(rank, world, shm, tcp, local_flags);
     let transports = (0..world).map(|p| endpoint.transport_of(p)).collect();
-    Ok((endpoint, Peers { hosts, transports }))
+    Ok((
+        endpoint,
+        Peers {
+            hosts,
+            transports,
+            cores,
+        },
+    ))
 }
 
 /// A random 64-bit job token (not cryptographic: hashed time and pid with a random key).

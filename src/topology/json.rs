@@ -9,7 +9,7 @@
 //!   "intra_host": { "latency_us": 0.5, "bandwidth_gbit_s": 160 },
 //!   "inter_host": { "latency_us": 40, "bandwidth_gbit_s": 1 },
 //!   "nic_gbit_s": 1,
-//!   "hosts": [ { "name": "a", "ranks": [0, 2] }, { "name": "b", "ranks": [1, 3], "nic_gbit_s": 1 } ],
+//!   "hosts": [ { "name": "a", "ranks": [0, 2], "cores": 2 }, { "name": "b", "ranks": [1, 3], "nic_gbit_s": 1 } ],
 //!   "host_links": [ { "a": "a", "b": "b", "latency_us": 40, "bandwidth_gbit_s": 0.5 } ]
 //! }
 //! ```
@@ -17,7 +17,9 @@
 //! is one flow between two hosts (one rail); `nic_gbit_s` is what a host's network
 //! interfaces carry per direction in all (default: `inter_host`'s bandwidth), shared by its
 //! flows; `host_links` override `inter_host` for pairs of hosts (a degraded cable, a slower
-//! switch tier). Other fields (the probe's raw measurements) are ignored.
+//! switch tier). `cores` (optional) is the number of CPU cores a host's ranks share; where a
+//! file omits it, the count each rank reported at init is used. Other fields (the probe's
+//! raw measurements) are ignored.
 
 use std::path::Path;
 
@@ -140,6 +142,9 @@ pub struct HostDoc {
     /// NIC capacity per direction, Gbit/s, if not the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic_gbit_s: Option<f64>,
+    /// CPU cores its ranks share, if known (discovered at init when the file omits it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<usize>,
 }
 
 /// A host-pair override as written in the file.
@@ -219,6 +224,7 @@ impl TopologyDoc {
                     name: h.name.clone(),
                     ranks: h.ranks.clone(),
                     nic_gbit_s: h.nic.map(|b| b * 8.0 / 1e9),
+                    cores: h.cores,
                 })
                 .collect(),
             host_links: t
@@ -264,6 +270,7 @@ impl TopologyDoc {
                 name: h.name.clone(),
                 ranks: h.ranks.clone(),
                 nic: h.nic_gbit_s.map(gbit),
+                cores: h.cores,
             })
             .collect();
         let index = |name: &str| hosts.iter().position(|h| h.name == name);
@@ -389,6 +396,33 @@ mod tests {
         assert!(e.contains("hosts[b].nic_gbit_s"), "{e}");
         let e = err(&GOOD.replace("\"ranks\": [0, 2]", "\"ranks\": [0, 2], \"gpus\": 8"));
         assert!(e.contains("unknown field `gpus`"), "{e}");
+        let e = err(&GOOD.replace("\"ranks\": [0, 2]", "\"ranks\": [0, 2], \"cores\": 0"));
+        assert_eq!(e, "bad hosts[a].cores = 0: a host needs at least one core");
+        let e = err(&GOOD.replace("\"ranks\": [0, 2]", "\"ranks\": [0, 2], \"cores\": -2"));
+        assert!(e.starts_with("malformed topology JSON"), "{e}");
+    }
+
+    #[test]
+    fn cores_load_round_trip_and_fill_in_from_discovery() {
+        let t = from_json(&GOOD.replace("\"ranks\": [0, 2]", "\"ranks\": [0, 2], \"cores\": 1"))
+            .unwrap();
+        assert_eq!(t.hosts()[0].cores, Some(1));
+        assert_eq!(t.hosts()[1].cores, None);
+        // Host a: 2 ranks on 1 core; host b: unknown.
+        assert_eq!(t.oversubscription(0), 2.0);
+        assert_eq!(t.oversubscription(1), 1.0);
+        let back = from_json(&to_json(&t)).unwrap();
+        assert_eq!(back.hosts(), t.hosts());
+        // Discovered: the same grouping, 8 cores reported on each host (a rank that reported
+        // nothing counts as unknown). The file's own count wins; the missing one is filled.
+        let names: Vec<String> = ["a", "b", "a", "b"].iter().map(|s| s.to_string()).collect();
+        let found = Topology::from_hosts(&names, &[8, 0, 8, 8]);
+        assert_eq!(found.hosts()[0].cores, Some(8));
+        assert_eq!(found.hosts()[1].cores, Some(8));
+        let mut t = t;
+        t.fill_cores_from(&found);
+        assert_eq!(t.hosts()[0].cores, Some(1));
+        assert_eq!(t.hosts()[1].cores, Some(8));
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct Host {
     /// This host's NIC capacity per direction in bytes per second, if it differs from the
     /// topology's default.
     pub nic: Option<f64>,
+    /// CPU cores its ranks share, if known: the cost model slows a host's shared-memory
+    /// copies, reductions and hand-offs down when it runs more ranks than cores.
+    pub cores: Option<usize>,
 }
 
 /// The cluster as the scheduler sees it. Build it with [`Topology::new`] (which checks it),
@@ -114,6 +117,13 @@ impl Topology {
             }
             if let Some(b) = h.nic {
                 check_bandwidth(&format!("hosts[{}].nic_gbit_s", h.name), b)?;
+            }
+            if h.cores == Some(0) {
+                return Err(TopologyError::BadValue {
+                    field: format!("hosts[{}].cores", h.name),
+                    value: 0.0,
+                    reason: "a host needs at least one core",
+                });
             }
             for (li, &r) in h.ranks.iter().enumerate() {
                 if r >= world {
@@ -191,22 +201,38 @@ impl Topology {
                     })
                     .collect(),
                 nic: None,
+                cores: None,
             })
             .collect();
         Topology::with_defaults(hs)
     }
 
     /// The topology discovered at init: rank `r` on the host named `names[r]`, hosts in the
-    /// order of their first rank, links from [`crate::tune::CONSTANTS`].
+    /// order of their first rank, links from [`crate::tune::CONSTANTS`], no core counts.
     pub fn from_host_names(names: &[String]) -> Topology {
+        Topology::from_hosts(names, &[])
+    }
+
+    /// [`Topology::from_host_names`] with the core count each rank reported for its host
+    /// (`cores[r]`; missing or zero entries leave the host's count unknown; a host whose ranks
+    /// disagree keeps the smallest).
+    pub fn from_hosts(names: &[String], cores: &[usize]) -> Topology {
         let mut hosts: Vec<Host> = Vec::new();
         for (r, n) in names.iter().enumerate() {
+            let c = cores.get(r).copied().filter(|&c| c > 0);
             match hosts.iter_mut().find(|h| h.name == *n) {
-                Some(h) => h.ranks.push(r),
+                Some(h) => {
+                    h.ranks.push(r);
+                    h.cores = match (h.cores, c) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
                 None => hosts.push(Host {
                     name: n.clone(),
                     ranks: vec![r],
                     nic: None,
+                    cores: c,
                 }),
             }
         }
@@ -215,6 +241,7 @@ impl Topology {
                 name: "local".into(),
                 ranks: vec![0],
                 nic: None,
+                cores: None,
             });
         }
         Topology::with_defaults(hosts)
@@ -354,6 +381,7 @@ impl Topology {
                     name: self.hosts[h].name.clone(),
                     ranks: Vec::new(),
                     nic: self.hosts[h].nic,
+                    cores: self.hosts[h].cores,
                 });
             }
             hosts[new_index[h]].ranks.push(i);
@@ -401,6 +429,40 @@ impl Topology {
         }
         Ok(())
     }
+
+    /// Takes the core count of every host that has none from `other` (the discovered
+    /// topology of the same job: same grouping of ranks, checked by
+    /// [`Topology::check_matches`]).
+    pub fn fill_cores_from(&mut self, other: &Topology) {
+        for h in &mut self.hosts {
+            if h.cores.is_none() {
+                if let Some(&r) = h.ranks.first() {
+                    h.cores = other
+                        .host_of
+                        .get(r)
+                        .and_then(|&oh| other.hosts.get(oh))
+                        .and_then(|o| o.cores);
+                }
+            }
+        }
+    }
+
+    /// Sets host `host`'s core count (`None`: unknown); zero is stored as unknown.
+    pub fn set_cores(&mut self, host: usize, cores: Option<usize>) {
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.cores = cores.filter(|&c| c > 0);
+        }
+    }
+
+    /// How many times over a host's ranks oversubscribe its cores: `ranks / cores`, at
+    /// least 1 (1 when the core count is unknown).
+    pub fn oversubscription(&self, host: usize) -> f64 {
+        let h = &self.hosts[host];
+        match h.cores {
+            Some(c) if c > 0 => (h.ranks.len() as f64 / c as f64).max(1.0),
+            _ => 1.0,
+        }
+    }
 }
 
 /// The topology a communicator plans on: `given` (an in-process world described in code),
@@ -420,8 +482,11 @@ pub fn resolve(
             t
         }
         (None, Some(path)) => {
-            let t = json::load(path)?;
+            let mut t = json::load(path)?;
             t.check_matches(world, discovered.as_ref())?;
+            if let Some(d) = &discovered {
+                t.fill_cores_from(d);
+            }
             t
         }
         (None, None) => discovered.unwrap_or_else(|| Topology::single_host(world)),
@@ -468,6 +533,7 @@ mod tests {
             name: name.into(),
             ranks: ranks.to_vec(),
             nic: None,
+            cores: None,
         }
     }
 

@@ -100,3 +100,41 @@ netns_exec() {
 netns_bytes() {
   ip netns exec "${NETNS_PFX}h$1" cat "/sys/class/net/up0/statistics/$2_bytes"
 }
+
+# netns_tcp_rate FROM TO [MIB]: steady-state TCP payload rate, GB/s, of one stream from host
+# FROM to host TO (what iperf3 reports, without needing iperf3): python3 sends MIB MiB
+# (default 96); the receiver times the bytes after the first quarter, so TCP's slow start
+# and the token bucket's initial burst are left out. Prints the rate; non-zero on failure.
+netns_tcp_rate() {
+  local from=$1 to=$2 mib=${3:-96} port=$((30000 + $$ % 20000)) out
+  command -v python3 >/dev/null 2>&1 || return 1
+  out=$(mktemp)
+  ip netns exec "${NETNS_PFX}h$to" timeout 60 python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
+c, _ = s.accept(); total = int(sys.argv[3]) << 20; skip = total // 4; n = 0; t0 = None
+buf = bytearray(1 << 20)
+while n < total:
+    k = c.recv_into(buf)
+    if not k: break
+    n += k
+    if t0 is None and n >= skip: t0, n0 = time.perf_counter(), n
+print("%.5f" % ((n - n0) / (time.perf_counter() - t0) / 1e9))
+' "$(netns_ip "$to")" "$port" "$mib" >"$out" &
+  local srv=$!
+  # The server is ready when its port accepts; the client retries for up to 5 s.
+  ip netns exec "${NETNS_PFX}h$from" timeout 60 python3 -c '
+import socket, sys, time
+for _ in range(100):
+    try:
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2]))); break
+    except OSError: time.sleep(0.05)
+else: sys.exit(1)
+chunk = b"\0" * (1 << 20)
+for _ in range(int(sys.argv[3])): s.sendall(chunk)
+s.close()
+' "$(netns_ip "$to")" "$port" "$mib" || { kill $srv 2>/dev/null; rm -f "$out"; return 1; }
+  wait $srv || { rm -f "$out"; return 1; }
+  cat "$out"; rm -f "$out"
+}
