@@ -56,8 +56,17 @@ pub(crate) struct Job {
     call: Call,
     /// Buffers owned by the job (safe async API) so they outlive the work.
     keep: Mutex<Option<Box<dyn Any + Send>>>,
-    result: Mutex<Option<Result<()>>>,
+    result: Mutex<JobState>,
     cv: Condvar,
+}
+
+/// A job's result, and whether a thread sleeps on the job's condition variable (std's
+/// futex-based `notify_all` makes a system call whether or not anyone waits; on the 8-byte
+/// path that was two of them per call).
+#[derive(Default)]
+struct JobState {
+    result: Option<Result<()>>,
+    sleepers: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,28 +78,35 @@ impl Job {
         Arc::new(Job {
             call,
             keep: Mutex::new(keep),
-            result: Mutex::new(None),
+            result: Mutex::new(JobState::default()),
             cv: Condvar::new(),
         })
     }
 
     fn finish(&self, r: Result<()>) {
-        *lock(&self.result) = Some(r);
-        self.cv.notify_all();
+        let mut g = lock(&self.result);
+        g.result = Some(r);
+        if g.sleepers > 0 {
+            self.cv.notify_all();
+        }
     }
 
     /// Whether the job has run.
     pub(crate) fn is_done(&self) -> bool {
-        lock(&self.result).is_some()
+        lock(&self.result).result.is_some()
     }
 
     /// Blocks until the job has run; returns its result and the buffers it kept.
     pub(crate) fn take(&self) -> (Result<()>, Option<Box<dyn Any + Send>>) {
         let mut g = lock(&self.result);
-        while g.is_none() {
+        while g.result.is_none() {
+            // Announced under the lock that `finish` takes, so its notify cannot be missed.
+            g.sleepers += 1;
             g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            g.sleepers -= 1;
         }
         let r = g
+            .result
             .take()
             .unwrap_or_else(|| Err(Error::Internal("job result taken twice".into())));
         drop(g);
@@ -126,6 +142,8 @@ struct Queue {
     jobs: VecDeque<Arc<Job>>,
     shutdown: bool,
     worker: bool,
+    /// The worker thread sleeps on `queue_cv` (only then does a submit notify it).
+    worker_idle: bool,
 }
 
 pub(crate) struct Shared {
@@ -200,8 +218,11 @@ impl Engine {
                 Err(_) => q.worker = false,
             }
         }
+        let idle = q.worker_idle;
         drop(q);
-        self.shared.queue_cv.notify_all();
+        if idle {
+            self.shared.queue_cv.notify_all();
+        }
     }
 
     /// Runs queued jobs on this thread until `target` has run.
@@ -242,7 +263,9 @@ fn worker(shared: Arc<Shared>) {
         {
             let mut q = lock(&shared.queue);
             while q.jobs.is_empty() && !q.shutdown {
+                q.worker_idle = true;
                 q = shared.queue_cv.wait(q).unwrap_or_else(|e| e.into_inner());
+                q.worker_idle = false;
             }
             if q.jobs.is_empty() && q.shutdown {
                 return;
