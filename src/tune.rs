@@ -125,12 +125,14 @@ impl Net<'_> {
         }
     }
 
+    /// The hand-off an oversubscribed host `h` adds to each message inside it, seconds.
+    fn handoff(&self, h: usize) -> f64 {
+        (self.topo.oversubscription(h) - 1.0) * CONSTANTS.oversub_handoff_us * 1e-6
+    }
+
     /// Latency of a message inside host `h`, with the hand-off its oversubscription costs.
     fn intra_alpha(&self, h: usize) -> f64 {
-        let t = self.topo;
-        t.intra.alpha
-            + self.overhead()
-            + (t.oversubscription(h) - 1.0) * CONSTANTS.oversub_handoff_us * 1e-6
+        self.topo.intra.alpha + self.overhead() + self.handoff(h)
     }
 
     /// Seconds to reduce `bytes` on the slowest host: slower on oversubscribed cores,
@@ -179,11 +181,7 @@ impl Net<'_> {
                         .min(t.nic_of(ha) / out[ha] as f64)
                         .min(t.nic_of(hb) / inn[hb] as f64)
                 };
-                let handoff = if ha == hb {
-                    self.intra_alpha(ha) - t.intra.alpha - self.overhead()
-                } else {
-                    0.0
-                };
+                let handoff = if ha == hb { self.handoff(ha) } else { 0.0 };
                 Flow {
                     alpha: l.alpha + self.overhead() + handoff,
                     bw,
