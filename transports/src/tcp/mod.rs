@@ -8,7 +8,11 @@
 //! - [`Link::peek`] shows bytes from a receive buffer refilled from the socket (up to
 //!   [`RECV_CHUNK`] at a time) when it is empty;
 //! - [`Link::read_into`] reads large requests straight from the socket into the caller's
-//!   buffer when nothing is buffered, saving a copy.
+//!   buffer when nothing is buffered, saving a copy; a small request (a message header)
+//!   refills the receive buffer with at most [`SMALL_FILL`] bytes, so the payload behind a
+//!   header mostly stays in the socket for the direct read that follows (a full refill
+//!   dragged up to [`RECV_CHUNK`] of it through the receive buffer: one more copy of every
+//!   byte that only needs copying, 6% of the CPU time of a 64 MiB loopback all-reduce).
 //!
 //! Sockets get `TCP_NODELAY` and, when the kernel allows it (`net.core.rmem_max` /
 //! `wmem_max`), [`SOCKET_BUFFER_BYTES`] of send and receive buffer; below that cap an explicit
@@ -39,6 +43,11 @@ pub use setup::{HANDSHAKE_LEN, MAGIC, PROTOCOL_VERSION};
 
 /// Bytes read from the socket into a link's receive buffer at most at a time.
 pub const RECV_CHUNK: usize = 1 << 20;
+
+/// Bytes a small [`Link::read_into`] request (below [`DIRECT_READ_MIN`]) reads from the socket
+/// into the empty receive buffer at most: enough for a header and a small message behind it
+/// in one system call.
+pub const SMALL_FILL: usize = 16 << 10;
 
 /// [`Link::read_into`] requests at least this large bypass the receive buffer when it is
 /// empty and read from the socket straight into the caller's buffer.
@@ -150,8 +159,8 @@ impl TcpLink {
         }
     }
 
-    /// Refills the (empty) receive buffer from the socket.
-    fn fill(&mut self) -> Result<(), LinkError> {
+    /// Refills the (empty) receive buffer from the socket with at most `limit` bytes.
+    fn fill(&mut self, limit: usize) -> Result<(), LinkError> {
         debug_assert_eq!(self.start, self.end);
         if self.eof {
             return Ok(());
@@ -161,7 +170,8 @@ impl TcpLink {
         }
         self.start = 0;
         self.end = 0;
-        match Self::read_socket(&mut self.stream, &mut self.eof, &mut self.buf) {
+        let limit = limit.min(self.buf.len());
+        match Self::read_socket(&mut self.stream, &mut self.eof, &mut self.buf[..limit]) {
             Ok(n) => {
                 self.end = n;
                 Ok(())
@@ -200,7 +210,7 @@ impl Link for TcpLink {
 
     fn peek(&mut self) -> Result<&[u8], LinkError> {
         if self.start == self.end {
-            self.fill()?;
+            self.fill(RECV_CHUNK)?;
             if self.start == self.end && self.eof {
                 return Err(self.closed_err());
             }
@@ -221,11 +231,15 @@ impl Link for TcpLink {
             return Ok(n);
         }
         if dst.len() < DIRECT_READ_MIN {
-            // Small request: one big read may bring the next messages along.
-            let src = self.peek()?;
-            let n = src.len().min(dst.len());
-            dst[..n].copy_from_slice(&src[..n]);
-            self.consume(n);
+            // Small request (a header): one read of up to SMALL_FILL brings a small message
+            // or the next headers along, and leaves a large payload in the socket.
+            self.fill(SMALL_FILL)?;
+            if self.start == self.end && self.eof {
+                return Err(self.closed_err());
+            }
+            let n = (self.end - self.start).min(dst.len());
+            dst[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+            self.start += n;
             return Ok(n);
         }
         if self.eof {

@@ -265,3 +265,33 @@ fn interrupter_wakes_wait() {
     e0.wait(token, Duration::from_secs(5)).unwrap();
     assert!(start.elapsed() < Duration::from_millis(100));
 }
+
+/// A header read leaves a large payload in the socket (at most `SMALL_FILL` of it passes
+/// through the receive buffer), and header + payload arrive intact.
+#[test]
+fn header_read_leaves_the_payload_in_the_socket() {
+    let (l, a) = listeners(1);
+    let mut tx = TcpStream::connect(a[0]).unwrap();
+    let (rx, _) = l[0].accept().unwrap();
+    rx.set_nonblocking(true).unwrap();
+    let mut link = TcpLink::new(1, mio::net::TcpStream::from_std(rx));
+    let msg: Vec<u8> = (0..32 + (256 << 10)).map(|i| byte(1, 0, i)).collect();
+    tx.write_all(&msg).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    while n < 32 {
+        assert!(Instant::now() < deadline, "header never arrived");
+        n += link.read_into(&mut got[n..32]).unwrap();
+    }
+    assert!(
+        link.end - link.start <= SMALL_FILL,
+        "{} bytes buffered behind a header",
+        link.end - link.start
+    );
+    while n < msg.len() {
+        assert!(Instant::now() < deadline, "payload never arrived");
+        n += link.read_into(&mut got[n..]).unwrap();
+    }
+    assert!(got == msg, "bytes differ");
+}
