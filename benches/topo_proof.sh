@@ -46,7 +46,9 @@ if [ $SHORT = 1 ]; then
   SMALL="-b 8 -e 32K -f 64"; LARGE="-b 2M -e 8M -f 4"; EXTRA=""
   SIZES="8 512 32768 2097152 8388608"
 else
-  SIZE=$((64 << 20)); ITERS=2; ROUNDS=${ROUNDS:-3}; SMALL_ITERS=20
+  # Small sizes take microseconds to milliseconds a call: 200 calls a round (20 left the
+  # same algorithm measured twice 20% apart at 8 B).
+  SIZE=$((64 << 20)); ITERS=2; ROUNDS=${ROUNDS:-3}; SMALL_ITERS=200
   SMALL="-b 8 -e 512K -f 4"; LARGE="-b 2M -e 32M -f 4"; EXTRA=67108864
   SIZES="8 32 128 512 2048 8192 32768 131072 524288 2097152 8388608 33554432 67108864"
 fi
@@ -163,6 +165,7 @@ for hosts in $P2_HOSTS; do
   T=$(calibrate $hosts) || { fail=1; continue; }
   # shellcheck disable=SC2086
   "$PROBE" simulate --topo "$T" all_reduce $SIZES >"$OUT/sim$hosts.txt" || fail=1
+  sed 's/^/   /' "$OUT/sim$hosts.txt"
   for ((k = 0; k < ROUNDS; k++)); do
     for a in auto ring tree halving_doubling direct hierarchical; do
       # shellcheck disable=SC2086
@@ -172,7 +175,14 @@ for hosts in $P2_HOSTS; do
   done
   # Large sizes: across 1 Gbit one round of few calls (seconds per call); inside one host
   # calls take milliseconds, and 4 ranks sharing 2 cores are noisy: ROUNDS rounds of more.
-  if [ "$hosts" = 1 ]; then lrounds=$ROUNDS; liters=$((ITERS * 5)); else lrounds=1; liters=$ITERS; fi
+  # (One host: at least 9 rounds of 10 calls. 4 ranks on 2 cores make one round's time
+  # swing by ±20%: the same algorithm measured 12–28% apart at 8 MiB with 3 or 5 rounds;
+  # medians over more rounds agree within a few %.)
+  if [ "$hosts" = 1 ]; then
+    lrounds=$((ROUNDS > 9 ? ROUNDS : 9)); liters=$((ITERS * 5))
+  else
+    lrounds=1; liters=$ITERS
+  fi
   for ((k = 0; k < lrounds; k++)); do
     for a in auto ring tree halving_doubling direct hierarchical; do
       # shellcheck disable=SC2086
@@ -227,7 +237,10 @@ for hosts in placements:
     med = {a: {} for a in algos + ["auto"]}
     chosen = {}
     for a in algos + ["auto"]:
-        per = [rows(hosts, a, k) for k in range(rounds)]
+        # Every round measured (one host has more rounds of its large sizes).
+        per = []
+        while rows(hosts, a, len(per)):
+            per.append(rows(hosts, a, len(per)))
         for s in sizes:
             med[a][s] = statistics.median(secs(p[s]) for p in per if s in p)
             if a == "auto":

@@ -109,10 +109,7 @@ impl Tuner {
         if !algo.supports(spec.kind) {
             return None;
         }
-        let net = Net {
-            topo: &self.topo,
-            place: &self.place,
-        };
+        let net = Net::new(&self.topo, &self.place);
         self.segments()
             .into_iter()
             .filter_map(|s| cost(algo.name(), &net, spec, esize, s).map(|c| (c, s)))
