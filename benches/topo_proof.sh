@@ -42,13 +42,13 @@ SPIN_US=${SPIN_US:-0}
 # SMALL / LARGE: the probe's size flags below and above 1 MiB; EXTRA: one more size measured
 # on its own (64 MiB is not 8 x 4^k); SIZES: all of them, for the simulator and the tables.
 if [ $SHORT = 1 ]; then
-  SIZE=$((8 << 20)); ITERS=2; ROUNDS=1; SMALL_ITERS=10; HOST1_ROUNDS=1
+  SIZE=$((8 << 20)); ITERS=2; ROUNDS=1; SMALL_ITERS=10; HOST1_ROUNDS=1; HOST1_ITERS=10
   SMALL="-b 8 -e 32K -f 64"; LARGE="-b 2M -e 8M -f 4"; EXTRA=""
   SIZES="8 512 32768 2097152 8388608"
 else
   # Small sizes take microseconds to milliseconds a call: 200 calls a round (20 left the
   # same algorithm measured twice 20% apart at 8 B).
-  SIZE=$((64 << 20)); ITERS=2; ROUNDS=${ROUNDS:-3}; SMALL_ITERS=200; HOST1_ROUNDS=9
+  SIZE=$((64 << 20)); ITERS=2; ROUNDS=${ROUNDS:-3}; SMALL_ITERS=200; HOST1_ROUNDS=9; HOST1_ITERS=40
   SMALL="-b 8 -e 512K -f 4"; LARGE="-b 2M -e 32M -f 4"; EXTRA=67108864
   SIZES="8 32 128 512 2048 8192 32768 131072 524288 2097152 8388608 33554432 67108864"
 fi
@@ -175,10 +175,10 @@ for hosts in $P2_HOSTS; do
   done
   # Large sizes: across 1 Gbit one round of few calls (seconds per call); inside one host
   # calls take milliseconds, and 4 ranks sharing 2 cores are noisy: HOST1_ROUNDS (9, at
-  # least ROUNDS) rounds of 10 calls. One round's time swings by ±20% there: the same
-  # algorithm measured 12–28% apart at 8 MiB with 3 or 5 rounds.
+  # least ROUNDS) rounds of HOST1_ITERS (40) calls. One round's time swings by ±20% there:
+  # the same algorithm measured 12–28% apart at 8 MiB with 3 or 5 rounds of 10 calls.
   if [ "$hosts" = 1 ]; then
-    lrounds=$((ROUNDS > HOST1_ROUNDS ? ROUNDS : HOST1_ROUNDS)); liters=$((ITERS * 5))
+    lrounds=$((ROUNDS > HOST1_ROUNDS ? ROUNDS : HOST1_ROUNDS)); liters=$HOST1_ITERS
   else
     lrounds=1; liters=$ITERS
   fi
