@@ -19,8 +19,9 @@
 //! Messages inside an oversubscribed host also wait for their receiver to be scheduled
 //! (`oversub_handoff_us` per rank beyond the cores), and while the local ranks' buffers of
 //! the call fit in the last-level cache (`cache_bytes`), copies and reductions run
-//! `cache_speedup` times faster, less beyond it ([`Net::cache_factor`]). With the core
-//! count unknown (in-process worlds, files without it) none of these terms applies.
+//! `cache_speedup` times faster, less beyond it (with the square of the share that fits).
+//! With the core count unknown (in-process worlds, files without it) none of these terms
+//! applies.
 //! On the development VM (4 ranks on 2 cores, 64 MiB all-reduce, halving-doubling) the
 //! model without them predicted 18 ms against 57–66 ms measured; with them, 62 ms.
 //!
