@@ -16,8 +16,8 @@
 //! intra-host bandwidth with two cores busy, so a host copies at about `bandwidth × cores`
 //! in all, and `f` concurrent intra-host flows get `bandwidth × cores / (2f)` each (at most
 //! the link's). A host with more ranks than cores reduces `ranks / cores` times slower.
-//! Messages inside an oversubscribed host also wait for their receiver to be scheduled
-//! (`oversub_handoff_us` per rank beyond the cores), and while the local ranks' buffers of
+//! Messages inside an oversubscribed host also wait for their receiver to be scheduled (at
+//! least `oversub_handoff_us` per rank beyond the cores), and while the local ranks' buffers of
 //! the call fit in the last-level cache (`cache_bytes`), copies and reductions run
 //! `cache_speedup` times faster, less beyond it (with the square of the share that fits).
 //! With the core count unknown (in-process worlds, files without it) none of these terms
@@ -59,8 +59,9 @@ pub struct Constants {
     pub reduce_bytes_s: f64,
     /// Smallest segment the tuner considers, bytes.
     pub min_segment_bytes: usize,
-    /// Extra latency of a message inside a host per rank beyond its cores (the receiver
-    /// must be scheduled first), µs; scaled by `ranks / cores - 1`.
+    /// Least latency of a message inside a host per rank beyond its cores (the receiver
+    /// must be scheduled first), µs; scaled by `ranks / cores - 1`. A floor, not an
+    /// addition: a latency measured on that host (`links --save`) already contains it.
     pub oversub_handoff_us: f64,
     /// Bytes of a host's ranks' buffers (input and output of a call, summed over its ranks)
     /// that stay in its last-level cache.
@@ -164,14 +165,22 @@ impl<'a> Net<'a> {
         }
     }
 
-    /// The hand-off an oversubscribed host `h` adds to each message inside it, seconds.
+    /// The hand-off an oversubscribed host `h` costs each message inside it, seconds.
     fn handoff(&self, h: usize) -> f64 {
         (self.topo.oversubscription(h) - 1.0) * CONSTANTS.oversub_handoff_us * 1e-6
     }
 
+    /// Latency `link_alpha` of a message inside host `h`, at least the hand-off its
+    /// oversubscription costs: a latency measured there already includes the hand-off
+    /// (`links` measured 14–62 µs with 4 ranks on 2 cores), a declared or default one
+    /// (2 µs) does not. Adding the two priced multi-round algorithms' small messages twice.
+    fn intra_latency(&self, h: usize, link_alpha: f64) -> f64 {
+        link_alpha.max(self.handoff(h))
+    }
+
     /// Latency of a message inside host `h`, with the hand-off its oversubscription costs.
     fn intra_alpha(&self, h: usize) -> f64 {
-        self.topo.intra.alpha + self.overhead() + self.handoff(h)
+        self.intra_latency(h, self.topo.intra.alpha) + self.overhead()
     }
 
     /// Seconds to reduce `bytes` on the slowest host: slower on oversubscribed cores,
@@ -218,9 +227,13 @@ impl<'a> Net<'a> {
                         .min(t.nic_of(ha) / out[ha] as f64)
                         .min(t.nic_of(hb) / inn[hb] as f64)
                 };
-                let handoff = if ha == hb { self.handoff(ha) } else { 0.0 };
+                let alpha = if ha == hb {
+                    self.intra_latency(ha, l.alpha)
+                } else {
+                    l.alpha
+                };
                 Flow {
-                    alpha: l.alpha + self.overhead() + handoff,
+                    alpha: alpha + self.overhead(),
                     bw,
                 }
             })

@@ -266,3 +266,26 @@ fn model_matches_the_bytes_the_schedules_send_across_hosts() {
         }
     }
 }
+
+/// On an oversubscribed host the hand-off is a floor on a message's latency: a latency
+/// measured there (which contains it) is not raised further, a small declared one is.
+#[test]
+fn the_hand_off_is_a_floor_on_the_latency_inside_an_oversubscribed_host() {
+    let with_latency = |us: f64| {
+        let mut t = Topology::uniform(1, 4, false).with_intra(LinkSpec::from_us_gbit(us, 60.0));
+        t.set_cores(0, Some(2));
+        t
+    };
+    let over = |t: &Topology| {
+        let place = Placement::new(t, RingOrder::Topology);
+        Net::new(t, &place).intra_alpha(0) - CONSTANTS.message_overhead_us * 1e-6
+    };
+    // 4 ranks on 2 cores: one rank beyond the cores' worth, one hand-off.
+    let handoff = CONSTANTS.oversub_handoff_us * 1e-6;
+    assert!((over(&with_latency(2.0)) - handoff).abs() < 1e-12);
+    assert!((over(&with_latency(40.0)) - 40e-6).abs() < 1e-12);
+    // Enough cores: the link's latency as it is.
+    let mut t = with_latency(2.0);
+    t.set_cores(0, Some(4));
+    assert!((over(&t) - 2e-6).abs() < 1e-12);
+}
