@@ -140,8 +140,8 @@ pub trait Endpoint: Send {
     /// between the poll and the wait.
     fn activity_token(&self) -> u64;
 
-    /// Sleeps until the activity token differs from `token`, [`Endpoint::interrupt`] is
-    /// called, or `timeout` passes.
+    /// Sleeps until the activity token differs from `token`, the function that
+    /// [`Endpoint::interrupter`] returned is called, or `timeout` passes.
     fn wait(&mut self, token: u64, timeout: Duration) -> Result<(), LinkError>;
 
     /// A handle that wakes this endpoint's `wait` from any thread (used by `abort`).

@@ -9,10 +9,11 @@
 //!   [`RECV_CHUNK`] at a time) when it is empty;
 //! - [`Link::read_into`] reads large requests straight from the socket into the caller's
 //!   buffer when nothing is buffered, saving a copy; a small request (a message header)
-//!   refills the receive buffer with at most [`SMALL_FILL`] bytes, so the payload behind a
-//!   header mostly stays in the socket for the direct read that follows (a full refill
-//!   dragged up to [`RECV_CHUNK`] of it through the receive buffer: one more copy of every
-//!   byte that only needs copying, 6% of the CPU time of a 64 MiB loopback all-reduce).
+//!   refills the receive buffer with at most [`SMALL_FILL`] bytes (or the request's size),
+//!   so the payload behind a header mostly stays in the socket for the direct read that
+//!   follows (a full refill dragged up to [`RECV_CHUNK`] of it through the receive buffer:
+//!   one more copy of every byte that only needs copying, 6% of the CPU time of a 64 MiB
+//!   loopback all-reduce).
 //!
 //! Sockets get `TCP_NODELAY` and, when the kernel allows it (`net.core.rmem_max` /
 //! `wmem_max`), [`SOCKET_BUFFER_BYTES`] of send and receive buffer; below that cap an explicit
@@ -45,8 +46,8 @@ pub use setup::{HANDSHAKE_LEN, MAGIC, PROTOCOL_VERSION};
 pub const RECV_CHUNK: usize = 1 << 20;
 
 /// Bytes a small [`Link::read_into`] request (below [`DIRECT_READ_MIN`]) reads from the socket
-/// into the empty receive buffer at most: enough for a header and a small message behind it
-/// in one system call.
+/// into the empty receive buffer at most (or the request's size, if more): enough for a
+/// header and a small message behind it in one system call.
 pub const SMALL_FILL: usize = 16 << 10;
 
 /// [`Link::read_into`] requests at least this large bypass the receive buffer when it is
@@ -231,9 +232,10 @@ impl Link for TcpLink {
             return Ok(n);
         }
         if dst.len() < DIRECT_READ_MIN {
-            // Small request (a header): one read of up to SMALL_FILL brings a small message
-            // or the next headers along, and leaves a large payload in the socket.
-            self.fill(SMALL_FILL)?;
+            // Small request (a header, a small message): one read of the request or
+            // SMALL_FILL, whichever is more, brings a small message or the next headers
+            // along and leaves a large payload in the socket.
+            self.fill(SMALL_FILL.max(dst.len()))?;
             if self.start == self.end && self.eof {
                 return Err(self.closed_err());
             }
