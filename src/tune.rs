@@ -172,8 +172,9 @@ impl<'a> Net<'a> {
 
     /// Latency `link_alpha` of a message inside host `h`, at least the hand-off its
     /// oversubscription costs: a latency measured there already includes the hand-off
-    /// (`links` measured 14–62 µs with 4 ranks on 2 cores), a declared or default one
-    /// (2 µs) does not. Adding the two priced multi-round algorithms' small messages twice.
+    /// (`links` measured 13–62 µs with 4 ranks on 2 cores), a declared or default one
+    /// (2 µs) does not. Adding the two counted the hand-off twice and over-priced the
+    /// multi-round algorithms' small messages.
     fn intra_latency(&self, h: usize, link_alpha: f64) -> f64 {
         link_alpha.max(self.handoff(h))
     }
@@ -309,12 +310,9 @@ pub fn cost(algo: &str, net: &Net, spec: &CollSpec, esize: usize, seg: usize) ->
 fn ring(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
     let (kind, p) = (spec.kind, spec.world);
     let edges = net.ring_edges();
-    let step = |c: f64| {
-        net.flows(&edges)
-            .iter()
-            .map(|f| f.time(c))
-            .fold(0.0, f64::max)
-    };
+    // The flows' prices do not depend on the message size: price them once.
+    let ring_flows = net.flows(&edges);
+    let step = |c: f64| ring_flows.iter().map(|f| f.time(c)).fold(0.0, f64::max);
     let pf = p as f64;
     Some(match kind {
         Collective::AllReduce => {
