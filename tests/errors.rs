@@ -374,6 +374,43 @@ fn async_calls_complete_in_order_and_give_buffers_back() {
     }
 }
 
+/// `wait` hands back a finished async call while the engine's background thread is blocked
+/// in a later call that waits for a peer: rank 1 joins the second call only once rank 0 has
+/// its first one back. (`wait` used to sleep on the engine lock, which the background thread
+/// holds until the queue is empty, so this waited for the timeout; in a pipeline of async
+/// calls it put the ranks in lockstep.)
+#[test]
+fn wait_returns_a_finished_call_while_a_later_one_waits_for_a_peer() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let rx = std::sync::Mutex::new(rx);
+    let res = World::new(2)
+        .config(quick(20_000))
+        .run(|c| -> ferrocoll::Result<(Vec<f32>, Vec<f32>)> {
+            let first = c.all_reduce_async(vec![1f32; 16], ReduceOp::Sum)?;
+            if c.rank() == 0 {
+                let second = c.all_reduce_async(vec![2f32; 16], ReduceOp::Sum)?;
+                // Once `first` has run, the background thread is inside `second`.
+                while !first.test() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let a = first.wait()?;
+                tx.send(()).expect("rank 1 is listening");
+                Ok((a, second.wait()?))
+            } else {
+                let a = first.wait()?;
+                let heard = rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
+                assert!(heard.is_ok(), "rank 0 never got its finished call back");
+                let b = c.all_reduce_async(vec![2f32; 16], ReduceOp::Sum)?;
+                Ok((a, b.wait()?))
+            }
+        })
+        .unwrap();
+    for r in res {
+        let (a, b) = r.unwrap();
+        assert_eq!((a, b), (vec![2f32; 16], vec![4f32; 16]));
+    }
+}
+
 #[test]
 fn send_and_recv_pair_up_per_peer() {
     let res = World::new(3)

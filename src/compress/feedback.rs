@@ -35,7 +35,8 @@ pub(super) struct Entry {
 #[derive(Debug)]
 pub struct ErrorFeedback {
     enabled: bool,
-    pub(super) segment_elems: usize,
+    /// Elements per segment; `None`: the codec's default.
+    pub(super) segment_elems: Option<usize>,
     entries: HashMap<String, Entry>,
 }
 
@@ -50,7 +51,7 @@ impl ErrorFeedback {
     pub fn new() -> ErrorFeedback {
         ErrorFeedback {
             enabled: true,
-            segment_elems: super::collective::DEFAULT_SEGMENT_ELEMS,
+            segment_elems: None,
             entries: HashMap::new(),
         }
     }
@@ -65,10 +66,12 @@ impl ErrorFeedback {
     }
 
     /// Cuts compressed collectives into segments of about `elems` elements (at least one
-    /// scale block per rank), pipelined so that encoding overlaps the transfer. Default
-    /// 2²⁰ elements; small values exercise the multi-segment paths in tests.
+    /// scale block per rank), pipelined so that encoding overlaps the transfer. Default:
+    /// 2¹⁸ elements for fp16, bf16 and fp8 (link-bound: a short pipeline tail), 2²⁰ for
+    /// 1-bit and top-k (CPU-bound: fewer synchronisations); small values exercise the
+    /// multi-segment paths in tests.
     pub fn segment_elems(mut self, elems: usize) -> ErrorFeedback {
-        self.segment_elems = elems.max(1);
+        self.segment_elems = Some(elems.max(1));
         self
     }
 

@@ -21,13 +21,17 @@
 
 use super::codec::{get_f32, put_f32, residual, ChunkCodec};
 use crate::error::Result;
-use crate::reduce::fp8fast::{e4m3_to_f32, e5m2_to_f32, f32_to_e4m3, f32_to_e5m2};
+use crate::reduce::fp8fast::{
+    e4m3_round, e4m3_to_f32, e5m2_round, e5m2_to_f32, f32_to_e4m3, f32_to_e5m2,
+};
 
 /// One of the two fp8 formats, as conversions.
 trait Format {
     const MAX: f32;
     fn encode(v: f32) -> u8;
     fn decode(c: u8) -> f32;
+    /// `decode(encode(v))` for `|v|` up to what rounds to `MAX` (see `fp8fast`).
+    fn round(v: f32) -> f32;
 }
 
 struct E4m3;
@@ -41,6 +45,10 @@ impl Format for E4m3 {
     fn decode(c: u8) -> f32 {
         e4m3_to_f32(c)
     }
+    #[inline(always)]
+    fn round(v: f32) -> f32 {
+        e4m3_round(v)
+    }
 }
 
 struct E5m2;
@@ -53,6 +61,10 @@ impl Format for E5m2 {
     #[inline(always)]
     fn decode(c: u8) -> f32 {
         e5m2_to_f32(c)
+    }
+    #[inline(always)]
+    fn round(v: f32) -> f32 {
+        e5m2_round(v)
     }
 }
 
@@ -110,7 +122,10 @@ fn encode_generic<F: Format>(block: usize, src: &[f32], dst: &mut [u8]) {
 }
 
 /// Encodes `x` and leaves in it what the encoding dropped (error feedback), in one pass
-/// after the amax pass.
+/// after the amax pass. The dropped part is `x − round(x/scale)·scale` with `F::round`, the
+/// decoded code without decoding it: `|x/scale| ≤ MAX` up to the roundings of the scale for
+/// every finite `x` (amax covers them), inside `round`'s domain; a non-finite `x` leaves 0
+/// either way.
 #[inline(always)]
 fn encode_feedback_generic<F: Format>(block: usize, x: &mut [f32], dst: &mut [u8]) {
     let nb = x.len().div_ceil(block);
@@ -120,9 +135,9 @@ fn encode_feedback_generic<F: Format>(block: usize, x: &mut [f32], dst: &mut [u8
         let inv = 1.0 / scale;
         put_f32(scales, i, scale);
         for (x, c) in xs.iter_mut().zip(cs.iter_mut()) {
-            let code = F::encode(*x * inv);
-            *c = code;
-            *x = residual(*x, F::decode(code) * scale);
+            let v = *x * inv;
+            *c = F::encode(v);
+            *x = residual(*x, F::round(v) * scale);
         }
     }
 }
@@ -147,9 +162,9 @@ fn encode_feedback_add_generic<F: Format>(
         let inv = 1.0 / scale;
         put_f32(scales, i, scale);
         for (x, c) in xs.iter_mut().zip(cs.iter_mut()) {
-            let code = F::encode(*x * inv);
-            *c = code;
-            *x = residual(*x, F::decode(code) * scale);
+            let v = *x * inv;
+            *c = F::encode(v);
+            *x = residual(*x, F::round(v) * scale);
         }
     }
 }

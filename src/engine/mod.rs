@@ -16,8 +16,9 @@ pub mod frame;
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use ferrocoll_transports::Endpoint;
 
@@ -29,6 +30,10 @@ use crate::schedule::{CollSpec, Collective, Layout, RankPlan, Region, Step};
 use crate::types::{DataType, ReduceOp};
 use exec::{execute, CallCtx, Mem, Prepared};
 use frame::OpHeader;
+
+/// How often a caller whose job waits behind another thread's driving looks whether it
+/// should drive itself (see `Shared::lock_for`).
+const DRIVER_RECHECK: Duration = Duration::from_millis(2);
 
 /// One call, with raw pointers the communicator has checked.
 pub(crate) struct Call {
@@ -88,6 +93,19 @@ impl Job {
         g.result = Some(r);
         if g.sleepers > 0 {
             self.cv.notify_all();
+        }
+    }
+
+    /// Sleeps until the job has run or `limit` has passed.
+    fn sleep_until_done(&self, limit: Duration) {
+        let mut g = lock(&self.result);
+        if g.result.is_none() {
+            g.sleepers += 1;
+            let (mut g, _) = self
+                .cv
+                .wait_timeout(g, limit)
+                .unwrap_or_else(|e| e.into_inner());
+            g.sleepers -= 1;
         }
     }
 
@@ -287,7 +305,13 @@ impl Shared {
     }
 
     fn drive(&self, target: Option<&Arc<Job>>) {
-        let mut inner = lock(&self.inner);
+        let mut inner = match target {
+            None => lock(&self.inner),
+            Some(t) => match self.lock_for(t) {
+                Some(g) => g,
+                None => return,
+            },
+        };
         loop {
             let job = {
                 let mut q = lock(&self.queue);
@@ -301,6 +325,27 @@ impl Shared {
             };
             let r = self.run(&mut inner, &job.call);
             job.finish(r);
+        }
+    }
+
+    /// The engine lock, to drive until `target` has run; `None` once `target` has run
+    /// without it. While another thread drives (the background worker, which runs every
+    /// queued job before it lets go), this one sleeps on its job, not on the lock: the
+    /// driver goes on to later jobs that wait for the peers, and a caller whose job has
+    /// finished must not wait for those (a pipeline that waits for call `s` while call
+    /// `s + 1` waits for the peers' next step would otherwise run in lockstep). The sleep is
+    /// bounded so that a caller whose job another caller's thread left queued (two user
+    /// threads on one communicator) takes the lock and drives it itself.
+    fn lock_for(&self, target: &Job) -> Option<MutexGuard<'_, Inner>> {
+        loop {
+            if target.is_done() {
+                return None;
+            }
+            match self.inner.try_lock() {
+                Ok(g) => return Some(g),
+                Err(TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+                Err(TryLockError::WouldBlock) => target.sleep_until_done(DRIVER_RECHECK),
+            }
         }
     }
 

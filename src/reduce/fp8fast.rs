@@ -79,6 +79,34 @@ pub(crate) fn f32_to_e5m2(v: f32) -> u8 {
     (mag | sign) as u8
 }
 
+/// `e4m3_to_f32(f32_to_e4m3(v))` for finite `|v|` up to the largest E4M3 value (448) and a
+/// little beyond (whatever rounds to 448), without building the code: the magnitude rounded
+/// to 3 mantissa bits in the f32 fields (normal range) or to a multiple of 2^-9 by the same
+/// FPU addition as the encoder (subnormal range). Past that domain (values that encode to
+/// NaN) the result is a finite or infinite f32, not NaN: callers keep `v` inside it. Used by
+/// error feedback, which needs the quantised value next to the code.
+#[inline(always)]
+pub(crate) fn e4m3_round(v: f32) -> f32 {
+    let x = v.to_bits();
+    let u = x & 0x7fff_ffff;
+    let normal = u.wrapping_add(0x7_ffff + ((u >> 20) & 1)) & 0xfff0_0000;
+    let sub = ((f32::from_bits(u) + 16384.0) - 16384.0).to_bits();
+    let mag = if u < 0x3c80_0000 { sub } else { normal };
+    f32::from_bits(mag | (x & 0x8000_0000))
+}
+
+/// `e5m2_to_f32(f32_to_e5m2(v))` for finite `|v|` up to the largest E5M2 value (57344) and
+/// whatever rounds to it, as [`e4m3_round`] (2 mantissa bits, subnormal step 2^-16).
+#[inline(always)]
+pub(crate) fn e5m2_round(v: f32) -> f32 {
+    let x = v.to_bits();
+    let u = x & 0x7fff_ffff;
+    let normal = u.wrapping_add(0xf_ffff + ((u >> 21) & 1)) & 0xffe0_0000;
+    let sub = ((f32::from_bits(u) + 128.0) - 128.0).to_bits();
+    let mag = if u < 0x3880_0000 { sub } else { normal };
+    f32::from_bits(mag | (x & 0x8000_0000))
+}
+
 /// The E4M3 codec for the fused kernels.
 pub(super) struct E4m3;
 

@@ -3,7 +3,7 @@
 use half::bf16;
 use proptest::prelude::*;
 
-use super::fp8fast::{e4m3_to_f32, e5m2_to_f32, f32_to_e4m3, f32_to_e5m2};
+use super::fp8fast::{e4m3_round, e4m3_to_f32, e5m2_round, e5m2_to_f32, f32_to_e4m3, f32_to_e5m2};
 use super::kernels::{Bf16, Lane};
 use super::{divide, reduce, reduce3, scalar};
 use crate::fp8::{F8E4M3, F8E5M2};
@@ -187,6 +187,7 @@ proptest! {
         let x = f32::from_bits(bits);
         prop_assert_eq!(f32_to_e4m3(x), F8E4M3::from_f32(x).0);
         prop_assert_eq!(f32_to_e5m2(x), F8E5M2::from_f32(x).0);
+        check_round(x);
         let mut b = [0u8; 2];
         Bf16::store(x, &mut b);
         prop_assert_eq!(u16::from_ne_bytes(b), bf16::from_f32(x).to_bits());
@@ -262,6 +263,7 @@ fn check_encoders(step: usize) {
         let x = f32::from_bits(bits);
         assert_eq!(f32_to_e4m3(x), F8E4M3::from_f32(x).0, "e4m3 {bits:#x}");
         assert_eq!(f32_to_e5m2(x), F8E5M2::from_f32(x).0, "e5m2 {bits:#x}");
+        check_round(x);
         let mut b = [0u8; 2];
         Bf16::store(x, &mut b);
         assert_eq!(
@@ -269,5 +271,20 @@ fn check_encoders(step: usize) {
             bf16::from_f32(x).to_bits(),
             "bf16 {bits:#x}"
         );
+    }
+}
+
+/// The rounding shortcuts equal decode(encode(x)) wherever the encoder gives a finite code
+/// (all of E4M3's domain up to what rounds to 448; E5M2's up to what rounds to 57344).
+fn check_round(x: f32) {
+    let bits = x.to_bits();
+    let (c4, c5) = (f32_to_e4m3(x), f32_to_e5m2(x));
+    if c4 & 0x7f != 0x7f {
+        let want = e4m3_to_f32(c4).to_bits();
+        assert_eq!(e4m3_round(x).to_bits(), want, "e4m3 round {bits:#x}");
+    }
+    if c5 & 0x7f < 0x7c {
+        let want = e5m2_to_f32(c5).to_bits();
+        assert_eq!(e5m2_round(x).to_bits(), want, "e5m2 round {bits:#x}");
     }
 }
