@@ -4,7 +4,7 @@
 use ferrocoll::compress::{
     auto_codec, chunk_codec, ChunkCodec, CompressionSetting, PowerSgd, DEFAULT_BLOCK,
 };
-use ferrocoll::{Codec, Error};
+use ferrocoll::{Codec, Error, World};
 use proptest::prelude::*;
 
 fn round_trip(codec: Codec, x: &[f32]) -> (Box<dyn ChunkCodec>, Vec<u8>, Vec<f32>) {
@@ -381,4 +381,28 @@ fn auto_follows_the_slowest_link_of_the_topology() {
     // Fixed settings ignore the topology.
     let fixed = CompressionSetting::Fixed(Codec::Fp16);
     assert_eq!(fixed.resolve(slowest_link(&two)), Codec::Fp16);
+}
+
+/// `auto` on a communicator: one host (shared memory) stays uncompressed, whatever its link
+/// figure says; several hosts follow the slowest link between them.
+#[test]
+fn auto_compresses_only_between_hosts() {
+    use ferrocoll::compress::auto_link;
+    use ferrocoll::topology::{LinkSpec, Topology};
+    let slow_shm = Topology::uniform(1, 2, false).with_intra(LinkSpec::from_us_gbit(2.0, 8.0));
+    assert_eq!(auto_link(&slow_shm), None);
+    let got = World::new(2)
+        .topology(slow_shm)
+        .run(|c| CompressionSetting::Auto.resolve_for(c))
+        .unwrap();
+    assert_eq!(got, vec![Codec::None; 2]);
+    let slow_net =
+        Topology::uniform(2, 1, false).with_inter(LinkSpec::from_us_gbit(50.0, 1.0), 1e9 / 8.0);
+    assert_eq!(auto_link(&slow_net), Some(1e9 / 8.0));
+    let got = World::new(2)
+        .topology(slow_net)
+        .run(|c| CompressionSetting::Auto.resolve_for(c))
+        .unwrap();
+    assert_eq!(got, vec![auto_codec(1e9 / 8.0); 2]);
+    assert_ne!(got[0], Codec::None);
 }

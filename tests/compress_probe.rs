@@ -105,3 +105,35 @@ fn compression_refuses_what_it_cannot_do() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// `--compression auto` resolves per communicator, as `FERROCOLL_COMPRESSION=auto`: local
+/// ranks (one host, shared memory) stay uncompressed, and the header says why.
+#[test]
+fn compression_auto_is_resolved_from_the_topology() {
+    let o = probe(&[
+        "all_reduce",
+        "--compression",
+        "auto",
+        "-b",
+        "4K",
+        "-e",
+        "4K",
+        "-n",
+        "1",
+        "--np",
+        "2",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains(
+            "compression auto: slowest link between hosts none (one host: shared memory) -> none"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("bit-identical on every rank: true"), "{out}");
+}

@@ -38,8 +38,9 @@
 //!
 //! **Configuration.** `FERROCOLL_COMPRESSION=none|fp16|bf16|fp8|fp8e5m2|topk:0.01|onebit|
 //! powersgd:4|auto` (see [`CompressionSetting`]); `fp8:64`, `fp8e5m2:64`, `onebit:64` set the
-//! block size. `auto` is opt-in (compression is lossy) and picks a codec from a link
-//! bandwidth with [`auto_codec`].
+//! block size. `auto` is opt-in (compression is lossy) and picks a codec with
+//! [`auto_codec`] from the slowest link between the communicator's hosts ([`auto_link`]; a
+//! communicator on one host stays uncompressed).
 
 mod bf16;
 mod codec;
@@ -56,7 +57,7 @@ pub use codec::{chunk_codec, ChunkCodec};
 pub use collective::CompressedCollectives;
 pub use feedback::ErrorFeedback;
 pub use powersgd::PowerSgd;
-pub use setting::{auto_codec, slowest_link, CompressionSetting, COMPRESSION_VAR};
+pub use setting::{auto_codec, auto_link, slowest_link, CompressionSetting, COMPRESSION_VAR};
 
 use crate::error::{Error, Result};
 

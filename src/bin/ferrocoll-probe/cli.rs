@@ -149,18 +149,24 @@ pub struct SweepArgs {
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// all_reduce only: compress with this codec (none, fp16, bf16, fp8, fp8e5m2, topk:F,
-    /// onebit, powersgd:R); bandwidths count uncompressed bytes and the max relative error
-    /// against the exact sum replaces #wrong.
+    /// onebit, powersgd:R, or auto: chosen from the slowest link of the communicator's
+    /// topology, as FERROCOLL_COMPRESSION=auto); bandwidths count uncompressed bytes and the
+    /// max relative error against the exact sum replaces #wrong.
     #[arg(long, value_parser = parse_codec)]
-    pub compression: Option<ferrocoll::Codec>,
+    pub compression: Option<ferrocoll::compress::CompressionSetting>,
     /// Where the ranks come from.
     #[command(flatten)]
     pub common: Common,
 }
 
-/// Parses `--compression` (`auto` needs a link bandwidth, so it is refused here).
-pub fn parse_codec(s: &str) -> Result<ferrocoll::Codec, String> {
-    s.parse().map_err(|e: ferrocoll::Error| e.to_string())
+/// Parses `--compression`: a codec or `auto` (resolved per communicator, from its topology).
+pub fn parse_codec(s: &str) -> Result<ferrocoll::compress::CompressionSetting, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(ferrocoll::compress::CompressionSetting::Auto);
+    }
+    s.parse()
+        .map(ferrocoll::compress::CompressionSetting::Fixed)
+        .map_err(|e: ferrocoll::Error| e.to_string())
 }
 
 /// Options of `links`.

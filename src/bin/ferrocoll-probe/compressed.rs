@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use ferrocoll::compress::{CompressedCollectives, ErrorFeedback};
+use ferrocoll::compress::{auto_link, CompressedCollectives, CompressionSetting, ErrorFeedback};
 use ferrocoll::{Codec, Collective, Communicator, DataType, ReduceOp};
 use serde::Serialize;
 
@@ -89,7 +89,12 @@ fn fingerprint(v: &[f32]) -> u64 {
 }
 
 /// Runs the compressed sweep on this rank; rank 0 prints. `Ok(false)` if ranks disagreed.
-pub fn run(comm: &Communicator, kind: Collective, codec: Codec, a: &SweepArgs) -> Res<bool> {
+pub fn run(
+    comm: &Communicator,
+    kind: Collective,
+    setting: CompressionSetting,
+    a: &SweepArgs,
+) -> Res<bool> {
     if kind != Collective::AllReduce {
         return Err("--compression applies to all_reduce only".into());
     }
@@ -99,12 +104,21 @@ pub fn run(comm: &Communicator, kind: Collective, codec: Codec, a: &SweepArgs) -
     let (n, me) = (comm.world_size(), comm.rank());
     let lead = me == 0;
     let sizes = a.sizes(kind)?;
+    // Every rank resolves `auto` from the same topology, so they agree on the codec.
+    let codec = setting.resolve_for(comm);
     if lead {
         println!(
             "# ferrocoll-probe {}: all_reduce on {n} ranks, compression {codec} (error feedback on), transport {}",
             env!("CARGO_PKG_VERSION"),
             crate::transports(comm).join(",")
         );
+        if setting == CompressionSetting::Auto {
+            let link = auto_link(&comm.topology())
+                .map_or("none (one host: shared memory)".to_string(), |b| {
+                    format!("{:.3} GB/s", b / 1e9)
+                });
+            println!("# compression auto: slowest link between hosts {link} -> {codec}");
+        }
         println!("# bandwidths count uncompressed f32 bytes; maxerr = max|got-exact| / max|exact|");
         println!(
             "# {:>10}  {:>12}  {:>8}  {:>10}  {:>9}  {:>6}  {:>6}  {:>9}",

@@ -254,8 +254,8 @@ impl Case<'_> {
 
 /// Runs the sweep of `kind` on this rank; rank 0 prints. `Ok(false)` when results were wrong.
 pub fn run(comm: &Communicator, kind: Collective, a: &SweepArgs) -> Res<bool> {
-    if let Some(codec) = a.compression {
-        return crate::compressed::run(comm, kind, codec, a);
+    if let Some(setting) = a.compression {
+        return crate::compressed::run(comm, kind, setting, a);
     }
     let n = comm.world_size();
     let lead = comm.rank() == 0;
