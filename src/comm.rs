@@ -2,7 +2,6 @@
 //! engine; it never touches links itself.
 
 use std::ffi::c_void;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -16,7 +15,9 @@ use crate::schedule::{CollSpec, Collective};
 use crate::types::{DataType, Element, ReduceOp};
 
 mod split;
+mod work;
 pub use split::{UniqueId, UNIQUE_ID_BYTES};
+pub use work::Work;
 
 /// A group of ranks that run collectives together. One per rank; calls on the ranks of a
 /// communicator must be made in the same order everywhere (a disagreement is detected and
@@ -63,34 +64,7 @@ pub struct RawCall {
     pub root: usize,
 }
 
-/// An asynchronous call in flight. It owns the buffers of the call and gives them back from
-/// [`Work::wait`]; dropping it lets the call finish in the background.
-#[must_use = "a Work does nothing visible unless waited on"]
-pub struct Work<B> {
-    job: Arc<Job>,
-    shared: Arc<crate::engine::Shared>,
-    _buffers: PhantomData<fn() -> B>,
-}
-
-impl<B: 'static> Work<B> {
-    /// Whether the call has finished (successfully or not). Never blocks.
-    pub fn test(&self) -> bool {
-        self.job.is_done()
-    }
-
-    /// Waits for the call and returns its buffers, or its error.
-    pub fn wait(self) -> Result<B> {
-        self.shared.drive_public(&self.job);
-        let (r, keep) = self.job.take();
-        r?;
-        let keep: Box<dyn std::any::Any> =
-            keep.ok_or_else(|| Error::Internal("work buffers missing".into()))?;
-        keep.downcast::<B>()
-            .map(|b| *b)
-            .map_err(|_| Error::Internal("work buffers of another type".into()))
-    }
-}
-
+/// `BufferTooSmall` unless `got ≥ needed`.
 fn need(buffer: &'static str, needed: usize, got: usize) -> Result<()> {
     if got < needed {
         return Err(Error::BufferTooSmall {
@@ -372,11 +346,7 @@ impl Communicator {
 
     fn submit_async<B>(&self, job: Arc<Job>) -> Work<B> {
         self.engine.submit(job.clone(), true);
-        Work {
-            job,
-            shared: self.engine.shared_arc(),
-            _buffers: PhantomData,
-        }
+        Work::new(job, self.engine.shared_arc())
     }
 
     fn raw<T: Element>(
@@ -636,210 +606,5 @@ impl Communicator {
             });
         }
         Ok(len / self.world)
-    }
-}
-
-/// Asynchronous forms: each takes owned buffers (anything that derefs to a slice and stays
-/// put when moved, such as `Vec<T>` or `Box<[T]>`) and returns a [`Work`] that gives them back.
-impl Communicator {
-    /// Asynchronous [`Communicator::all_reduce`].
-    pub fn all_reduce_async<T: Element, B: AsMut<[T]> + Send + 'static>(
-        &self,
-        buf: B,
-        op: ReduceOp,
-    ) -> Result<Work<B>> {
-        self.start(Box::new(buf), |b| {
-            let s = b.as_mut();
-            Ok(self.raw(
-                Collective::AllReduce,
-                s.as_ptr(),
-                s.as_mut_ptr(),
-                s.len(),
-                op,
-                0,
-            ))
-        })
-    }
-
-    /// Asynchronous [`Communicator::all_reduce_into`]; gives back `(input, output)`.
-    pub fn all_reduce_into_async<T: Element, I, O>(
-        &self,
-        input: I,
-        output: O,
-        op: ReduceOp,
-    ) -> Result<Work<(I, O)>>
-    where
-        I: AsRef<[T]> + Send + 'static,
-        O: AsMut<[T]> + Send + 'static,
-    {
-        self.start(Box::new((input, output)), |(i, o)| {
-            let (i, o) = (i.as_ref(), o.as_mut());
-            need("output", i.len(), o.len())?;
-            Ok(self.raw(
-                Collective::AllReduce,
-                i.as_ptr(),
-                o.as_mut_ptr(),
-                i.len(),
-                op,
-                0,
-            ))
-        })
-    }
-
-    /// Asynchronous [`Communicator::all_gather`]; gives back `(input, output)`.
-    pub fn all_gather_async<T: Element, I, O>(&self, input: I, output: O) -> Result<Work<(I, O)>>
-    where
-        I: AsRef<[T]> + Send + 'static,
-        O: AsMut<[T]> + Send + 'static,
-    {
-        self.start(Box::new((input, output)), |(i, o)| {
-            let (i, o) = (i.as_ref(), o.as_mut());
-            need("output", i.len() * self.world, o.len())?;
-            Ok(self.raw(
-                Collective::AllGather,
-                i.as_ptr(),
-                o.as_mut_ptr(),
-                i.len(),
-                ReduceOp::Sum,
-                0,
-            ))
-        })
-    }
-
-    /// Asynchronous [`Communicator::reduce_scatter`]; gives back `(input, output)`.
-    pub fn reduce_scatter_async<T: Element, I, O>(
-        &self,
-        input: I,
-        output: O,
-        op: ReduceOp,
-    ) -> Result<Work<(I, O)>>
-    where
-        I: AsRef<[T]> + Send + 'static,
-        O: AsMut<[T]> + Send + 'static,
-    {
-        self.start(Box::new((input, output)), |(i, o)| {
-            let (i, o) = (i.as_ref(), o.as_mut());
-            need("input", o.len() * self.world, i.len())?;
-            Ok(self.raw(
-                Collective::ReduceScatter,
-                i.as_ptr(),
-                o.as_mut_ptr(),
-                o.len(),
-                op,
-                0,
-            ))
-        })
-    }
-
-    /// Asynchronous [`Communicator::broadcast`].
-    pub fn broadcast_async<T: Element, B: AsMut<[T]> + Send + 'static>(
-        &self,
-        buf: B,
-        root: usize,
-    ) -> Result<Work<B>> {
-        self.start(Box::new(buf), |b| {
-            let s = b.as_mut();
-            Ok(self.raw(
-                Collective::Broadcast,
-                s.as_ptr(),
-                s.as_mut_ptr(),
-                s.len(),
-                ReduceOp::Sum,
-                root,
-            ))
-        })
-    }
-
-    /// Asynchronous [`Communicator::reduce`].
-    pub fn reduce_async<T: Element, B: AsMut<[T]> + Send + 'static>(
-        &self,
-        buf: B,
-        op: ReduceOp,
-        root: usize,
-    ) -> Result<Work<B>> {
-        self.start(Box::new(buf), |b| {
-            let s = b.as_mut();
-            Ok(self.raw(
-                Collective::Reduce,
-                s.as_ptr(),
-                s.as_mut_ptr(),
-                s.len(),
-                op,
-                root,
-            ))
-        })
-    }
-
-    /// Asynchronous [`Communicator::all_to_all`]; gives back `(input, output)`.
-    pub fn all_to_all_async<T: Element, I, O>(&self, input: I, output: O) -> Result<Work<(I, O)>>
-    where
-        I: AsRef<[T]> + Send + 'static,
-        O: AsMut<[T]> + Send + 'static,
-    {
-        self.start(Box::new((input, output)), |(i, o)| {
-            let (i, o) = (i.as_ref(), o.as_mut());
-            let n = self.split(i.len())?;
-            need("output", i.len(), o.len())?;
-            Ok(self.raw(
-                Collective::AllToAll,
-                i.as_ptr(),
-                o.as_mut_ptr(),
-                n,
-                ReduceOp::Sum,
-                0,
-            ))
-        })
-    }
-
-    /// Asynchronous [`Communicator::barrier`].
-    pub fn barrier_async(&self) -> Result<Work<()>> {
-        self.start(Box::new(()), |_| {
-            Ok(self.raw::<u8>(
-                Collective::Barrier,
-                std::ptr::null(),
-                std::ptr::null_mut(),
-                0,
-                ReduceOp::Sum,
-                0,
-            ))
-        })
-    }
-
-    /// Asynchronous [`Communicator::send`].
-    pub fn send_async<T: Element, B: AsRef<[T]> + Send + 'static>(
-        &self,
-        buf: B,
-        peer: usize,
-    ) -> Result<Work<B>> {
-        self.start(Box::new(buf), |b| {
-            let s = b.as_ref();
-            Ok(self.raw(
-                Collective::SendRecv,
-                s.as_ptr(),
-                std::ptr::null_mut(),
-                s.len(),
-                ReduceOp::Sum,
-                peer,
-            ))
-        })
-    }
-
-    /// Asynchronous [`Communicator::recv`].
-    pub fn recv_async<T: Element, B: AsMut<[T]> + Send + 'static>(
-        &self,
-        buf: B,
-        peer: usize,
-    ) -> Result<Work<B>> {
-        self.start(Box::new(buf), |b| {
-            let s = b.as_mut();
-            Ok(self.raw(
-                Collective::SendRecv,
-                std::ptr::null(),
-                s.as_mut_ptr(),
-                s.len(),
-                ReduceOp::Sum,
-                peer,
-            ))
-        })
     }
 }
