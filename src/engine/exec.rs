@@ -187,6 +187,8 @@ pub(crate) struct Workspace {
     unacked: Vec<VecDeque<(u32, u64)>>,
     /// Landing area for single-copy messages that are reduced rather than copied.
     bounce: Vec<u64>,
+    /// Peers with a step that waits on the link (not on other steps), per poll round.
+    blocked: Vec<usize>,
 }
 
 /// Runs `prep` to completion.
@@ -211,6 +213,7 @@ pub(crate) unsafe fn execute(
         rst,
         unacked,
         bounce,
+        blocked,
     } = ws;
     remaining.clear();
     remaining.extend_from_slice(&prep.ndeps);
@@ -252,6 +255,7 @@ pub(crate) unsafe fn execute(
     while done < n {
         let token = ep.activity_token();
         let mut progressed = false;
+        blocked.clear();
         while let Some(i) = ready.pop() {
             // SAFETY: the regions lie in memory valid per this function's contract.
             unsafe { run_local(&prep.steps[i as usize], mem, cx)? };
@@ -477,6 +481,17 @@ pub(crate) unsafe fn execute(
                 complete(i, remaining, ready, &mut done);
                 progressed = true;
             }
+            // Whether a step of this peer's waits on the link: a send or receive whose
+            // dependencies are met, or an unacknowledged single-copy send.
+            let link_bound = |list: &[u32], idx: usize| {
+                list.get(idx).is_some_and(|&i| remaining[i as usize] == 0)
+            };
+            if link_bound(&prep.sends[peer], sst[peer].idx)
+                || link_bound(&prep.recvs[peer], rst[peer].idx)
+                || !unacked[peer].is_empty()
+            {
+                blocked.push(peer);
+            }
         }
         if done == n {
             break;
@@ -522,7 +537,11 @@ pub(crate) unsafe fn execute(
             continue;
         }
         let nap = (cx.timeout - stalled).min(Duration::from_millis(10));
-        ep.wait(token, nap).map_err(link_err)?;
+        if blocked.is_empty() {
+            ep.wait(token, nap).map_err(link_err)?;
+        } else {
+            ep.wait_for(token, nap, blocked).map_err(link_err)?;
+        }
     }
     Ok(())
 }

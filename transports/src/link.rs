@@ -144,6 +144,19 @@ pub trait Endpoint: Send {
     /// [`Endpoint::interrupter`] returned is called, or `timeout` passes.
     fn wait(&mut self, token: u64, timeout: Duration) -> Result<(), LinkError>;
 
+    /// [`Endpoint::wait`] for a caller whose pending work is on the links to `peers` only:
+    /// an endpoint with several kinds of link may watch just the kinds those peers use (it
+    /// may still return on activity elsewhere). The default watches everything.
+    fn wait_for(
+        &mut self,
+        token: u64,
+        timeout: Duration,
+        peers: &[usize],
+    ) -> Result<(), LinkError> {
+        let _ = peers;
+        self.wait(token, timeout)
+    }
+
     /// A handle that wakes this endpoint's `wait` from any thread (used by `abort`).
     fn interrupter(&self) -> std::sync::Arc<dyn Fn() + Send + Sync>;
 
