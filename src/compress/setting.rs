@@ -22,17 +22,11 @@ impl CompressionSetting {
     /// Parses a value of `FERROCOLL_COMPRESSION` (`auto` or a [`Codec`] spelling); a bad
     /// value is an [`Error::Config`] naming the variable.
     pub fn parse(value: &str) -> Result<CompressionSetting> {
-        if value.trim().eq_ignore_ascii_case("auto") {
-            return Ok(CompressionSetting::Auto);
-        }
-        value
-            .parse::<Codec>()
-            .map(CompressionSetting::Fixed)
-            .map_err(|e| Error::Config {
-                var: COMPRESSION_VAR.into(),
-                value: value.into(),
-                reason: e.to_string(),
-            })
+        value.parse().map_err(|e: Error| Error::Config {
+            var: COMPRESSION_VAR.into(),
+            value: value.into(),
+            reason: e.to_string(),
+        })
     }
 
     /// Reads `FERROCOLL_COMPRESSION` once; unset or empty means no compression.
@@ -51,6 +45,19 @@ impl CompressionSetting {
             (CompressionSetting::Auto, Some(bw)) => auto_codec(bw),
             (CompressionSetting::Auto, None) => Codec::None,
         }
+    }
+}
+
+/// `auto` or a [`Codec`] spelling; a bad one is the codec parser's error (for a command-line
+/// flag; [`CompressionSetting::parse`] names the environment variable instead).
+impl std::str::FromStr for CompressionSetting {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<CompressionSetting> {
+        if value.trim().eq_ignore_ascii_case("auto") {
+            return Ok(CompressionSetting::Auto);
+        }
+        value.parse::<Codec>().map(CompressionSetting::Fixed)
     }
 }
 

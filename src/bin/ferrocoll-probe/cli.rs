@@ -161,12 +161,7 @@ pub struct SweepArgs {
 
 /// Parses `--compression`: a codec or `auto` (resolved per communicator, from its topology).
 pub fn parse_codec(s: &str) -> Result<ferrocoll::compress::CompressionSetting, String> {
-    if s.trim().eq_ignore_ascii_case("auto") {
-        return Ok(ferrocoll::compress::CompressionSetting::Auto);
-    }
-    s.parse()
-        .map(ferrocoll::compress::CompressionSetting::Fixed)
-        .map_err(|e: ferrocoll::Error| e.to_string())
+    s.parse().map_err(|e: ferrocoll::Error| e.to_string())
 }
 
 /// Options of `links`.
