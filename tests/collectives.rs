@@ -36,35 +36,51 @@ fn cyclic(world: usize, hosts: usize) -> Topology {
     .unwrap()
 }
 
-fn config(algo: &str, seg_bytes: usize, direct_min: usize) -> Config {
+/// Which copy paths a test's calls take: single copy for segments of at least `direct_min`
+/// bytes, streaming stores (and copies carried by sends) for calls of at least
+/// `streaming_min` output bytes.
+#[derive(Clone, Copy, Debug)]
+struct Copies {
+    direct_min: usize,
+    streaming_min: usize,
+}
+
+/// Ring only, streaming at every size (the cached path is the default at small sizes, and
+/// the proptest samples both).
+const RING_STREAMING: Copies = Copies {
+    direct_min: usize::MAX,
+    streaming_min: 0,
+};
+
+fn config(algo: &str, seg_bytes: usize, copies: Copies) -> Config {
     let mut c = Config::default()
         .with_algo(algo)
         .unwrap()
         .with_segment_bytes(seg_bytes)
         .with_timeout(Duration::from_secs(60));
     c.spin = Duration::from_micros(5);
-    c.direct_min_bytes = direct_min;
+    c.direct_min_bytes = copies.direct_min;
+    c.streaming_min_bytes = copies.streaming_min;
     c
 }
 
 /// Runs one case on a fresh world; checks results and replica identity.
 fn check(world: usize, algo: &str, seg: usize, case: Case) {
-    check_with(world, algo, seg, usize::MAX, case, None)
+    check_with(world, algo, seg, RING_STREAMING, case, None)
 }
 
-/// [`check`], with single-copy transfers for segments of at least `direct_min` bytes, and
-/// with `placed = Some((hosts, order))` on that many fake hosts with ranks placed cyclically,
+/// [`check`], with the copy paths `copies`, and with `placed = Some((hosts, order))` on that many fake hosts with ranks placed cyclically,
 /// the ring in `order`.
 fn check_with(
     world: usize,
     algo: &str,
     seg: usize,
-    direct_min: usize,
+    copies: Copies,
     case: Case,
     placed: Option<(usize, RingOrder)>,
 ) {
     let mut w = World::new(world).ring_bytes(1 << 12);
-    let mut cfg = config(algo, seg, direct_min);
+    let mut cfg = config(algo, seg, copies);
     if let Some((hosts, order)) = placed {
         w = w.topology(cyclic(world, hosts));
         cfg = cfg.with_ring_order(order);
@@ -137,6 +153,7 @@ proptest! {
         in_place in any::<bool>(),
         seg in prop::sample::select(vec![1usize, 8, 24, 256, 1 << 20]),
         direct_min in prop::sample::select(vec![usize::MAX, 1, 64]),
+        streaming in any::<bool>(),
         hosts in 0usize..5,
         rank_order in any::<bool>(),
     ) {
@@ -146,7 +163,8 @@ proptest! {
         // hosts == 0: no topology (one host); otherwise that many fake hosts, cyclic placement.
         let order = if rank_order { RingOrder::Rank } else { RingOrder::Topology };
         let placed = (hosts > 0).then_some((hosts, order));
-        check_with(world, algo.name(), seg, direct_min, Case { kind, dtype, op, count, root, in_place }, placed);
+        let copies = Copies { direct_min, streaming_min: if streaming { 0 } else { usize::MAX } };
+        check_with(world, algo.name(), seg, copies, Case { kind, dtype, op, count, root, in_place }, placed);
     }
 }
 
@@ -227,7 +245,7 @@ fn placed_ring_and_hierarchical_at_fixed_shapes() {
                     world,
                     algo,
                     64,
-                    usize::MAX,
+                    RING_STREAMING,
                     case,
                     Some((hosts, RingOrder::Topology)),
                 );
@@ -260,7 +278,7 @@ fn large_buffers() {
                 4,
                 algo,
                 64 << 10,
-                usize::MAX,
+                RING_STREAMING,
                 case,
                 Some((2, RingOrder::Topology)),
             );

@@ -447,6 +447,7 @@ impl Shared {
             yield_idle: self.cfg.yield_when_idle.unwrap_or(false),
             direct_min: self.cfg.direct_min_bytes,
             force_direct: self.cfg.direct_min_bytes < 64 << 10,
+            streaming: call.spec.output_len() * es >= self.cfg.streaming_min_bytes,
             abort: &self.abort,
         };
         let inner = &mut *inner;

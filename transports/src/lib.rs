@@ -15,6 +15,7 @@
 //! - [`hybrid`]: one rank's shm links and tcp links behind one endpoint.
 
 mod cma;
+pub mod copy;
 pub mod doorbell;
 pub mod hybrid;
 pub mod link;
@@ -23,4 +24,5 @@ pub mod ring;
 pub mod shm;
 pub mod tcp;
 
+pub use copy::Stores;
 pub use link::{Endpoint, Link, LinkError};

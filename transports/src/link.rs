@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::copy::Stores;
+
 /// Why a link could not move bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -88,6 +90,39 @@ pub trait Link: Send {
         let n = src.len().min(dst.len());
         dst[..n].copy_from_slice(&src[..n]);
         self.consume(n);
+        Ok(n)
+    }
+
+    /// [`Link::read_into`] storing into `dst` with `stores` (see [`crate::copy`]). Links that
+    /// copy out of a buffer of their own honour it; the default reads through `peek`, and a
+    /// link that reads from the wire straight into `dst` (TCP) ignores the hint.
+    fn read_into_with(&mut self, dst: &mut [u8], stores: Stores) -> Result<usize, LinkError> {
+        if stores == Stores::Cached {
+            return self.read_into(dst);
+        }
+        let src = self.peek()?;
+        let n = src.len().min(dst.len());
+        crate::copy::copy(&mut dst[..n], &src[..n], stores);
+        self.consume(n);
+        Ok(n)
+    }
+
+    /// [`Link::try_write`] that also copies the bytes it accepts to the front of `tee` (same
+    /// length as `buf`) with `stores`: a rank that keeps the bytes it sends (its own chunk of
+    /// an all-gather) makes both copies at once. Links over a memory ring do it in one pass
+    /// over `buf`; the default writes, then copies.
+    ///
+    /// # Panics
+    /// If `tee` and `buf` differ in length (a caller bug).
+    fn try_write_tee(
+        &mut self,
+        buf: &[u8],
+        tee: &mut [u8],
+        stores: Stores,
+    ) -> Result<usize, LinkError> {
+        assert_eq!(buf.len(), tee.len(), "tee must match the written bytes");
+        let n = self.try_write(buf)?;
+        crate::copy::copy(&mut tee[..n], &buf[..n], stores);
         Ok(n)
     }
 

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::copy::Stores;
 use crate::doorbell::Doorbell;
 use crate::link::{Direct, Endpoint, Link, LinkError};
 use crate::ring::{heap_ring, RingReader, RingWriter};
@@ -130,17 +131,18 @@ impl MemLink {
     }
 }
 
-impl Link for MemLink {
-    fn peer(&self) -> usize {
-        self.peer
-    }
-
-    fn try_write(&mut self, buf: &[u8]) -> Result<usize, LinkError> {
+impl MemLink {
+    /// Runs one write into the ring (`write` returns the bytes it took), records it for the
+    /// injected delay and wakes the peer.
+    fn write_with(
+        &mut self,
+        write: impl FnOnce(&mut RingWriter) -> usize,
+    ) -> Result<usize, LinkError> {
         self.check()?;
         if self.tx.header().is_closed() {
             return Err(LinkError::Closed { peer: self.peer });
         }
-        let n = self.tx.write(buf);
+        let n = write(&mut self.tx);
         if n > 0 {
             let s = &self.shared;
             if s.delay_on.load(Ordering::Acquire) && !s.delay(self.me, self.peer).is_zero() {
@@ -153,6 +155,25 @@ impl Link for MemLink {
             s.bells[self.peer].ring();
         }
         Ok(n)
+    }
+}
+
+impl Link for MemLink {
+    fn peer(&self) -> usize {
+        self.peer
+    }
+
+    fn try_write(&mut self, buf: &[u8]) -> Result<usize, LinkError> {
+        self.write_with(|tx| tx.write(buf))
+    }
+
+    fn try_write_tee(
+        &mut self,
+        buf: &[u8],
+        tee: &mut [u8],
+        stores: Stores,
+    ) -> Result<usize, LinkError> {
+        self.write_with(|tx| tx.write_tee(buf, tee, stores))
     }
 
     fn peek(&mut self) -> Result<&[u8], LinkError> {

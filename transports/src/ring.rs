@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
+use crate::copy::Stores;
+
 /// The shared control block of one ring. `#[repr(C)]` so it can live in shared memory.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -163,6 +165,26 @@ pub fn heap_ring(cap: usize) -> (RingWriter, RingReader) {
 impl RingWriter {
     /// Copies as much of `buf` as fits; returns the byte count (0 when full or closed).
     pub fn write(&mut self, buf: &[u8]) -> usize {
+        // SAFETY: a null tee is never written.
+        unsafe { self.write_impl(buf, std::ptr::null_mut(), Stores::Cached) }
+    }
+
+    /// [`RingWriter::write`] that also copies the bytes it accepts to the front of `tee`
+    /// (same length as `buf`) with `stores`, reading `buf` once (see [`crate::copy`]).
+    ///
+    /// # Panics
+    /// If `tee` and `buf` differ in length.
+    pub fn write_tee(&mut self, buf: &[u8], tee: &mut [u8], stores: Stores) -> usize {
+        assert_eq!(buf.len(), tee.len(), "tee must match the written bytes");
+        // SAFETY: `tee` is a live, exclusive slice of `buf.len()` bytes, so it overlaps
+        // neither `buf` nor the ring's data area (which no Rust slice refers to).
+        unsafe { self.write_impl(buf, tee.as_mut_ptr(), stores) }
+    }
+
+    /// # Safety
+    /// `tee` is null or valid for writes of `buf.len()` bytes and overlaps neither `buf`
+    /// nor the ring.
+    unsafe fn write_impl(&mut self, buf: &[u8], tee: *mut u8, stores: Stores) -> usize {
         let cap = self.raw.cap();
         // The counters may live in memory another process writes: never trust their
         // difference to be in range (wrapping, clamped), so a corrupt peer cannot make us panic
@@ -180,10 +202,17 @@ impl RingWriter {
         let first = n.min(cap as usize - start);
         // SAFETY: [tail, tail + n) lies within the free part of the ring (n <= free), so the
         // reader does not read these bytes until `tail` is published below; `start + first`
-        // <= cap and `n - first` <= start, so both copies stay inside the data area.
+        // <= cap and `n - first` <= start, so both copies stay inside the data area; `tee`
+        // per this function's contract.
         unsafe {
-            std::ptr::copy_nonoverlapping(buf.as_ptr(), self.raw.data.add(start), first);
-            std::ptr::copy_nonoverlapping(buf.as_ptr().add(first), self.raw.data, n - first);
+            let (src, ring) = (buf.as_ptr(), self.raw.data);
+            if tee.is_null() {
+                std::ptr::copy_nonoverlapping(src, ring.add(start), first);
+                std::ptr::copy_nonoverlapping(src.add(first), ring, n - first);
+            } else {
+                crate::copy::tee(src, ring.add(start), tee, first, stores);
+                crate::copy::tee(src.add(first), ring, tee.add(first), n - first, stores);
+            }
         }
         self.tail += n as u64;
         self.raw.header().tail.store(self.tail, Ordering::Release);
@@ -271,6 +300,26 @@ mod tests {
         }
         assert_eq!(next_in, next_out);
         assert!(w.is_drained());
+    }
+
+    #[test]
+    fn tee_writes_what_the_ring_takes_across_the_wrap() {
+        for stores in [Stores::Cached, Stores::Streaming] {
+            let (mut w, mut r) = heap_ring(256);
+            assert_eq!(w.write(&[0u8; 200]), 200);
+            let n = r.peek().len();
+            r.consume(n);
+            // 300 bytes offered: 256 fit, wrapping at 56.
+            let buf: Vec<u8> = (0..300u32).map(|i| (i * 13 + 1) as u8).collect();
+            let mut tee = vec![0u8; 300];
+            assert_eq!(w.write_tee(&buf, &mut tee, stores), 256);
+            assert_eq!(&tee[..256], &buf[..256]);
+            assert!(tee[256..].iter().all(|&b| b == 0));
+            let mut got = r.peek().to_vec();
+            r.consume(got.len());
+            got.extend_from_slice(r.peek());
+            assert_eq!(got, &buf[..256]);
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::copy::Stores;
 use crate::link::{Endpoint, Link, LinkError};
 use crate::ring::{ring_from_raw, RingHeader, RingReader, RingWriter};
 
@@ -126,19 +127,21 @@ impl ShmLink {
     }
 }
 
-impl Link for ShmLink {
-    fn peer(&self) -> usize {
-        self.peer
-    }
-
-    fn try_write(&mut self, buf: &[u8]) -> Result<usize, LinkError> {
+impl ShmLink {
+    /// Runs one write into the ring (`write` returns the bytes it took), then wakes the peer,
+    /// or, when nothing fit, looks now and then whether the reader died.
+    fn write_with(
+        &mut self,
+        empty: bool,
+        write: impl FnOnce(&mut RingWriter) -> usize,
+    ) -> Result<usize, LinkError> {
         if self.tx.header().is_closed() || self.peer_dead() {
             return Err(LinkError::Closed { peer: self.peer });
         }
-        let n = self.tx.write(buf);
+        let n = write(&mut self.tx);
         if n > 0 {
             self.ring_peer();
-        } else if !buf.is_empty() {
+        } else if !empty {
             // A full ring whose reader crashed never drains: look at the peer now and then.
             self.empty_polls = self.empty_polls.wrapping_add(1);
             if self.empty_polls & 255 == 0 && self.inner.check_peers(false) && self.peer_dead() {
@@ -146,6 +149,25 @@ impl Link for ShmLink {
             }
         }
         Ok(n)
+    }
+}
+
+impl Link for ShmLink {
+    fn peer(&self) -> usize {
+        self.peer
+    }
+
+    fn try_write(&mut self, buf: &[u8]) -> Result<usize, LinkError> {
+        self.write_with(buf.is_empty(), |tx| tx.write(buf))
+    }
+
+    fn try_write_tee(
+        &mut self,
+        buf: &[u8],
+        tee: &mut [u8],
+        stores: Stores,
+    ) -> Result<usize, LinkError> {
+        self.write_with(buf.is_empty(), |tx| tx.write_tee(buf, tee, stores))
     }
 
     fn peek(&mut self) -> Result<&[u8], LinkError> {

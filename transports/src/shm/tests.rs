@@ -1,6 +1,7 @@
 //! Tests of the shared-memory transport: ranks are threads, each mapping the segment itself.
 
 use super::*;
+use crate::copy::Stores;
 use std::io::Write;
 
 const T: Duration = Duration::from_secs(20);
@@ -35,14 +36,18 @@ fn pattern(from: usize, to: usize, len: usize) -> Vec<u8> {
 }
 
 /// Every rank sends `len` bytes to every other rank and checks what it receives, driving
-/// all its links from one thread and sleeping on the endpoint when nothing moves.
-fn all_to_all(mut ep: ShmEndpoint, len: usize) {
+/// all its links from one thread and sleeping on the endpoint when nothing moves. With
+/// `tee`, sends also copy what they write into a kept buffer (checked too) and receives use
+/// streaming stores.
+fn all_to_all(mut ep: ShmEndpoint, len: usize, tee: bool) {
     let n = ep.world_size();
     let me = ep.rank();
     let out: Vec<Vec<u8>> = (0..n).map(|p| pattern(me, p, len)).collect();
     let expect: Vec<Vec<u8>> = (0..n).map(|p| pattern(p, me, len)).collect();
     let mut sent = vec![0usize; n];
     let mut got: Vec<Vec<u8>> = vec![Vec::with_capacity(len); n];
+    let mut kept: Vec<Vec<u8>> = vec![vec![0; len]; n];
+    let mut landed: Vec<Vec<u8>> = vec![vec![0; len]; n];
     let done = |sent: &[usize], got: &[Vec<u8>]| {
         (0..n).all(|p| p == me || (sent[p] == len && got[p].len() == len))
     };
@@ -54,11 +59,23 @@ fn all_to_all(mut ep: ShmEndpoint, len: usize) {
         for p in (0..n).filter(|&p| p != me) {
             let l = ep.link(p).unwrap();
             if sent[p] < len {
-                let k = l.try_write(&out[p][sent[p]..]).unwrap();
+                let k = if tee {
+                    let (b, t) = (&out[p][sent[p]..], &mut kept[p][sent[p]..]);
+                    l.try_write_tee(b, t, Stores::Streaming).unwrap()
+                } else {
+                    l.try_write(&out[p][sent[p]..]).unwrap()
+                };
                 sent[p] += k;
                 moved |= k > 0;
             }
-            if got[p].len() < len {
+            if tee && got[p].len() < len {
+                let at = got[p].len();
+                let k = l
+                    .read_into_with(&mut landed[p][at..], Stores::Streaming)
+                    .unwrap();
+                got[p].extend_from_slice(&landed[p][at..at + k]);
+                moved |= k > 0;
+            } else if got[p].len() < len {
                 // A peer that is done drops its endpoint: peek only while bytes are due.
                 let s = l.peek().unwrap();
                 let k = s.len();
@@ -73,14 +90,18 @@ fn all_to_all(mut ep: ShmEndpoint, len: usize) {
     }
     for p in (0..n).filter(|&p| p != me) {
         assert!(got[p] == expect[p], "rank {me}: bytes from {p} differ");
+        assert!(
+            !tee || kept[p] == out[p],
+            "rank {me}: kept bytes for {p} differ"
+        );
     }
 }
 
-fn stream_test(name: &str, n: usize) {
+fn stream_test(name: &str, n: usize, tee: bool) {
     let eps = open_all(&job(name), n, 64 << 10);
     let hs: Vec<_> = eps
         .into_iter()
-        .map(|ep| std::thread::spawn(move || all_to_all(ep, 3 << 20)))
+        .map(|ep| std::thread::spawn(move || all_to_all(ep, 3 << 20, tee)))
         .collect();
     for h in hs {
         h.join().unwrap();
@@ -89,12 +110,17 @@ fn stream_test(name: &str, n: usize) {
 
 #[test]
 fn shm_two_ranks_stream() {
-    stream_test("two", 2);
+    stream_test("two", 2, false);
+}
+
+#[test]
+fn shm_tee_writes_and_streaming_reads() {
+    stream_test("tee", 3, true);
 }
 
 #[test]
 fn shm_four_ranks_stream() {
-    stream_test("four", 4);
+    stream_test("four", 4, false);
 }
 
 #[test]

@@ -254,6 +254,15 @@ impl Link for TcpLink {
         }
     }
 
+    /// The payload goes from the socket into `dst` by the kernel's copy: no hint to honour.
+    fn read_into_with(
+        &mut self,
+        dst: &mut [u8],
+        _stores: crate::copy::Stores,
+    ) -> Result<usize, LinkError> {
+        self.read_into(dst)
+    }
+
     fn close(&mut self) {
         if !self.closed {
             self.closed = true;
