@@ -37,8 +37,8 @@ fn cyclic(world: usize, hosts: usize) -> Topology {
 }
 
 /// Which copy paths a test's calls take: single copy for segments of at least `direct_min`
-/// bytes, streaming stores (and copies carried by sends) for calls of at least
-/// `streaming_min` output bytes.
+/// bytes in calls below `streaming_min` output bytes; at or above it, the ring only and
+/// streaming stores. (A send carries its source's local copy on every path.)
 #[derive(Clone, Copy, Debug)]
 struct Copies {
     direct_min: usize,
@@ -50,6 +50,19 @@ struct Copies {
 const RING_STREAMING: Copies = Copies {
     direct_min: usize::MAX,
     streaming_min: 0,
+};
+
+/// Ring only, ordinary stores: what calls below 8 MiB take on links without single copy.
+const RING_CACHED: Copies = Copies {
+    direct_min: usize::MAX,
+    streaming_min: usize::MAX,
+};
+
+/// Single copy for every segment of 64 bytes or more, the copy a send carries run when the
+/// send goes by single copy.
+const SINGLE_COPY: Copies = Copies {
+    direct_min: 64,
+    streaming_min: usize::MAX,
 };
 
 fn config(algo: &str, seg_bytes: usize, copies: Copies) -> Config {
@@ -188,15 +201,17 @@ fn every_algorithm_and_collective_at_fixed_shapes() {
                 } else {
                     0
                 };
-                for (dtype, op) in [
-                    (DataType::F32, ReduceOp::Sum),
-                    (DataType::BF16, ReduceOp::Avg),
-                    (DataType::I64, ReduceOp::Prod),
+                // Each dtype takes another copy path, so every shape meets all three.
+                for (dtype, op, copies) in [
+                    (DataType::F32, ReduceOp::Sum, RING_CACHED),
+                    (DataType::BF16, ReduceOp::Avg, RING_STREAMING),
+                    (DataType::I64, ReduceOp::Prod, SINGLE_COPY),
                 ] {
-                    check(
+                    check_with(
                         world,
                         algo.name(),
                         64,
+                        copies,
                         Case {
                             kind,
                             dtype,
@@ -205,6 +220,7 @@ fn every_algorithm_and_collective_at_fixed_shapes() {
                             root,
                             in_place,
                         },
+                        None,
                     );
                 }
             }

@@ -220,6 +220,26 @@ fn every_collective_checks_clean_on_three_ranks() {
     }
 }
 
+/// The large-call paths (ring instead of single copy, streaming stores, a send carrying the
+/// own chunk's copy) between processes over shared memory, forced at small sizes.
+#[test]
+fn large_call_paths_check_clean_across_processes() {
+    for cmd in ["all_gather", "broadcast", "all_to_all", "all_reduce"] {
+        let o = probe(
+            &[
+                cmd, "--np", "3", "-b", "1K", "-e", "1M", "-f", "32", "-n", "2", "-w", "1", "-c",
+                "1", "-r", "1",
+            ],
+            &[("FERROCOLL_STREAMING_MIN_BYTES", "0")],
+        );
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{cmd}: stdout:\n{out}\nstderr:\n{err}");
+        let t = parse(&out);
+        assert_eq!(t.rows.len(), 3, "{cmd}: {out}");
+        assert!(t.ok && t.out_of_bounds == 0, "{cmd}: {out}");
+    }
+}
+
 #[test]
 fn links_matrix_on_three_ranks_saves_topology() {
     let save = temp("topo.json");

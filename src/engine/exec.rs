@@ -190,9 +190,9 @@ pub(crate) struct CallCtx<'a> {
     pub direct_min: usize,
     /// Single copy also in reducing collectives (tests: `direct_min` below the default).
     pub force_direct: bool,
-    /// A large call: copies into the output that nothing reads again in this call use
-    /// streaming stores, and a send that carries a copy goes through the link's ring rather
-    /// than by single copy (see `ferrocoll_transports::copy`).
+    /// A large call: no send goes by single copy (every one goes through the link's ring),
+    /// and copies into the output that nothing reads again in this call use streaming
+    /// stores (see `ferrocoll_transports::copy`).
     pub streaming: bool,
     pub abort: &'a AtomicBool,
 }

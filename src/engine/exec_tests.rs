@@ -71,9 +71,10 @@ fn in_place_calls_carry_nothing() {
 }
 
 #[test]
-fn copies_that_others_wait_for_are_not_carried() {
-    // The ring all-gather forwards what it received; every plan here must keep each carried
-    // copy free of dependencies both ways.
+fn carried_copies_are_independent_and_match_their_send() {
+    // In every plan and layout, a carried copy reads what its send reads, into other
+    // memory, and neither it nor the send waits for anything or is waited for (the ring
+    // all-gather forwards what it received, so its copies must stay on their own).
     for algo in ["ring", "direct", "tree", "halving_doubling"] {
         for kind in Collective::COLLECTIVES {
             if !by_name(algo).unwrap().supports(kind) {
@@ -87,14 +88,23 @@ fn copies_that_others_wait_for_are_not_carried() {
             };
             for rank in 0..3 {
                 let plan = by_name(algo).unwrap().plan(&spec, rank);
-                let steps = segment(&plan.steps, 40);
-                let deps = dependencies(&steps, &Layout::SEPARATE);
-                let p = Prepared::new(&plan, 40, &Layout::SEPARATE, 3).unwrap();
-                for (i, c) in p.tee.iter().enumerate() {
-                    if let Some(c) = c {
-                        assert!(deps[*c as usize].is_empty(), "{algo} {kind}");
-                        assert!(p.dependents[*c as usize].is_empty(), "{algo} {kind}");
-                        assert!(deps[i].is_empty(), "{algo} {kind}");
+                for layout in [Layout::SEPARATE, Layout::in_place(&spec, rank)] {
+                    let steps = segment(&plan.steps, 40);
+                    let deps = dependencies(&steps, &layout);
+                    let p = Prepared::new(&plan, 40, &layout, 3).unwrap();
+                    for (i, c) in p.tee.iter().enumerate() {
+                        let Some(c) = c else { continue };
+                        let c = *c as usize;
+                        let (Step::Send { src, .. }, Step::Copy { src: cs, dst }) =
+                            (p.steps[i], p.steps[c])
+                        else {
+                            panic!("{algo} {kind}: tee pairs a send with a copy");
+                        };
+                        assert_eq!(src, cs, "{algo} {kind}");
+                        let (a, b) = (layout.locate(cs), layout.locate(dst));
+                        assert!(a.0 != b.0 || a.2 <= b.1 || b.2 <= a.1, "{algo} {kind}");
+                        assert!(deps[c].is_empty() && deps[i].is_empty(), "{algo} {kind}");
+                        assert!(p.dependents[c].is_empty(), "{algo} {kind}");
                     }
                 }
             }

@@ -93,9 +93,9 @@ pub trait Link: Send {
         Ok(n)
     }
 
-    /// [`Link::read_into`] storing into `dst` with `stores` (see [`crate::copy`]). Links that
-    /// copy out of a buffer of their own honour it; the default reads through `peek`, and a
-    /// link that reads from the wire straight into `dst` (TCP) ignores the hint.
+    /// [`Link::read_into`] storing into `dst` with `stores` (see [`crate::copy`]), a hint.
+    /// The default honours it through `peek` (ring links); TCP ignores it, since its large
+    /// reads go from the socket straight into `dst` by the kernel's copy.
     fn read_into_with(&mut self, dst: &mut [u8], stores: Stores) -> Result<usize, LinkError> {
         if stores == Stores::Cached {
             return self.read_into(dst);

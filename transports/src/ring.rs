@@ -177,7 +177,8 @@ impl RingWriter {
     pub fn write_tee(&mut self, buf: &[u8], tee: &mut [u8], stores: Stores) -> usize {
         assert_eq!(buf.len(), tee.len(), "tee must match the written bytes");
         // SAFETY: `tee` is a live, exclusive slice of `buf.len()` bytes, so it overlaps
-        // neither `buf` nor the ring's data area (which no Rust slice refers to).
+        // neither `buf` (a shared borrow) nor the ring's data area (only the reader's `peek`
+        // slices point there, and an exclusive `tee` cannot alias those).
         unsafe { self.write_impl(buf, tee.as_mut_ptr(), stores) }
     }
 
