@@ -128,7 +128,7 @@ for ((k = 0; k < ROUNDS; k++)); do
       hierarchical) e=(FERROCOLL_RING_ORDER=topology); a=hierarchical ;;
     esac
     run_job 2 "p1.$v.$k" FERROCOLL_TOPO_FILE="$T2" "${e[@]}" -- all_reduce -b $SIZE -e $SIZE \
-      -n $ITERS -w 1 -c 1 --algo $a --json "$OUT/p1.$v.$k.json" || fail=1
+      -n $ITERS -w 1 -c 1 -a 3 --algo $a --json "$OUT/p1.$v.$k.json" || fail=1
   done
 done
 python3 - "$OUT" "$ROUNDS" "$TARGETS" <<'EOF' || fail=1
@@ -158,58 +158,53 @@ fi
 
 if [[ " $PARTS " == *" 2 "* ]]; then
 echo "== 2. tuner regret and model error (all-reduce, sizes: $SIZES)"
-# Small sizes: many iterations, ROUNDS alternating rounds (cheap); large sizes: few
-# iterations, one round (a 64 MiB direct all-reduce takes seconds per call at 1 Gbit).
+# Every algorithm and `auto` run in one job per placement and size range (`--compare`):
+# each size is measured in rounds that visit every algorithm in turn, so all of them meet
+# the machine's same fast and slow spells (separate jobs per algorithm measured the same
+# algorithm up to 20% apart on one host). Small sizes: many calls, ROUNDS rounds (cheap);
+# large sizes: across 1 Gbit one round of few calls (a 64 MiB direct all-reduce takes
+# seconds per call); inside one host calls take milliseconds and 4 ranks sharing 2 cores
+# are noisy: HOST1_ROUNDS (9, at least ROUNDS) rounds of HOST1_ITERS (40) calls.
 P2_HOSTS=${TOPO_PROOF_HOSTS:-1 2 4}
+ALGOS=auto,ring,tree,halving_doubling,direct,hierarchical
 for hosts in $P2_HOSTS; do
   T=$(calibrate $hosts) || { fail=1; continue; }
   # shellcheck disable=SC2086
   "$PROBE" simulate --topo "$T" all_reduce $SIZES >"$OUT/sim$hosts.txt" || fail=1
   sed 's/^/   /' "$OUT/sim$hosts.txt"
-  for ((k = 0; k < ROUNDS; k++)); do
-    for a in auto ring tree halving_doubling direct hierarchical; do
-      # shellcheck disable=SC2086
-      run_job $hosts "p2s.$hosts.$a.$k" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
-        $SMALL -n $SMALL_ITERS -w 2 -c 0 --json "$OUT/p2s.$hosts.$a.$k.json" || fail=1
-    done
-  done
-  # Large sizes: across 1 Gbit one round of few calls (seconds per call); inside one host
-  # calls take milliseconds, and 4 ranks sharing 2 cores are noisy: HOST1_ROUNDS (9, at
-  # least ROUNDS) rounds of HOST1_ITERS (40) calls. One round's time swings by ±20% there:
-  # the same algorithm measured 12–28% apart at 8 MiB with 3 or 5 rounds of 10 calls.
+  # shellcheck disable=SC2086
+  run_job $hosts "p2s.$hosts" FERROCOLL_TOPO_FILE="$T" -- all_reduce $SMALL -n $SMALL_ITERS \
+    -w 2 -c 0 -a 3 --compare $ALGOS --rounds $ROUNDS --json "$OUT/p2s.$hosts.json" || fail=1
   if [ "$hosts" = 1 ]; then
     lrounds=$((ROUNDS > HOST1_ROUNDS ? ROUNDS : HOST1_ROUNDS)); liters=$HOST1_ITERS
   else
     lrounds=1; liters=$ITERS
   fi
-  for ((k = 0; k < lrounds; k++)); do
-    for a in auto ring tree halving_doubling direct hierarchical; do
-      # shellcheck disable=SC2086
-      run_job $hosts "p2l.$hosts.$a.$k" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
-        $LARGE -n $liters -w 1 -c 0 --json "$OUT/p2l.$hosts.$a.$k.json" || fail=1
-      if [ -n "$EXTRA" ]; then
-        run_job $hosts "p2x.$hosts.$a.$k" FERROCOLL_TOPO_FILE="$T" FERROCOLL_ALGO=$a -- all_reduce \
-          -b $EXTRA -e $EXTRA -n $liters -w 1 -c 0 --json "$OUT/p2x.$hosts.$a.$k.json" || fail=1
-      fi
-    done
-  done
+  # shellcheck disable=SC2086
+  run_job $hosts "p2l.$hosts" FERROCOLL_TOPO_FILE="$T" -- all_reduce $LARGE -n $liters -w 1 \
+    -c 0 -a 3 --compare $ALGOS --rounds $lrounds --json "$OUT/p2l.$hosts.json" || fail=1
+  if [ -n "$EXTRA" ]; then
+    run_job $hosts "p2x.$hosts" FERROCOLL_TOPO_FILE="$T" -- all_reduce -b $EXTRA -e $EXTRA \
+      -n $liters -w 1 -c 0 -a 3 --compare $ALGOS --rounds $lrounds --json "$OUT/p2x.$hosts.json" || fail=1
+  fi
 done
-python3 - "$OUT" "$ROUNDS" "$SIZES" "$P2_HOSTS" <<'EOF' || { [ $SHORT = 1 ] || fail=1; }
-import json, statistics, sys
-out, rounds, sizes = sys.argv[1], int(sys.argv[2]), [int(s) for s in sys.argv[3].split()]
-placements = [int(h) for h in sys.argv[4].split()]
+python3 - "$OUT" "$SIZES" "$P2_HOSTS" <<'EOF' || { [ $SHORT = 1 ] || fail=1; }
+import json, os, statistics, sys
+out, sizes = sys.argv[1], [int(s) for s in sys.argv[2].split()]
+placements = [int(h) for h in sys.argv[3].split()]
 algos = ["ring", "tree", "halving_doubling", "direct", "hierarchical"]
-import os
-def rows(hosts, a, k):
-    # Round k of the small sizes; of the large ones round k where there are several, else
-    # the only one (so a large size's median is over the rounds it has).
+def rows(hosts):
+    # Every row of the placement's compared runs, by (entry, size).
     got = {}
-    for t in (f"p2s.{hosts}.{a}.{k}", f"p2l.{hosts}.{a}.{k}", f"p2x.{hosts}.{a}.{k}"):
+    for t in (f"p2s.{hosts}", f"p2l.{hosts}", f"p2x.{hosts}"):
         if os.path.exists(f"{out}/{t}.json"):
-            got.update({r["size"]: r for r in json.load(open(f"{out}/{t}.json"))["rows"]})
+            for r in json.load(open(f"{out}/{t}.json"))["rows"]:
+                got[(r["entry"], r["size"])] = r
     return got
 def secs(r):
-    return min(h["time_us"] for h in (r["out_of_place"], r["in_place"]) if h) / 1e6
+    # Per round the better of out-of-place and in-place; the median over the rounds.
+    o, i = r["out_of_place"]["rounds_us"], r["in_place"]["rounds_us"]
+    return statistics.median(min(a, b) for a, b in zip(o, i)) / 1e6
 def parse_units(s):
     v, u = s.split()
     return float(v) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[u]
@@ -233,22 +228,14 @@ for hosts in placements:
         pred[size] = dict(zip(algos, vals))
     print(f"-- {hosts} host(s) x {4 // hosts} rank(s)")
     print(f"   {'size':>9} {'auto (choice)':>17} " + " ".join(f"{a:>16}" for a in algos) + "   regret  (auto)  model")
-    med = {a: {} for a in algos + ["auto"]}
-    chosen = {}
-    for a in algos + ["auto"]:
-        # Every round measured (one host has more rounds of its large sizes).
-        per = []
-        while rows(hosts, a, len(per)):
-            per.append(rows(hosts, a, len(per)))
-        for s in sizes:
-            med[a][s] = statistics.median(secs(p[s]) for p in per if s in p)
-            if a == "auto":
-                chosen[s] = per[0][s]["algorithm"]
+    got = rows(hosts)
+    med = {a: {s: secs(got[(a, s)]) for s in sizes} for a in algos + ["auto"]}
+    chosen = {s: got[("auto", s)]["algorithm"] for s in sizes}
     for s in sizes:
         best = min(med[a][s] for a in algos)
         c = chosen[s]
         # Regret of the choice: the chosen algorithm's time against the fastest, all from the
-        # forced runs of the same rounds. The `auto` run itself is printed beside it.
+        # forced entries of the same rounds. The `auto` entry itself is printed beside it.
         regret = med[c][s] / best - 1
         auto_regret = med["auto"][s] / best - 1
         worst_regret = max(worst_regret, regret)
@@ -264,7 +251,7 @@ for hosts in placements:
         cells = " ".join(f"{med[a][s] * 1e6:16.1f}" for a in algos)
         print(f"   {s:>9} {c:>8}{med['auto'][s] * 1e6:9.1f} {cells} {regret:7.1%} {auto_regret:7.1%} {err:>6}")
 print(f"{'ok  ' if worst_regret <= 0.10 else 'MISS'} worst tuner regret {worst_regret:.1%} (target <= 10%)")
-print(f"     worst regret of the separately measured auto run {worst_auto:.1%} (not gated: same algorithm, another run)")
+print(f"     worst regret of the auto entry {worst_auto:.1%} (not gated: the same algorithm as its choice, measured again)")
 print(f"{'ok  ' if worst_err <= 0.25 else 'MISS'} worst model error at >= 1 MiB {worst_err:.0%} (target <= 25%)")
 sys.exit(bad)
 EOF

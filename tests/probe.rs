@@ -168,6 +168,8 @@ fn all_reduce_table_has_nccl_tests_columns_and_factor() {
     assert_eq!(doc["collective"], "all_reduce");
     assert_eq!(doc["ferrocoll_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(doc["ok"], true);
+    // nccl-tests' default `-a`: the average of the ranks' times.
+    assert_eq!(doc["params"]["average"], 1);
     assert!(!doc["transports"].as_array().unwrap().is_empty());
     assert!(doc["machine"]["hostname"].is_string());
     let rows = doc["rows"].as_array().unwrap();
@@ -420,4 +422,122 @@ fn in_process_ranks_print_the_same_table() {
     assert_eq!(t.rows.len(), 12 * 5 * 8, "every type x op x size");
     assert!(t.ok);
     check_factor(&t, 3.0 / 4.0);
+}
+
+#[test]
+fn compare_measures_every_algorithm_in_alternating_rounds() {
+    let json = temp("compare.json");
+    let o = probe(
+        &[
+            "all_reduce",
+            "--np",
+            "3",
+            "-b",
+            "1K",
+            "-e",
+            "64K",
+            "-f",
+            "8",
+            "-n",
+            "3",
+            "-w",
+            "1",
+            "--compare",
+            "auto,ring,direct",
+            "--rounds",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    // The table: nccl-tests' 13 columns, then the entry (`auto:CHOICE` for auto).
+    let labels: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 14, "{l:?}");
+            f[13]
+        })
+        .collect();
+    assert_eq!(labels.len(), 3 * 3, "3 sizes x 3 entries:\n{out}");
+    for (i, l) in labels.iter().enumerate() {
+        match i % 3 {
+            0 => assert!(l.starts_with("auto:"), "{l}"),
+            1 => assert_eq!(*l, "ring"),
+            _ => assert_eq!(*l, "direct"),
+        }
+    }
+    assert!(out.contains("# Out of bounds values : 0 OK"), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
+        .expect("the JSON file parses");
+    let _ = std::fs::remove_file(&json);
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 9);
+    for (i, r) in rows.iter().enumerate() {
+        let entry = r["entry"].as_str().unwrap();
+        assert_eq!(entry, ["auto", "ring", "direct"][i % 3], "{r}");
+        if entry != "auto" {
+            assert_eq!(r["algorithm"], entry, "{r}");
+        }
+        assert_eq!(r["size"].as_u64(), Some(1024 << (3 * (i / 3))), "{r}");
+        for half in ["out_of_place", "in_place"] {
+            let h = &r[half];
+            let rounds: Vec<f64> = h["rounds_us"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_f64().unwrap())
+                .collect();
+            assert_eq!(rounds.len(), 2, "{r}");
+            // The reported time is one of the rounds (the upper median of two: the slower).
+            let t = h["time_us"].as_f64().unwrap();
+            assert_eq!(t, rounds.iter().copied().fold(0.0, f64::max), "{r}");
+            assert_eq!(h["wrong"], 0, "{r}");
+        }
+    }
+}
+
+#[test]
+fn compare_refuses_what_it_cannot_measure() {
+    for (args, want) in [
+        (
+            &["all_reduce", "--compare", "ring,bogus", "-e", "1K"][..],
+            "bogus",
+        ),
+        (
+            &["all_gather", "--compare", "ring,tree", "-e", "1K"][..],
+            "not supported",
+        ),
+        (
+            &[
+                "all_reduce",
+                "--compare",
+                "ring",
+                "--in-process",
+                "-e",
+                "1K",
+            ][..],
+            "--compare needs communicators of their own",
+        ),
+        (
+            &["all_reduce", "--rounds", "2", "-e", "1K"][..],
+            "--compare",
+        ),
+        (
+            &["all_reduce", "--compare", "ring", "--plot", "x.png"][..],
+            "cannot be used with",
+        ),
+    ] {
+        let o = probe(args, &[]);
+        let (out, err) = text(&o);
+        assert!(!o.status.success(), "{args:?} succeeded:\n{out}");
+        assert!(
+            err.contains(want) || out.contains(want),
+            "{args:?}: {want:?} missing:\n{out}\n{err}"
+        );
+    }
 }

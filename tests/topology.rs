@@ -234,3 +234,61 @@ fn split_children_plan_on_their_part_of_the_parents_topology() {
         assert!(v.iter().all(|x| *x == want), "rank {rank}");
     }
 }
+
+#[test]
+fn split_with_gives_children_their_own_configuration() {
+    // Three ranks, one parent (auto) and two children on the same ranks that force ring and
+    // direct; calls alternate between the three and all stay right. A child forcing an
+    // algorithm that does not apply to a collective refuses that collective.
+    let id = ferrocoll::UniqueId::new(&Config::default()).unwrap();
+    let spec = CollSpec {
+        kind: Collective::AllReduce,
+        world: 3,
+        count: 1 << 16,
+        root: 0,
+    };
+    let out: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|rank| {
+                let id = &id;
+                s.spawn(move || -> ferrocoll::Result<Vec<String>> {
+                    let c = Communicator::from_unique_id(id, rank, 3, Config::default())?;
+                    let mut names = vec![c.algorithm_for(&spec, 4)?.algo.name().to_string()];
+                    let mut kids = Vec::new();
+                    for algo in ["ring", "direct", "tree"] {
+                        let cfg = c.config().clone().with_algo(algo)?;
+                        let k = c.split_with(Some(0), rank as i32, cfg)?.unwrap();
+                        names.push(k.algorithm_for(&spec, 4)?.algo.name().to_string());
+                        kids.push(k);
+                    }
+                    for round in 0..3 {
+                        for comm in [&c, &kids[0], &kids[1]] {
+                            let mut v = vec![(rank + round) as f32; spec.count];
+                            comm.all_reduce(&mut v, ReduceOp::Sum)?;
+                            let want = (3 * round + 3) as f32;
+                            if v.iter().any(|x| *x != want) {
+                                return Err(ferrocoll::Error::Internal(format!(
+                                    "round {round}: wrong sum"
+                                )));
+                            }
+                        }
+                    }
+                    let (inp, mut outp) = (vec![1f32; 8], vec![0f32; 24]);
+                    let e = kids[2].all_gather(&inp, &mut outp).unwrap_err();
+                    names.push(e.to_string());
+                    Ok(names)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (rank, r) in out.into_iter().enumerate() {
+        let names = r.unwrap();
+        assert_eq!(&names[1..4], ["ring", "direct", "tree"], "rank {rank}");
+        assert!(
+            names[4].contains("not supported"),
+            "rank {rank}: {}",
+            names[4]
+        );
+    }
+}

@@ -231,6 +231,20 @@ impl Communicator {
     /// The children meet through this communicator's rendezvous store, so a communicator
     /// without one (an in-process [`crate::World`]) gives [`Error::NoStore`].
     pub fn split_by(&self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
+        self.split_with(color, key, self.config().clone())
+    }
+
+    /// [`Communicator::split_by`] with the child's own configuration (as NCCL's split takes
+    /// an `ncclConfig_t`): e.g. a child that forces an algorithm, beside its parent on the
+    /// same ranks, so a benchmark can alternate between algorithms call by call. The child
+    /// still plans on its members' part of this communicator's topology (`cfg.topo_file` is
+    /// not read again) and dumps none.
+    pub fn split_with(
+        &self,
+        color: Option<u32>,
+        key: i32,
+        cfg: Config,
+    ) -> Result<Option<Communicator>> {
         let boot = self
             ._keep
             .as_ref()
@@ -254,7 +268,9 @@ impl Communicator {
             .position(|&(_, r)| r == self.rank)
             .ok_or_else(|| Error::Internal("split: this rank is missing from its group".into()))?;
         let prefix = format!("{}split{n}/{color}/", boot.prefix);
-        let cfg = self.config().clone();
+        let mut cfg = cfg;
+        // Oversubscription as the parent saw it, unless the caller's configuration says.
+        cfg.yield_when_idle = cfg.yield_when_idle.or(self.config().yield_when_idle);
         let store = &boot.job.store;
         let (ep, peers) = connect_ranks(
             store,
@@ -268,7 +284,6 @@ impl Communicator {
         // topology file describes the parent, and the parent's rank 0 already dumped it).
         let olds: Vec<usize> = members.iter().map(|&(_, r)| r).collect();
         let topo = self.topology().subset(&olds)?;
-        let mut cfg = cfg;
         cfg.topo_dump_file = None;
         let mut c = Communicator::from_endpoint_on(Box::new(ep), cfg, Some(topo), None)?;
         c.peers = Some(peers);

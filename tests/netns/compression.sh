@@ -43,7 +43,7 @@ run_codec() {
   for r in 0 1; do
     netns_exec $r "${HOSTS[$r]}" env RANK=$r WORLD_SIZE=2 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 \
       MASTER_ADDR="$(netns_ip 0)" MASTER_PORT=$PORT FERROCOLL_SOCKET_IFNAME=up0 FERROCOLL_TIMEOUT=120 \
-      timeout 600 "$PROBE" all_reduce --compression "$codec" -b "$SIZE" -e "$SIZE" -n "$ITERS" -w 1 -c 1 \
+      timeout 600 "$PROBE" all_reduce --compression "$codec" -b "$SIZE" -e "$SIZE" -n "$ITERS" -w 1 -c 1 -a 3 \
       --json "$OUT/${codec/:/_}.json" >"$OUT/${codec/:/_}.$r" 2>"$OUT/${codec/:/_}.$r.err" &
     pids+=($!)
   done

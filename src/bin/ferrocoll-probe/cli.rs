@@ -138,8 +138,10 @@ pub struct SweepArgs {
     /// Root of broadcast and reduce.
     #[arg(short = 'r', long = "root", default_value_t = 0)]
     pub root: usize,
-    /// How the per-rank times are combined: 0 rank 0, 1 average, 2 minimum, 3 maximum.
-    #[arg(short = 'a', long = "average", default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
+    /// How the per-rank times are combined: 0 rank 0, 1 average (the default, as in
+    /// nccl-tests), 2 minimum, 3 maximum (the collective's time: what Open MPI's and Gloo's
+    /// drivers report, so `benches/compare.py` passes `-a 3`).
+    #[arg(short = 'a', long = "average", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=3))]
     pub average: u8,
     /// Also write every row (and the machine, world size, transports, algorithm per size,
     /// version) as JSON to this file.
@@ -154,6 +156,15 @@ pub struct SweepArgs {
     /// max relative error against the exact sum replaces #wrong.
     #[arg(long, value_parser = parse_codec)]
     pub compression: Option<ferrocoll::compress::CompressionSetting>,
+    /// Measure several algorithms side by side (e.g. `auto,ring,tree`): each runs through its
+    /// own communicator on the same ranks, and every size is timed in `--rounds` rounds that
+    /// visit every algorithm in turn (order rotated each round), so they share the machine's
+    /// slow and fast spells; each row reports the median round and names its algorithm.
+    #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with_all = ["compression", "plot"])]
+    pub compare: Vec<String>,
+    /// Rounds per size with `--compare` (each: the warm-up, then `-n` timed calls).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), requires = "compare")]
+    pub rounds: u32,
     /// Where the ranks come from.
     #[command(flatten)]
     pub common: Common,

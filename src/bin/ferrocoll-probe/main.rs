@@ -13,6 +13,7 @@
 //! subcommand runs the same way on every rank (`run_rank`); rank 0 prints.
 
 mod cli;
+mod compare;
 mod compressed;
 mod links;
 mod plot;
@@ -127,6 +128,20 @@ fn launch(cli: &Cli) -> Res<ExitCode> {
             .map(|(_, v)| v.clone())
             .or_else(|| std::env::var(k).ok())
     })?;
+    if let Some((_, sweep)) = cli.cmd.sweep() {
+        for entry in &sweep.compare {
+            Config::default()
+                .with_algo(entry)
+                .map_err(|e| format!("--compare {entry}: {e}"))?;
+        }
+        if !sweep.compare.is_empty() && common.in_process {
+            return Err(
+                "--compare needs communicators of their own (split off the ranks' \
+                 rendezvous store), which --in-process ranks do not have"
+                    .into(),
+            );
+        }
+    }
     if ferrocoll::launch::launched() {
         for (k, v) in &env {
             std::env::set_var(k, v);

@@ -18,6 +18,9 @@ pub struct Half {
     pub busbw_gbps: f64,
     /// Wrong elements over all ranks and check iterations (`None` without `-c`).
     pub wrong: Option<u64>,
+    /// With `--compare`: the time of each round, µs (`time_us` is their median).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds_us: Vec<f64>,
 }
 
 /// One size of one (type, operator).
@@ -36,6 +39,9 @@ pub struct Row {
     pub root: i64,
     /// Algorithm the library chose (or was told to use) for this size.
     pub algorithm: String,
+    /// With `--compare`: the entry of the list this row measures (`auto` or a forced name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
     /// Out-of-place result.
     pub out_of_place: Option<Half>,
     /// In-place result (`None` for sendrecv, whose buffers cannot alias).

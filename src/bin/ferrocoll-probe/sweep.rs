@@ -158,13 +158,15 @@ impl Layout {
 }
 
 /// What one size of one (type, op) needs.
-struct Case<'a> {
-    comm: &'a Communicator,
-    spec: CollSpec,
-    dtype: DataType,
-    op: ReduceOp,
-    args: &'a SweepArgs,
-    corrupt: Option<(usize, usize)>,
+pub(crate) struct Case<'a> {
+    pub comm: &'a Communicator,
+    pub spec: CollSpec,
+    pub dtype: DataType,
+    pub op: ReduceOp,
+    pub args: &'a SweepArgs,
+    pub corrupt: Option<(usize, usize)>,
+    /// Checked calls after the timed ones (`-c`, or 0 where another round checks).
+    pub checks: u32,
 }
 
 impl Case<'_> {
@@ -186,7 +188,7 @@ impl Case<'_> {
         } else {
             0.0
         };
-        let wrong = if a.check > 0 {
+        let wrong = if self.checks > 0 {
             Some(self.check(lay)?)
         } else {
             None
@@ -196,6 +198,7 @@ impl Case<'_> {
             algbw_gbps: algbw,
             busbw_gbps: algbw * busbw_factor(self.spec.kind, c.world_size()),
             wrong,
+            rounds_us: Vec::new(),
         })
     }
 
@@ -212,7 +215,7 @@ impl Case<'_> {
             _ => true,
         };
         let mut wrong = 0u64;
-        for it in 0..self.args.check {
+        for it in 0..self.checks {
             let seed = 0x5EED_0000 + u64::from(it);
             let inputs: Vec<Vec<u8>> = (0..n)
                 .map(|r| {
@@ -252,29 +255,56 @@ impl Case<'_> {
     }
 }
 
+/// What a sweep of `kind` covers: sizes, operators and types (checked against the world).
+pub(crate) struct Plan {
+    pub sizes: Vec<u64>,
+    pub ops: Vec<ReduceOp>,
+    pub types: Vec<DataType>,
+    pub corrupt: Option<(usize, usize)>,
+}
+
+impl Plan {
+    pub fn new(kind: Collective, a: &SweepArgs, n: usize) -> Res<Plan> {
+        let sizes = a.sizes(kind)?;
+        if matches!(kind, Collective::Broadcast | Collective::Reduce) && a.root >= n {
+            return Err(format!("root {} out of range for a world of {n} ranks", a.root).into());
+        }
+        let ops = if kind.reduces() {
+            a.op.0.clone()
+        } else {
+            vec![ReduceOp::Sum]
+        };
+        let types = if kind == Collective::Barrier {
+            a.datatype.0[..1].to_vec()
+        } else {
+            a.datatype.0.clone()
+        };
+        Ok(Plan {
+            sizes,
+            ops,
+            types,
+            corrupt: corruption()?,
+        })
+    }
+}
+
 /// Runs the sweep of `kind` on this rank; rank 0 prints. `Ok(false)` when results were wrong.
 pub fn run(comm: &Communicator, kind: Collective, a: &SweepArgs) -> Res<bool> {
     if let Some(setting) = a.compression {
         return crate::compressed::run(comm, kind, setting, a);
     }
+    if !a.compare.is_empty() {
+        return crate::compare::run(comm, kind, a);
+    }
     let n = comm.world_size();
     let lead = comm.rank() == 0;
-    let sizes = a.sizes(kind)?;
-    if matches!(kind, Collective::Broadcast | Collective::Reduce) && a.root >= n {
-        return Err(format!("root {} out of range for a world of {n} ranks", a.root).into());
-    }
-    let corrupt = corruption()?;
+    let Plan {
+        sizes,
+        ops,
+        types,
+        corrupt,
+    } = Plan::new(kind, a, n)?;
     let infos = ranks::gather(comm)?;
-    let ops: Vec<ReduceOp> = if kind.reduces() {
-        a.op.0.clone()
-    } else {
-        vec![ReduceOp::Sum]
-    };
-    let types: Vec<DataType> = if kind == Collective::Barrier {
-        a.datatype.0[..1].to_vec()
-    } else {
-        a.datatype.0.clone()
-    };
     let algo = comm_algo(comm);
     let transports = crate::transports(comm);
     if lead {
@@ -297,9 +327,29 @@ pub fn run(comm: &Communicator, kind: Collective, a: &SweepArgs) -> Res<bool> {
         }
     }
     bar.finish_and_clear();
-    let wrong = report::wrong_total(&rows);
-    let avg = report::avg_busbw(&rows);
+    let wrong = finish(comm, kind, a, &rows, &infos, transports, algo)?;
     if lead {
+        if let Some(path) = &a.plot {
+            crate::plot::draw(path, kind, n, &rows)?;
+        }
+    }
+    Ok(wrong == 0)
+}
+
+/// Prints the footer and writes the JSON document (rank 0); returns the wrong elements.
+pub(crate) fn finish(
+    comm: &Communicator,
+    kind: Collective,
+    a: &SweepArgs,
+    rows: &[Row],
+    infos: &[RankInfo],
+    transports: Vec<String>,
+    algo: String,
+) -> Res<u64> {
+    let n = comm.world_size();
+    let wrong = report::wrong_total(rows);
+    let avg = report::avg_busbw(rows);
+    if comm.rank() == 0 {
         println!("{}", report::footer(wrong, avg));
         if let Some(path) = &a.json {
             let doc = Doc {
@@ -308,7 +358,7 @@ pub fn run(comm: &Communicator, kind: Collective, a: &SweepArgs) -> Res<bool> {
                 collective: kind.name(),
                 world_size: n,
                 machine: Machine::here(),
-                ranks: &infos,
+                ranks: infos,
                 transports,
                 busbw_factor: busbw_factor(kind, n),
                 params: Params {
@@ -320,18 +370,92 @@ pub fn run(comm: &Communicator, kind: Collective, a: &SweepArgs) -> Res<bool> {
                     average: a.average,
                     algo,
                 },
-                rows: &rows,
+                rows,
                 out_of_bounds: wrong,
                 ok: wrong == 0,
                 avg_busbw_gbps: avg,
             };
             report::write_json(path, &doc)?;
         }
-        if let Some(path) = &a.plot {
-            crate::plot::draw(path, kind, n, &rows)?;
-        }
     }
-    Ok(wrong == 0)
+    Ok(wrong)
+}
+
+/// The call of one sweep size: its spec and the byte count the table reports.
+pub(crate) fn shape(
+    kind: Collective,
+    dtype: DataType,
+    size: u64,
+    a: &SweepArgs,
+    n: usize,
+) -> (CollSpec, u64) {
+    let es = dtype.size();
+    let rooted = matches!(kind, Collective::Broadcast | Collective::Reduce);
+    let spec = CollSpec {
+        kind,
+        world: n,
+        count: param_count(kind, size, es, n),
+        root: if rooted { a.root } else { 0 },
+    };
+    (spec, (spec.input_len().max(spec.output_len()) * es) as u64)
+}
+
+/// The algorithm `comm` runs `spec` with, as the table names it.
+pub(crate) fn algorithm_name(comm: &Communicator, spec: &CollSpec, es: usize) -> String {
+    if spec.kind == Collective::SendRecv {
+        "p2p".to_string()
+    } else {
+        comm.algorithm_for(spec, es)
+            .map_or_else(|_| "-".to_string(), |c| c.algo.name().to_string())
+    }
+}
+
+/// Times `case` out of place, then in place (send/recv: no in-place half).
+pub(crate) fn halves(case: &Case<'_>, bytes: u64) -> Res<(Half, Option<Half>)> {
+    let me = case.comm.rank();
+    let spec = &case.spec;
+    let es = case.dtype.size();
+    let data = test_input(case.dtype, case.op, me, spec.input_len(), 0);
+    let mut oop = Layout::new(spec, es, me, false);
+    oop.load(&data);
+    let out_of_place = case.measure(&mut oop, bytes)?;
+    drop(oop);
+    // Send/recv cannot alias its buffers: the receive would overwrite what is being sent.
+    let in_place = if spec.kind == Collective::SendRecv {
+        None
+    } else {
+        let mut ip = Layout::new(spec, es, me, true);
+        ip.load(&data);
+        Some(case.measure(&mut ip, bytes)?)
+    };
+    Ok((out_of_place, in_place))
+}
+
+/// A table row for `spec` of `bytes` bytes.
+pub(crate) fn row_of(
+    case: &Case<'_>,
+    bytes: u64,
+    algorithm: String,
+    (out_of_place, in_place): (Half, Option<Half>),
+) -> Row {
+    let kind = case.spec.kind;
+    let rooted = matches!(kind, Collective::Broadcast | Collective::Reduce);
+    Row {
+        size: bytes,
+        count: case.spec.count as u64,
+        dtype: type_name(case.dtype).to_string(),
+        redop: if kind.reduces() {
+            case.op.name()
+        } else {
+            "none"
+        }
+        .to_string(),
+        root: if rooted { case.spec.root as i64 } else { -1 },
+        algorithm,
+        entry: None,
+        out_of_place: Some(out_of_place),
+        in_place,
+    }
 }
 
 fn measure_size(
@@ -343,22 +467,8 @@ fn measure_size(
     a: &SweepArgs,
     corrupt: Option<(usize, usize)>,
 ) -> Res<Row> {
-    let (n, me) = (comm.world_size(), comm.rank());
-    let es = dtype.size();
-    let rooted = matches!(kind, Collective::Broadcast | Collective::Reduce);
-    let spec = CollSpec {
-        kind,
-        world: n,
-        count: param_count(kind, size, es, n),
-        root: if rooted { a.root } else { 0 },
-    };
-    let bytes = (spec.input_len().max(spec.output_len()) * es) as u64;
-    let algorithm = if kind == Collective::SendRecv {
-        "p2p".to_string()
-    } else {
-        comm.algorithm_for(&spec, es)
-            .map_or_else(|_| "-".to_string(), |c| c.algo.name().to_string())
-    };
+    let (spec, bytes) = shape(kind, dtype, size, a, comm.world_size());
+    let algorithm = algorithm_name(comm, &spec, dtype.size());
     let case = Case {
         comm,
         spec,
@@ -366,40 +476,20 @@ fn measure_size(
         op,
         args: a,
         corrupt,
+        checks: a.check,
     };
-    let data = test_input(dtype, op, me, spec.input_len(), 0);
-    let mut oop = Layout::new(&spec, es, me, false);
-    oop.load(&data);
-    let out_of_place = Some(case.measure(&mut oop, bytes)?);
-    drop(oop);
-    // Send/recv cannot alias its buffers: the receive would overwrite what is being sent.
-    let in_place = if kind == Collective::SendRecv {
-        None
-    } else {
-        let mut ip = Layout::new(&spec, es, me, true);
-        ip.load(&data);
-        Some(case.measure(&mut ip, bytes)?)
-    };
-    Ok(Row {
-        size: bytes,
-        count: spec.count as u64,
-        dtype: type_name(dtype).to_string(),
-        redop: if kind.reduces() { op.name() } else { "none" }.to_string(),
-        root: if rooted { a.root as i64 } else { -1 },
-        algorithm,
-        out_of_place,
-        in_place,
-    })
+    let h = halves(&case, bytes)?;
+    Ok(row_of(&case, bytes, algorithm, h))
 }
 
-fn comm_algo(comm: &Communicator) -> String {
+pub(crate) fn comm_algo(comm: &Communicator) -> String {
     match &comm.config().algo {
         ferrocoll::AlgoChoice::Auto => "auto".into(),
         ferrocoll::AlgoChoice::Forced(name) => name.clone(),
     }
 }
 
-fn progress(lead: bool, total: u64) -> ProgressBar {
+pub(crate) fn progress(lead: bool, total: u64) -> ProgressBar {
     if !lead || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -410,7 +500,7 @@ fn progress(lead: bool, total: u64) -> ProgressBar {
     bar
 }
 
-fn print_intro(
+pub(crate) fn print_intro(
     kind: Collective,
     a: &SweepArgs,
     n: usize,
