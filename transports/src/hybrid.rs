@@ -19,6 +19,12 @@ use crate::tcp::TcpEndpoint;
 /// Longest futex wait before the sockets are polled again.
 const SLICE: Duration = Duration::from_micros(200);
 
+/// The first futex wait of a mixed wait; each next one is twice as long, up to [`SLICE`].
+/// A message that arrives on the side not waited on is seen at most about as late again as
+/// it took to come, so a collective's short hops stay short while a long wait still
+/// settles at one wake-up per [`SLICE`].
+const FIRST_SLICE: Duration = Duration::from_micros(10);
+
 /// See the module docs.
 pub struct HybridEndpoint {
     rank: usize,
@@ -96,6 +102,7 @@ impl Endpoint for HybridEndpoint {
             }
             (Some(s), Some(t)) => {
                 let deadline = Instant::now() + timeout;
+                let mut slice = FIRST_SLICE;
                 loop {
                     let (st, tt) = (s.activity_token(), t.activity_token());
                     if st.wrapping_add(tt) != token {
@@ -106,7 +113,8 @@ impl Endpoint for HybridEndpoint {
                     if left.is_zero() {
                         return Ok(());
                     }
-                    s.wait(st, left.min(SLICE))?;
+                    s.wait(st, left.min(slice))?;
+                    slice = (slice * 2).min(SLICE);
                 }
             }
         }
