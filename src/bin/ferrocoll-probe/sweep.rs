@@ -159,11 +159,17 @@ impl Layout {
 
 /// What one size of one (type, op) needs.
 pub(crate) struct Case<'a> {
+    /// The communicator the calls go through.
     pub comm: &'a Communicator,
+    /// The call's shape.
     pub spec: CollSpec,
+    /// Element type.
     pub dtype: DataType,
+    /// Reduction operator.
     pub op: ReduceOp,
+    /// The sweep's flags (iterations, warm-up, `-a`).
     pub args: &'a SweepArgs,
+    /// The corruption hook's `(rank, byte)`, if set.
     pub corrupt: Option<(usize, usize)>,
     /// Checked calls after the timed ones (`-c`, or 0 where another round checks).
     pub checks: u32,
@@ -257,13 +263,19 @@ impl Case<'_> {
 
 /// What a sweep of `kind` covers: sizes, operators and types (checked against the world).
 pub(crate) struct Plan {
+    /// Sizes in bytes, smallest first.
     pub sizes: Vec<u64>,
+    /// Operators (`sum` alone where the collective does not reduce).
     pub ops: Vec<ReduceOp>,
+    /// Element types (the first alone for barrier).
     pub types: Vec<DataType>,
+    /// The corruption hook's `(rank, byte)`, if set.
     pub corrupt: Option<(usize, usize)>,
 }
 
 impl Plan {
+    /// The sweep the arguments ask for; a root outside the world or a bad size range or
+    /// corruption hook is an error.
     pub fn new(kind: Collective, a: &SweepArgs, n: usize) -> Res<Plan> {
         let sizes = a.sizes(kind)?;
         if matches!(kind, Collective::Broadcast | Collective::Reduce) && a.root >= n {
