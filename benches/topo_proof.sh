@@ -42,13 +42,17 @@ SPIN_US=${SPIN_US:-0}
 # SMALL / LARGE: the probe's size flags below and above 1 MiB; EXTRA: one more size measured
 # on its own (64 MiB is not 8 x 4^k); SIZES: all of them, for the simulator and the tables.
 if [ $SHORT = 1 ]; then
-  SIZE=$((8 << 20)); ITERS=2; ROUNDS=1; SMALL_ITERS=10; HOST1_ROUNDS=1; HOST1_ITERS=10
+  SIZE=$((8 << 20)); ITERS=2; ROUNDS=1; SMALL_ITERS=10; HOST1_ROUNDS=3; HOST1_ITERS=10
+  SMALL_ROUNDS=3
   SMALL="-b 8 -e 32K -f 64"; LARGE="-b 2M -e 8M -f 4"; EXTRA=""
   SIZES="8 512 32768 2097152 8388608"
 else
   # Small sizes take microseconds to milliseconds a call: 200 calls a round (20 left the
   # same algorithm measured twice 20% apart at 8 B).
+  # Rounds: the same algorithm at 8 B measured 20% apart between two entries of 3 rounds
+  # (4 hosts x 1, spin 0), so sizes below 1 MiB take SMALL_ROUNDS (9) rounds' median.
   SIZE=$((64 << 20)); ITERS=2; ROUNDS=${ROUNDS:-3}; SMALL_ITERS=200; HOST1_ROUNDS=9; HOST1_ITERS=40
+  SMALL_ROUNDS=${SMALL_ROUNDS:-9}
   SMALL="-b 8 -e 512K -f 4"; LARGE="-b 2M -e 32M -f 4"; EXTRA=67108864
   SIZES="8 32 128 512 2048 8192 32768 131072 524288 2097152 8388608 33554432 67108864"
 fi
@@ -158,11 +162,12 @@ fi
 
 if [[ " $PARTS " == *" 2 "* ]]; then
 echo "== 2. tuner regret and model error (all-reduce, sizes: $SIZES)"
+[ $SHORT = 1 ] && echo "   short mode: a round or three of few calls per size; the targets below are printed, not gated"
 # Every algorithm and `auto` run in one job per placement and size range (`--compare`):
 # each size is measured in rounds that visit every algorithm in turn, so all of them meet
 # the machine's same fast and slow spells (separate jobs per algorithm measured the same
-# algorithm up to 20% apart on one host). Small sizes: many calls, ROUNDS rounds (cheap);
-# large sizes: across 1 Gbit one round of few calls (a 64 MiB direct all-reduce takes
+# algorithm up to 20% apart on one host). Small sizes: many calls, SMALL_ROUNDS rounds (cheap);
+# large sizes: across 1 Gbit ROUNDS rounds of one call (a 64 MiB direct all-reduce takes
 # seconds per call); inside one host calls take milliseconds and 4 ranks sharing 2 cores
 # are noisy: HOST1_ROUNDS (9, at least ROUNDS) rounds of HOST1_ITERS (40) calls.
 P2_HOSTS=${TOPO_PROOF_HOSTS:-1 2 4}
@@ -174,11 +179,13 @@ for hosts in $P2_HOSTS; do
   sed 's/^/   /' "$OUT/sim$hosts.txt"
   # shellcheck disable=SC2086
   run_job $hosts "p2s.$hosts" FERROCOLL_TOPO_FILE="$T" -- all_reduce $SMALL -n $SMALL_ITERS \
-    -w 2 -c 0 -a 3 --compare $ALGOS --rounds $ROUNDS --json "$OUT/p2s.$hosts.json" || fail=1
+    -w 2 -c 0 -a 3 --compare $ALGOS --rounds $SMALL_ROUNDS --json "$OUT/p2s.$hosts.json" || fail=1
   if [ "$hosts" = 1 ]; then
     lrounds=$((ROUNDS > HOST1_ROUNDS ? ROUNDS : HOST1_ROUNDS)); liters=$HOST1_ITERS
   else
-    lrounds=1; liters=$ITERS
+    # Across 1 Gbit a large call takes 0.1-2 s: few calls, but ROUNDS rounds (one round
+    # measured the ring and hierarchical, the same schedule on 4 hosts x 1, 15% apart).
+    lrounds=$ROUNDS; liters=1
   fi
   # shellcheck disable=SC2086
   run_job $hosts "p2l.$hosts" FERROCOLL_TOPO_FILE="$T" -- all_reduce $LARGE -n $liters -w 1 \

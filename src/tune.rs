@@ -74,6 +74,14 @@ pub struct Constants {
     /// change partner every round, each partner's data depends on the previous round's, and
     /// the link idles at the hand-overs.
     pub halving_doubling_inter_efficiency: f64,
+    /// Relative price difference below which the tuner treats two algorithms as tied and
+    /// keeps the earlier one in the registry (the ring first). The model prices bytes and
+    /// messages, not how well an algorithm overlaps its steps: the ring pipelines segments
+    /// across its steps, halving-doubling synchronises at every round. Where the two move
+    /// the same bytes and are priced within this margin, the ring measured faster (1 host ×
+    /// 4 ranks on 2 cores, 8, 32 and 64 MiB all-reduce measured side by side: ring 2%, 2.4% and
+    /// 6.6% faster, priced 1.2%, 0.3% and 0.15% slower).
+    pub tie_margin: f64,
 }
 
 /// The cost model's constants. Intra-host figures are the shared-memory ring measured on
@@ -95,6 +103,7 @@ pub const CONSTANTS: Constants = Constants {
     // 26.2 / 105 / 424 ms at 2 / 8 / 32 MiB all-reduce, halving-doubling 29.7 / 116 / 468
     // ms: 0.88–0.91 of the ring's rate; the same without shaping (CPU-bound): no difference.
     halving_doubling_inter_efficiency: 0.9,
+    tie_margin: 0.02,
 };
 
 /// A priced link: latency (with the message overhead) and bandwidth.
