@@ -307,7 +307,6 @@ mod tests {
     /// the registry wins; a later one must be cheaper by more than the margin.
     #[test]
     fn near_ties_go_to_the_earlier_algorithm() {
-        use crate::topology::LinkSpec;
         // 1 host × 4 ranks on 2 cores (the VM of benches/topo_proof.sh): at 64 MiB the ring
         // and halving-doubling move the same bytes and are priced within the margin.
         let mut topo =
