@@ -48,9 +48,8 @@ if [ $SHORT = 1 ]; then
   SIZES="8 512 32768 2097152 8388608"
 else
   # Small sizes take microseconds to milliseconds a call: 200 calls a round (20 left the
-  # same algorithm measured twice 20% apart at 8 B).
-  # Rounds: the same algorithm at 8 B measured 20% apart between two entries of 3 rounds
-  # (4 hosts x 1, spin 0), so sizes below 1 MiB take SMALL_ROUNDS (9) rounds' median.
+  # same algorithm measured twice 20% apart at 8 B), and the median of SMALL_ROUNDS (9)
+  # rounds (with 3, two entries of one algorithm still differed by 20% at 8 B on 4 x 1).
   SIZE=$((64 << 20)); ITERS=2; ROUNDS=${ROUNDS:-3}; SMALL_ITERS=200; HOST1_ROUNDS=9; HOST1_ITERS=40
   SMALL_ROUNDS=${SMALL_ROUNDS:-9}
   SMALL="-b 8 -e 512K -f 4"; LARGE="-b 2M -e 32M -f 4"; EXTRA=67108864
