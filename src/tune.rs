@@ -96,7 +96,12 @@ pub const CONSTANTS: Constants = Constants {
     segment_overhead_us: 0.5,
     reduce_bytes_s: 8e9,
     min_segment_bytes: 32 << 10,
-    oversub_handoff_us: 25.0,
+    // Fitted to 4 ranks on 2 cores with idle ranks asleep (`topo_proof.sh`, spin 0; three
+    // full runs, medians of 9 rounds of 200 calls at 8 B–512 B): halving-doubling 16–25 µs
+    // a round (4 rounds), the ring 11–30 µs a step (6 steps), direct 21–54 µs (one round of
+    // 3 messages). 25 µs over-priced the multi-round algorithms against direct: at 128 KiB
+    // it chose direct (measured 125–160 µs) over halving-doubling (89–138 µs), 34% regret.
+    oversub_handoff_us: 18.0,
     cache_bytes: 8e6,
     cache_speedup: 2.0,
     // 4 hosts × 1 rank (network namespaces, 1 Gbit tbf links, 3 alternating rounds): ring
