@@ -134,7 +134,8 @@ impl Communicator {
         let mut cfg = cfg;
         let me = &rv.peers.hosts[env.rank];
         cfg.resolve_yield(rv.peers.hosts.iter().filter(|h| *h == me).count());
-        let hosts = crate::topology::Topology::from_hosts(&rv.peers.hosts, &rv.peers.cores);
+        let hosts =
+            crate::topology::Topology::from_hosts(&rv.peers.hosts, &rv.peers.cores, &rv.peers.cpus);
         let mut c = Communicator::from_endpoint_on(Box::new(rv.endpoint), cfg, None, Some(hosts))?;
         c.peers = Some(rv.peers);
         c._keep = Some(Box::new(split::Bootstrap::new(rv.store, rv.server)));

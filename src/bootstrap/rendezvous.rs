@@ -25,11 +25,50 @@ pub struct Peers {
     pub transports: Vec<&'static str>,
     /// CPU cores each rank may run on (its affinity and cgroup quota), 0 where unknown.
     pub cores: Vec<usize>,
+    /// The CPUs each rank's affinity mask allows, empty where unknown: ranks bound to
+    /// different cores of one host (`taskset`, `mpirun --bind-to core`) each see one core,
+    /// but together they run on the union of their masks.
+    pub cpus: Vec<Vec<usize>>,
 }
 
 /// The CPU cores this process may run on (affinity mask, cgroup quota), 0 when unknown.
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(0, usize::from)
+}
+
+/// The CPUs this process's affinity mask allows, in increasing order; empty when it cannot
+/// be read.
+pub fn affinity_cpus() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is a plain bit array, for which all zeroes is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread; the kernel writes at most the size given into `set`,
+    // which is exactly that large and lives for the call.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` is below CPU_SETSIZE, inside the set's bits.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Parses the CPU list a peer published (`"0,1,5"`; empty: unknown).
+fn parse_cpus(r: usize, text: &str) -> std::result::Result<Vec<usize>, StoreError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|c| {
+            c.parse::<usize>()
+                .ok()
+                .filter(|&c| c < 1 << 20)
+                .ok_or_else(|| {
+                    StoreError::Protocol(format!("rank {r} published a bad CPU list {text:?}"))
+                })
+        })
+        .collect()
 }
 
 /// This machine's identity for "may these ranks share memory": `FERROCOLL_HOSTNAME` if set
@@ -210,17 +249,20 @@ pub fn connect_ranks(
     };
     let ip = listen_ip(cfg, store_addr)?;
     let listener = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(StoreError::Io)?;
+    let cpu_list: Vec<String> = affinity_cpus().iter().map(usize::to_string).collect();
     let me = format!(
-        "{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}",
         host_identity(cfg),
         listener.local_addr().map_err(StoreError::Io)?,
         std::process::id(),
-        available_cores()
+        available_cores(),
+        cpu_list.join(",")
     );
     store.set(&format!("{prefix}rank/{rank}"), me.as_bytes())?;
     let mut hosts = Vec::with_capacity(world);
     let mut addrs = Vec::with_capacity(world);
     let mut cores = Vec::with_capacity(world);
+    let mut cpus = Vec::with_capacity(world);
     for r in 0..world {
         let v = store.get_timeout(&format!("{prefix}rank/{r}"), cfg.timeout)?;
         let text = String::from_utf8_lossy(&v).into_owned();
@@ -229,13 +271,15 @@ pub fn connect_ranks(
         let addr: SocketAddr = addr.parse().map_err(|_| {
             StoreError::Protocol(format!("rank {r} published a bad address {addr:?}"))
         })?;
-        // Line 3 is the pid; line 4 the core count (a peer that sends none: unknown).
+        // Line 3 is the pid; line 4 the core count, line 5 the affinity's CPU list (a peer
+        // that sends none: unknown).
         cores.push(
             parts
                 .nth(1)
                 .and_then(|c| c.trim().parse().ok())
                 .unwrap_or(0),
         );
+        cpus.push(parse_cpus(r, parts.next().unwrap_or(""))?);
         hosts.push(host.to_string());
         addrs.push(addr);
     }
@@ -296,6 +340,7 @@ pub fn connect_ranks(
             hosts,
             transports,
             cores,
+            cpus,
         },
     ))
 }
@@ -312,4 +357,28 @@ pub(crate) fn random_token() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_from_peers_parse_or_fail_with_a_protocol_error() {
+        assert_eq!(parse_cpus(0, "0,1,5").unwrap(), vec![0, 1, 5]);
+        assert_eq!(parse_cpus(0, " ").unwrap(), Vec::<usize>::new());
+        for bad in ["0,x", "1,,2", "-1", "99999999"] {
+            let e = parse_cpus(3, bad).unwrap_err().to_string();
+            assert!(e.contains("rank 3 published a bad CPU list"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn this_process_affinity_covers_its_available_cores() {
+        let cpus = affinity_cpus();
+        assert!(!cpus.is_empty());
+        assert!(cpus.windows(2).all(|w| w[0] < w[1]));
+        // available_parallelism is the mask's size or less (a cgroup quota).
+        assert!(available_cores() <= cpus.len());
+    }
 }

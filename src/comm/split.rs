@@ -216,7 +216,7 @@ impl Communicator {
             "unique-id rendezvous done; hosts {:?}",
             peers.hosts
         );
-        let hosts = crate::topology::Topology::from_hosts(&peers.hosts, &peers.cores);
+        let hosts = crate::topology::Topology::from_hosts(&peers.hosts, &peers.cores, &peers.cpus);
         let mut c = Communicator::from_endpoint_on(Box::new(ep), cfg, None, Some(hosts))?;
         c.peers = Some(peers);
         c._keep = Some(Box::new(Bootstrap::new(store, server)));

@@ -416,7 +416,7 @@ mod tests {
         // Discovered: the same grouping, 8 cores reported on each host (a rank that reported
         // nothing counts as unknown). The file's own count wins; the missing one is filled.
         let names: Vec<String> = ["a", "b", "a", "b"].iter().map(|s| s.to_string()).collect();
-        let found = Topology::from_hosts(&names, &[8, 0, 8, 8]);
+        let found = Topology::from_hosts(&names, &[8, 0, 8, 8], &[]);
         assert_eq!(found.hosts()[0].cores, Some(8));
         assert_eq!(found.hosts()[1].cores, Some(8));
         let mut t = t;

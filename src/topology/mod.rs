@@ -210,13 +210,16 @@ impl Topology {
     /// The topology discovered at init: rank `r` on the host named `names[r]`, hosts in the
     /// order of their first rank, links from [`crate::tune::CONSTANTS`], no core counts.
     pub fn from_host_names(names: &[String]) -> Topology {
-        Topology::from_hosts(names, &[])
+        Topology::from_hosts(names, &[], &[])
     }
 
     /// [`Topology::from_host_names`] with the core count each rank reported for its host
     /// (`cores[r]`; missing or zero entries leave the host's count unknown; a host whose ranks
-    /// disagree keeps the smallest).
-    pub fn from_hosts(names: &[String], cores: &[usize]) -> Topology {
+    /// disagree keeps the smallest) and the CPUs its affinity mask allows (`cpus[r]`, empty:
+    /// unknown). Where every rank of a host gave its CPUs, the host has the union of them,
+    /// capped by any rank's smaller count (a cgroup quota): ranks bound one per core share
+    /// the cores of all of them, not one.
+    pub fn from_hosts(names: &[String], cores: &[usize], cpus: &[Vec<usize>]) -> Topology {
         let mut hosts: Vec<Host> = Vec::new();
         for (r, n) in names.iter().enumerate() {
             let c = cores.get(r).copied().filter(|&c| c > 0);
@@ -234,6 +237,11 @@ impl Topology {
                     nic: None,
                     cores: c,
                 }),
+            }
+        }
+        for h in &mut hosts {
+            if let Some(n) = union_of_cpus(&h.ranks, cores, cpus) {
+                h.cores = Some(n);
             }
         }
         if hosts.is_empty() {
@@ -512,6 +520,22 @@ fn check_bandwidth(field: &str, v: f64) -> Result<(), TopologyError> {
     }
 }
 
+/// CPUs the ranks `ranks` may run on together: the size of the union of their affinity
+/// masks, capped by the count of any rank whose count is below its own mask (a cgroup quota
+/// the ranks share); `None` when some rank gave no mask.
+fn union_of_cpus(ranks: &[usize], cores: &[usize], cpus: &[Vec<usize>]) -> Option<usize> {
+    let mut all = std::collections::BTreeSet::new();
+    let mut quota = usize::MAX;
+    for &r in ranks {
+        let mask = cpus.get(r).filter(|m| !m.is_empty())?;
+        all.extend(mask.iter().copied());
+        if let Some(&c) = cores.get(r).filter(|&&c| c > 0 && c < mask.len()) {
+            quota = quota.min(c);
+        }
+    }
+    Some(all.len().min(quota))
+}
+
 fn check_link(what: &str, l: &LinkSpec) -> Result<(), TopologyError> {
     check_bandwidth(&format!("{what}.bandwidth_gbit_s"), l.bandwidth)?;
     if !(l.alpha.is_finite() && l.alpha >= 0.0) {
@@ -527,6 +551,24 @@ fn check_link(what: &str, l: &LinkSpec) -> Result<(), TopologyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discovered_cores_are_the_union_of_the_ranks_masks() {
+        let names: Vec<String> = ["a", "a", "b", "b"].iter().map(|s| s.to_string()).collect();
+        // Bound one per core: host a's ranks on cores 0 and 1, host b's both on core 3.
+        let t = Topology::from_hosts(&names, &[1; 4], &[vec![0], vec![1], vec![3], vec![3]]);
+        assert_eq!(t.hosts()[0].cores, Some(2));
+        assert_eq!(t.hosts()[1].cores, Some(1));
+        // A quota of 2 over a mask of 8 CPUs caps the union.
+        let all: Vec<usize> = (0..8).collect();
+        let t = Topology::from_hosts(&names, &[2, 2, 8, 8], &vec![all; 4]);
+        assert_eq!(t.hosts()[0].cores, Some(2));
+        assert_eq!(t.hosts()[1].cores, Some(8));
+        // A rank without a mask: the smallest count, as before.
+        let t = Topology::from_hosts(&names, &[1, 1, 4, 4], &[vec![0], vec![], vec![2], vec![3]]);
+        assert_eq!(t.hosts()[0].cores, Some(1));
+        assert_eq!(t.hosts()[1].cores, Some(2));
+    }
 
     fn host(name: &str, ranks: &[usize]) -> Host {
         Host {
