@@ -7,7 +7,9 @@
 //! schedule has on the [`Placement`] — the ring's edges, the hierarchical columns, the
 //! halving-doubling partners, direct's fan-out per host pair; the double binary tree is
 //! approximated (depth, and the share of its edges that cross hosts taken as a random pair's)
-//! — and adds a per-message and per-segment software overhead and the local reduction time.
+//! — and adds a per-message and per-segment software overhead and the local reduction time
+//! (on one host only the part of it that a reduction fused into the shared-memory receive
+//! adds to the copy: `fused_reduce_share`).
 //!
 //! **CPU**: shared memory moves bytes with the ranks' own cores — the sender copies into
 //! the ring, the receiver copies or reduces out of it — so where a host's core count is known
@@ -57,6 +59,11 @@ pub struct Constants {
     pub segment_overhead_us: f64,
     /// Throughput of the local reduction `dst = a ⊕ b`, bytes of `b` per second.
     pub reduce_bytes_s: f64,
+    /// Share of a separate reduction pass that a reduction fused into a shared-memory
+    /// receive still costs: the executor reduces straight out of the peer's segment (two
+    /// reads and a write in one pass), and the link's bandwidth already prices that pass's
+    /// read and write as a copy, which leaves the extra operand's read, one stream of three.
+    pub fused_reduce_share: f64,
     /// Smallest segment the tuner considers, bytes.
     pub min_segment_bytes: usize,
     /// Least latency of a message inside a host per rank beyond its cores (the receiver
@@ -95,6 +102,13 @@ pub const CONSTANTS: Constants = Constants {
     message_overhead_us: 1.0,
     segment_overhead_us: 0.5,
     reduce_bytes_s: 8e9,
+    // Priced as a separate pass (1.0), the reductions made the model 9–29% slow at 2–64 MiB
+    // on 1 host × 4 ranks in two full topo_proof runs (tenth session; ring 64 MiB priced 46.7
+    // ms, measured 36.1). At 1/3, on those runs' calibrations (95 and 116 Gbit/s inside),
+    // the ring at 8 / 32 / 64 MiB prices 4.82 / 19.19 / 38.29 ms against 4.77 / 19.39 /
+    // 36.12 measured, and 4.07 / 16.17 / 32.24 against 4.70 / 17.56 / 34.38; the choices
+    // stay the same, and across hosts (reductions of TCP receives) nothing changes.
+    fused_reduce_share: 1.0 / 3.0,
     min_segment_bytes: 32 << 10,
     // Fitted to 4 ranks on 2 cores with idle ranks asleep (`topo_proof.sh`, spin 0; three
     // full runs, medians of 9 rounds of 200 calls at 8 B–512 B): halving-doubling 16–25 µs
@@ -198,10 +212,29 @@ impl<'a> Net<'a> {
         self.intra_latency(h, self.topo.intra.alpha) + self.overhead()
     }
 
-    /// Seconds to reduce `bytes` on the slowest host: slower on oversubscribed cores,
-    /// faster while every local rank's operands stay in the cache (only where cores are
-    /// known, like the other CPU terms).
+    /// Seconds to reduce `bytes` received from a peer on the slowest host: on one host every
+    /// receive comes through shared memory and the reduction is fused into it
+    /// (`fused_reduce_share`); across hosts some come over TCP into a bounce buffer and are
+    /// reduced in a pass of their own.
     fn reduce_time(&self, bytes: f64) -> f64 {
+        self.reduce_time_on(bytes, self.topo.hosts().len() == 1)
+    }
+
+    /// Seconds to reduce `bytes` on the slowest host, `fused` into a shared-memory receive or
+    /// as a pass of its own: slower on oversubscribed cores, faster while every local
+    /// rank's operands stay in the cache (only where cores are known, like the other CPU
+    /// terms).
+    fn reduce_time_on(&self, bytes: f64, fused: bool) -> f64 {
+        let share = if fused {
+            CONSTANTS.fused_reduce_share
+        } else {
+            1.0
+        };
+        share * self.pass_time(bytes)
+    }
+
+    /// Seconds of one separate reduction pass over `bytes` on the slowest host.
+    fn pass_time(&self, bytes: f64) -> f64 {
         let t = self.topo;
         let factor = |h: usize| {
             if t.hosts()[h].cores.is_none() {
@@ -394,7 +427,11 @@ fn hierarchical(net: &Net, kind: Collective, bytes: f64, seg: usize) -> Option<f
                 let s = k - 1.0;
                 s * ia.time(c)
                     + seg_cost(s, c, seg)
-                    + if red { s * net.reduce_time(c) } else { 0.0 }
+                    + if red {
+                        s * net.reduce_time_on(c, true)
+                    } else {
+                        0.0
+                    }
             })
             .fold(0.0, f64::max)
     };
@@ -425,7 +462,11 @@ fn hierarchical(net: &Net, kind: Collective, bytes: f64, seg: usize) -> Option<f
         turns
             * (steps * step
                 + seg_cost(steps, c, seg)
-                + if red { steps * net.reduce_time(c) } else { 0.0 })
+                + if red {
+                    steps * net.reduce_time_on(c, false)
+                } else {
+                    0.0
+                })
     };
     let pf = p as f64;
     Some(match kind {
@@ -557,7 +598,11 @@ fn direct(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
             + seg_cost(pf - 1.0, b, seg)
     };
     Some(match spec.kind {
-        Collective::AllReduce => all_to_all(bytes) + pf * net.reduce_time(bytes),
+        // p-1 receives folded into the accumulator, and a pass of its own to start it and
+        // copy the result out.
+        Collective::AllReduce => {
+            all_to_all(bytes) + (pf - 1.0) * net.reduce_time(bytes) + net.pass_time(bytes)
+        }
         Collective::AllGather | Collective::AllToAll => all_to_all(bytes),
         Collective::ReduceScatter => all_to_all(bytes) + (pf - 1.0) * net.reduce_time(bytes),
         Collective::Broadcast | Collective::Reduce => {
