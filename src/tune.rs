@@ -107,7 +107,10 @@ pub const CONSTANTS: Constants = Constants {
     // ms, measured 36.1). At 1/3, on those runs' calibrations (95 and 116 Gbit/s inside),
     // the ring at 8 / 32 / 64 MiB prices 4.82 / 19.19 / 38.29 ms against 4.77 / 19.39 /
     // 36.12 measured, and 4.07 / 16.17 / 32.24 against 4.70 / 17.56 / 34.38; the choices
-    // stay the same, and across hosts (reductions of TCP receives) nothing changes.
+    // stay the same, and across hosts (reductions of TCP receives) nothing changes. A third
+    // run measured every algorithm ~35% slower (ring 64 MiB 48.2 ms) after calibrating its
+    // fastest links yet (143 Gbit/s): −37…−47% there, and about −27% with the full pass;
+    // no constant fits a calibration that does not track the collective (NOTES.md).
     fused_reduce_share: 1.0 / 3.0,
     min_segment_bytes: 32 << 10,
     // Fitted to 4 ranks on 2 cores with idle ranks asleep (`topo_proof.sh`, spin 0; three
@@ -598,11 +601,12 @@ fn direct(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
             + seg_cost(pf - 1.0, b, seg)
     };
     Some(match spec.kind {
-        // p-1 receives folded into the accumulator, and a pass of its own to start it and
-        // copy the result out.
-        Collective::AllReduce => {
-            all_to_all(bytes) + (pf - 1.0) * net.reduce_time(bytes) + net.pass_time(bytes)
-        }
+        // Direct folds p-1 receives into an accumulator and copies the result out. Its
+        // receives are fused like the others, but priced at the full pass: with the fused
+        // share its one-host price fell below halving-doubling's at 128 KiB, where it
+        // measured slower in every full proof run (126–143 µs against 143–146, tenth
+        // session); its transfer term, not its reductions, is what needs refitting there.
+        Collective::AllReduce => all_to_all(bytes) + pf * net.pass_time(bytes),
         Collective::AllGather | Collective::AllToAll => all_to_all(bytes),
         Collective::ReduceScatter => all_to_all(bytes) + (pf - 1.0) * net.reduce_time(bytes),
         Collective::Broadcast | Collective::Reduce => {
