@@ -289,3 +289,28 @@ fn the_hand_off_is_a_floor_on_the_latency_inside_an_oversubscribed_host() {
     t.set_cores(0, Some(4));
     assert!((over(&t) - 2e-6).abs() < 1e-12);
 }
+
+/// On one host every receive is shared memory and its reduction is fused into it: priced at
+/// `fused_reduce_share` of a pass. Across hosts the flat algorithms' reductions keep the
+/// full pass (TCP receives land in a bounce buffer first).
+#[test]
+fn reductions_fused_into_shared_memory_receives_cost_their_share() {
+    let b = 1e6;
+    let mut one = Topology::uniform(1, 4, false);
+    one.set_cores(0, Some(2));
+    let place = Placement::new(&one, RingOrder::Topology);
+    let net = Net::new(&one, &place);
+    let full = net.pass_time(b);
+    assert!(full > 0.0);
+    let fused = net.reduce_time(b);
+    assert!(
+        (fused - CONSTANTS.fused_reduce_share * full).abs() < 1e-12,
+        "{fused} vs {full}"
+    );
+    assert!(CONSTANTS.fused_reduce_share > 0.0 && CONSTANTS.fused_reduce_share < 1.0);
+    let two = Topology::uniform(2, 2, true);
+    let place = Placement::new(&two, RingOrder::Topology);
+    let net = Net::new(&two, &place);
+    assert_eq!(net.reduce_time(b), net.pass_time(b));
+    assert_eq!(net.reduce_time_on(b, false), net.pass_time(b));
+}
