@@ -307,7 +307,7 @@ fn reductions_fused_into_shared_memory_receives_cost_their_share() {
         (fused - CONSTANTS.fused_reduce_share * full).abs() < 1e-12,
         "{fused} vs {full}"
     );
-    assert!(CONSTANTS.fused_reduce_share > 0.0 && CONSTANTS.fused_reduce_share < 1.0);
+    assert!(fused < full);
     let two = Topology::uniform(2, 2, true);
     let place = Placement::new(&two, RingOrder::Topology);
     let net = Net::new(&two, &place);
