@@ -28,7 +28,9 @@
 # the order of the algorithms is steadier between runs, but the model does not see which
 # ranks share a core and prices both bindings alike (NOTES.md, tenth session, has what each
 # did to its choices and errors); so the proof leaves them unbound and measures the
-# scheduler's spread instead, in JOBS independent jobs (below).
+# scheduler's spread instead, in JOBS independent jobs (below). Binding applies only when
+# the machine has fewer than 4 CPUs (otherwise the ranks are not oversubscribed) and uses
+# CPU ids 0 … nproc-1, so it assumes those are the ones this process may run on.
 # Exit: 0 every target met, 1 a target missed or a run failed, 77 skipped (no namespaces).
 set -u
 SHORT=0
