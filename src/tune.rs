@@ -17,7 +17,14 @@
 //! its cores like the flows leaving it share its NIC: a pair measured alone reaches the
 //! intra-host bandwidth with two cores busy, so a host copies at about `bandwidth × cores`
 //! in all, and `f` concurrent intra-host flows get `bandwidth × cores / (2f)` each (at most
-//! the link's). A host with more ranks than cores reduces `ranks / cores` times slower.
+//! the link's). All of them together move no more than the host's memory copies with
+//! every rank copying at once (`copy`, measured by `ferrocoll-probe links`): a
+//! shared-memory message costs about one memcpy of memory traffic (the source read, the
+//! destination written; the ring segment between them stays in cache), and a pair alone
+//! measures copies that partly hit the last-level cache — on the development VM 95–143
+//! Gbit/s between runs, while the host's memory copied ~106 Gbit/s (13.2 GB/s, two threads)
+//! and the collectives' times stayed put. A host with more ranks than cores reduces
+//! `ranks / cores` times slower.
 //! Messages inside an oversubscribed host also wait for their receiver to be scheduled (at
 //! least `oversub_handoff_us` per rank beyond the cores), and while the local ranks' buffers of
 //! the call fit in the last-level cache (`cache_bytes`), copies and reductions run
@@ -182,15 +189,19 @@ impl<'a> Net<'a> {
     }
 
     /// Bandwidth of each of `flows` intra-host flows that run at once on host `h`: the
-    /// link's, or the host's share of its cores when they are known and fewer (module
-    /// docs), faster by [`Net::cache_factor`].
+    /// link's, or the host's share of its cores when they are known and fewer, and of its
+    /// memory's copy rate when known (module docs), faster by [`Net::cache_factor`].
     fn intra_bw(&self, h: usize, flows: f64) -> f64 {
         let t = self.topo;
         let bw = t.intra.bandwidth;
-        match t.hosts()[h].cores {
+        let host = &t.hosts()[h];
+        match host.cores {
             Some(c) if c > 0 && flows > 0.0 => {
-                let busy = c.min(t.hosts()[h].ranks.len()) as f64;
-                bw.min(self.cache_factor(h) * bw * busy / (2.0 * flows))
+                let busy = c.min(host.ranks.len()) as f64;
+                // Every flow keeps two cores copying (module docs); all of them together
+                // move no more than the memory copies.
+                let all = (bw * busy / 2.0).min(host.intra_total.unwrap_or(f64::INFINITY));
+                bw.min(self.cache_factor(h) * all / flows)
             }
             _ => bw,
         }

@@ -24,6 +24,7 @@ fn cyclic(world: usize, hosts: usize) -> Topology {
             nic: None,
             // Some fake hosts with a core count, so the tuner's CPU terms plan here too.
             cores: (h % 2 == 1).then_some(1 + h),
+            intra_total: None,
         })
         .collect();
     Topology::new(

@@ -389,6 +389,7 @@ mod tests {
                 ranks: Vec::new(),
                 nic: None,
                 cores: None,
+                intra_total: None,
             })
             .collect();
         // Deal ranks round-robin (cyclic) or in runs, respecting each host's size.

@@ -18,8 +18,10 @@
 //! interfaces carry per direction in all (default: `inter_host`'s bandwidth), shared by its
 //! flows; `host_links` override `inter_host` for pairs of hosts (a degraded cable, a slower
 //! switch tier). `cores` (optional) is the number of CPU cores a host's ranks share; where a
-//! file omits it, the count each rank reported at init is used. Other fields (the probe's
-//! raw measurements) are ignored.
+//! file omits it, the count each rank reported at init is used. `intra_total_gbit_s`
+//! (optional) is what a host's ranks move between them in all when every one sends at once
+//! (`ferrocoll-probe links` measures it); the cost model caps the host's shared-memory
+//! traffic there. Other fields (the probe's raw measurements) are ignored.
 
 use std::path::Path;
 
@@ -145,6 +147,10 @@ pub struct HostDoc {
     /// CPU cores its ranks share, if known (discovered at init when the file omits it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cores: Option<usize>,
+    /// What its ranks move between them in all when every one sends at once, Gbit/s, if
+    /// known (measured by `ferrocoll-probe links`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intra_total_gbit_s: Option<f64>,
 }
 
 /// A host-pair override as written in the file.
@@ -225,6 +231,7 @@ impl TopologyDoc {
                     ranks: h.ranks.clone(),
                     nic_gbit_s: h.nic.map(|b| b * 8.0 / 1e9),
                     cores: h.cores,
+                    intra_total_gbit_s: h.intra_total.map(|b| b * 8.0 / 1e9),
                 })
                 .collect(),
             host_links: t
@@ -271,6 +278,7 @@ impl TopologyDoc {
                 ranks: h.ranks.clone(),
                 nic: h.nic_gbit_s.map(gbit),
                 cores: h.cores,
+                intra_total: h.intra_total_gbit_s.map(gbit),
             })
             .collect();
         let index = |name: &str| hosts.iter().position(|h| h.name == name);
@@ -423,6 +431,27 @@ mod tests {
         t.fill_cores_from(&found);
         assert_eq!(t.hosts()[0].cores, Some(1));
         assert_eq!(t.hosts()[1].cores, Some(8));
+    }
+
+    /// A host's loaded intra-host rate loads in Gbit/s, dumps back, and a non-positive one
+    /// is refused by name.
+    #[test]
+    fn intra_total_loads_round_trips_and_is_checked() {
+        let with = |v: &str| {
+            GOOD.replace(
+                "\"ranks\": [0, 2]",
+                &format!("\"ranks\": [0, 2], \"intra_total_gbit_s\": {v}"),
+            )
+        };
+        let t = from_json(&with("88")).unwrap();
+        assert_eq!(t.hosts()[0].intra_total, Some(11e9));
+        assert_eq!(t.hosts()[1].intra_total, None);
+        let back = from_json(&to_json(&t)).unwrap();
+        assert_eq!(back.hosts(), t.hosts());
+        for bad in ["0", "-5"] {
+            let e = err(&with(bad));
+            assert!(e.contains("hosts[a].intra_total_gbit_s"), "{e}");
+        }
     }
 
     #[test]

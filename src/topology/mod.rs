@@ -65,6 +65,10 @@ pub struct Host {
     /// CPU cores its ranks share, if known: the cost model slows a host's shared-memory
     /// copies, reductions and hand-offs down when it runs more ranks than cores.
     pub cores: Option<usize>,
+    /// Bytes per second its ranks move between them in all when every one sends at once
+    /// (`ferrocoll-probe links` measures it with a ring exchange), if known: the cost model
+    /// caps the host's shared-memory traffic there, however fast one pair alone measured.
+    pub intra_total: Option<f64>,
 }
 
 /// The cluster as the scheduler sees it. Build it with [`Topology::new`] (which checks it),
@@ -117,6 +121,9 @@ impl Topology {
             }
             if let Some(b) = h.nic {
                 check_bandwidth(&format!("hosts[{}].nic_gbit_s", h.name), b)?;
+            }
+            if let Some(b) = h.intra_total {
+                check_bandwidth(&format!("hosts[{}].intra_total_gbit_s", h.name), b)?;
             }
             if h.cores == Some(0) {
                 return Err(TopologyError::BadValue {
@@ -202,6 +209,7 @@ impl Topology {
                     .collect(),
                 nic: None,
                 cores: None,
+                intra_total: None,
             })
             .collect();
         Topology::with_defaults(hs)
@@ -236,6 +244,7 @@ impl Topology {
                     ranks: vec![r],
                     nic: None,
                     cores: c,
+                    intra_total: None,
                 }),
             }
         }
@@ -250,6 +259,7 @@ impl Topology {
                 ranks: vec![0],
                 nic: None,
                 cores: None,
+                intra_total: None,
             });
         }
         Topology::with_defaults(hosts)
@@ -390,6 +400,7 @@ impl Topology {
                     ranks: Vec::new(),
                     nic: self.hosts[h].nic,
                     cores: self.hosts[h].cores,
+                    intra_total: self.hosts[h].intra_total,
                 });
             }
             hosts[new_index[h]].ranks.push(i);
@@ -459,6 +470,14 @@ impl Topology {
     pub fn set_cores(&mut self, host: usize, cores: Option<usize>) {
         if let Some(h) = self.hosts.get_mut(host) {
             h.cores = cores.filter(|&c| c > 0);
+        }
+    }
+
+    /// Sets host `host`'s loaded intra-host rate, bytes per second (`None`: unknown); a
+    /// value that is not positive and finite is stored as unknown.
+    pub fn set_intra_total(&mut self, host: usize, bytes_s: Option<f64>) {
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.intra_total = bytes_s.filter(|b| b.is_finite() && *b > 0.0);
         }
     }
 
@@ -576,6 +595,7 @@ mod tests {
             ranks: ranks.to_vec(),
             nic: None,
             cores: None,
+            intra_total: None,
         }
     }
 

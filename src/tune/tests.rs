@@ -314,3 +314,30 @@ fn reductions_fused_into_shared_memory_receives_cost_their_share() {
     assert_eq!(net.reduce_time(b), net.pass_time(b));
     assert_eq!(net.reduce_time_on(b, false), net.pass_time(b));
 }
+
+/// A host's loaded rate (`intra_total`, every rank sending at once) caps its shared-memory
+/// traffic below what one pair alone measured; above the cores' share it changes nothing.
+#[test]
+fn a_hosts_loaded_rate_caps_its_shared_memory_traffic() {
+    // 1 host × 4 ranks on 2 cores, a pair alone at 139 Gbit/s (a fast calibration of the
+    // development VM), every rank at once 88 Gbit/s (its `links` measured 84–95).
+    let mut t = Topology::uniform(1, 4, false).with_intra(LinkSpec::from_us_gbit(10.0, 139.0));
+    t.set_cores(0, Some(2));
+    let n = 64 << 20;
+    let price = |t: &Topology| net_cost(t, RingOrder::Topology, "ring", Collective::AllReduce, n);
+    let free = price(&t);
+    let mut capped = t.clone();
+    capped.set_intra_total(0, Some(88e9 / 8.0));
+    let slow = price(&capped);
+    // The transfers dominate at 64 MiB: the price rises by most of 139 / 88 = 1.58.
+    assert!(slow > free * 1.3 && slow < free * 1.58, "{free} {slow}");
+    // A loaded rate above the cores' share (139 Gbit/s × 2 cores / 2) is not a cap.
+    capped.set_intra_total(0, Some(500e9 / 8.0));
+    assert_eq!(price(&capped), free);
+    // Unknown cores: the CPU terms, this one with them, do not apply.
+    let mut nocores = t.clone();
+    nocores.set_cores(0, None);
+    let base = price(&nocores);
+    nocores.set_intra_total(0, Some(88e9 / 8.0));
+    assert_eq!(price(&nocores), base);
+}

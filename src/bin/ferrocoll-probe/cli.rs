@@ -184,6 +184,10 @@ pub struct LinkArgs {
     /// Message size of the bandwidth test.
     #[arg(long, default_value = "16M", value_parser = parse_size)]
     pub bw_bytes: u64,
+    /// Message size of the loaded test (every host's ranks in a ring exchange at once; each
+    /// host's total is saved as its `intra_total_gbit_s`); default `--bw-bytes`, 0 skips it.
+    #[arg(long, value_parser = parse_size)]
+    pub loaded_bytes: Option<u64>,
     /// Timed iterations per link and test.
     #[arg(short = 'n', long = "iters", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub iters: u32,

@@ -1,5 +1,10 @@
 //! `links`: one-way latency and bandwidth of every ordered pair of ranks over send/recv, one
-//! pair at a time while the other ranks wait, printed as matrices with the outliers marked.
+//! pair at a time while the other ranks wait, printed as matrices with the outliers marked;
+//! then, inside every host at once, a ring exchange among its ranks (`--loaded-bytes`):
+//! what a host moves in all when every rank sends, as a collective makes them, saved as the
+//! host's `intra_total_gbit_s`. A pair alone, the other ranks idle, measured 95–143 Gbit/s
+//! between runs on the development VM (4 ranks, 2 cores) while the collectives' times
+//! stayed put; the cost model caps a host's shared-memory traffic at the loaded figure.
 
 use std::time::Instant;
 
@@ -53,6 +58,7 @@ fn measured_topology(
     n: usize,
     lat: &[f64],
     bw: &[f64],
+    loaded: &[Option<f64>],
 ) -> Res<ferrocoll::Topology> {
     let known = comm.topology();
     let host = |r: usize| known.host_of(r);
@@ -62,7 +68,10 @@ fn measured_topology(
     let (intra, inter): (Vec<_>, Vec<_>) = all.iter().partition(|&&(s, d)| host(s) == host(d));
     let intra_l = medians(&intra, n, lat, bw).unwrap_or(known.intra);
     let inter_l = medians(&inter, n, lat, bw).unwrap_or(known.inter);
-    let hosts: Vec<Host> = known.hosts().to_vec();
+    let mut hosts: Vec<Host> = known.hosts().to_vec();
+    for (h, c) in hosts.iter_mut().zip(loaded) {
+        h.intra_total = *c;
+    }
     let h = hosts.len();
     let mut host_links = Vec::new();
     for a in 0..h {
@@ -114,6 +123,78 @@ pub struct Topology<'a> {
     pub link_spec_gbps: Option<f64>,
     /// Every directed link.
     pub links: &'a [Link],
+}
+
+/// When each rank started and finished `iters` steps of a ring exchange among its host's
+/// ranks (each sends `bytes` to the next local rank and receives from the previous one,
+/// every host at once, after a barrier and one untimed step), as wall-clock seconds at `[2 r]` and
+/// `[2 r + 1]`; rank 0 gets them all (zeros for ranks alone on their host). Wall-clock,
+/// because ranks sharing cores need not run at the same time: a host's rate is its bytes
+/// over the span from its first start to its last finish, which only the host's clock sees.
+fn loaded_times(comm: &Communicator, bytes: usize, iters: u32) -> Res<Vec<f64>> {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let me = comm.rank();
+    let topo = comm.topology();
+    let local = &topo.hosts()[topo.host_of(me)].ranks;
+    let k = local.len();
+    let i = local.iter().position(|&r| r == me).unwrap_or(0);
+    let (next, prev) = (local[(i + 1) % k], local[(i + k - 1) % k]);
+    let out = vec![0x5au8; bytes];
+    let mut inn = vec![0u8; bytes];
+    // Even positions send first, odd ones receive first: blocking sends of large messages
+    // wait for their receiver, and a ring of senders would wait for ever (an odd ring
+    // serialises one step, it does not deadlock). Every rank is busy in every step.
+    let mut step = || -> Res<()> {
+        if i % 2 == 0 {
+            comm.send(&out, next)?;
+            comm.recv(&mut inn, prev)?;
+        } else {
+            comm.recv(&mut inn, prev)?;
+            comm.send(&out, next)?;
+        }
+        Ok(())
+    };
+    let mut t = vec![0f64; 2 * comm.world_size()];
+    if k > 1 {
+        step()?;
+    }
+    ranks::barrier(comm)?;
+    if k > 1 {
+        let start = now();
+        for _ in 0..iters {
+            step()?;
+        }
+        t[2 * me] = start;
+        t[2 * me + 1] = now();
+    }
+    ranks::reduce_f64(comm, &mut t, |a, b| a + b)?;
+    Ok(t)
+}
+
+/// Each host's loaded rate, bytes per second: what its ranks sent (`each` bytes apiece)
+/// over the span from the first one's start to the last one's finish; `None` where
+/// nothing was measured (one rank on the host, or the test skipped).
+fn host_loaded(comm: &Communicator, times: &[f64], each: f64) -> Vec<Option<f64>> {
+    comm.topology()
+        .hosts()
+        .iter()
+        .map(|h| {
+            let at = |r: usize, i: usize| times.get(2 * r + i).copied();
+            let first = h
+                .ranks
+                .iter()
+                .filter_map(|&r| at(r, 0))
+                .fold(f64::INFINITY, f64::min);
+            let last = h.ranks.iter().filter_map(|&r| at(r, 1)).fold(0.0, f64::max);
+            let span = last - first;
+            let many = h.ranks.len() > 1;
+            (many && span > 0.0 && span.is_finite()).then(|| each * h.ranks.len() as f64 / span)
+        })
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -190,9 +271,16 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
     }
     ranks::reduce_f64(comm, &mut lat, |a, b| a + b)?;
     ranks::reduce_f64(comm, &mut bw, |a, b| a + b)?;
+    let loaded_bytes = usize::try_from(a.loaded_bytes.unwrap_or(a.bw_bytes))?;
+    let loaded_s = if loaded_bytes > 0 {
+        loaded_times(comm, loaded_bytes, a.iters)?
+    } else {
+        Vec::new()
+    };
     if me != 0 {
         return Ok(true);
     }
+    let loaded = host_loaded(comm, &loaded_s, loaded_bytes as f64 * f64::from(a.iters));
 
     let pairs: Vec<(usize, usize)> = (0..n)
         .flat_map(|s| (0..n).filter(move |&d| d != s).map(move |d| (s, d)))
@@ -263,6 +351,19 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
         fmt_g(med_bw / 1e9),
         fmt_g(med_lat * 1e6)
     );
+    if loaded.iter().any(Option::is_some) {
+        let topo = comm.topology();
+        let hosts = topo.hosts();
+        let each: Vec<String> = hosts
+            .iter()
+            .zip(&loaded)
+            .filter_map(|(h, c)| c.map(|c| format!("{} {}", h.name, fmt_g(c / 1e9))))
+            .collect();
+        println!(
+            "# Inside hosts, every rank sending at once ({loaded_bytes} B ring exchange) : {} GB/s in all",
+            each.join(", ")
+        );
+    }
     let outliers: Vec<&Link> = links.iter().filter(|l| l.outlier).collect();
     if outliers.is_empty() {
         println!("# Outliers (> {}% below median) : none", a.outlier);
@@ -283,7 +384,7 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
         }
     }
     if let Some(path) = &a.save {
-        let measured = measured_topology(comm, n, &lat, &bw)?;
+        let measured = measured_topology(comm, n, &lat, &bw, &loaded)?;
         let probe = Topology {
             format: "ferrocoll-topology",
             version: 1,
