@@ -17,14 +17,14 @@
 //! its cores like the flows leaving it share its NIC: a pair measured alone reaches the
 //! intra-host bandwidth with two cores busy, so a host copies at about `bandwidth × cores`
 //! in all, and `f` concurrent intra-host flows get `bandwidth × cores / (2f)` each (at most
-//! the link's). All of them together move no more than the host's memory copies with
-//! every rank copying at once (`copy`, measured by `ferrocoll-probe links`): a
-//! shared-memory message costs about one memcpy of memory traffic (the source read, the
-//! destination written; the ring segment between them stays in cache), and a pair alone
-//! measures copies that partly hit the last-level cache — on the development VM 95–143
-//! Gbit/s between runs, while the host's memory copied ~106 Gbit/s (13.2 GB/s, two threads)
-//! and the collectives' times stayed put. A host with more ranks than cores reduces
-//! `ranks / cores` times slower.
+//! the link's). Nor do they move more in all than the host's ranks did when every one
+//! sent at once (`intra_total`, from `ferrocoll-probe links`'s ring exchange, where
+//! known): a pair measured alone, the other ranks idle, lands on the cores and the cache
+//! differently from run to run — 95–143 Gbit/s on the development VM (4 ranks, 2 cores)
+//! while the collectives' times stayed put — and the loaded host moved 71–108 Gbit/s,
+//! which put the model within 9% of the 1 host × 4 all-reduces measured at 2–64 MiB
+//! (NOTES.md, eleventh session). A host with more ranks than cores reduces `ranks / cores`
+//! times slower.
 //! Messages inside an oversubscribed host also wait for their receiver to be scheduled (at
 //! least `oversub_handoff_us` per rank beyond the cores), and while the local ranks' buffers of
 //! the call fit in the last-level cache (`cache_bytes`), copies and reductions run
@@ -199,7 +199,7 @@ impl<'a> Net<'a> {
             Some(c) if c > 0 && flows > 0.0 => {
                 let busy = c.min(host.ranks.len()) as f64;
                 // Every flow keeps two cores copying (module docs); all of them together
-                // move no more than the memory copies.
+                // move no more than the host did with every rank sending at once.
                 let all = (bw * busy / 2.0).min(host.intra_total.unwrap_or(f64::INFINITY));
                 bw.min(self.cache_factor(h) * all / flows)
             }
