@@ -77,7 +77,7 @@ SIZE=${TOPO_PROOF_SIZE:-$SIZE}
 # samples that spread instead of drawing it once.
 JOBS=${JOBS:-3}
 [ $SHORT = 1 ] && JOBS=1
-PORT=$((20000 + $$ % 20000))
+PORT=$(netns_port_base)
 NAMES=(hostA hostB hostC hostD)
 
 # topo_file HOSTS: the topology of 4 ranks dealt cyclically over HOSTS hosts (rank r on host

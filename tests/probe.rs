@@ -546,3 +546,22 @@ fn compare_refuses_what_it_cannot_measure() {
         );
     }
 }
+
+/// An error says what caused it, not only its outermost layer: a rank whose store cannot be
+/// reached names the address and the system's reason after "bootstrap failed".
+#[test]
+fn errors_carry_their_cause() {
+    let o = probe(
+        &["all_reduce", "-e", "8"],
+        &[
+            ("FERROCOLL_RANK", "1"),
+            ("FERROCOLL_WORLD_SIZE", "2"),
+            ("FERROCOLL_STORE", "127.0.0.1:1"),
+            ("FERROCOLL_TIMEOUT", "1"),
+        ],
+    );
+    let (_, err) = text(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("bootstrap failed: "), "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}

@@ -31,7 +31,7 @@ OUT=$(mktemp -d)
 trap 'netns_down; rm -rf "$OUT"' EXIT
 LINK_GBPS=0.125 # 1 Gbit/s in GB/s
 netns_up 2 1gbit || { echo "FAIL: could not create the namespaces"; exit 1; }
-PORT=$((20000 + $$ % 20000))
+PORT=$(netns_port_base)
 HOSTS=(hostA hostB)
 LINK_TCP=$(netns_tcp_rate 0 1) || LINK_TCP=""
 echo "link: nominal 1 Gbit/s = $LINK_GBPS GB/s; one TCP stream carries ${LINK_TCP:-?} GB/s of payload (measured now)"

@@ -101,12 +101,24 @@ netns_bytes() {
   ip netns exec "${NETNS_PFX}h$1" cat "/sys/class/net/up0/statistics/$2_bytes"
 }
 
+# netns_port_base: a first port for the jobs of a script, below this machine's ephemeral
+# range (where a live connection's local port would make a listener's bind fail), spread by
+# the script's pid so that scripts running at once rarely meet; a script adds a few hundred
+# at most (and netns_tcp_rate uses the base + 900).
+netns_port_base() {
+  local low
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null) || low=32768
+  [ "${low:-0}" -gt 12000 ] 2>/dev/null || low=32768
+  echo $((10000 + $$ % (low - 12000)))
+}
+
 # netns_tcp_rate FROM TO [MIB]: steady-state TCP payload rate, GB/s, of one stream from host
 # FROM to host TO (what iperf3 reports, without needing iperf3): python3 sends MIB MiB
 # (default 96); the receiver times the bytes after the first quarter, so TCP's slow start
 # and the token bucket's initial burst are left out. Prints the rate; non-zero on failure.
 netns_tcp_rate() {
-  local from=$1 to=$2 mib=${3:-96} port=$((30000 + $$ % 20000)) out
+  local from=$1 to=$2 mib=${3:-96} port out
+  port=$(( $(netns_port_base) + 900 ))
   command -v python3 >/dev/null 2>&1 || return 1
   out=$(mktemp)
   ip netns exec "${NETNS_PFX}h$to" timeout 60 python3 -c '

@@ -17,7 +17,7 @@ if ! netns_supported; then echo "SKIP multihost: $NETNS_WHY"; exit 77; fi
 OUT=$(mktemp -d)
 trap 'netns_down; rm -rf "$OUT"' EXIT
 netns_up 2 1gbit || { echo "FAIL: could not create the namespaces"; exit 1; }
-PORT=$((20000 + $$ % 20000))
+PORT=$(netns_port_base)
 HOSTS=(hostA hostB)
 
 # run_job TAG ARGS…: 4 ranks, ranks 0,1 on host 0 and 2,3 on host 1; rank 0's stdout in $OUT/TAG.

@@ -36,6 +36,22 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The probe's result type.
 pub type Res<T> = Result<T, BoxError>;
 
+/// `e` and its causes, `outer: inner: …` (a cause whose text the message before it already
+/// carries is not repeated), so that "bootstrap failed" says what failed.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 fn main() -> ExitCode {
     #[cfg(unix)]
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts, so that
@@ -47,7 +63,7 @@ fn main() -> ExitCode {
     match launch(&cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ferrocoll-probe: error: {e}");
+            eprintln!("ferrocoll-probe: error: {}", chain(&*e));
             ExitCode::FAILURE
         }
     }
@@ -152,7 +168,11 @@ fn launch(cli: &Cli) -> Res<ExitCode> {
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {
                 if comm.rank() == 0 || !same_everywhere(&e) {
-                    eprintln!("ferrocoll-probe: error on rank {}: {e}", comm.rank());
+                    eprintln!(
+                        "ferrocoll-probe: error on rank {}: {}",
+                        comm.rank(),
+                        chain(&*e)
+                    );
                 }
                 ExitCode::FAILURE
             }
@@ -200,7 +220,7 @@ fn in_process(cli: &Cli, np: usize) -> Res<ExitCode> {
             Ok(false) => code = ExitCode::FAILURE,
             Err(e) => {
                 if !printed {
-                    eprintln!("ferrocoll-probe: error on rank {rank}: {e}");
+                    eprintln!("ferrocoll-probe: error on rank {rank}: {}", chain(&*e));
                     printed = true;
                 }
                 code = ExitCode::FAILURE;
