@@ -247,7 +247,7 @@ echo "== 2. tuner regret and model error (all-reduce, sizes: $SIZES)"
 #   first pass's rounds again, for those algorithms only, pooled with the first pass. The
 #   rule looks at the first pass's medians only, not at whether the choice met its target,
 #   and every contender gets the same rounds: it buys precision where the comparison is
-#   close, the way one would settle any close benchmark, and cannot favour the choice.
+#   close, the way one would settle any close benchmark.
 # - Links measured during the run: after every first-pass job the links are measured once
 #   more. The tuner chooses on the calibration made before (as a job would, from a topology
 #   file measured beforehand); the model's error is judged on the median of all the link

@@ -189,8 +189,9 @@ impl<'a> Net<'a> {
     }
 
     /// Bandwidth of each of `flows` intra-host flows that run at once on host `h`: the
-    /// link's, or the host's share of its cores when they are known and fewer, and of its
-    /// memory's copy rate when known (module docs), faster by [`Net::cache_factor`].
+    /// link's, or the host's share of its cores when they are known and fewer, and of what
+    /// it moved with every rank sending at once (`intra_total`) when that is known too
+    /// (module docs), faster by [`Net::cache_factor`].
     fn intra_bw(&self, h: usize, flows: f64) -> f64 {
         let t = self.topo;
         let bw = t.intra.bandwidth;
