@@ -6,7 +6,7 @@ use std::time::Duration;
 use ferrocoll_transports::LinkError;
 
 use crate::schedule::Collective;
-use crate::types::{DataType, ReduceOp};
+use crate::types::DataType;
 
 /// Everything that can go wrong in a ferrocoll call.
 #[derive(Debug, thiserror::Error)]
@@ -80,14 +80,6 @@ pub enum Error {
     /// An element count too large to address in bytes.
     #[error("count {0} is too large")]
     CountTooLarge(usize),
-    /// This data type cannot be reduced with this operator.
-    #[error("{op} is not supported for {dtype}")]
-    Unsupported {
-        /// The operator.
-        op: ReduceOp,
-        /// The data type.
-        dtype: DataType,
-    },
     /// A forced algorithm that does not implement the collective.
     #[error("algorithm {algo} is not supported for {collective}")]
     AlgoNotSupported {
@@ -247,10 +239,9 @@ impl Error {
             | Error::InvalidCodec { .. }
             | Error::FeedbackMismatch { .. }
             | Error::Topology(_) => ErrorKind::InvalidArgument,
-            Error::Unsupported { .. }
-            | Error::AlgoNotSupported { .. }
-            | Error::Mismatch { .. }
-            | Error::NoStore => ErrorKind::InvalidUsage,
+            Error::AlgoNotSupported { .. } | Error::Mismatch { .. } | Error::NoStore => {
+                ErrorKind::InvalidUsage
+            }
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::PeerFailed { .. } => ErrorKind::Remote,
             Error::Aborted | Error::Io { .. } | Error::Bootstrap(_) | Error::Transport(_) => {
@@ -304,10 +295,6 @@ impl Error {
             CountTooLarge(c) => CountTooLarge(*c),
             InvalidUniqueId(w) => InvalidUniqueId(w),
             NoStore => NoStore,
-            Unsupported { op, dtype } => Unsupported {
-                op: *op,
-                dtype: *dtype,
-            },
             AlgoNotSupported { algo, collective } => AlgoNotSupported {
                 algo,
                 collective: *collective,

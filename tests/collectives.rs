@@ -159,7 +159,7 @@ proptest! {
     fn collectives_match_reference(
         world in world_size(),
         kind in prop::sample::select(Collective::COLLECTIVES.to_vec()),
-        algo_i in 0usize..4,
+        algo_i in 0usize..ALGORITHMS.len(),
         dtype in prop::sample::select(DataType::ALL.to_vec()),
         op in prop::sample::select(ReduceOp::ALL.to_vec()),
         count in count(),
@@ -171,7 +171,7 @@ proptest! {
         hosts in 0usize..5,
         rank_order in any::<bool>(),
     ) {
-        let algo = ALGORITHMS[algo_i % ALGORITHMS.len()];
+        let algo = ALGORITHMS[algo_i];
         prop_assume!(algo.supports(kind));
         let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) { root_pick % world } else { 0 };
         // hosts == 0: no topology (one host); otherwise that many fake hosts, cyclic placement.
@@ -229,6 +229,40 @@ fn every_algorithm_and_collective_at_fixed_shapes() {
     }
 }
 
+/// Every dtype × op × algorithm × collective at one multi-segment shape (world 3, a count
+/// not divisible by it, root 2, both layouts), so the full product is covered, not sampled.
+#[test]
+fn every_dtype_op_algorithm_and_collective() {
+    for algo in ALGORITHMS {
+        for kind in Collective::COLLECTIVES {
+            if !algo.supports(kind) {
+                continue;
+            }
+            for (i, dtype) in DataType::ALL.into_iter().enumerate() {
+                for (j, op) in ReduceOp::ALL.into_iter().enumerate() {
+                    if j > 0 && !kind.reduces() {
+                        break; // the op does not matter to data movement
+                    }
+                    let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) {
+                        2
+                    } else {
+                        0
+                    };
+                    let case = Case {
+                        kind,
+                        dtype,
+                        op,
+                        count: 11,
+                        root,
+                        in_place: (i + j) % 2 == 0,
+                    };
+                    check_with(3, algo.name(), 8, RING_CACHED, case, None);
+                }
+            }
+        }
+    }
+}
+
 /// Topology-ordered ring and hierarchical on fake hosts (cyclic placement, unequal hosts),
 /// every collective they implement, at fixed shapes.
 #[test]
@@ -274,10 +308,8 @@ fn placed_ring_and_hierarchical_at_fixed_shapes() {
 /// Large buffers cross many segments and wrap the rings many times.
 #[test]
 fn large_buffers() {
-    for algo in ["ring", "direct", "halving_doubling", "tree", "hierarchical"] {
-        let Some(a) = ferrocoll::algo::by_name(algo) else {
-            continue;
-        };
+    for a in ALGORITHMS {
+        let algo = a.name();
         if !a.supports(Collective::AllReduce) {
             continue;
         }

@@ -200,6 +200,115 @@ impl Communicator {
         })
     }
 
+    /// Asynchronous [`Communicator::all_gather_in_place`].
+    pub fn all_gather_in_place_async<T: Element, B: AsMut<[T]> + Send + 'static>(
+        &self,
+        buf: B,
+    ) -> Result<Work<B>> {
+        self.start(Box::new(buf), |b| {
+            let s = b.as_mut();
+            let n = self.split(s.len())?;
+            let p = s.as_mut_ptr();
+            Ok(self.raw(
+                Collective::AllGather,
+                p.wrapping_add(self.rank * n),
+                p,
+                n,
+                ReduceOp::Sum,
+                0,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::reduce_scatter_in_place`].
+    pub fn reduce_scatter_in_place_async<T: Element, B: AsMut<[T]> + Send + 'static>(
+        &self,
+        buf: B,
+        op: ReduceOp,
+    ) -> Result<Work<B>> {
+        self.start(Box::new(buf), |b| {
+            let s = b.as_mut();
+            let n = self.split(s.len())?;
+            let p = s.as_mut_ptr();
+            Ok(self.raw(
+                Collective::ReduceScatter,
+                p,
+                p.wrapping_add(self.rank * n),
+                n,
+                op,
+                0,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::broadcast_into`]; gives back `(input, output)`.
+    pub fn broadcast_into_async<T: Element, I, O>(
+        &self,
+        input: I,
+        output: O,
+        root: usize,
+    ) -> Result<Work<(I, O)>>
+    where
+        I: AsRef<[T]> + Send + 'static,
+        O: AsMut<[T]> + Send + 'static,
+    {
+        self.start(Box::new((input, output)), |(i, o)| {
+            let (i, o) = (i.as_ref(), o.as_mut());
+            if self.rank == root {
+                need("input", o.len(), i.len())?;
+            }
+            Ok(self.raw(
+                Collective::Broadcast,
+                i.as_ptr(),
+                o.as_mut_ptr(),
+                o.len(),
+                ReduceOp::Sum,
+                root,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::reduce_into`]; gives back `(input, output)`.
+    pub fn reduce_into_async<T: Element, I, O>(
+        &self,
+        input: I,
+        output: O,
+        op: ReduceOp,
+        root: usize,
+    ) -> Result<Work<(I, O)>>
+    where
+        I: AsRef<[T]> + Send + 'static,
+        O: AsMut<[T]> + Send + 'static,
+    {
+        self.start(Box::new((input, output)), |(i, o)| {
+            let (i, o) = (i.as_ref(), o.as_mut());
+            if self.rank == root {
+                need("output", i.len(), o.len())?;
+            }
+            Ok(self.raw(
+                Collective::Reduce,
+                i.as_ptr(),
+                o.as_mut_ptr(),
+                i.len(),
+                op,
+                root,
+            ))
+        })
+    }
+
+    /// Asynchronous [`Communicator::all_to_all_in_place`].
+    pub fn all_to_all_in_place_async<T: Element, B: AsMut<[T]> + Send + 'static>(
+        &self,
+        buf: B,
+    ) -> Result<Work<B>> {
+        self.start(Box::new(buf), |b| {
+            let s = b.as_mut();
+            let n = self.split(s.len())?;
+            let p = s.as_mut_ptr();
+            Ok(self.raw(Collective::AllToAll, p, p, n, ReduceOp::Sum, 0))
+        })
+    }
+
     /// Asynchronous [`Communicator::barrier`].
     pub fn barrier_async(&self) -> Result<Work<()>> {
         self.start(Box::new(()), |_| {
