@@ -116,7 +116,7 @@ impl Communicator {
     /// TCP to the others.
     pub fn from_env() -> Result<Communicator> {
         let cfg = Config::from_env()?;
-        crate::init_logging();
+        crate::init_logging(cfg.log_level);
         let env = crate::bootstrap::env::detect(|k| std::env::var(k).ok())?.ok_or_else(|| Error::Config {
             var: "FERROCOLL_RANK".into(),
             value: String::new(),

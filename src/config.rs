@@ -1,5 +1,7 @@
 //! Typed configuration, read once from `FERROCOLL_*` variables or set with a builder.
-//! No other module reads the environment.
+//! Besides this module, only the launcher detection (`bootstrap::env`: rank, world, store)
+//! and the compression setting (`FERROCOLL_COMPRESSION`, read by the callers that opt in to
+//! lossy compression, `compress::setting`) read the environment.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,6 +96,9 @@ pub struct Config {
     /// measured here, 8 MiB all-gathers gain and 4 MiB ones lose). See
     /// `ferrocoll_transports::copy`.
     pub streaming_min_bytes: usize,
+    /// Most detailed log level that [`crate::init_logging`] lets through on stderr
+    /// (`FERROCOLL_DEBUG=WARN|INFO|DEBUG|TRACE`, default WARN).
+    pub log_level: tracing::Level,
 }
 
 impl Config {
@@ -127,6 +132,7 @@ impl Default for Config {
             shm_direct: true,
             direct_min_bytes: 64 << 10,
             streaming_min_bytes: 8 << 20,
+            log_level: tracing::Level::WARN,
         }
     }
 }
@@ -250,16 +256,19 @@ impl Config {
             c.shm_ring_bytes = n;
         }
         if let Some(v) = get("FERROCOLL_DEBUG") {
-            if !matches!(
-                v.trim().to_ascii_uppercase().as_str(),
-                "" | "WARN" | "INFO" | "DEBUG" | "TRACE"
-            ) {
-                return Err(bad(
-                    "FERROCOLL_DEBUG",
-                    &v,
-                    "expected WARN, INFO, DEBUG or TRACE",
-                ));
-            }
+            c.log_level = match v.trim().to_ascii_uppercase().as_str() {
+                "" | "WARN" => tracing::Level::WARN,
+                "INFO" => tracing::Level::INFO,
+                "DEBUG" => tracing::Level::DEBUG,
+                "TRACE" => tracing::Level::TRACE,
+                _ => {
+                    return Err(bad(
+                        "FERROCOLL_DEBUG",
+                        &v,
+                        "expected WARN, INFO, DEBUG or TRACE",
+                    ))
+                }
+            };
         }
         Ok(c)
     }
@@ -399,6 +408,15 @@ mod tests {
             TransportChoice::Tcp
         );
         assert!(Config::from_vars(vars(&[("FERROCOLL_DEBUG", "LOUD")])).is_err());
+        let level = |v| {
+            Config::from_vars(vars(&[("FERROCOLL_DEBUG", v)]))
+                .unwrap()
+                .log_level
+        };
+        assert_eq!(level("info"), tracing::Level::INFO);
+        assert_eq!(level("TRACE"), tracing::Level::TRACE);
+        assert_eq!(level(""), tracing::Level::WARN);
+        assert_eq!(Config::default().log_level, tracing::Level::WARN);
     }
 
     #[test]

@@ -40,22 +40,14 @@ pub use topology::{Topology, TopologyError};
 pub use types::{DataType, Element, ReduceOp};
 pub use world::World;
 
-/// Installs a log subscriber on stderr at the level of `FERROCOLL_DEBUG` (WARN, INFO, DEBUG,
-/// TRACE), unless the program installed one already. Called by `Communicator::from_env`.
-pub fn init_logging() {
-    let level = match std::env::var("FERROCOLL_DEBUG")
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_uppercase()
-        .as_str()
-    {
-        "INFO" => tracing::Level::INFO,
-        "DEBUG" => tracing::Level::DEBUG,
-        "TRACE" => tracing::Level::TRACE,
-        _ => tracing::Level::WARN,
-    };
+/// Installs a log subscriber on stderr at `level` (a communicator's
+/// [`Config::log_level`], from `FERROCOLL_DEBUG`), unless the program installed one already.
+/// Called by [`Communicator::from_env`] and [`Communicator::from_unique_id`].
+pub fn init_logging(level: tracing::Level) {
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

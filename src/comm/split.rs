@@ -195,7 +195,7 @@ impl Communicator {
         if world == 0 || rank >= world {
             return Err(Error::InvalidWorld { rank, world });
         }
-        crate::init_logging();
+        crate::init_logging(cfg.log_level);
         let server = if rank == 0 {
             let mut s = served();
             s.iter()
