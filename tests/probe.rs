@@ -565,3 +565,62 @@ fn errors_carry_their_cause() {
     assert!(err.contains("bootstrap failed: "), "{err}");
     assert!(err.contains("127.0.0.1:1"), "{err}");
 }
+
+/// `FERROCOLL_DEBUG=INFO` logs the tuner's choice per shape (collective, bytes, algorithm,
+/// predicted time), once per shape; `FERROCOLL_TOPO_DUMP_FILE` makes rank 0 write the
+/// topology in use. Both read from the environment, as a launched job gets them.
+#[test]
+fn info_log_shows_the_tuners_choice_and_the_topology_is_dumped() {
+    let dump = temp("dump.json");
+    let o = probe(
+        &[
+            "all_reduce",
+            "-b",
+            "1K",
+            "-e",
+            "4K",
+            "-f",
+            "4",
+            "-n",
+            "3",
+            "-w",
+            "1",
+        ],
+        &[
+            ("FERROCOLL_DEBUG", "INFO"),
+            ("FERROCOLL_TOPO_DUMP_FILE", dump.to_str().unwrap()),
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    let choices = |bytes: usize| -> Vec<&str> {
+        err.lines()
+            .filter(|l| l.contains("tuner choice") && l.contains("\"all_reduce\""))
+            .filter(|l| l.contains(&format!(" bytes={bytes} ")))
+            .collect()
+    };
+    // Both ranks log each size once, however many calls (in-place, out-of-place, warm-up,
+    // timed) it makes.
+    for bytes in [1024, 4096] {
+        let lines = choices(bytes);
+        assert_eq!(lines.len(), 2, "{bytes} B:\n{err}");
+        for l in lines {
+            assert!(l.contains("INFO") && l.contains(" algorithm="), "{l}");
+            assert!(l.contains(" predicted_us="), "{l}");
+        }
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dump).expect("the dump was written"))
+            .expect("the dump parses");
+    let _ = std::fs::remove_file(&dump);
+    assert_eq!(doc["world_size"], 2);
+
+    // Without the variable nothing is logged at INFO.
+    let o = probe(
+        &["all_reduce", "-b", "1K", "-e", "1K", "-n", "1", "-w", "0"],
+        &[],
+    );
+    let (_, err) = text(&o);
+    assert!(o.status.success());
+    assert!(!err.contains("tuner choice"), "{err}");
+}

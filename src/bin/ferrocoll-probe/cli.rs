@@ -194,8 +194,8 @@ pub struct LinkArgs {
     /// Untimed warm-up iterations per link and test.
     #[arg(short = 'w', long = "warmup_iters", default_value_t = 2)]
     pub warmup: u32,
-    /// Mark links slower than the median by more than this many percent.
-    #[arg(long, default_value_t = 25.0)]
+    /// Mark links slower than the median by more than this many percent (0 to under 100).
+    #[arg(long, default_value_t = 25.0, value_parser = parse_percent)]
     pub outlier: f64,
     /// Nominal link speed (e.g. 1gbit, 100Gbit, 25GB/s); each link is shown as a % of it.
     #[arg(long, value_parser = parse_rate)]
@@ -264,6 +264,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("{s:?} is not a size (examples: 8, 512K, 64M, 1G)"))?;
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses a percentage in [0, 100).
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage in [0, 100)")),
+    }
 }
 
 fn parse_ops(s: &str) -> Result<OpList, String> {
@@ -395,5 +403,10 @@ mod tests {
         assert!((r.bytes_per_s - 125e6).abs() < 1.0);
         assert!((parse_rate("25GB/s").unwrap().bytes_per_s - 25e9).abs() < 1.0);
         assert!(parse_rate("fast").is_err());
+        assert_eq!(parse_percent("25"), Ok(25.0));
+        assert_eq!(parse_percent("12.5%"), Ok(12.5));
+        for bad in ["-1", "100", "NaN", "inf", "x", ""] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
+        }
     }
 }

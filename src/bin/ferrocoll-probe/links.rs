@@ -197,6 +197,14 @@ fn host_loaded(comm: &Communicator, times: &[f64], each: f64) -> Vec<Option<f64>
         .collect()
 }
 
+/// The median of the links' bandwidths and, per link, whether it is slower than that median
+/// by more than `percent` percent.
+fn outliers(bw: &[f64], percent: f64) -> (f64, Vec<bool>) {
+    let med = median(bw.to_vec());
+    let floor = med * (1.0 - percent / 100.0);
+    (med, bw.iter().map(|&b| b < floor).collect())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -215,9 +223,6 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
     let (n, me) = (comm.world_size(), comm.rank());
     if n < 2 {
         return Err("links needs at least 2 ranks (--np 2 or more)".into());
-    }
-    if !(a.outlier >= 0.0 && a.outlier < 100.0) {
-        return Err(format!("--outlier {}: must be a percentage in [0, 100)", a.outlier).into());
     }
     let infos = ranks::gather(comm)?;
     let lat_bytes = usize::try_from(a.lat_bytes.max(1))?;
@@ -285,13 +290,14 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
     let pairs: Vec<(usize, usize)> = (0..n)
         .flat_map(|s| (0..n).filter(move |&d| d != s).map(move |d| (s, d)))
         .collect();
-    let med_bw = median(pairs.iter().map(|&(s, d)| bw[s * n + d]).collect());
+    let pair_bw: Vec<f64> = pairs.iter().map(|&(s, d)| bw[s * n + d]).collect();
+    let (med_bw, slow_links) = outliers(&pair_bw, a.outlier);
     let med_lat = median(pairs.iter().map(|&(s, d)| lat[s * n + d]).collect());
-    let slow = 1.0 - a.outlier / 100.0;
     let spec = a.link_spec.as_ref().map(|r| r.bytes_per_s);
     let links: Vec<Link> = pairs
         .iter()
-        .map(|&(s, d)| {
+        .zip(slow_links)
+        .map(|(&(s, d), outlier)| {
             let (l, b) = (lat[s * n + d], bw[s * n + d]);
             Link {
                 src: s,
@@ -300,7 +306,7 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
                 bandwidth_gbps: b / 1e9,
                 alpha_s: l,
                 beta_s_per_byte: if b > 0.0 { 1.0 / b } else { f64::INFINITY },
-                outlier: b < med_bw * slow,
+                outlier,
                 percent_of_spec: spec.map(|sp| 100.0 * b / sp),
             }
         })
@@ -438,4 +444,27 @@ fn print_matrix(title: &str, n: usize, links: &[Link], cell: impl Fn(&Link) -> S
         println!("{line}");
     }
     println!("#");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_below_the_median_by_more_than_the_margin_is_an_outlier() {
+        // Five links at ~10 GB/s and one at 7: 30% below the median.
+        let bw = [10e9, 10.2e9, 9.9e9, 7e9, 10.1e9, 10e9];
+        let (med, marks) = outliers(&bw, 25.0);
+        assert_eq!(med, 10e9);
+        assert_eq!(marks, [false, false, false, true, false, false]);
+        // A wider margin spares it; a margin of 0 marks everything below the median.
+        assert!(outliers(&bw, 35.0).1.iter().all(|&m| !m));
+        assert_eq!(
+            outliers(&bw, 0.0).1,
+            [false, false, true, true, false, false]
+        );
+        // Faster than the median is never an outlier, however far.
+        assert_eq!(outliers(&[1e9, 1e9, 9e9], 25.0).1, [false, false, false]);
+        assert_eq!(outliers(&[], 25.0), (0.0, vec![]));
+    }
 }
