@@ -42,6 +42,25 @@ if ((${#ffi_need[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; t
 fi
 # ---- issue 6: tools (end) -----------------------------------------------------------------
 
+# Every test must run here, not skip: the tests skip (with the reason) when a tool is missing,
+# so that `cargo test` works anywhere, but in this suite a tool it should have installed and
+# could not is an error. FERROCOLL_ALLOW_SKIPS=1 runs anyway (the skips are then printed).
+missing=()
+for tool in ip unshare tc mpirun cc valgrind; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+[ "$(id -u)" = 0 ] || missing+=("root (network namespaces for the multi-host tests)")
+"$FERROCOLL_VENV/bin/python" -c "import torch, numpy, pytest, ml_dtypes" 2>/dev/null \
+    || missing+=("torch, numpy, pytest, ml_dtypes in $FERROCOLL_VENV")
+if ((${#missing[@]})); then
+    if [ "${FERROCOLL_ALLOW_SKIPS:-0}" = 1 ]; then
+        echo "warning: missing, the tests that need it will skip: ${missing[*]}"
+    else
+        echo "error: missing: ${missing[*]} (FERROCOLL_ALLOW_SKIPS=1 runs the rest)" >&2
+        exit 1
+    fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # `cargo test` does not build a cdylib/staticlib-only crate for its integration tests (they
