@@ -7,7 +7,8 @@
 //! (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`). The store address is `FERROCOLL_STORE`
 //! (host:port) or, failing that, `MASTER_ADDR:MASTER_PORT`. Under torchrun the agent already
 //! serves torch's own store on `MASTER_PORT`, so ferrocoll's store then listens on
-//! `MASTER_PORT + 1` (set `FERROCOLL_STORE` to choose another address).
+//! `MASTER_PORT + 1` (set `FERROCOLL_STORE` to choose another address, or `file:DIR` to meet
+//! through a shared directory instead).
 
 use crate::error::{Error, Result};
 
@@ -22,7 +23,8 @@ pub struct LaunchEnv {
     pub local_rank: Option<usize>,
     /// Ranks on this host, if the launcher says.
     pub local_world: Option<usize>,
-    /// `host:port` of the rendezvous store (served by rank 0).
+    /// `host:port` of the rendezvous store (served by rank 0), or `file:DIR` for a directory
+    /// every rank sees (see [`crate::bootstrap::rendezvous`]).
     pub store: String,
     /// Which launcher family the values came from (`ferrocoll`, `torchrun`, `openmpi`, `pmi`, `slurm`).
     pub source: &'static str,
@@ -131,7 +133,7 @@ pub fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>>
         let store = match get("FERROCOLL_STORE") {
             Some(s) => {
                 if !s.contains(':') {
-                    return Err(bad("FERROCOLL_STORE", &s, "expected host:port"));
+                    return Err(bad("FERROCOLL_STORE", &s, "expected host:port or file:DIR"));
                 }
                 s
             }

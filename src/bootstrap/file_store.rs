@@ -68,6 +68,41 @@ impl FileStore {
         &self.dir
     }
 
+    /// The files of this store in its directory: keys (`v-`), locks (`lock-`) and
+    /// temporaries (`tmp-`); other files are not the store's.
+    fn own_files(&self) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if ["v-", "lock-", "tmp-"].iter().any(|p| name.starts_with(p)) {
+                out.push(e.path());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether no key is set (a directory a job may start in).
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(!self.own_files()?.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("v-"))
+        }))
+    }
+
+    /// Removes every key, lock and temporary file of the store (its other files and the
+    /// directory stay). Whoever still waits on a key then waits for it to be set again.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        for p in self.own_files()? {
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         check_key(key).map_err(StoreError::Protocol)?;
         Ok(self.dir.join(format!("v-{}", escape(key))))
@@ -191,5 +226,30 @@ impl Store for FileStore {
             .ok_or_else(|| StoreError::Protocol(format!("counter {key:?} overflows")))?;
         self.write_atomic(&path, new.to_string().as_bytes())?;
         Ok(new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clear_removes_the_stores_files_only() {
+        let dir = std::env::temp_dir().join(format!("fc-filestore-clear-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let st = FileStore::new(&dir, Duration::from_millis(100)).unwrap();
+        assert!(st.is_empty().unwrap());
+        st.set("fc/rank/0", b"x").unwrap();
+        st.add("fc/count", 2).unwrap();
+        fs::write(dir.join("notes.txt"), b"mine").unwrap();
+        assert!(!st.is_empty().unwrap());
+        st.clear().unwrap();
+        assert!(st.is_empty().unwrap());
+        assert!(matches!(
+            st.get_timeout("fc/rank/0", Duration::from_millis(10)),
+            Err(StoreError::Timeout { .. })
+        ));
+        assert_eq!(fs::read(dir.join("notes.txt")).unwrap(), b"mine");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,15 +4,24 @@
 //! publishes `host identity / listening address / pid`, and reads everyone else's. Ranks
 //! with the same host identity (hostname + boot id, or `FERROCOLL_HOSTNAME`) talk over shared
 //! memory, the others over TCP (`FERROCOLL_TRANSPORT` can force either).
+//!
+//! With `FERROCOLL_STORE=file:DIR` the ranks meet through a [`FileStore`] in `DIR` instead (a
+//! directory every rank sees, e.g. on a shared file system under Slurm; no server, no port).
+//! The directory belongs to one job at a time: rank 0 refuses one that already holds keys
+//! (left by a job that crashed, or still running), and removes the keys when its
+//! communicators are gone. Each rank then listens on the interface named by
+//! `FERROCOLL_SOCKET_IFNAME`, else on this host's first non-loopback IPv4 address (no store
+//! address to route to), else on loopback.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
 
 use ferrocoll_transports::hybrid::HybridEndpoint;
 use ferrocoll_transports::shm::{ShmEndpoint, ShmOptions};
 use ferrocoll_transports::tcp::TcpEndpoint;
 
 use super::env::LaunchEnv;
-use super::{Store, StoreError, TcpStore, TcpStoreServer};
+use super::{FileStore, Store, StoreError, TcpStore, TcpStoreServer};
 use crate::config::{Config, TransportChoice};
 use crate::error::{Error, Result};
 
@@ -89,6 +98,68 @@ pub fn host_identity(cfg: &Config) -> String {
     )
 }
 
+/// The store a job meets through, kept for later rendezvous (a split's children meet there
+/// too).
+pub enum MeetingStore {
+    /// A client of the job's [`TcpStoreServer`].
+    Tcp(TcpStore),
+    /// A directory every rank sees (`FERROCOLL_STORE=file:DIR`); the rank that is `owner`
+    /// (rank 0) removes the store's keys when this is dropped.
+    File {
+        /// The store.
+        store: FileStore,
+        /// Whether dropping this clears the directory's keys.
+        owner: bool,
+    },
+}
+
+impl MeetingStore {
+    /// The store itself.
+    pub fn store(&self) -> &dyn Store {
+        match self {
+            MeetingStore::Tcp(s) => s,
+            MeetingStore::File { store, .. } => store,
+        }
+    }
+
+    /// An address that routes towards the other ranks (the TCP store's), from which a rank
+    /// picks the interface it listens on; `None` for a file store.
+    pub fn route(&self) -> Option<SocketAddr> {
+        match self {
+            MeetingStore::Tcp(s) => Some(s.server_addr()),
+            MeetingStore::File { .. } => None,
+        }
+    }
+}
+
+impl Drop for MeetingStore {
+    fn drop(&mut self) {
+        if let MeetingStore::File { store, owner: true } = self {
+            if let Err(e) = store.clear() {
+                tracing::warn!(dir = %store.dir().display(), "cannot clear the file store: {e}");
+            }
+        }
+    }
+}
+
+/// Where `FERROCOLL_STORE` (or the launcher's address) says the ranks meet.
+enum StoreSpec {
+    Tcp(SocketAddr),
+    File(PathBuf),
+}
+
+fn store_spec(spec: &str) -> Result<StoreSpec> {
+    match spec.strip_prefix("file:") {
+        Some(dir) if dir.trim().is_empty() => Err(Error::Config {
+            var: "FERROCOLL_STORE".into(),
+            value: spec.into(),
+            reason: "file: needs a directory (file:/shared/dir)".into(),
+        }),
+        Some(dir) => Ok(StoreSpec::File(PathBuf::from(dir))),
+        None => resolve(spec).map(StoreSpec::Tcp),
+    }
+}
+
 fn resolve(addr: &str) -> Result<SocketAddr> {
     addr.to_socket_addrs()
         .map_err(|e| Error::Config {
@@ -105,8 +176,9 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
 }
 
 /// The local IP to listen on: the interface named by `FERROCOLL_SOCKET_IFNAME`, else the one
-/// that routes to the store.
-fn listen_ip(cfg: &Config, store: SocketAddr) -> Result<std::net::IpAddr> {
+/// that routes to the store, else (a file store) the first non-loopback IPv4 address, else
+/// loopback.
+fn listen_ip(cfg: &Config, route: Option<SocketAddr>) -> Result<std::net::IpAddr> {
     if let Some(ifname) = &cfg.socket_ifname {
         return interface_ipv4(ifname).ok_or_else(|| Error::Config {
             var: "FERROCOLL_SOCKET_IFNAME".into(),
@@ -114,6 +186,14 @@ fn listen_ip(cfg: &Config, store: SocketAddr) -> Result<std::net::IpAddr> {
             reason: "no such interface with an IPv4 address".into(),
         });
     }
+    let Some(store) = route else {
+        let ip = ipv4_interfaces()
+            .into_iter()
+            .map(|(_, ip)| ip)
+            .find(|ip| !ip.is_loopback())
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+        return Ok(ip.into());
+    };
     let probe = UdpSocket::bind(if store.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -170,16 +250,35 @@ pub struct Rendezvous {
     pub endpoint: HybridEndpoint,
     /// What the rank learnt about its peers.
     pub peers: Peers,
-    /// The store client (for later rendezvous, e.g. split).
-    pub store: TcpStore,
+    /// The store (for later rendezvous, e.g. split).
+    pub store: MeetingStore,
     /// Rank 0's store server.
     pub server: Option<TcpStoreServer>,
 }
 
 /// Runs the rendezvous of `env` and connects the links.
 pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
-    let (rank, world) = (env.rank, env.world);
-    let store_addr = resolve(&env.store)?;
+    let rank = env.rank;
+    let store_addr = match store_spec(&env.store)? {
+        StoreSpec::Tcp(a) => a,
+        StoreSpec::File(dir) => {
+            let store = FileStore::new(&dir, cfg.timeout)?;
+            if rank == 0 && !store.is_empty()? {
+                return Err(Error::Config {
+                    var: "FERROCOLL_STORE".into(),
+                    value: env.store.clone(),
+                    reason: "the directory already holds a job's keys (a crashed job, or one \
+                             still running): give each job an empty directory"
+                        .into(),
+                });
+            }
+            let store = MeetingStore::File {
+                store,
+                owner: rank == 0,
+            };
+            return finish(env, cfg, store, None);
+        }
+    };
     let server = if rank == 0 {
         // Listen on every interface at the store's port, so ranks on other hosts reach it.
         let any: std::net::IpAddr = if store_addr.is_ipv4() {
@@ -207,7 +306,18 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
         cfg.timeout,
         cfg.secret.as_deref().map(str::as_bytes),
     )?;
-    let (endpoint, peers) = connect_ranks(&store, store_addr, "fc/", rank, world, cfg)?;
+    finish(env, cfg, MeetingStore::Tcp(store), server)
+}
+
+/// Connects the links through `store` and returns what the communicator keeps.
+fn finish(
+    env: &LaunchEnv,
+    cfg: &Config,
+    store: MeetingStore,
+    server: Option<TcpStoreServer>,
+) -> Result<Rendezvous> {
+    let (rank, world) = (env.rank, env.world);
+    let (endpoint, peers) = connect_ranks(store.store(), store.route(), "fc/", rank, world, cfg)?;
     tracing::info!(
         rank,
         world,
@@ -223,12 +333,13 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
     })
 }
 
-/// Meets the `world` ranks of one communicator through `store` (reached at `store_addr`),
-/// under keys that start with `prefix` (so one store serves several communicators, e.g. the
-/// children of a split), and connects shared memory and TCP links between them.
+/// Meets the `world` ranks of one communicator through `store` (a TCP store reached at
+/// `route`; `None` for a file store), under keys that start with `prefix` (so one store
+/// serves several communicators, e.g. the children of a split), and connects shared memory
+/// and TCP links between them.
 pub fn connect_ranks(
     store: &dyn Store,
-    store_addr: SocketAddr,
+    route: Option<SocketAddr>,
     prefix: &str,
     rank: usize,
     world: usize,
@@ -247,7 +358,7 @@ pub fn connect_ranks(
                 .ok_or_else(|| StoreError::Protocol("bad job token".into()))?,
         )
     };
-    let ip = listen_ip(cfg, store_addr)?;
+    let ip = listen_ip(cfg, route)?;
     let listener = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(StoreError::Io)?;
     let cpu_list: Vec<String> = affinity_cpus().iter().map(usize::to_string).collect();
     let me = format!(

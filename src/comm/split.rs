@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::Communicator;
-use crate::bootstrap::rendezvous::{connect_ranks, ipv4_interfaces};
+use crate::bootstrap::rendezvous::{connect_ranks, ipv4_interfaces, MeetingStore};
 use crate::bootstrap::{TcpStore, TcpStoreServer};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -162,13 +162,13 @@ pub(crate) struct Bootstrap {
 /// The store client and, on the rank that serves it, the server. Fields drop in order: the
 /// client closes before the server stops.
 struct JobStore {
-    store: TcpStore,
+    store: MeetingStore,
     _server: Option<TcpStoreServer>,
 }
 
 impl Bootstrap {
     /// For a communicator built by [`crate::bootstrap::rendezvous::rendezvous`].
-    pub(crate) fn new(store: TcpStore, server: Option<TcpStoreServer>) -> Bootstrap {
+    pub(crate) fn new(store: MeetingStore, server: Option<TcpStoreServer>) -> Bootstrap {
         Bootstrap {
             job: Arc::new(JobStore {
                 store,
@@ -209,7 +209,7 @@ impl Communicator {
             cfg.timeout,
             Some(secret(id.token).as_bytes()),
         )?;
-        let (ep, peers) = connect_ranks(&store, id.store, "fc/", rank, world, &cfg)?;
+        let (ep, peers) = connect_ranks(&store, Some(id.store), "fc/", rank, world, &cfg)?;
         tracing::info!(
             rank,
             world,
@@ -219,7 +219,7 @@ impl Communicator {
         let hosts = crate::topology::Topology::from_hosts(&peers.hosts, &peers.cores, &peers.cpus);
         let mut c = Communicator::from_endpoint_on(Box::new(ep), cfg, None, Some(hosts))?;
         c.peers = Some(peers);
-        c._keep = Some(Box::new(Bootstrap::new(store, server)));
+        c._keep = Some(Box::new(Bootstrap::new(MeetingStore::Tcp(store), server)));
         Ok(c)
     }
 
@@ -273,8 +273,8 @@ impl Communicator {
         cfg.yield_when_idle = cfg.yield_when_idle.or(self.config().yield_when_idle);
         let store = &boot.job.store;
         let (ep, peers) = connect_ranks(
-            store,
-            store.server_addr(),
+            store.store(),
+            store.route(),
             &prefix,
             rank,
             members.len(),
