@@ -42,7 +42,9 @@
 
 // Result of every call. `fcSuccess` is 0 like `ncclSuccess`; the error codes live in their
 // own range (7000 + the number of NCCL's code of the same name), so they are never confused
-// with `ncclResult_t` values in a program that uses both libraries.
+// with `ncclResult_t` values in a program that uses both libraries. `fcTimeout` has no NCCL
+// counterpart and sits apart at 7100, leaving 7007 for an `fcInProgress` (NCCL's
+// `ncclInProgress` = 7) if non-blocking communicators come.
 typedef enum {
   // The call succeeded.
   fcSuccess = 0,
@@ -55,12 +57,12 @@ typedef enum {
   // oversized count or rank, a stream that is not NULL, a handle that is no communicator.
   fcInvalidArgument = 7004,
   // The library was used wrongly: a destroyed communicator, mismatched calls across ranks,
-  // an operator the data type does not support, a call that is not allowed inside a group.
+  // a forced algorithm that does not apply, a call that is not allowed inside a group.
   fcInvalidUsage = 7005,
   // A remote rank failed (crashed, exited, closed its links).
   fcRemoteError = 7006,
-  // A call made no progress within `FERROCOLL_TIMEOUT`.
-  fcTimeout = 7007,
+  // A call made no progress within `FERROCOLL_TIMEOUT` (no NCCL counterpart).
+  fcTimeout = 7100,
 } fcResult_t;
 
 // Opaque communicator type; only pointers to it (`fcComm_t`) exist.
@@ -418,10 +420,16 @@ const char *fcGetLastError(fcComm_t comm);
 
 // Compressed all-reduce of `count` float32 values in place: every rank's `buff` becomes the
 // (lossy) sum over all ranks. `codec` is a `FERROCOLL_COMPRESSION` spelling (`fp16`, `bf16`,
-// `fp8`, `fp8e5m2`, `topk:0.01`, `onebit`, `powersgd:4`, `none`; NULL: the environment
-// variable, else none); `key` names the tensor whose compression error is carried to its
-// next call (one key per gradient tensor or bucket; reusing a key with another length or
-// codec is `fcInvalidArgument`). Every rank passes the same key, count and codec.
+// `fp8`, `fp8e5m2`, `topk:0.01`, `onebit`, `none`, or `auto`, resolved from the
+// communicator's topology; NULL: the environment variable, else none); `key` names the
+// tensor whose compression error is carried to its next call (one key per gradient tensor
+// or bucket; reusing a key with another length or codec is `fcInvalidArgument`). Every rank
+// passes the same key, count and codec.
+//
+// PowerSGD (`powersgd:R`, also through `FERROCOLL_COMPRESSION`) is refused with
+// `fcInvalidArgument`: it compresses one 2-D gradient matrix, and this call takes a flat
+// vector with no shape. From C use one of the codecs above; PowerSGD needs the Rust API's
+// `all_reduce_compressed_2d` (or a framework's own PowerSGD, e.g. torch's `powerSGD_hook`).
 //
 // Thread safety: as `fcAllReduce`; not inside `fcGroupStart`/`fcGroupEnd`.
 //

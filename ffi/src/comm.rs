@@ -292,7 +292,7 @@ pub extern "C" fn fcGetErrorString(result: c_int) -> *const c_char {
         7004 => b"invalid argument\0",
         7005 => b"invalid usage\0",
         7006 => b"remote process exited or there was a network error\0",
-        7007 => b"timeout: no progress within FERROCOLL_TIMEOUT\0",
+        7100 => b"timeout: no progress within FERROCOLL_TIMEOUT\0",
         _ => b"unknown result code\0",
     };
     s.as_ptr().cast()

@@ -57,10 +57,16 @@ unsafe fn text<'a>(s: *const c_char, what: &str) -> Result<Option<&'a str>, Fail
 
 /// Compressed all-reduce of `count` float32 values in place: every rank's `buff` becomes the
 /// (lossy) sum over all ranks. `codec` is a `FERROCOLL_COMPRESSION` spelling (`fp16`, `bf16`,
-/// `fp8`, `fp8e5m2`, `topk:0.01`, `onebit`, `powersgd:4`, `none`; NULL: the environment
-/// variable, else none); `key` names the tensor whose compression error is carried to its
-/// next call (one key per gradient tensor or bucket; reusing a key with another length or
-/// codec is `fcInvalidArgument`). Every rank passes the same key, count and codec.
+/// `fp8`, `fp8e5m2`, `topk:0.01`, `onebit`, `none`, or `auto`, resolved from the
+/// communicator's topology; NULL: the environment variable, else none); `key` names the
+/// tensor whose compression error is carried to its next call (one key per gradient tensor
+/// or bucket; reusing a key with another length or codec is `fcInvalidArgument`). Every rank
+/// passes the same key, count and codec.
+///
+/// PowerSGD (`powersgd:R`, also through `FERROCOLL_COMPRESSION`) is refused with
+/// `fcInvalidArgument`: it compresses one 2-D gradient matrix, and this call takes a flat
+/// vector with no shape. From C use one of the codecs above; PowerSGD needs the Rust API's
+/// `all_reduce_compressed_2d` (or a framework's own PowerSGD, e.g. torch's `powerSGD_hook`).
 ///
 /// Thread safety: as `fcAllReduce`; not inside `fcGroupStart`/`fcGroupEnd`.
 ///

@@ -7,7 +7,9 @@ use std::os::raw::{c_char, c_int};
 
 /// Result of every call. `fcSuccess` is 0 like `ncclSuccess`; the error codes live in their
 /// own range (7000 + the number of NCCL's code of the same name), so they are never confused
-/// with `ncclResult_t` values in a program that uses both libraries.
+/// with `ncclResult_t` values in a program that uses both libraries. `fcTimeout` has no NCCL
+/// counterpart and sits apart at 7100, leaving 7007 for an `fcInProgress` (NCCL's
+/// `ncclInProgress` = 7) if non-blocking communicators come.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum fcResult_t {
@@ -22,12 +24,12 @@ pub enum fcResult_t {
     /// oversized count or rank, a stream that is not NULL, a handle that is no communicator.
     fcInvalidArgument = 7004,
     /// The library was used wrongly: a destroyed communicator, mismatched calls across ranks,
-    /// an operator the data type does not support, a call that is not allowed inside a group.
+    /// a forced algorithm that does not apply, a call that is not allowed inside a group.
     fcInvalidUsage = 7005,
     /// A remote rank failed (crashed, exited, closed its links).
     fcRemoteError = 7006,
-    /// A call made no progress within `FERROCOLL_TIMEOUT`.
-    fcTimeout = 7007,
+    /// A call made no progress within `FERROCOLL_TIMEOUT` (no NCCL counterpart).
+    fcTimeout = 7100,
 }
 
 /// Element type of a buffer: an integer holding one of the `fc*` type codes below (NCCL's

@@ -171,6 +171,11 @@ def compressed(comm, r, p):
         comm.all_reduce_compressed(np.zeros(3, np.float64), key="w2", codec="fp16")
     with pytest.raises(ferrocoll.InvalidArgumentError):
         comm.all_reduce_compressed(np.zeros(3, np.float32), key="w2", codec="zip")
+    # PowerSGD compresses a 2-D matrix: a flat buffer (the C ABI, this call) is refused on
+    # every rank before anything is sent, and the communicator stays usable.
+    with pytest.raises(ferrocoll.InvalidArgumentError, match="PowerSGD compresses 2-D"):
+        comm.all_reduce_compressed(np.ones(64, np.float32), key="w3", codec="powersgd:4")
+    comm.all_reduce_compressed(g, key="w0", codec="fp16")
     comm.reset_compression("w1")
     comm.reset_compression()
 
@@ -320,3 +325,72 @@ def test_torch_backend_ddp_matches_gloo(tmp_path):
                        timeout=400)
     assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
     assert "max |loss difference|" in r.stdout and ": ok" in r.stdout, r.stdout
+
+
+# -- the DDP compression hook (in this process; needs torch, not DDP) ------------------------
+
+
+def test_compression_hook_refuses_powersgd(monkeypatch):
+    pytest.importorskip("torch", reason="torch is not installed")
+    import ferrocoll.torch as fct
+
+    for codec in ("powersgd:4", " PowerSGD:2 ", "powersgd"):
+        with pytest.raises(ValueError, match="cannot use PowerSGD"):
+            fct.compression_hook(codec)
+    monkeypatch.setenv("FERROCOLL_COMPRESSION", "powersgd:4")
+    with pytest.raises(ValueError, match="FERROCOLL_COMPRESSION='powersgd:4'"):
+        fct.compression_hook(None)
+    monkeypatch.setenv("FERROCOLL_COMPRESSION", "fp8")
+    assert callable(fct.compression_hook(None))
+    assert callable(fct.compression_hook("onebit"))
+
+
+class _Bucket:
+    """What the hook uses of torch's GradBucket: index, flat gradient buffer, parameters."""
+
+    def __init__(self, index, params, grads):
+        self._index, self._params, self._buf = index, params, grads
+
+    def index(self):
+        return self._index
+
+    def buffer(self):
+        return self._buf
+
+    def parameters(self):
+        return self._params
+
+
+def test_compression_hook_gives_a_rebuilt_bucket_fresh_state(monkeypatch):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    import torch.distributed as dist
+    import ferrocoll.torch as fct
+
+    monkeypatch.setenv("FERROCOLL_SOCKET_IFNAME", "lo")
+    monkeypatch.delenv("FERROCOLL_COMPRESSION", raising=False)
+    pg = fct.ProcessGroupFerrocoll(dist.HashStore(), 0, 1)
+    try:
+        gen = torch.Generator().manual_seed(5)
+        a, b, c = (torch.nn.Parameter(torch.zeros(n)) for n in (100, 60, 60))
+
+        def call(hook, params):
+            grads = torch.randn(sum(p.numel() for p in params), generator=gen)
+            out = hook(pg, _Bucket(0, params, grads.clone())).value()
+            return grads, out
+
+        hook = fct.compression_hook("onebit")  # lossy: leaves a residual for the next call
+        call(hook, [a])
+        call(hook, [a])
+        # DDP rebuilt bucket 0 with more elements: fresh state, no FeedbackMismatch. Then
+        # the same length but other parameters: fresh state too, not [a, b]'s residual,
+        # so the result is what a new hook gives for the same gradients.
+        call(hook, [a, b])
+        grads, out = call(hook, [a, c])
+        fresh = fct.compression_hook("onebit")(pg, _Bucket(0, [a, c], grads.clone())).value()
+        assert torch.equal(out, fresh)
+        # With the same layout again, the carried residual does change the result.
+        grads2, again = call(hook, [a, c])
+        first = fct.compression_hook("onebit")(pg, _Bucket(0, [a, c], grads2.clone())).value()
+        assert not torch.equal(again, first)
+    finally:
+        pg.shutdown()

@@ -11,6 +11,8 @@ publishes it there. Calls complete before they return (the returned work is alre
 """
 
 import ctypes
+import itertools
+import os
 
 import torch
 import torch.distributed as dist
@@ -257,16 +259,67 @@ def _backend(pg=None):
     raise RuntimeError("compression_hook needs a process group of backend 'ferrocoll'")
 
 
+def _refuse_powersgd(codec):
+    """Raises ValueError if ``codec`` (a ``FERROCOLL_COMPRESSION`` spelling; None: that
+    variable) names PowerSGD, which the hook cannot run (see :func:`compression_hook`)."""
+    spelling = codec if codec is not None else os.environ.get("FERROCOLL_COMPRESSION", "")
+    name = str(spelling).strip().lower().split(":", 1)[0]
+    if name == "powersgd":
+        where = repr(codec) if codec is not None else f"FERROCOLL_COMPRESSION={spelling!r}"
+        raise ValueError(
+            f"ferrocoll: compression_hook cannot use PowerSGD ({where}): a DDP bucket is a flat "
+            "vector of many gradients, and PowerSGD compresses one 2-D gradient matrix at a time "
+            "(ferrocoll's all_reduce_compressed_2d, Rust API only). Use a 1-D codec (fp16, bf16, "
+            "fp8, topk:0.01, onebit), or torch's own PowerSGD hook, which runs over this backend "
+            "(torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook.powerSGD_hook)")
+
+
+_HOOKS = itertools.count()
+
+
 def compression_hook(codec="fp16"):
     """A DistributedDataParallel communication hook that all-reduces each gradient bucket
-    compressed with ``codec`` (``"fp16"``, ``"bf16"``, ``"fp8"``, ``"topk:0.01"``,
-    ``"onebit"``, ``"powersgd:4"``), carrying each bucket's compression error to its next
-    step (error feedback), then averages::
+    compressed with ``codec`` (a ``FERROCOLL_COMPRESSION`` spelling: ``"fp16"``, ``"bf16"``,
+    ``"fp8"``, ``"fp8e5m2"``, ``"topk:0.01"``, ``"onebit"``, ``"none"``, ``"auto"``; None: the
+    environment variable), carrying each bucket's compression error to its next step (error
+    feedback), then averages::
 
         ddp.register_comm_hook(None, ferrocoll.torch.compression_hook("fp8"))
 
+    PowerSGD (``"powersgd:R"``) is refused here with a ValueError: it compresses one 2-D
+    gradient matrix at a time, and a bucket is a flat vector of many gradients (the C ABI's
+    ``fcAllReduceCompressed``, which the hook calls, refuses it too). For PowerSGD under DDP
+    use torch's ``powerSGD_hook`` (``torch.distributed.algorithms.ddp_comm_hooks``), which
+    runs its all-reduces over this backend.
+
     The state argument of the hook is the process group (None: the world group). Buckets
     that are not float32 are all-reduced exactly."""
+    _refuse_powersgd(codec)
+    # Error feedback keeps one residual per key, of the key's first length; a residual
+    # belongs to the exact gradients it was computed from. DDP may rebuild its buckets (after
+    # the first iteration, in gradient-ready order): the same bucket index can then hold
+    # other parameters, or another number of elements (which the C ABI refuses as a
+    # FeedbackMismatch). So the key names this hook (two DDP models on one process group
+    # must not share residuals), the bucket index, its element count and its parameters'
+    # identities (a reordered bucket of the same length must not inherit another
+    # parameter's residual): a rebuilt bucket starts from fresh state, and the residual of
+    # the layout it replaced is dropped. Only float32 buckets use a key, so the dtype is
+    # always float32 there. Keys are local to each rank: nothing about them is exchanged.
+    hook_id = next(_HOOKS)
+    keys = {}  # bucket index -> key of its current layout
+
+    def key_of(pg, bucket, numel):
+        try:
+            params = tuple((p.data_ptr(), p.numel()) for p in bucket.parameters())
+        except Exception:  # noqa: BLE001 - older torch or no parameter list: length only
+            params = ()
+        key = f"ddp{hook_id}-bucket{bucket.index()}-n{numel}-p{hash(params) & (2**64 - 1):016x}"
+        old = keys.get(bucket.index())
+        if old != key:
+            if old is not None:
+                pg._comm.reset_compression(old)  # free the replaced layout's residual
+            keys[bucket.index()] = key
+        return key
 
     def hook(state, bucket):
         pg = _backend(state)
@@ -274,7 +327,8 @@ def compression_hook(codec="fp16"):
         dense = t if t.is_contiguous() else t.contiguous()
         arr = dense.detach().numpy()
         if dense.dtype == torch.float32:
-            pg._comm.all_reduce_compressed(arr, key=f"ddp-bucket-{bucket.index()}", codec=codec)
+            key = key_of(pg, bucket, dense.numel())
+            pg._comm.all_reduce_compressed(arr, key=key, codec=codec)
         else:
             pg._comm.all_reduce(arr)
         dense.div_(pg.size())
