@@ -67,6 +67,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # do not link it), so libferrocoll.so/.a are built first: the C example test and the Python
 # package below load them from target/debug.
 cargo build -p ferrocoll-ffi
+# tests/train_dp_cli.rs runs the example binary, which `--all-targets` builds only as a test.
+cargo build -p ferrocoll --example train_dp
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
