@@ -114,7 +114,9 @@ fn not_empty(what: &'static str, len: usize) -> Result<()> {
 fn needs_matrix(codec: Codec) -> Error {
     Error::InvalidCodec {
         codec: codec.to_string(),
-        reason: "PowerSGD compresses 2-D gradients: use all_reduce_compressed_2d".into(),
+        reason: "PowerSGD compresses one 2-D gradient matrix and this call has no shape (Rust: \
+                 all_reduce_compressed_2d; C, Python, DDP: use a 1-D codec)"
+            .into(),
     }
 }
 

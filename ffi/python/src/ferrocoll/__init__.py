@@ -292,9 +292,11 @@ class Communicator:
     def all_reduce_compressed(self, buf, key: str, codec=None):
         """Lossy sum over all ranks of the float32 array ``buf``, in place, compressed with
         ``codec`` (a ``FERROCOLL_COMPRESSION`` spelling: ``"fp16"``, ``"bf16"``, ``"fp8"``,
-        ``"topk:0.01"``, ``"onebit"``, ``"powersgd:4"``, ``"none"``; None: the environment).
-        The compression error of tensor ``key`` is carried to its next call (error
-        feedback); every rank passes the same key and codec. Returns ``buf``."""
+        ``"fp8e5m2"``, ``"topk:0.01"``, ``"onebit"``, ``"none"``, ``"auto"``; None: the
+        environment). The compression error of tensor ``key`` is carried to its next call
+        (error feedback); every rank passes the same key and codec. Returns ``buf``.
+        PowerSGD (``"powersgd:R"``) raises InvalidArgumentError: it needs a gradient's
+        matrix shape, which a flat array does not carry (Rust API only)."""
         x = _view(buf, True, "buf")
         if x.dtype != np.float32:
             raise InvalidArgumentError(7004, f"compressed all-reduce takes float32, not {x.dtype}")
