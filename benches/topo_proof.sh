@@ -9,10 +9,13 @@
 #      in the same run. Targets: topology ring >= 1.8x and hierarchical >= 2.5x faster than the
 #      rank-order ring, hierarchical >= 1.3x faster than the topology ring.
 #   2. Tuner regret: topologies {1 host x 4, 2 hosts x 2 (cyclic), 4 hosts x 1}, sizes 8 B
-#      ... 32 MiB in x4 steps and 64 MiB: every all-reduce algorithm and `auto` measured; regret =
-#      auto / fastest - 1 (target <= 10%); the model's prediction for the chosen algorithm
-#      (ferrocoll-probe simulate on the same topology file) against the measured time at
-#      >= 1 MiB (target within 25%).
+#      ... 32 MiB in x4 steps and 64 MiB: every all-reduce algorithm and `auto` measured in
+#      the same rounds; regret = time of the tuner's choice / fastest - 1 (target <= 10%; the
+#      choice is read from `auto`'s JSON and timed in its forced entry, so every algorithm is
+#      timed the same way; the `auto` entry's own regret is printed beside it); the model's
+#      prediction for the chosen algorithm (ferrocoll-probe simulate) against the measured
+#      time at >= 1 MiB (target within 25%), on the calibration the tuner chose with and on
+#      the links measured through the run.
 #
 #   benches/topo_proof.sh [--short] [PATH/TO/ferrocoll-probe]
 # --short (CI): SIZE 8 MiB, fewer sizes, 1 round, few iterations. In short mode only part 1's
@@ -254,7 +257,8 @@ echo "== 2. tuner regret and model error (all-reduce, sizes: $SIZES)"
 #   measurements of the placement, which describe the machine over the minutes the
 #   collectives ran, not over the few seconds before them (single calibrations on one host
 #   ranged 77-143 Gbit/s between runs while the collectives moved the other way). The error
-#   on the calibration alone is printed beside it.
+#   of the tuner's own prediction, on the calibration alone, is printed beside it, and both
+#   are held to the target.
 P2_HOSTS=${TOPO_PROOF_HOSTS:-1 2 4}
 ALGOS=auto,ring,tree,halving_doubling,direct,hierarchical
 CONTEND=${CONTEND:-0.20}
@@ -339,7 +343,7 @@ def report(out, sizes, placements):
                 e, e0 = pred[s][c] / m[c] - 1, pre[s][c] / m[c] - 1
                 worst_err, worst_pre = max(worst_err, abs(e)), max(worst_pre, abs(e0))
                 err = f"{e:+.0%} ({e0:+.0%})"
-                bad |= abs(e) > 0.25
+                bad |= abs(e) > 0.25 or abs(e0) > 0.25
             bad |= regret > 0.10
             cells = " ".join(f"{m[a] * 1e6:16.1f}" for a in ALGOS)
             print(f"   {s:>9} {c:>8}{m['auto'] * 1e6:9.1f} {cells} {regret:7.1%} {auto_regret:7.1%} {err:>14}")
@@ -347,7 +351,8 @@ def report(out, sizes, placements):
     print(f"     worst regret of the auto entry {worst_auto:.1%} (not gated: the same algorithm as its choice, measured again)")
     print(f"{'ok  ' if worst_err <= 0.25 else 'MISS'} worst model error at >= 1 MiB {worst_err:.0%} (target <= 25%;"
           f" links measured through the run)")
-    print(f"     worst model error on the calibration before the run {worst_pre:.0%} (not gated)")
+    print(f"{'ok  ' if worst_pre <= 0.25 else 'MISS'} worst model error at >= 1 MiB on the calibration"
+          f" before the run (the tuner's own prediction) {worst_pre:.0%} (target <= 25%)")
     return bad
 if sys.argv[1] == "contenders":
     contenders(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
