@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -108,8 +108,53 @@ fn tcp_store_get_waits_for_a_later_set() {
     assert_eq!(h.join().unwrap(), b"v");
 }
 
+/// Everything logged at WARN or worse by any thread of this test binary, once
+/// [`capture_warnings`] has run.
+static WARNINGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Installs (once) a global subscriber that writes WARN and ERROR events into [`WARNINGS`]:
+/// the store server logs from its own threads, which a thread-scoped subscriber of the test
+/// would not see. Panics if another global subscriber came first (nothing in this binary
+/// installs one: `init_logging` runs in `Communicator::from_env`/`from_unique_id` only).
+fn capture_warnings() {
+    struct Sink;
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            WARNINGS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    let ok = *INSTALLED.get_or_init(|| {
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(|| Sink)
+            .finish();
+        tracing::subscriber::set_global_default(sub).is_ok()
+    });
+    assert!(ok, "another global tracing subscriber was installed first");
+}
+
+/// The captured warning lines that name `remote` (as the `remote` field).
+fn warnings_about(remote: std::net::SocketAddr) -> Vec<String> {
+    let field = format!("remote={remote}");
+    let all = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+    String::from_utf8_lossy(&all)
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == field))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn garbage_clients_do_not_kill_the_server() {
+    capture_warnings();
     let (_srv, addr) = server();
     let good = TcpStore::connect(addr, T).unwrap();
     good.set("k", b"v").unwrap();
@@ -153,6 +198,22 @@ fn garbage_clients_do_not_kill_the_server() {
             Ok(n) => assert_eq!(n, 0),
             Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
         }
+    }
+    // ...each with a warning naming it and saying why (logged before the server closed the
+    // connection, whose end the reads above saw)...
+    for (s, why) in [
+        (&s, "bad magic"),
+        (&s2, "frame of 4294967295 bytes"),
+        (&s3, "malformed request"),
+    ] {
+        let me = s.local_addr().unwrap();
+        let lines = warnings_about(me);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("store: dropping client") && l.contains(why)),
+            "no warning dropping {me} ({why}): {lines:?}"
+        );
     }
     // ...and keeps serving the others.
     assert_eq!(good.get("k").unwrap(), b"v");

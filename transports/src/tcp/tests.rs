@@ -1,9 +1,15 @@
 //! Loopback tests of the TCP links and the mesh setup.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
+use tracing::{span, Event, Level, Metadata};
 
 use super::setup::Hello;
 use super::*;
@@ -18,8 +24,64 @@ fn listeners(n: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
     (ls, addrs)
 }
 
+/// Collects the WARN and ERROR events of the threads it is the default subscriber of (set per
+/// thread, so tests running beside them do not mix in), one line each: the message, then
+/// ` name=value` per field.
+#[derive(Clone, Default)]
+struct WarnLog(Arc<Mutex<Vec<String>>>);
+
+impl WarnLog {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl tracing::Subscriber for WarnLog {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        // Asked per event: other threads have other (or no) subscribers.
+        Interest::sometimes()
+    }
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        *m.level() <= Level::WARN
+    }
+    fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+        span::Id::from_u64(1)
+    }
+    fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+    fn event(&self, e: &Event<'_>) {
+        #[derive(Default)]
+        struct Line {
+            message: String,
+            fields: String,
+        }
+        impl Visit for Line {
+            fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    let _ = write!(self.message, "{v:?}");
+                } else {
+                    let _ = write!(self.fields, " {}={v:?}", f.name());
+                }
+            }
+        }
+        let mut line = Line::default();
+        e.record(&mut line);
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{}{}", line.message, line.fields));
+    }
+    fn enter(&self, _: &span::Id) {}
+    fn exit(&self, _: &span::Id) {}
+}
+
 /// Forms an `n`-rank mesh over threads; `before` runs after binding, before any rank starts.
 fn mesh_with(n: usize, before: impl FnOnce(&[SocketAddr])) -> Vec<TcpEndpoint> {
+    mesh_logged(n, before, &WarnLog::default())
+}
+
+/// [`mesh_with`], with the warnings of every rank's setup collected in `log`.
+fn mesh_logged(n: usize, before: impl FnOnce(&[SocketAddr]), log: &WarnLog) -> Vec<TcpEndpoint> {
     let (ls, addrs) = listeners(n);
     before(&addrs);
     let hs: Vec<_> = ls
@@ -27,8 +89,11 @@ fn mesh_with(n: usize, before: impl FnOnce(&[SocketAddr])) -> Vec<TcpEndpoint> {
         .enumerate()
         .map(|(r, l)| {
             let addrs = addrs.clone();
+            let log = log.clone();
             thread::spawn(move || {
-                TcpEndpoint::connect(r, n, l, &addrs, TOKEN, Duration::from_secs(20))
+                tracing::subscriber::with_default(log, || {
+                    TcpEndpoint::connect(r, n, l, &addrs, TOKEN, Duration::from_secs(20))
+                })
             })
         })
         .collect();
@@ -107,40 +172,63 @@ fn three_rank_mesh_streams_megabytes() {
 
 #[test]
 fn stranger_is_dropped_and_mesh_forms() {
-    let eps = mesh_with(3, |addrs| {
-        // Random garbage to rank 0 (which accepts from 1 and 2) and to rank 1.
-        for &a in &addrs[..2] {
-            let mut s = TcpStream::connect(a).unwrap();
-            let mut x = 0x9e37_79b9_7f4a_7c15u64;
-            let junk: Vec<u8> = (0..4096)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            let _ = s.write_all(&junk);
-            // Left open: a silent stranger must not block the job either.
-            std::mem::forget(s);
-        }
-        // A well-formed hello from another job.
-        let mut s = TcpStream::connect(addrs[0]).unwrap();
-        let other = Hello {
-            job_token: TOKEN ^ 1,
-            rank: 2,
-            world: 3,
-        };
-        s.write_all(&other.encode()).unwrap();
-        // A silent stranger holding a connection open.
-        std::mem::forget(TcpStream::connect(addrs[0]).unwrap());
-    });
+    let log = WarnLog::default();
+    // (rank, the stranger's address as the rank sees it, why the rank must drop it)
+    let mut strangers: Vec<(usize, SocketAddr, &str)> = Vec::new();
+    let eps = mesh_logged(
+        3,
+        |addrs| {
+            // Random garbage to rank 0 (which accepts from 1 and 2) and to rank 1.
+            for (r, &a) in addrs[..2].iter().enumerate() {
+                let mut s = TcpStream::connect(a).unwrap();
+                let mut x = 0x9e37_79b9_7f4a_7c15u64;
+                let junk: Vec<u8> = (0..4096)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                let _ = s.write_all(&junk);
+                strangers.push((r, s.local_addr().unwrap(), "bad magic"));
+                // Left open: a silent stranger must not block the job either.
+                std::mem::forget(s);
+            }
+            // A well-formed hello from another job.
+            let mut s = TcpStream::connect(addrs[0]).unwrap();
+            let other = Hello {
+                job_token: TOKEN ^ 1,
+                rank: 2,
+                world: 3,
+            };
+            s.write_all(&other.encode()).unwrap();
+            strangers.push((0, s.local_addr().unwrap(), "wrong job token"));
+            // A silent stranger holding a connection open.
+            std::mem::forget(TcpStream::connect(addrs[0]).unwrap());
+        },
+        &log,
+    );
     let hs: Vec<_> = eps
         .into_iter()
         .map(|mut ep| thread::spawn(move || exchange(&mut ep, 64 << 10)))
         .collect();
     for h in hs {
         h.join().unwrap();
+    }
+    // Each stranger that sent bytes was dropped with a warning naming it and saying why (its
+    // bytes were there before the rank started, so the rank read them before the mesh formed).
+    let lines = log.lines();
+    for (r, addr, why) in strangers {
+        let remote = format!("remote={addr}");
+        assert!(
+            lines.iter().any(|l| {
+                l.contains("dropping a connection that is not a peer of this job")
+                    && l.contains(why)
+                    && l.split_whitespace().any(|w| w == remote)
+            }),
+            "rank {r}: no warning dropping the stranger {addr} ({why}); warnings: {lines:#?}"
+        );
     }
 }
 
