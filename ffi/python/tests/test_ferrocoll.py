@@ -173,7 +173,7 @@ def compressed(comm, r, p):
         comm.all_reduce_compressed(np.zeros(3, np.float32), key="w2", codec="zip")
     # PowerSGD compresses a 2-D matrix: a flat buffer (the C ABI, this call) is refused on
     # every rank before anything is sent, and the communicator stays usable.
-    with pytest.raises(ferrocoll.InvalidArgumentError, match="PowerSGD compresses 2-D"):
+    with pytest.raises(ferrocoll.InvalidArgumentError, match="PowerSGD compresses one 2-D gradient matrix"):
         comm.all_reduce_compressed(np.ones(64, np.float32), key="w3", codec="powersgd:4")
     comm.all_reduce_compressed(g, key="w0", codec="fp16")
     comm.reset_compression("w1")
