@@ -68,15 +68,15 @@ impl FileStore {
         &self.dir
     }
 
-    /// The files of this store in its directory: keys (`v-`), locks (`lock-`) and
-    /// temporaries (`tmp-`); other files are not the store's.
-    fn own_files(&self) -> io::Result<Vec<PathBuf>> {
+    /// The files in the store's directory whose names start with one of `prefixes`.
+    fn files(&self, prefixes: &[&str]) -> io::Result<Vec<PathBuf>> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir)? {
             let e = e?;
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if ["v-", "lock-", "tmp-"].iter().any(|p| name.starts_with(p)) {
+            if prefixes
+                .iter()
+                .any(|p| e.file_name().to_string_lossy().starts_with(p))
+            {
                 out.push(e.path());
             }
         }
@@ -85,16 +85,14 @@ impl FileStore {
 
     /// Whether no key is set (a directory a job may start in).
     pub fn is_empty(&self) -> Result<bool, StoreError> {
-        Ok(!self.own_files()?.iter().any(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("v-"))
-        }))
+        Ok(self.files(&["v-"])?.is_empty())
     }
 
     /// Removes every key, lock and temporary file of the store (its other files and the
     /// directory stay). Whoever still waits on a key then waits for it to be set again.
     pub fn clear(&self) -> Result<(), StoreError> {
-        for p in self.own_files()? {
+        // Keys (`v-`), locks (`lock-`) and temporaries (`tmp-`); other files are not ours.
+        for p in self.files(&["v-", "lock-", "tmp-"])? {
             match fs::remove_file(&p) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
