@@ -8,9 +8,9 @@ use std::sync::Arc;
 use ferrocoll_transports::Endpoint;
 
 use crate::config::Config;
-use crate::engine::frame::OpHeader;
 use crate::engine::{Call, Engine, Job};
 use crate::error::{Error, Result};
+use crate::exec::frame::OpHeader;
 use crate::schedule::{CollSpec, Collective};
 use crate::types::{DataType, Element, ReduceOp};
 
@@ -97,9 +97,9 @@ impl Communicator {
             return Err(Error::InvalidWorld { rank, world });
         }
         let topo = crate::topology::resolve(&cfg, world, rank, given, discovered)?;
-        let tuner = crate::plan::Tuner::new(&cfg, topo)?;
+        let planner = crate::plan::Planner::new(&cfg, topo, rank)?;
         Ok(Communicator {
-            engine: Engine::new(ep, cfg, tuner),
+            engine: Engine::new(ep, cfg, planner),
             rank,
             world,
             seq: AtomicU64::new(0),
@@ -153,7 +153,7 @@ impl Communicator {
         &self,
         spec: &crate::schedule::CollSpec,
         esize: usize,
-    ) -> Result<crate::plan::Choice> {
+    ) -> Result<crate::tune::Choice> {
         self.engine.choice(spec, esize)
     }
 
@@ -330,8 +330,7 @@ impl Communicator {
         self.check_failed()?;
         let job = Job::new(self.make_call(&call)?, None);
         self.engine.submit(job.clone(), false);
-        self.engine.drive_until(&job);
-        job.take().0
+        self.engine.shared().wait_job(&job).0
     }
 
     /// Starts a raw call in the background.

@@ -85,10 +85,13 @@ pub struct Config {
     pub shm_direct: bool,
     /// Smallest segment sent by single copy where the link can (`FERROCOLL_DIRECT_MIN_BYTES`,
     /// default 64 KiB; below it the system call and acknowledgement cost more than the copy
-    /// through the ring saves). Collectives that reduce use the ring (faster here: see
-    /// `engine::exec`), except with a value below the default, which tests use to reach the
-    /// single-copy paths of every collective.
+    /// through the ring saves). Tests set small values to reach the single-copy paths.
     pub direct_min_bytes: usize,
+    /// Whether collectives whose receivers reduce also use single copy
+    /// (`FERROCOLL_SINGLE_COPY_REDUCTIONS=0|1`, default 0): reducing straight out of the
+    /// ring that the sender fills in parallel is faster on shared memory than a cross-memory
+    /// read into a landing area followed by the reduction (see the planner's copy policy).
+    pub single_copy_reductions: bool,
     /// Smallest call output, in bytes, that counts as large: copies into the output that
     /// nothing reads again in the call use streaming stores, single copy is off (the ring
     /// with streaming stores moves less through memory), and a rank that keeps and sends the
@@ -131,6 +134,7 @@ impl Default for Config {
             yield_when_idle: None,
             shm_direct: true,
             direct_min_bytes: 64 << 10,
+            single_copy_reductions: false,
             streaming_min_bytes: 8 << 20,
             log_level: tracing::Level::WARN,
         }
@@ -214,6 +218,19 @@ impl Config {
                 .trim()
                 .parse()
                 .map_err(|_| bad("FERROCOLL_DIRECT_MIN_BYTES", &v, "not a number of bytes"))?;
+        }
+        if let Some(v) = get("FERROCOLL_SINGLE_COPY_REDUCTIONS") {
+            c.single_copy_reductions = match v.trim() {
+                "1" | "true" | "yes" => true,
+                "" | "0" | "false" | "no" => false,
+                _ => {
+                    return Err(bad(
+                        "FERROCOLL_SINGLE_COPY_REDUCTIONS",
+                        &v,
+                        "expected 0 or 1",
+                    ))
+                }
+            };
         }
         if let Some(v) = get("FERROCOLL_STREAMING_MIN_BYTES") {
             c.streaming_min_bytes = v

@@ -10,33 +10,38 @@
 //! call, [`algo`] turns it into a [`schedule`] (plain data), and the engine runs the schedule
 //! over the links of `ferrocoll_transports`, calling the [`reduce`] kernels.
 
-pub mod algo;
+mod algo;
 pub mod bootstrap;
 mod comm;
 pub mod compress;
 pub mod config;
+mod cost;
 mod engine;
 pub mod error;
+mod exec;
 pub mod fp8;
 pub mod launch;
-pub mod plan;
+mod plan;
 pub mod reduce;
-pub mod reference;
-pub mod schedule;
+mod reference;
+mod schedule;
 pub mod topology;
-pub mod tune;
-pub mod types;
+mod tune;
+mod types;
+pub mod verify;
 pub mod world;
 
+pub use algo::AlgoId;
 pub use comm::{Communicator, RawCall, UniqueId, Work, UNIQUE_ID_BYTES};
 pub use compress::{Codec, CompressedCollectives, ErrorFeedback};
 pub use config::{AlgoChoice, Config, RingOrder};
-pub use engine::frame::OpHeader;
 pub use error::{Error, ErrorKind, Result};
+pub use exec::frame::OpHeader;
 pub use ferrocoll_transports as transports;
 pub use fp8::{F8E4M3, F8E5M2};
-pub use schedule::Collective;
+pub use schedule::{CollSpec, Collective};
 pub use topology::{Topology, TopologyError};
+pub use tune::{Choice, Tuner};
 pub use types::{DataType, Element, ReduceOp};
 pub use world::World;
 

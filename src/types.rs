@@ -218,20 +218,6 @@ element!(
     f16 => F16, f32 => F32, f64 => F64, bf16 => BF16, F8E4M3 => F8E4M3, F8E5M2 => F8E5M2,
 );
 
-/// Views a typed slice as bytes.
-pub fn as_bytes<T: Element>(s: &[T]) -> &[u8] {
-    // SAFETY: `T: Element` is sealed to plain-old-data types without padding, so every byte of
-    // the slice is initialised; the length covers exactly the slice's memory.
-    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
-}
-
-/// Views a mutable typed slice as bytes.
-pub fn as_bytes_mut<T: Element>(s: &mut [T]) -> &mut [u8] {
-    // SAFETY: as in `as_bytes`; and any bit pattern written through the byte view is a valid
-    // `T` (the Element contract), so the typed slice stays valid.
-    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,7 +54,7 @@ impl World {
         }
         let ring = self
             .ring_bytes
-            .max(2 * (self.cfg.segment_bytes + crate::engine::frame::FRAME_BYTES));
+            .max(2 * (self.cfg.segment_bytes + crate::exec::frame::FRAME_BYTES));
         let (eps, faults) = mem_world(self.n, ring);
         let mut cfg = self.cfg.clone();
         cfg.resolve_yield(self.n);

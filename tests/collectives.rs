@@ -7,10 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{run_case, Case};
-use ferrocoll::algo::ALGORITHMS;
-use ferrocoll::schedule::Collective;
 use ferrocoll::topology::{Host, LinkSpec, Topology};
-use ferrocoll::{Config, DataType, ReduceOp, RingOrder, World};
+use ferrocoll::{AlgoId, Collective, Config, DataType, ReduceOp, RingOrder, World};
 use proptest::prelude::*;
 
 /// `world` ranks dealt cyclically over `hosts` fake hosts (rank r on host r mod hosts, so
@@ -38,7 +36,7 @@ fn cyclic(world: usize, hosts: usize) -> Topology {
 }
 
 /// Which copy paths a test's calls take: single copy for segments of at least `direct_min`
-/// bytes in calls below `streaming_min` output bytes; at or above it, the ring only and
+/// bytes (in every collective, reducing ones too) in calls below `streaming_min` output bytes; at or above it, the ring only and
 /// streaming stores. (A send carries its source's local copy on every path.)
 #[derive(Clone, Copy, Debug)]
 struct Copies {
@@ -74,6 +72,8 @@ fn config(algo: &str, seg_bytes: usize, copies: Copies) -> Config {
         .with_timeout(Duration::from_secs(60));
     c.spin = Duration::from_micros(5);
     c.direct_min_bytes = copies.direct_min;
+    // Single copy, where on, is on for the collectives that reduce as well.
+    c.single_copy_reductions = copies.direct_min != usize::MAX;
     c.streaming_min_bytes = copies.streaming_min;
     c
 }
@@ -159,7 +159,7 @@ proptest! {
     fn collectives_match_reference(
         world in world_size(),
         kind in prop::sample::select(Collective::COLLECTIVES.to_vec()),
-        algo_i in 0usize..ALGORITHMS.len(),
+        algo_i in 0usize..AlgoId::all().count(),
         dtype in prop::sample::select(DataType::ALL.to_vec()),
         op in prop::sample::select(ReduceOp::ALL.to_vec()),
         count in count(),
@@ -171,7 +171,7 @@ proptest! {
         hosts in 0usize..5,
         rank_order in any::<bool>(),
     ) {
-        let algo = ALGORITHMS[algo_i];
+        let algo = AlgoId::all().nth(algo_i).unwrap();
         prop_assume!(algo.supports(kind));
         let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) { root_pick % world } else { 0 };
         // hosts == 0: no topology (one host); otherwise that many fake hosts, cyclic placement.
@@ -185,7 +185,7 @@ proptest! {
 /// Every algorithm × collective at a few fixed shapes, so no combination depends on luck.
 #[test]
 fn every_algorithm_and_collective_at_fixed_shapes() {
-    for algo in ALGORITHMS {
+    for algo in AlgoId::all() {
         for kind in Collective::COLLECTIVES {
             if !algo.supports(kind) {
                 continue;
@@ -233,7 +233,7 @@ fn every_algorithm_and_collective_at_fixed_shapes() {
 /// not divisible by it, root 2, both layouts), so the full product is covered, not sampled.
 #[test]
 fn every_dtype_op_algorithm_and_collective() {
-    for algo in ALGORITHMS {
+    for algo in AlgoId::all() {
         for kind in Collective::COLLECTIVES {
             if !algo.supports(kind) {
                 continue;
@@ -268,7 +268,7 @@ fn every_dtype_op_algorithm_and_collective() {
 #[test]
 fn placed_ring_and_hierarchical_at_fixed_shapes() {
     for algo in ["ring", "hierarchical"] {
-        let a = ferrocoll::algo::by_name(algo).unwrap();
+        let a = AlgoId::by_name(algo).unwrap();
         for kind in Collective::COLLECTIVES {
             if !a.supports(kind) {
                 continue;
@@ -308,7 +308,7 @@ fn placed_ring_and_hierarchical_at_fixed_shapes() {
 /// Large buffers cross many segments and wrap the rings many times.
 #[test]
 fn large_buffers() {
-    for a in ALGORITHMS {
+    for a in AlgoId::all() {
         let algo = a.name();
         if !a.supports(Collective::AllReduce) {
             continue;

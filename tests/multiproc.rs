@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{run_case, Case};
 use ferrocoll::launch::{spawn_children, spawn_local_command};
-use ferrocoll::schedule::Collective;
+use ferrocoll::Collective;
 use ferrocoll::{Communicator, DataType, Error, ReduceOp};
 
 fn me() -> Command {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrocoll::bootstrap::env::LaunchEnv;
-use ferrocoll::schedule::CollSpec;
 use ferrocoll::topology::json;
+use ferrocoll::CollSpec;
 use ferrocoll::{Collective, Communicator, Config, ErrorKind, ReduceOp, World};
 
 const TWO_BY_TWO: &str = r#"{

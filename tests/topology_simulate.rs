@@ -38,7 +38,7 @@ fn simulates_two_thousand_ranks_in_seconds() {
                 let cols: Vec<&str> = row.split_whitespace().collect();
                 let choice = cols[cols.len() - 2];
                 assert!(
-                    ferrocoll::algo::by_name(choice).is_some(),
+                    ferrocoll::AlgoId::by_name(choice).is_some(),
                     "{file} {coll}: no choice in {row}"
                 );
             }

@@ -20,6 +20,7 @@
 //!   `⌈log₂ p⌉` rounds every rank has heard, transitively, from every other.
 
 use super::{rel, Algorithm};
+use crate::cost::{seg_cost, Net};
 use crate::schedule::{CollSpec, Collective, RankPlan, Region, Step};
 
 /// The direct algorithm.
@@ -174,6 +175,10 @@ impl Algorithm for Direct {
             Collective::SendRecv => RankPlan::default(),
         }
     }
+
+    fn cost(&self, net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
+        price(net, spec, bytes, seg)
+    }
 }
 
 /// Appends the rank-order fold of all `p` contributions into the scratch accumulator
@@ -205,4 +210,107 @@ fn fold(steps: &mut Vec<Step>, p: usize, r: usize, own: impl Fn(usize) -> Region
         });
     }
     steps.push(Step::Copy { src: acc, dst: out });
+}
+
+// ---- Cost ----
+
+/// Slowest flow of a fan-out in which `out[h]` flows leave and `inn[h]` flows enter host
+/// `h`, every host pair that has flows carrying `bytes` each (host level: O(hosts²)).
+fn fan_flow(
+    net: &Net,
+    out: &[f64],
+    inn: &[f64],
+    pair: impl Fn(usize, usize) -> bool,
+    bytes: f64,
+) -> f64 {
+    let t = net.topo;
+    let mut worst = 0.0f64;
+    for (a, &out_a) in out.iter().enumerate() {
+        for (b, &inn_b) in inn.iter().enumerate() {
+            if !pair(a, b) {
+                continue;
+            }
+            let l = t.host_link(a, b);
+            let bw = if a == b {
+                l.bandwidth
+            } else {
+                l.bandwidth
+                    .min(t.nic_of(a) / out_a.max(1.0))
+                    .min(t.nic_of(b) / inn_b.max(1.0))
+            };
+            worst = worst.max(l.alpha + net.overhead() + bytes / bw);
+        }
+    }
+    worst
+}
+
+/// Predicted seconds of the direct algorithm: every rank exchanges with every other at once
+/// (fan-out per host pair over the NICs, the host's cores shared by its local flows).
+fn price(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
+    let p = spec.world;
+    let pf = p as f64;
+    let t = net.topo;
+    let k: Vec<f64> = t.hosts().iter().map(|h| h.ranks.len() as f64).collect();
+    // Every rank sends to everyone at once; a rank also serialises its own p-1 messages, and
+    // the k(k-1) flows inside a host share its cores.
+    let local = |b: f64| {
+        k.iter()
+            .enumerate()
+            .map(|(h, &kh)| {
+                let f = kh * (kh - 1.0);
+                net.intra_alpha(h) + b / net.intra_bw(h, f)
+            })
+            .fold(0.0, f64::max)
+    };
+    let all_to_all = |b: f64| {
+        let out: Vec<f64> = k.iter().map(|&k| k * (pf - k)).collect();
+        let per_flow = fan_flow(net, &out, &out, |a, c| a != c || k[a] > 1.0, b);
+        per_flow
+            .max((pf - 1.0) * b / t.intra.bandwidth)
+            .max(local(b))
+            + seg_cost(pf - 1.0, b, seg)
+    };
+    Some(match spec.kind {
+        // Direct folds p-1 receives into an accumulator and copies the result out. Its
+        // receives are fused like the others, but priced at the full pass: with the fused
+        // share its one-host price fell below halving-doubling's at 128 KiB, where it
+        // measured slower in every full proof run of the tenth session (direct 143–146 µs,
+        // halving-doubling 126–143); its transfer term, not its reductions, is what needs
+        // refitting there. (Only all-reduce was measured; its reduce-scatter keeps the share.)
+        Collective::AllReduce => all_to_all(bytes) + pf * net.pass_time(bytes),
+        Collective::AllGather | Collective::AllToAll => all_to_all(bytes),
+        Collective::ReduceScatter => all_to_all(bytes) + (pf - 1.0) * net.reduce_time(bytes),
+        Collective::Broadcast | Collective::Reduce => {
+            let rh = t.host_of(spec.root);
+            let remote = pf - k[rh];
+            let mut out = vec![0.0; k.len()];
+            let mut inn = vec![0.0; k.len()];
+            // Flows leave the root's host (broadcast) or enter it (reduce).
+            let (from, to) = if spec.kind == Collective::Broadcast {
+                (&mut out, &mut inn)
+            } else {
+                (&mut inn, &mut out)
+            };
+            from[rh] = remote;
+            for (h, &kh) in k.iter().enumerate() {
+                if h != rh {
+                    to[h] = kh;
+                }
+            }
+            let per_flow = fan_flow(net, &out, &inn, |a, b| a == rh || b == rh, bytes);
+            let red = if spec.kind == Collective::Reduce {
+                pf * net.reduce_time(bytes)
+            } else {
+                0.0
+            };
+            per_flow.max((pf - 1.0) * bytes / t.intra.bandwidth)
+                + seg_cost(pf - 1.0, bytes, seg)
+                + red
+        }
+        Collective::Barrier => {
+            let rounds = pf.log2().ceil();
+            rounds * net.round(&net.ring_edges(), 1.0)
+        }
+        Collective::SendRecv => return None,
+    })
 }

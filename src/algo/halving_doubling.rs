@@ -36,6 +36,7 @@
 //!   input's chunk `r` in place); the last receive lands straight in the output.
 
 use super::Algorithm;
+use crate::cost::{seg_cost, Net, CONSTANTS};
 use crate::schedule::{chunk, Buf, CollSpec, Collective, RankPlan, Region, Step};
 
 /// The recursive halving-doubling algorithm.
@@ -68,6 +69,10 @@ impl Algorithm for HalvingDoubling {
             Collective::AllGather => all_gather(&fold, n, rank),
             _ => RankPlan::default(),
         }
+    }
+
+    fn cost(&self, net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
+        price(net, spec, bytes, seg)
     }
 }
 
@@ -336,6 +341,70 @@ fn all_gather(fold: &Fold, m: usize, r: usize) -> RankPlan {
         }
     }
     RankPlan { steps, scratch: 0 }
+}
+
+// ---- Cost ----
+
+/// Real rank of virtual rank `v` after folding `e` excess ranks.
+fn folded_real(v: usize, e: usize) -> usize {
+    if v < e {
+        2 * v
+    } else {
+        v + e
+    }
+}
+
+/// Predicted seconds of recursive halving-doubling: the fold of the excess ranks, then
+/// `log2 p` rounds of pairwise exchanges with halving (then doubling) pieces; exchanges
+/// between hosts reach `halving_doubling_inter_efficiency` of the link.
+fn price(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
+    let (kind, p) = (spec.kind, spec.world);
+    let pp = 1usize << (usize::BITS - 1 - p.leading_zeros());
+    let e = p - pp;
+    let total = match kind {
+        Collective::AllReduce => bytes,
+        Collective::AllGather | Collective::ReduceScatter => bytes * p as f64,
+        _ => return None,
+    };
+    let mut t = 0.0;
+    if e > 0 {
+        let pairs: Vec<(usize, usize)> = (0..e).map(|i| (2 * i + 1, 2 * i)).collect();
+        let fold = match kind {
+            Collective::AllGather => bytes,
+            _ => total,
+        };
+        // Fold in, and (all-reduce, all-gather) the result back out.
+        let back = if kind == Collective::ReduceScatter {
+            0.0
+        } else {
+            net.round(&pairs, total)
+        };
+        t += net.round(&pairs, fold) + back;
+    }
+    let mut d = pp / 2;
+    let mut piece = total / 2.0;
+    let mut rounds = Vec::new();
+    while d >= 1 {
+        let pairs: Vec<(usize, usize)> = (0..pp)
+            .map(|v| (folded_real(v, e), folded_real(v ^ d, e)))
+            .collect();
+        let eff = CONSTANTS.halving_doubling_inter_efficiency;
+        rounds.push((net.round_at(&pairs, piece, eff), piece));
+        d /= 2;
+        piece /= 2.0;
+    }
+    let phases = if kind == Collective::AllReduce {
+        2.0
+    } else {
+        1.0
+    };
+    for (time, piece) in &rounds {
+        t += phases * time + seg_cost(phases, *piece, seg);
+        if kind != Collective::AllGather {
+            t += net.reduce_time(*piece);
+        }
+    }
+    Some(t)
 }
 
 #[cfg(test)]

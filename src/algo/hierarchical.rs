@@ -35,6 +35,7 @@
 //! every rank walks phases, then columns, then ring steps, in the same order.
 
 use super::Algorithm;
+use crate::cost::{seg_cost, Flow, Net};
 use crate::schedule::{chunk, CollSpec, Collective, RankPlan, Region, Step};
 use crate::topology::Placement;
 
@@ -75,6 +76,10 @@ impl Algorithm for Hierarchical {
             Collective::AllGather => all_gather(&h, spec.count),
             _ => RankPlan::default(),
         }
+    }
+
+    fn cost(&self, net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
+        price(net, spec, bytes, seg)
     }
 }
 
@@ -369,6 +374,92 @@ fn all_gather(h: &Hosts, m: usize) -> RankPlan {
         ring_ag(&mut steps, h.my_host(), me_l, &chunks, output, output);
     }
     RankPlan { steps, scratch: 0 }
+}
+
+// ---- Cost ----
+
+/// Predicted seconds of the hierarchical schedule: intra-host rings on every host at once,
+/// then one inter-host ring per column (sharing the NICs), then the intra-host rings again.
+fn price(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
+    let kind = spec.kind;
+    let hosts = &net.place.hosts;
+    let h = hosts.len() as f64;
+    let kmax = hosts.iter().map(Vec::len).max().unwrap_or(1);
+    let p: usize = hosts.iter().map(Vec::len).sum();
+    // Intra-host ring over k ranks moving `c` bytes per step, `steps` steps; its k flows run
+    // at once on the host's cores.
+    let intra_ring = |c_of: &dyn Fn(f64) -> f64, red: bool| {
+        hosts
+            .iter()
+            .map(|host| {
+                let k = host.len() as f64;
+                let c = c_of(k);
+                let hi = net.topo.host_of(host[0]);
+                let ia = Flow {
+                    alpha: net.intra_alpha(hi),
+                    bw: net.intra_bw(hi, k),
+                };
+                let s = k - 1.0;
+                s * ia.time(c)
+                    + seg_cost(s, c, seg)
+                    + if red {
+                        s * net.reduce_time_on(c, true)
+                    } else {
+                        0.0
+                    }
+            })
+            .fold(0.0, f64::max)
+    };
+    // Inter-host rings, one per column, all at once: the flows of every column in the
+    // first round price the NIC sharing; a rank standing for several columns does them in
+    // turn.
+    let inter_rings = |c: f64, steps: f64, red: bool| {
+        if hosts.len() < 2 {
+            return 0.0;
+        }
+        let cols = kmax.min(hosts.iter().map(Vec::len).min().unwrap_or(1));
+        let mut pairs = Vec::new();
+        for col in 0..cols {
+            for (g, host) in hosts.iter().enumerate() {
+                let next = &hosts[(g + 1) % hosts.len()];
+                pairs.push((host[col % host.len()], next[col % next.len()]));
+            }
+        }
+        let flows = net.flows(&pairs);
+        let step = flows.iter().map(|f| f.time(c)).fold(0.0, f64::max);
+        let turns = hosts
+            .iter()
+            .map(|x| kmax.div_ceil(x.len()))
+            .max()
+            .unwrap_or(1) as f64;
+        // Columns beyond the smallest host's size run as extra turns on the small hosts.
+        let turns = turns.max((kmax as f64 / cols as f64).ceil());
+        turns
+            * (steps * step
+                + seg_cost(steps, c, seg)
+                + if red {
+                    steps * net.reduce_time_on(c, false)
+                } else {
+                    0.0
+                })
+    };
+    let pf = p as f64;
+    Some(match kind {
+        Collective::AllReduce => {
+            let shard = bytes / kmax as f64;
+            intra_ring(&|k| bytes / k, true)
+                + inter_rings(shard / h, 2.0 * (h - 1.0), true) / 2.0
+                + inter_rings(shard / h, 2.0 * (h - 1.0), false) / 2.0
+                + intra_ring(&|k| bytes / k, false)
+        }
+        Collective::ReduceScatter => {
+            intra_ring(&|k| pf * bytes / k, true) + inter_rings(bytes, h - 1.0, true)
+        }
+        Collective::AllGather => {
+            inter_rings(bytes, h - 1.0, false) + intra_ring(&|k| pf * bytes / k, false)
+        }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

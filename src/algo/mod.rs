@@ -1,10 +1,14 @@
-//! Algorithms: pure functions from a collective's shape to each rank's [`RankPlan`].
+//! Algorithms: pure functions from a collective's shape to each rank's [`RankPlan`], and
+//! the price of that plan.
 //!
-//! Each algorithm lives in one file that opens with a block comment explaining it, and is
-//! registered by one line in [`ALGORITHMS`], and priced by one function in
-//! [`crate::tune`]. Algorithms never do I/O and never see the engine or the transports; the
-//! same plan is executed, simulated and priced. Topology-aware algorithms read the
-//! [`Placement`] (ring order, hosts) through [`Algorithm::plan_on`].
+//! Each algorithm lives in one file that opens with a block comment explaining it, holds its
+//! plan ([`Algorithm::plan`]) and its cost function ([`Algorithm::cost`], on the shared
+//! α–β model of [`crate::cost`]), and is registered by one line in [`ALGORITHMS`]. An
+//! algorithm is known to the rest of the crate by its [`AlgoId`] (its place in the
+//! registry); its name is only for people (`FERROCOLL_ALGO`, logs, the probe).
+//! Algorithms never do I/O and never see the engine or the transports; the same plan is
+//! executed, simulated and priced. Topology-aware algorithms read the [`Placement`] (ring
+//! order, hosts) through [`Algorithm::plan_on`].
 
 pub mod direct;
 pub mod halving_doubling;
@@ -15,6 +19,7 @@ pub mod tree;
 #[cfg(test)]
 mod tests;
 
+use crate::cost::Net;
 use crate::schedule::{CollSpec, Collective, RankPlan};
 use crate::topology::Placement;
 
@@ -37,9 +42,70 @@ pub trait Algorithm: Sync {
         let _ = place;
         self.plan(spec, rank)
     }
+
+    /// Predicted seconds of this algorithm's plan for `spec` on `net`, where one rank's
+    /// buffer holds `bytes` (`spec.count` elements) and messages are cut into segments of
+    /// `seg` bytes; `None` where the algorithm does not implement `spec.kind`. Called by
+    /// [`predict`] with `spec.world >= 2` and `net` priced for this call
+    /// ([`Net::for_call`]).
+    fn cost(&self, net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64>;
 }
 
-/// The registry: one line per algorithm.
+/// A registered algorithm (ring, tree, halving-doubling, direct, hierarchical), as the
+/// crate and its users know it: [`AlgoId::all`] lists them, [`AlgoId::by_name`] finds one
+/// by its `FERROCOLL_ALGO` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AlgoId(u8);
+
+impl AlgoId {
+    /// The algorithm.
+    pub(crate) fn get(self) -> &'static dyn Algorithm {
+        ALGORITHMS[self.0 as usize]
+    }
+
+    /// Its name (for people: `FERROCOLL_ALGO`, logs, the probe).
+    pub fn name(self) -> &'static str {
+        self.get().name()
+    }
+
+    /// Whether the algorithm implements `kind`.
+    pub fn supports(self, kind: Collective) -> bool {
+        self.get().supports(kind)
+    }
+
+    /// Every registered algorithm, in registry order.
+    pub fn all() -> impl Iterator<Item = AlgoId> {
+        (0..ALGORITHMS.len()).map(|i| AlgoId(i as u8))
+    }
+
+    /// The algorithm called `name`, if any.
+    pub fn by_name(name: &str) -> Option<AlgoId> {
+        AlgoId::all().find(|a| a.name() == name)
+    }
+}
+
+/// Predicted seconds of `algo` for `spec` with elements of `esize` bytes and segments of
+/// `seg` bytes on `net`; `None` when the algorithm does not implement the collective. A
+/// world of one rank costs one message overhead, whatever the algorithm.
+pub fn predict(
+    algo: &dyn Algorithm,
+    net: &Net,
+    spec: &CollSpec,
+    esize: usize,
+    seg: usize,
+) -> Option<f64> {
+    if !algo.supports(spec.kind) {
+        return None;
+    }
+    if spec.world <= 1 {
+        return Some(net.overhead());
+    }
+    let net = net.for_call(spec, esize);
+    algo.cost(&net, spec, (spec.count * esize) as f64, seg)
+}
+
+/// The registry: one line per algorithm. Order matters twice: it is the [`AlgoId`], and the
+/// tuner keeps the earlier of two algorithms priced within its tie margin.
 pub static ALGORITHMS: &[&dyn Algorithm] = &[
     &ring::Ring,
     &tree::DoubleBinaryTree,
@@ -50,15 +116,11 @@ pub static ALGORITHMS: &[&dyn Algorithm] = &[
 
 /// The algorithm called `name`, if any.
 pub fn by_name(name: &str) -> Option<&'static dyn Algorithm> {
-    ALGORITHMS.iter().copied().find(|a| a.name() == name)
-}
-
-/// Every rank's plan (for validation, simulation and tests).
-pub fn plan_all(algo: &dyn Algorithm, spec: &CollSpec) -> Vec<RankPlan> {
-    (0..spec.world).map(|r| algo.plan(spec, r)).collect()
+    AlgoId::by_name(name).map(AlgoId::get)
 }
 
 /// Every rank's plan on a placed cluster.
+#[cfg(test)]
 pub fn plan_all_on(algo: &dyn Algorithm, spec: &CollSpec, place: &Placement) -> Vec<RankPlan> {
     (0..spec.world)
         .map(|r| algo.plan_on(spec, r, place))

@@ -29,6 +29,7 @@
 //! block of position `q` is the block of rank `ring[q]`.
 
 use super::{rel, Algorithm};
+use crate::cost::{seg_cost, Net};
 use crate::schedule::{chunk, CollSpec, Collective, RankPlan, Region, Step};
 use crate::topology::Placement;
 
@@ -74,6 +75,10 @@ impl Algorithm for Ring {
             return plan_in(spec, rank, None);
         }
         plan_in(spec, rank, Some((&place.ring, &place.pos)))
+    }
+
+    fn cost(&self, net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
+        price(net, spec, bytes, seg)
     }
 }
 
@@ -280,4 +285,61 @@ fn reduce(o: &Order, n: usize, r: usize, root: usize) -> RankPlan {
     };
     let scratch = if k == 0 || k == p - 1 { 0 } else { n };
     RankPlan { steps, scratch }
+}
+
+// ---- Cost ----
+
+/// Predicted seconds of the ring for `spec` moving `bytes` per rank buffer in segments of
+/// `seg` bytes: `2(p-1)` steps of one chunk over the slowest ring edge for all-reduce,
+/// `p-1` steps for the gathers, a pipelined chain for broadcast and reduce.
+fn price(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
+    let (kind, p) = (spec.kind, spec.world);
+    let edges = net.ring_edges();
+    // The flows' prices do not depend on the message size: price them once.
+    let ring_flows = net.flows(&edges);
+    let step = |c: f64| ring_flows.iter().map(|f| f.time(c)).fold(0.0, f64::max);
+    let pf = p as f64;
+    Some(match kind {
+        Collective::AllReduce => {
+            let c = bytes / pf;
+            let steps = 2.0 * (pf - 1.0);
+            steps * step(c) + seg_cost(steps, c, seg) + (pf - 1.0) * net.reduce_time(c)
+        }
+        Collective::AllGather | Collective::ReduceScatter => {
+            let steps = pf - 1.0;
+            let red = if kind == Collective::ReduceScatter {
+                steps * net.reduce_time(bytes)
+            } else {
+                0.0
+            };
+            steps * step(bytes) + seg_cost(steps, bytes, seg) + red
+        }
+        Collective::Broadcast | Collective::Reduce => {
+            // A pipelined chain: the first segment crosses p-1 links, the rest follow.
+            let s = (seg as f64).min(bytes).max(1.0);
+            // The chain runs along the ring from the root (broadcast) or into it (reduce,
+            // from the root's successor): every edge but one carries the data.
+            let chain: Vec<(usize, usize)> = edges
+                .iter()
+                .copied()
+                .filter(|&(a, b)| {
+                    if kind == Collective::Broadcast {
+                        b != spec.root
+                    } else {
+                        a != spec.root
+                    }
+                })
+                .collect();
+            let flows = net.flows(&chain);
+            let worst = flows.iter().fold(0.0f64, |m, f| m.max(f.time(s)));
+            let slowest = flows.iter().map(|f| f.bw).fold(f64::INFINITY, f64::min);
+            let red = if kind == Collective::Reduce {
+                net.reduce_time(bytes)
+            } else {
+                0.0
+            };
+            (pf - 2.0) * worst + step(0.0) + bytes / slowest + seg_cost(1.0, bytes, seg) + red
+        }
+        _ => return None,
+    })
 }

@@ -36,6 +36,7 @@
 //! no reduce message ever waits behind a broadcast message.
 
 use super::{rel, Algorithm};
+use crate::cost::{seg_cost, Net};
 use crate::schedule::{chunk, CollSpec, Collective, RankPlan, Region, Step};
 
 /// The double binary tree algorithm.
@@ -108,6 +109,10 @@ impl Algorithm for DoubleBinaryTree {
             _ => {}
         }
         plan
+    }
+
+    fn cost(&self, net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
+        price(net, spec, bytes, seg)
     }
 }
 
@@ -244,6 +249,51 @@ fn down(plan: &mut RankPlan, node: &Node, off: usize, len: usize, from_input: bo
     for c in node.kids() {
         plan.steps.push(Step::Send { peer: c, src });
     }
+}
+
+// ---- Cost ----
+
+/// Predicted seconds of the double binary tree: an approximation (depth `⌈log2 p⌉`, the
+/// share of tree edges that cross hosts taken as a random pair's), see the module docs.
+fn price(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
+    let (kind, p) = (spec.kind, spec.world);
+    // Double binary tree over rank numbers: depth ⌈log₂ p⌉, each rank sends about the whole
+    // buffer per phase (half per tree); the share of tree edges that cross hosts is taken as
+    // that of a random pair of ranks.
+    let t = net.topo;
+    let depth = (p as f64).log2().ceil().max(1.0);
+    let s = (seg as f64).min(bytes).max(1.0);
+    let mut worst = 0.0f64;
+    for (h, host) in t.hosts().iter().enumerate() {
+        let k = host.ranks.len() as f64;
+        let cross = (p as f64 - k) / (p as f64 - 1.0).max(1.0);
+        let nic_load = k * bytes * cross / t.nic_of(h);
+        let link = if t.hosts().len() > 1 {
+            t.inter
+        } else {
+            t.intra
+        };
+        // Every rank of the host forwards at once: k flows on its cores.
+        let per_rank = bytes * cross / link.bandwidth + bytes * (1.0 - cross) / net.intra_bw(h, k);
+        worst = worst.max(nic_load.max(per_rank));
+    }
+    let alpha = if t.hosts().len() > 1 {
+        t.inter.alpha + net.overhead()
+    } else {
+        net.intra_alpha(0)
+    };
+    let bw = if t.hosts().len() > 1 {
+        t.inter.bandwidth
+    } else {
+        t.intra.bandwidth
+    };
+    let phase = depth * (alpha + s / bw) + worst + seg_cost(2.0, bytes / 2.0, seg);
+    Some(match kind {
+        Collective::AllReduce => 2.0 * phase + 2.0 * net.reduce_time(bytes),
+        Collective::Broadcast => phase,
+        Collective::Reduce => phase + 2.0 * net.reduce_time(bytes),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -415,7 +415,7 @@ pub fn connect_ranks(
             ring_bytes: cfg.shm_ring_bytes,
             timeout: cfg.timeout,
             spin: std::time::Duration::ZERO,
-            direct: cfg.shm_direct,
+            single_copy: cfg.shm_direct,
         };
         Some(ShmEndpoint::open_with(
             &format!("{token:016x}"),

@@ -27,8 +27,7 @@ impl<B: 'static> Work<B> {
 
     /// Waits for the call and returns its buffers, or its error.
     pub fn wait(self) -> Result<B> {
-        self.shared.drive_public(&self.job);
-        let (r, keep) = self.job.take();
+        let (r, keep) = self.shared.wait_job(&self.job);
         r?;
         let keep: Box<dyn std::any::Any> =
             keep.ok_or_else(|| Error::Internal("work buffers missing".into()))?;

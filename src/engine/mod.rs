@@ -1,5 +1,9 @@
 //! The progress engine: one per communicator, the only place that waits.
 //!
+//! It queues calls, drives them (asking the [`Planner`] for each call's prepared plan and
+//! the executor to run it), and records failure. It never sees algorithm names or
+//! schedules.
+//!
 //! Calls become jobs in one FIFO queue (collectives must run in the same order on every
 //! rank). Whoever holds the engine lock drives the queue: a blocking call drives it on its own
 //! thread (a hand-off to another thread costs a cross-core wake-up, ~50 µs on small VMs), and
@@ -10,26 +14,23 @@
 //! later call reports the failure. Argument errors are found before a call is queued and
 //! leave the engine usable.
 
-pub(crate) mod exec;
-pub mod frame;
-
 use std::any::Any;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrocoll_transports::Endpoint;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::plan;
-use crate::reduce;
-use crate::schedule::{CollSpec, Collective, Layout, RankPlan, Region, Step};
+use crate::exec::frame::OpHeader;
+use crate::exec::{self, execute, CallCtx, Mem};
+use crate::plan::{CallShape, Planner};
+use crate::schedule::{CollSpec, Collective};
+use crate::tune::Choice;
 use crate::types::{DataType, ReduceOp};
-use exec::{execute, CallCtx, Mem, Prepared};
-use frame::OpHeader;
 
 /// How often a caller whose job waits behind another thread's driving looks whether it
 /// should drive itself (see `Shared::lock_for`).
@@ -114,45 +115,39 @@ impl Job {
         lock(&self.result).result.is_some()
     }
 
-    /// Blocks until the job has run; returns its result and the buffers it kept.
-    pub(crate) fn take(&self) -> (Result<()>, Option<Box<dyn Any + Send>>) {
+    /// Waits until the job has run, at most `limit`; returns its result (`None` when the
+    /// limit passed first) and the buffers it kept.
+    fn take(&self, limit: Duration) -> (Option<Result<()>>, Option<Box<dyn Any + Send>>) {
+        let deadline = Instant::now() + limit;
         let mut g = lock(&self.result);
         while g.result.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (None, None);
+            }
             // Announced under the lock that `finish` takes, so its notify cannot be missed.
             g.sleepers += 1;
-            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            g = self
+                .cv
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
             g.sleepers -= 1;
         }
-        let r = g
-            .result
-            .take()
-            .unwrap_or_else(|| Err(Error::Internal("job result taken twice".into())));
+        let r = g.result.take();
         drop(g);
         (r, lock(&self.keep).take())
     }
 }
 
-/// (collective, count, root, p2p peer/direction, element size, algorithm, in place, segment).
-type CacheKey = (
-    Collective,
-    usize,
-    usize,
-    Option<(usize, bool)>,
-    usize,
-    &'static str,
-    bool,
-    usize,
-);
-
 struct Inner {
     ep: Box<dyn Endpoint>,
-    /// Picks algorithm and segment size per shape on this communicator's topology.
-    tuner: plan::Tuner,
+    /// Chooses, builds and caches the plan of each call.
+    planner: Planner,
     /// Engine-owned scratch, u64 words so any element type is aligned; grows, never shrinks.
     scratch: Vec<u64>,
     /// The executor's per-call state, reused across calls.
     work: exec::Workspace,
-    cache: HashMap<CacheKey, Arc<Prepared>>,
 }
 
 #[derive(Default)]
@@ -166,7 +161,6 @@ struct Queue {
 
 pub(crate) struct Shared {
     pub rank: usize,
-    pub world: usize,
     pub cfg: Config,
     inner: Mutex<Inner>,
     queue: Mutex<Queue>,
@@ -183,19 +177,18 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(ep: Box<dyn Endpoint>, cfg: Config, tuner: plan::Tuner) -> Engine {
+    /// The engine of the rank at `ep`, planning with `planner`.
+    pub(crate) fn new(ep: Box<dyn Endpoint>, cfg: Config, planner: Planner) -> Engine {
         let interrupt = ep.interrupter();
         Engine {
             shared: Arc::new(Shared {
                 rank: ep.rank(),
-                world: ep.world_size(),
                 cfg,
                 inner: Mutex::new(Inner {
                     ep,
-                    tuner,
+                    planner,
                     scratch: Vec::new(),
                     work: exec::Workspace::default(),
-                    cache: HashMap::new(),
                 }),
                 queue: Mutex::new(Queue::default()),
                 queue_cv: Condvar::new(),
@@ -241,11 +234,6 @@ impl Engine {
         if idle {
             self.shared.queue_cv.notify_all();
         }
-    }
-
-    /// Runs queued jobs on this thread until `target` has run.
-    pub(crate) fn drive_until(&self, target: &Arc<Job>) {
-        self.shared.drive(Some(target));
     }
 
     /// Raises the abort flag, wakes the engine, and closes the links if it is idle.
@@ -299,9 +287,24 @@ impl Shared {
         f.get_or_insert_with(|| Arc::new(e)).clone()
     }
 
-    /// Runs queued jobs on this thread until `target` has run (used by `Work::wait`).
-    pub(crate) fn drive_public(&self, target: &Arc<Job>) {
+    /// Runs queued jobs on this thread until `target` has run, then returns its result and
+    /// the buffers it kept. Driving runs every job before `target` to its end (each bounded
+    /// by the executor's deadlines), so `target` has run when `drive` returns; the wait after
+    /// it is bounded all the same, by the communicator's timeout.
+    pub(crate) fn wait_job(&self, target: &Arc<Job>) -> (Result<()>, Option<Box<dyn Any + Send>>) {
         self.drive(Some(target));
+        match target.take(self.cfg.timeout) {
+            (Some(r), keep) => (r, keep),
+            (None, _) => (
+                Err(Error::Timeout {
+                    rank: self.rank,
+                    seq: target.call.header.seq,
+                    peers: Vec::new(),
+                    waited: self.cfg.timeout,
+                }),
+                None,
+            ),
+        }
     }
 
     fn drive(&self, target: Option<&Arc<Job>>) {
@@ -357,76 +360,13 @@ impl Shared {
             return Ok(());
         }
         let es = call.dtype.size();
-        let mut seg = (self.cfg.segment_bytes / es).max(1);
-        let (plan_name, plan): (&'static str, Option<RankPlan>) = match call.p2p {
-            Some((peer, sending)) => {
-                let n = call.spec.count;
-                let step = if sending {
-                    Step::Send {
-                        peer,
-                        src: Region::input(0, n),
-                    }
-                } else {
-                    Step::Recv {
-                        peer,
-                        dst: Region::output(0, n),
-                        with: None,
-                    }
-                };
-                (
-                    if sending { "send" } else { "recv" },
-                    Some(RankPlan {
-                        steps: vec![step],
-                        scratch: 0,
-                    }),
-                )
-            }
-            None => {
-                let choice = inner.tuner.choose(&call.spec, es)?;
-                seg = (choice.segment_bytes / es).max(1);
-                (choice.algo.name(), None)
-            }
-        };
-        let key: CacheKey = (
-            call.spec.kind,
-            call.spec.count,
-            call.spec.root,
-            call.p2p,
-            es,
-            plan_name,
-            call.in_place,
-            seg,
-        );
-        let prep = match inner.cache.get(&key) {
-            Some(p) => p.clone(),
-            None => {
-                let plan = match plan {
-                    Some(p) => p,
-                    None => {
-                        let algo = crate::algo::by_name(plan_name)
-                            .ok_or_else(|| Error::Internal(plan_name.into()))?;
-                        algo.plan_on(&call.spec, self.rank, inner.tuner.placement())
-                    }
-                };
-                tracing::trace!(
-                    rank = self.rank,
-                    "{} via {plan_name}:\n{}",
-                    call.spec.kind,
-                    plan.dump()
-                );
-                let layout = if call.in_place {
-                    Layout::in_place(&call.spec, self.rank)
-                } else {
-                    Layout::SEPARATE
-                };
-                let p = Arc::new(Prepared::new(&plan, seg, &layout, self.world)?);
-                if inner.cache.len() >= 256 {
-                    inner.cache.clear();
-                }
-                inner.cache.insert(key, p.clone());
-                p
-            }
-        };
+        let prep = inner.planner.prepare(&CallShape {
+            spec: call.spec,
+            esize: es,
+            op: call.op,
+            in_place: call.in_place,
+            p2p: call.p2p,
+        })?;
         let words = (prep.scratch * es).div_ceil(8);
         if inner.scratch.len() < words {
             inner.scratch.resize(words, 0);
@@ -445,9 +385,6 @@ impl Shared {
             timeout: self.cfg.timeout,
             spin: self.cfg.spin,
             yield_idle: self.cfg.yield_when_idle.unwrap_or(false),
-            direct_min: self.cfg.direct_min_bytes,
-            force_direct: self.cfg.direct_min_bytes < 64 << 10,
-            streaming: call.spec.output_len() * es >= self.cfg.streaming_min_bytes,
             abort: &self.abort,
         };
         let inner = &mut *inner;
@@ -461,13 +398,6 @@ impl Shared {
             tracing::warn!(rank = self.rank, "communicator failed: {stored}");
             return Err(e);
         }
-        let root_or_all = call.spec.kind != Collective::Reduce || self.rank == call.spec.root;
-        if call.op == ReduceOp::Avg && call.spec.kind.reduces() && root_or_all && call.p2p.is_none()
-        {
-            // SAFETY: the output holds `count` elements (checked by the communicator).
-            let out = unsafe { std::slice::from_raw_parts_mut(call.output, call.spec.count * es) };
-            reduce::divide(call.dtype, out, self.world);
-        }
         Ok(())
     }
 }
@@ -475,12 +405,12 @@ impl Shared {
 impl Engine {
     /// The tuner's choice for `spec` (what a call of that shape would run), with elements of
     /// `esize` bytes.
-    pub(crate) fn choice(&self, spec: &CollSpec, esize: usize) -> Result<plan::Choice> {
-        lock(&self.shared.inner).tuner.choose(spec, esize)
+    pub(crate) fn choice(&self, spec: &CollSpec, esize: usize) -> Result<Choice> {
+        lock(&self.shared.inner).planner.choice(spec, esize)
     }
 
     /// The topology this engine plans on.
     pub(crate) fn topology(&self) -> crate::topology::Topology {
-        lock(&self.shared.inner).tuner.topology().clone()
+        lock(&self.shared.inner).planner.topology().clone()
     }
 }

@@ -53,11 +53,6 @@ impl Layout {
         }
     }
 
-    /// Whether input and output share memory.
-    pub fn is_in_place(&self) -> bool {
-        self.input.space == self.output.space
-    }
-
     /// A region as (space, first element, end element) in absolute terms.
     pub fn locate(&self, r: Region) -> (u8, usize, usize) {
         let p = match r.buf {

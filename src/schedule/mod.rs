@@ -18,12 +18,16 @@
 //!   see the aliasing.
 
 mod deps;
+#[cfg(test)]
 mod validate;
 
 pub use deps::{dependencies, Layout};
+#[cfg(test)]
 pub use validate::{simulate, validate};
 
 use std::fmt;
+
+use crate::types::ReduceOp;
 
 /// The collective operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,6 +250,14 @@ pub enum Step {
         /// Right operand.
         b: Region,
     },
+    /// Local scaling `dst = dst / divisor` in the call's element type: the post-step that
+    /// turns a sum into `Avg` (see [`finish`]). Algorithms do not emit it.
+    Scale {
+        /// The elements scaled in place.
+        dst: Region,
+        /// What they are divided by (the world size).
+        divisor: usize,
+    },
 }
 
 impl Step {
@@ -253,7 +265,10 @@ impl Step {
     pub fn len(&self) -> usize {
         match self {
             Step::Send { src, .. } => src.len,
-            Step::Recv { dst, .. } | Step::Copy { dst, .. } | Step::Reduce { dst, .. } => dst.len,
+            Step::Recv { dst, .. }
+            | Step::Copy { dst, .. }
+            | Step::Reduce { dst, .. }
+            | Step::Scale { dst, .. } => dst.len,
         }
     }
 
@@ -266,7 +281,10 @@ impl Step {
     pub fn writes(&self) -> Option<Region> {
         match *self {
             Step::Send { .. } => None,
-            Step::Recv { dst, .. } | Step::Copy { dst, .. } | Step::Reduce { dst, .. } => Some(dst),
+            Step::Recv { dst, .. }
+            | Step::Copy { dst, .. }
+            | Step::Reduce { dst, .. }
+            | Step::Scale { dst, .. } => Some(dst),
         }
     }
 
@@ -277,6 +295,7 @@ impl Step {
             Step::Recv { with, .. } => [with, None],
             Step::Copy { src, .. } => [Some(src), None],
             Step::Reduce { a, b, .. } => [Some(a), Some(b)],
+            Step::Scale { dst, .. } => [Some(dst), None],
         }
     }
 
@@ -301,6 +320,10 @@ impl Step {
                 a: a.sub(from, len),
                 b: b.sub(from, len),
             },
+            Step::Scale { dst, divisor } => Step::Scale {
+                dst: dst.sub(from, len),
+                divisor,
+            },
         }
     }
 }
@@ -321,6 +344,7 @@ impl fmt::Display for Step {
             } => write!(f, "recv {dst} = {w} + <- {peer}"),
             Step::Copy { src, dst } => write!(f, "copy {dst} = {src}"),
             Step::Reduce { dst, a, b } => write!(f, "reduce {dst} = {a} + {b}"),
+            Step::Scale { dst, divisor } => write!(f, "scale {dst} /= {divisor}"),
         }
     }
 }
@@ -354,6 +378,20 @@ impl RankPlan {
             s += &format!("{i:4}: {st}\n");
         }
         s
+    }
+}
+
+/// Appends the post-steps a reduction with `op` needs to `plan`, the plan of `rank` for
+/// `spec`: for [`ReduceOp::Avg`] one [`Step::Scale`] of the reduced output (every rank's,
+/// or only the root's for [`Collective::Reduce`]) by the world size. Every executed and
+/// simulated plan goes through this, so the plan, not the engine, divides.
+pub fn finish(plan: &mut RankPlan, spec: &CollSpec, rank: usize, op: ReduceOp) {
+    let holds_result = spec.kind != Collective::Reduce || rank == spec.root;
+    if op == ReduceOp::Avg && spec.kind.reduces() && holds_result && spec.output_len() > 0 {
+        plan.steps.push(Step::Scale {
+            dst: Region::output(0, spec.output_len()),
+            divisor: spec.world,
+        });
     }
 }
 

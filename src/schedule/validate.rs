@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use super::{dependencies, segment, Buf, CollSpec, Layout, RankPlan, Region, Step};
+use super::{dependencies, finish, segment, Buf, CollSpec, Layout, RankPlan, Region, Step};
 use crate::reduce;
 use crate::types::{DataType, ReduceOp};
 
@@ -130,8 +130,8 @@ impl Mem {
 /// Runs `plans` sequentially on byte `inputs` (one per rank, `spec.input_len()` elements of
 /// `dtype`), in place or not, with steps split into segments of `seg` elements and streams
 /// that hold one segment's worth of messages (a stream accepts a message when it is empty or
-/// the message fits beside what is queued). Returns every rank's output bytes, `Avg`'s final
-/// division applied where the collective reduces.
+/// the message fits beside what is queued). Each plan first gets its post-steps
+/// ([`finish`]: `Avg`'s scaling), as in the engine. Returns every rank's output bytes.
 pub fn simulate(
     spec: &CollSpec,
     plans: &[RankPlan],
@@ -170,7 +170,16 @@ pub fn simulate(
             m
         })
         .collect();
-    let progs: Vec<Vec<Step>> = plans.iter().map(|p| segment(&p.steps, seg)).collect();
+    // The post-steps (`Avg`'s scaling) are part of what runs, as in the engine.
+    let progs: Vec<Vec<Step>> = plans
+        .iter()
+        .enumerate()
+        .map(|(r, p)| {
+            let mut p = p.clone();
+            finish(&mut p, spec, r, op);
+            segment(&p.steps, seg)
+        })
+        .collect();
     let deps: Vec<Vec<Vec<u32>>> = (0..n)
         .map(|r| dependencies(&progs[r], &mems[r].layout))
         .collect();
@@ -241,6 +250,14 @@ pub fn simulate(
                         }
                         ready
                     }
+                    Step::Scale { dst, divisor } => {
+                        if ready {
+                            let mut d = mems[r].read(dst);
+                            reduce::divide(dtype, &mut d, divisor);
+                            mems[r].write(dst, &d);
+                        }
+                        ready
+                    }
                 };
                 if ran {
                     done[r][i] = true;
@@ -270,15 +287,7 @@ pub fn simulate(
         ));
     }
     Ok(mems
-        .iter_mut()
-        .enumerate()
-        .map(|(r, m)| {
-            let mut out = m.read(Region::output(0, spec.output_len()));
-            if op == ReduceOp::Avg && spec.kind.reduces() {
-                let _ = r;
-                reduce::divide(dtype, &mut out, n);
-            }
-            out
-        })
+        .iter()
+        .map(|m| m.read(Region::output(0, spec.output_len())))
         .collect())
 }

@@ -6,7 +6,7 @@
 //! network interface (**NIC**), which all flows leaving (or entering) the host share.
 //!
 //! A topology is data: it is discovered at init (host identities exchanged through the
-//! rendezvous store, with the link figures of [`crate::tune::CONSTANTS`]), or loaded from a
+//! rendezvous store, with the link figures of [`crate::cost::CONSTANTS`]), or loaded from a
 //! JSON file (`FERROCOLL_TOPO_FILE`, written by `ferrocoll-probe links --save` or by hand,
 //! see [`json`]) and dumped back (`FERROCOLL_TOPO_DUMP_FILE`), so tests and users can describe
 //! clusters we do not have.
@@ -216,7 +216,7 @@ impl Topology {
     }
 
     /// The topology discovered at init: rank `r` on the host named `names[r]`, hosts in the
-    /// order of their first rank, links from [`crate::tune::CONSTANTS`], no core counts.
+    /// order of their first rank, links from [`crate::cost::CONSTANTS`], no core counts.
     pub fn from_host_names(names: &[String]) -> Topology {
         Topology::from_hosts(names, &[], &[])
     }
@@ -271,7 +271,7 @@ impl Topology {
     }
 
     fn with_defaults(hosts: Vec<Host>) -> Topology {
-        let c = &crate::tune::CONSTANTS;
+        let c = &crate::cost::CONSTANTS;
         let t = Topology::new(
             hosts,
             LinkSpec::from_us_gbit(c.intra_latency_us, c.intra_gbit_s),

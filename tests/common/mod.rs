@@ -3,8 +3,8 @@
 
 use std::ffi::c_void;
 
-use ferrocoll::reference::{count_wrong, expected, magnitudes, test_input};
-use ferrocoll::schedule::{CollSpec, Collective};
+use ferrocoll::verify::{count_wrong, expected, magnitudes, test_input};
+use ferrocoll::{CollSpec, Collective};
 use ferrocoll::{Communicator, DataType, RawCall, ReduceOp};
 
 /// One collective call, identical on every rank.

@@ -25,4 +25,4 @@ pub mod shm;
 pub mod tcp;
 
 pub use copy::Stores;
-pub use link::{Endpoint, Link, LinkError};
+pub use link::{Endpoint, Link, LinkCaps, LinkError, SingleCopy};

@@ -129,23 +129,49 @@ pub trait Link: Send {
     /// Tells the peer that no more bytes will come from this side.
     fn close(&mut self);
 
+    /// What this link can do beyond the byte stream. The executor reads this instead of
+    /// guessing from the collective or the transport's name. The default declares nothing.
+    fn caps(&self) -> LinkCaps {
+        LinkCaps::default()
+    }
+
     /// Single-copy transfers, where the transport can read the peer's memory directly
     /// (processes of one host with cross-memory attach, threads of one process). `None` (the
-    /// default) when it cannot.
-    fn direct(&mut self) -> Option<&mut dyn Direct> {
+    /// default) when it cannot; `Some` exactly when [`LinkCaps::single_copy`] is set.
+    fn single_copy(&mut self) -> Option<&mut dyn SingleCopy> {
         None
     }
+}
+
+/// The capabilities a [`Link`] declares.
+///
+/// A capability is what the link *can* do; whether a given message uses it is the
+/// executor's policy (message size, whether the receiver reduces, the call's size), set by
+/// the communicator's `Config`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCaps {
+    /// The receiver can copy straight from the sender's memory ([`Link::single_copy`]).
+    pub single_copy: bool,
+    /// Reads honour [`Stores::Streaming`] in [`Link::read_into_with`] (links over a memory
+    /// ring; TCP's large reads are the kernel's copy and ignore the hint).
+    pub streaming_stores: bool,
+    /// The link can write into memory the peer registered with it (RDMA-style one-sided
+    /// transfers). No link of this crate does yet.
+    pub registered_memory: bool,
+    /// Bytes that can be in flight towards the peer before [`Link::try_write`] accepts no
+    /// more (a ring's capacity); `None` where the transport buffers without a fixed bound.
+    pub max_in_flight: Option<usize>,
 }
 
 /// Single-copy transfers over a [`Link`]: instead of streaming a large buffer through the
 /// link, the sender announces its address in the stream and the receiver copies straight
 /// from the sender's memory, then acknowledges. The sender must leave the buffer untouched
-/// until the acknowledgement, which it learns from [`Direct::acked`].
+/// until the acknowledgement, which it learns from [`SingleCopy::acked`].
 ///
 /// Tickets count announcements per direction over the link's lifetime: the sender's n-th
-/// [`Direct::post`] returns n, and the receiver's n-th [`Direct::ack`] makes the sender's
-/// [`Direct::acked`] reach n. Both sides therefore see the announcements in stream order.
-pub trait Direct {
+/// [`SingleCopy::post`] returns n, and the receiver's n-th [`SingleCopy::ack`] makes the
+/// sender's [`SingleCopy::acked`] reach n. Both sides therefore see the announcements in stream order.
+pub trait SingleCopy {
     /// Registers one announced buffer; returns its ticket (1, 2, …).
     fn post(&mut self) -> u64;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::copy::Stores;
 use crate::doorbell::Doorbell;
-use crate::link::{Direct, Endpoint, Link, LinkError};
+use crate::link::{Endpoint, Link, LinkCaps, LinkError, SingleCopy};
 use crate::ring::{heap_ring, RingReader, RingWriter};
 
 /// Default bytes per directed ring.
@@ -202,14 +202,23 @@ impl Link for MemLink {
         self.shared.bells[self.peer].ring();
     }
 
-    fn direct(&mut self) -> Option<&mut dyn Direct> {
+    fn caps(&self) -> LinkCaps {
+        LinkCaps {
+            single_copy: true,
+            streaming_stores: true,
+            registered_memory: false,
+            max_in_flight: Some(self.tx.capacity()),
+        }
+    }
+
+    fn single_copy(&mut self) -> Option<&mut dyn SingleCopy> {
         Some(self)
     }
 }
 
 /// Threads of one process read each other's buffers with the same system call as processes
 /// do, so that the kernel checks the announced addresses.
-impl Direct for MemLink {
+impl SingleCopy for MemLink {
     fn post(&mut self) -> u64 {
         self.posted += 1;
         self.posted
@@ -217,7 +226,7 @@ impl Direct for MemLink {
 
     fn acked(&mut self) -> Result<u64, LinkError> {
         self.check()?;
-        let acks = self.tx.header().direct_acks();
+        let acks = self.tx.header().single_copy_acks();
         if acks < self.posted && self.rx.header().is_closed() {
             return Err(LinkError::Closed { peer: self.peer });
         }
@@ -232,7 +241,7 @@ impl Direct for MemLink {
     }
 
     fn ack(&mut self) {
-        self.rx.header().add_direct_ack();
+        self.rx.header().add_single_copy_ack();
         self.shared.bells[self.peer].ring();
     }
 }
@@ -420,23 +429,40 @@ mod tests {
     fn single_copy_reads_acks_and_refuses_bad_addresses() {
         let (mut eps, _f) = mem_world(2, 64);
         let src = vec![7u8; 1000];
-        let t = eps[0].link(1).unwrap().direct().unwrap().post();
+        let t = eps[0].link(1).unwrap().single_copy().unwrap().post();
         assert_eq!(t, 1);
         assert_eq!(
-            eps[0].link(1).unwrap().direct().unwrap().acked().unwrap(),
+            eps[0]
+                .link(1)
+                .unwrap()
+                .single_copy()
+                .unwrap()
+                .acked()
+                .unwrap(),
             0
         );
         let mut dst = vec![0u8; 1000];
-        let d = eps[1].link(0).unwrap().direct().unwrap();
+        let d = eps[1].link(0).unwrap().single_copy().unwrap();
         d.read(src.as_ptr() as u64, &mut dst).unwrap();
         assert_eq!(dst, src);
         d.ack();
         assert_eq!(
-            eps[0].link(1).unwrap().direct().unwrap().acked().unwrap(),
+            eps[0]
+                .link(1)
+                .unwrap()
+                .single_copy()
+                .unwrap()
+                .acked()
+                .unwrap(),
             1
         );
         // An address that is not mapped (garbage from a peer) is a typed error, not a crash.
-        let e = eps[1].link(0).unwrap().direct().unwrap().read(8, &mut dst);
+        let e = eps[1]
+            .link(0)
+            .unwrap()
+            .single_copy()
+            .unwrap()
+            .read(8, &mut dst);
         assert!(
             matches!(e, Err(LinkError::Protocol { peer: 0, .. })),
             "{e:?}"

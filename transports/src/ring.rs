@@ -31,7 +31,7 @@ pub struct RingHeader {
     closed: CachePadded<AtomicBool>,
     /// Single-copy announcements the reader has copied and acknowledged (see
     /// `link::Direct`), written by the reader.
-    direct_acks: CachePadded<AtomicU64>,
+    single_copy_acks: CachePadded<AtomicU64>,
 }
 
 impl RingHeader {
@@ -46,13 +46,13 @@ impl RingHeader {
     }
 
     /// Single-copy announcements acknowledged by the reader so far.
-    pub fn direct_acks(&self) -> u64 {
-        self.direct_acks.load(Ordering::Acquire)
+    pub fn single_copy_acks(&self) -> u64 {
+        self.single_copy_acks.load(Ordering::Acquire)
     }
 
     /// The reader acknowledges one more single-copy announcement.
-    pub fn add_direct_ack(&self) {
-        self.direct_acks.fetch_add(1, Ordering::AcqRel);
+    pub fn add_single_copy_ack(&self) {
+        self.single_copy_acks.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -163,6 +163,11 @@ pub fn heap_ring(cap: usize) -> (RingWriter, RingReader) {
 }
 
 impl RingWriter {
+    /// Bytes the ring holds when full.
+    pub fn capacity(&self) -> usize {
+        self.raw.cap() as usize
+    }
+
     /// Copies as much of `buf` as fits; returns the byte count (0 when full or closed).
     pub fn write(&mut self, buf: &[u8]) -> usize {
         // SAFETY: a null tee is never written.

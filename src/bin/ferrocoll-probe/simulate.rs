@@ -11,9 +11,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use ferrocoll::plan::Tuner;
-use ferrocoll::schedule::CollSpec;
 use ferrocoll::topology::json;
+use ferrocoll::{AlgoId, CollSpec, Tuner};
 use ferrocoll::{Collective, Config, RingOrder};
 
 use crate::cli::{parse_size, Common};
@@ -98,10 +97,7 @@ pub fn run(a: &SimulateArgs) -> Res<bool> {
     if !source.is_empty() {
         println!("# source: {source}");
     }
-    let names: Vec<&str> = ferrocoll::algo::ALGORITHMS
-        .iter()
-        .map(|x| x.name())
-        .collect();
+    let names: Vec<&str> = AlgoId::all().map(AlgoId::name).collect();
     let mut head = format!("# {:>12}", "size");
     for n in &names {
         head += &format!(" {n:>17}");

@@ -5,9 +5,8 @@ use std::ffi::c_void;
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use ferrocoll::reference::{count_wrong, expected, magnitudes, test_input};
-use ferrocoll::schedule::CollSpec;
-use ferrocoll::{Collective, Communicator, DataType, RawCall, ReduceOp};
+use ferrocoll::verify::{count_wrong, expected, magnitudes, test_input};
+use ferrocoll::{CollSpec, Collective, Communicator, DataType, RawCall, ReduceOp};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{type_name, SweepArgs};

@@ -32,7 +32,7 @@ use crate::copy::Stores;
 use crate::link::{Endpoint, Link, LinkError};
 use crate::ring::{ring_from_raw, RingHeader, RingReader, RingWriter};
 
-mod direct;
+mod single_copy;
 
 pub use bell::ShmBell;
 pub use segment::segment_path;
@@ -114,7 +114,7 @@ pub struct ShmLink {
     inner: Arc<Inner>,
     empty_polls: u32,
     /// Single-copy state; `None` where cross-memory attach to this peer is not available.
-    direct: Option<direct::DirectState>,
+    single_copy: Option<single_copy::SingleCopyState>,
 }
 
 impl ShmLink {
@@ -203,8 +203,17 @@ impl Link for ShmLink {
         self.ring_peer();
     }
 
-    fn direct(&mut self) -> Option<&mut dyn crate::link::Direct> {
-        if self.direct.is_some() {
+    fn caps(&self) -> crate::link::LinkCaps {
+        crate::link::LinkCaps {
+            single_copy: self.single_copy.is_some(),
+            streaming_stores: true,
+            registered_memory: false,
+            max_in_flight: Some(self.tx.capacity()),
+        }
+    }
+
+    fn single_copy(&mut self) -> Option<&mut dyn crate::link::SingleCopy> {
+        if self.single_copy.is_some() {
             Some(self)
         } else {
             None
@@ -222,9 +231,9 @@ pub struct ShmOptions {
     pub timeout: Duration,
     /// How long [`Endpoint::wait`] spins before it parks.
     pub spin: Duration,
-    /// Offer single-copy transfers ([`crate::link::Direct`], Linux cross-memory attach) on
-    /// links where a probe read of the peer's memory succeeds.
-    pub direct: bool,
+    /// Offer single-copy transfers ([`crate::link::SingleCopy`], Linux cross-memory attach)
+    /// on links where a probe read of the peer's memory succeeds.
+    pub single_copy: bool,
 }
 
 impl Default for ShmOptions {
@@ -233,7 +242,7 @@ impl Default for ShmOptions {
             ring_bytes: DEFAULT_RING_BYTES,
             timeout: Duration::from_secs(300),
             spin: DEFAULT_SPIN,
-            direct: true,
+            single_copy: true,
         }
     }
 }
@@ -343,9 +352,9 @@ impl ShmEndpoint {
         match res {
             Ok(mut ep) => {
                 ep.spin = opts.spin;
-                if opts.direct {
+                if opts.single_copy {
                     for l in ep.links.iter_mut().flatten() {
-                        l.direct = direct::DirectState::probe(&map, l.peer_local);
+                        l.single_copy = single_copy::SingleCopyState::probe(&map, l.peer_local);
                     }
                 }
                 Ok(ep)
@@ -456,7 +465,7 @@ impl ShmEndpoint {
                 rx,
                 inner: inner.clone(),
                 empty_polls: 0,
-                direct: None,
+                single_copy: None,
             });
         }
         Ok(ShmEndpoint {

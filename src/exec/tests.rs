@@ -1,9 +1,9 @@
 //! Tests of the executor's plan preparation (the runs themselves are covered by the
 //! collective tests over every transport).
 
-use super::*;
+use super::prepared::{CopyPolicy, Prepared};
 use crate::algo::by_name;
-use crate::schedule::{CollSpec, Collective};
+use crate::schedule::{dependencies, segment, CollSpec, Collective, Layout, Region, Step};
 
 fn prepared(algo: &str, kind: Collective, rank: usize, in_place: bool) -> Prepared {
     let spec = CollSpec {
@@ -18,7 +18,7 @@ fn prepared(algo: &str, kind: Collective, rank: usize, in_place: bool) -> Prepar
     } else {
         Layout::SEPARATE
     };
-    Prepared::new(&plan, 40, &layout, 3).unwrap()
+    Prepared::new(&plan, 40, &layout, 3, CopyPolicy::STREAM).unwrap()
 }
 
 /// The copies a plan's sends carry, as (send source, copy source, copy destination).
@@ -91,7 +91,7 @@ fn carried_copies_are_independent_and_match_their_send() {
                 for layout in [Layout::SEPARATE, Layout::in_place(&spec, rank)] {
                     let steps = segment(&plan.steps, 40);
                     let deps = dependencies(&steps, &layout);
-                    let p = Prepared::new(&plan, 40, &layout, 3).unwrap();
+                    let p = Prepared::new(&plan, 40, &layout, 3, CopyPolicy::STREAM).unwrap();
                     for (i, c) in p.tee.iter().enumerate() {
                         let Some(c) = c else { continue };
                         let c = *c as usize;

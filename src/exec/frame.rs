@@ -11,7 +11,7 @@ pub const FRAME_BYTES: usize = 48;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"FCF2");
 /// Flag bit: single-copy message.
-const FLAG_DIRECT: u8 = 1;
+const FLAG_SINGLE_COPY: u8 = 1;
 
 /// What a rank is doing: identical on every rank taking part in the same call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,16 +48,16 @@ impl fmt::Display for OpHeader {
 }
 
 /// One message header: the op, the payload length in bytes and, for a single-copy message
-/// (see `ferrocoll_transports::link::Direct`), the address the receiver reads the payload
+/// (see `ferrocoll_transports::link::SingleCopy`), the address the receiver reads the payload
 /// from instead of a payload in the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Frame {
     /// The call this message belongs to.
     pub op: OpHeader,
-    /// Payload bytes that follow (or, for a single-copy message, that lie at `direct`).
+    /// Payload bytes that follow (or, for a single-copy message, that lie at `single_copy`).
     pub len: u64,
     /// Single-copy message: the payload's address in the sender's memory; nothing follows.
-    pub direct: Option<u64>,
+    pub single_copy: Option<u64>,
 }
 
 impl Frame {
@@ -72,8 +72,8 @@ impl Frame {
         b[12..20].copy_from_slice(&self.op.seq.to_le_bytes());
         b[20..28].copy_from_slice(&self.op.count.to_le_bytes());
         b[28..36].copy_from_slice(&self.len.to_le_bytes());
-        if let Some(addr) = self.direct {
-            b[36] = FLAG_DIRECT;
+        if let Some(addr) = self.single_copy {
+            b[36] = FLAG_SINGLE_COPY;
             b[40..48].copy_from_slice(&addr.to_le_bytes());
         }
         b
@@ -92,9 +92,9 @@ impl Frame {
             .ok_or_else(|| format!("unknown dtype code {}", b[5]))?;
         let op =
             ReduceOp::from_code(b[6] as i64).ok_or_else(|| format!("unknown op code {}", b[6]))?;
-        let direct = match b[36] {
+        let single_copy = match b[36] {
             0 => None,
-            FLAG_DIRECT => Some(u64_at(40)),
+            FLAG_SINGLE_COPY => Some(u64_at(40)),
             f => return Err(format!("unknown frame flags {f:#04x}")),
         };
         Ok(Frame {
@@ -107,7 +107,7 @@ impl Frame {
                 count: u64_at(20),
             },
             len: u64_at(28),
-            direct,
+            single_copy,
         })
     }
 }
@@ -128,11 +128,11 @@ mod tests {
                 seq: 7,
             },
             len: 123,
-            direct: None,
+            single_copy: None,
         };
         assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
         let d = Frame {
-            direct: Some(0x7f00_dead_beef),
+            single_copy: Some(0x7f00_dead_beef),
             ..f
         };
         assert_eq!(Frame::decode(&d.encode()).unwrap(), d);

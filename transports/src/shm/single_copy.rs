@@ -2,7 +2,7 @@
 //! (`process_vm_readv`). The receiver copies a large buffer straight out of the sender's
 //! address space into its destination, instead of the sender copying it into the ring and
 //! the receiver copying it out again; the acknowledgement is a counter in the ring header
-//! (see [`crate::link::Direct`]).
+//! (see [`crate::link::SingleCopy`]).
 //!
 //! Whether it works is decided per peer when the endpoint opens: the kernel allows it only
 //! where we may ptrace the peer (same user, Yama `ptrace_scope` permitting, no seccomp
@@ -15,20 +15,20 @@ use std::sync::atomic::Ordering;
 use super::segment::Mapping;
 use super::ShmLink;
 use crate::cma::{read_error, read_remote};
-use crate::link::{Direct, LinkError};
+use crate::link::{LinkError, SingleCopy};
 
 /// Per-link single-copy state.
-pub(crate) struct DirectState {
+pub(crate) struct SingleCopyState {
     /// The peer's process.
     pid: i32,
     /// Announcements made so far (tickets handed out).
     posted: u64,
 }
 
-impl DirectState {
+impl SingleCopyState {
     /// Tests cross-memory attach to local peer `j` (whose slot must be filled: every local
     /// rank has joined). `None` where it does not work.
-    pub(crate) fn probe(map: &Mapping, j: usize) -> Option<DirectState> {
+    pub(crate) fn probe(map: &Mapping, j: usize) -> Option<SingleCopyState> {
         let slot = map.slot(j);
         let pid = slot.pid.load(Ordering::Acquire);
         let base = slot.base.load(Ordering::Acquire);
@@ -39,7 +39,7 @@ impl DirectState {
         let off = (&slot.pid as *const _ as usize).checked_sub(map.at(0) as usize)?;
         let mut got = [0u8; 4];
         match read_remote(pid, base.checked_add(off as u64)?, &mut got) {
-            Ok(()) if i32::from_ne_bytes(got) == pid => Some(DirectState { pid, posted: 0 }),
+            Ok(()) if i32::from_ne_bytes(got) == pid => Some(SingleCopyState { pid, posted: 0 }),
             Ok(()) => {
                 tracing::debug!("shm: single copy to pid {pid} off: probe read a wrong value");
                 None
@@ -52,16 +52,19 @@ impl DirectState {
     }
 }
 
-impl Direct for ShmLink {
+impl SingleCopy for ShmLink {
     fn post(&mut self) -> u64 {
-        let st = self.direct.as_mut().expect("direct() returned this link");
+        let st = self
+            .single_copy
+            .as_mut()
+            .expect("single_copy() returned this link");
         st.posted += 1;
         st.posted
     }
 
     fn acked(&mut self) -> Result<u64, LinkError> {
-        let acks = self.tx.header().direct_acks();
-        let posted = self.direct.as_ref().map_or(0, |d| d.posted);
+        let acks = self.tx.header().single_copy_acks();
+        let posted = self.single_copy.as_ref().map_or(0, |d| d.posted);
         if acks < posted {
             // Waiting on the peer: notice if it is gone, as `peek` does.
             self.empty_polls = self.empty_polls.wrapping_add(1);
@@ -76,13 +79,13 @@ impl Direct for ShmLink {
     }
 
     fn read(&mut self, addr: u64, dst: &mut [u8]) -> Result<(), LinkError> {
-        let pid = self.direct.as_ref().map_or(0, |d| d.pid);
+        let pid = self.single_copy.as_ref().map_or(0, |d| d.pid);
         let len = dst.len();
         read_remote(pid, addr, dst).map_err(|e| read_error(self.peer, addr, len, e))
     }
 
     fn ack(&mut self) {
-        self.rx.header().add_direct_ack();
+        self.rx.header().add_single_copy_ack();
         self.ring_peer();
     }
 }
