@@ -7,13 +7,18 @@ medians (min-max) and ratios. Measured: 8 B all-reduce latency (us) and bus band
 nccl-tests definition) at 1, 16, 64, 256 MiB for all-reduce, all-gather, reduce-scatter; f32
 sum, out-of-place, time = max over ranks of the mean per-call time (all three drivers agree).
 The machine's memcpy / a+b bandwidth and loopback TCP stream rate are measured in the same run
-(the peers' `memlimit`) and each case's bound is printed beside it.
+(`memlimit`) and each case's bound is printed beside it (derivations in PERFORMANCE.md).
 
-    python3 benches/compare.py [--peers ../shared/peers] [--reps 3] [--ranks 2,4]
-                               [--transports shm,tcp] [--sizes 1M,16M,64M,256M] [--md FILE]
+    bash benches/setup_peers.sh          # once: Open MPI, torch (Gloo), the drivers
+    python3 benches/compare.py [--reps 3] [--ranks 2,4] [--transports shm,tcp]
+                               [--sizes 1M,16M,64M,256M] [--md FILE] [--json FILE]
 
-A peer that is not installed (no mpirun / mpi_coll, no torch) is skipped with a message;
-`../shared/peers/setup.sh` installs them. Exit status 1 when a target ratio of issue 5 fails.
+The drivers' sources are in benches/peers/ (mpi_coll.c, torch_gloo_coll.py, memlimit.c);
+setup_peers.sh builds them into target/peers/, and a missing binary is built here from its
+source when mpicc / gcc are present. A peer that is not installed (no mpirun, no torch) is
+skipped with a message. The raw run (every repetition's value, the limits, the targets) is
+written as JSON to benches/results/<date>-compare.json unless --json names another file
+(--json '' writes none). Exit status 1 when a target ratio of issue 5 fails.
 """
 import argparse
 import json
@@ -27,6 +32,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_BUILD = os.path.join(ROOT, "target", "peers")  # where benches/setup_peers.sh builds the drivers
+PEERS_VENV = os.environ.get("PEERS_VENV") or os.path.expanduser("~/.cache/ferrocoll/peers-venv")
 COLLS = [("all_reduce", "allreduce"), ("all_gather", "allgather"), ("reduce_scatter", "reducescatter")]
 
 
@@ -78,15 +85,16 @@ class Bench:
         self.results = {}  # (lib, transport, n, metric) -> [values]
         self.skipped = []
         self.tmp = tempfile.mkdtemp(prefix="fc-compare-")
+        self.started = time.gmtime()
         self.probe = a.probe or os.path.join(ROOT, "target", "release", "ferrocoll-probe")
         self.mpi = self.find_mpi()
         self.gloo = self.find_gloo()
 
     def find_mpi(self):
         if not shutil.which("mpirun"):
-            self.skipped.append("Open MPI: mpirun not installed (run ../shared/peers/setup.sh)")
+            self.skipped.append("Open MPI: mpirun not installed (run bash benches/setup_peers.sh)")
             return None
-        exe = os.path.join(self.a.peers, "build", "mpi_coll")
+        exe = os.path.join(PEER_BUILD, "mpi_coll")
         if os.access(exe, os.X_OK):
             return exe
         src = os.path.join(self.a.peers, "mpi_coll.c")
@@ -99,12 +107,12 @@ class Bench:
 
     def find_gloo(self):
         script = os.path.join(self.a.peers, "torch_gloo_coll.py")
-        for venv in (os.environ.get("PEERS_VENV"), os.path.expanduser("~/.peers-venv"), os.environ.get("FERROCOLL_VENV")):
+        for venv in (PEERS_VENV, os.environ.get("FERROCOLL_VENV")):
             py = venv and os.path.join(venv, "bin", "python")
             if py and os.access(py, os.X_OK) and os.path.exists(script):
                 if subprocess.run([py, "-c", "import torch"], capture_output=True).returncode == 0:
                     return (py, script)
-        self.skipped.append("Gloo: no Python with torch (PEERS_VENV, ~/.peers-venv) or no torch_gloo_coll.py")
+        self.skipped.append(f"Gloo: no Python with torch in {PEERS_VENV} (run bash benches/setup_peers.sh) or no torch_gloo_coll.py")
         return None
 
     def add(self, lib, t, n, metric, v):
@@ -159,15 +167,15 @@ class Bench:
 
     def limits(self):
         lim = {}
-        exe = os.path.join(self.a.peers, "build", "memlimit")
-        src = os.path.join(self.a.peers, "memlimit", "memlimit.c")
+        exe = os.path.join(PEER_BUILD, "memlimit")
+        src = os.path.join(self.a.peers, "memlimit.c")
         if not os.access(exe, os.X_OK) and shutil.which("gcc") and os.path.exists(src):
-            # The peers' folder may be read-only: build it here, as setup.sh would.
+            # Not built by setup_peers.sh: build it here, as setup_peers.sh would.
             exe = os.path.join(self.tmp, "memlimit")
             if subprocess.run(["gcc", "-O3", "-march=native", "-pthread", "-o", exe, src]).returncode != 0:
                 exe = ""
         if not exe or not os.access(exe, os.X_OK):
-            self.skipped.append("memlimit: not built and no source to build it from (../shared/peers/setup.sh builds it)")
+            self.skipped.append("memlimit: not built and no source to build it from (bash benches/setup_peers.sh builds it)")
             return lim
         out = run([exe, "mem", "256", "5"]) or ""
         for key, pat in (("memcpy", r"memcpy 1 thread\s+\S+\s+(\S+)"), ("memcpy2", r"memcpy 2 threads\s+\S+\s+(\S+)"),
@@ -202,7 +210,7 @@ class Bench:
         return (statistics.median(v), min(v), max(v)) if v else None
 
     def bound(self, t, n, metric):
-        """Upper bound on busbw from the limits measured in this run (derivation in BENCHMARKS.md).
+        """Upper bound on busbw from the limits measured in this run (derivation in PERFORMANCE.md).
 
         shm, the whole machine (2 cores, one memory system; 2-thread rates a2, m2):
           all-reduce: (n-1)S element additions and (n-1)S copied bytes in all -> 2/n / (1/a2 + 1/m2)
@@ -264,10 +272,65 @@ class Bench:
         out.append(("shm all-reduce 2 ranks 8 B latency ≤ 2 µs", lat and lat[0], lat is not None and lat[0] <= 2.0))
         return out
 
+    def raw(self, confs):
+        """The run as data (format of benches/results/*.json, described in PERFORMANCE.md)."""
+        def entry(lib, t, n, metric):
+            v = self.results.get((lib, t, n, metric))
+            if not v:
+                return None
+            return {"median": statistics.median(v), "min": min(v), "max": max(v), "values": v}
+        rows = []
+        metrics = ["lat8"] + [(op, s) for _, op in COLLS for s in self.sizes]
+        for n, t in confs:
+            for metric in metrics:
+                lat = metric == "lat8"
+                row = {"ranks": n, "transport": t,
+                       "collective": "allreduce" if lat else metric[0],
+                       "size_bytes": 8 if lat else metric[1],
+                       "metric": "latency_us" if lat else "busbw_gbps"}
+                b = self.bound(t, n, metric)
+                if b is not None:
+                    row["bound_gbps"] = b
+                for key, lib in (("ferrocoll", "ferrocoll"), ("open_mpi", "Open MPI"), ("gloo", "Gloo")):
+                    e = entry(lib, t, n, metric)
+                    if e is not None:
+                        row[key] = e
+                rows.append(row)
+        try:
+            commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip() or None
+        except OSError:
+            commit = None
+        doc = {"format": "ferrocoll-compare/1",
+               "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", self.started),
+               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "command": " ".join(["python3"] + sys.argv),
+               "machine": {"nodename": os.uname().nodename, "cpus": os.cpu_count(), "kernel": os.uname().release},
+               "repetitions": self.a.reps,
+               "limits_gbps": self.lim,
+               "rows": rows,
+               "targets": [{"target": d, "value": v, "pass": bool(h)} for d, v, h in self.targets()],
+               "skipped": self.skipped}
+        if commit:
+            doc["commit"] = commit
+        return doc
+
+
+def default_json_path():
+    """benches/results/<UTC date>-compare.json; -2, -3, ... when that name is taken."""
+    d = os.path.join(ROOT, "benches", "results")
+    os.makedirs(d, exist_ok=True)
+    base = os.path.join(d, time.strftime("%Y-%m-%d", time.gmtime()) + "-compare")
+    path, k = base + ".json", 2
+    while os.path.exists(path):
+        path, k = f"{base}-{k}.json", k + 1
+    return path
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--peers", default=os.path.join(ROOT, "..", "shared", "peers"))
+    p.add_argument("--peers", default=os.path.join(ROOT, "benches", "peers"),
+                   help="folder of the peers' driver sources (default benches/peers)")
     p.add_argument("--probe", help="ferrocoll-probe binary (default: target/release, built if missing)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--ranks", default="2,4")
@@ -277,6 +340,8 @@ def main():
                    help="8 B all-reduce calls timed (default about 0.3 s: 150000 on shm, 15000 on tcp)")
     p.add_argument("--target", type=float, default=0.3, help="peer drivers: seconds per size")
     p.add_argument("--md", help="also write the table (markdown) to this file")
+    p.add_argument("--json", default=None,
+                   help="raw run as JSON (default benches/results/<date>-compare.json; '' for none)")
     a = p.parse_args()
     b = Bench(a)
     for s in b.skipped:
@@ -294,6 +359,12 @@ def main():
     print(text)
     if a.md:
         open(a.md, "w").write(text + "\n")
+    path = default_json_path() if a.json is None else a.json
+    if path:
+        with open(path, "w") as f:
+            json.dump(b.raw(confs), f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        print(f"raw results: {os.path.relpath(path)}", file=sys.stderr)
     shutil.rmtree(b.tmp, ignore_errors=True)
     sys.exit(0 if ok else 1)
 
