@@ -274,9 +274,9 @@ fn price(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
         // Direct folds p-1 receives into an accumulator and copies the result out. Its
         // receives are fused like the others, but priced at the full pass: with the fused
         // share its one-host price fell below halving-doubling's at 128 KiB, where it
-        // measured slower in every full proof run of the tenth session (direct 143–146 µs,
-        // halving-doubling 126–143); its transfer term, not its reductions, is what needs
-        // refitting there. (Only all-reduce was measured; its reduce-scatter keeps the share.)
+        // measures slower (1 host × 4 ranks, `bash benches/topo_proof.sh`); its transfer
+        // term, not its reductions, is what needs refitting there. (Only all-reduce was
+        // measured; its reduce-scatter keeps the share.)
         Collective::AllReduce => all_to_all(bytes) + pf * net.pass_time(bytes),
         Collective::AllGather | Collective::AllToAll => all_to_all(bytes),
         Collective::ReduceScatter => all_to_all(bytes) + (pf - 1.0) * net.reduce_time(bytes),

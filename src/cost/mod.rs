@@ -3,48 +3,42 @@
 //! An α–β model: a message of `b` bytes over a link costs `α + b / bandwidth`, where the
 //! bandwidth of a flow between hosts is the least of its link's bandwidth and its share of
 //! the sending and receiving hosts' NICs (every flow that leaves a host at the same time
-//! shares that host's NIC). Each algorithm's cost follows the communication pattern its
-//! schedule has on the [`Placement`] — the ring's edges, the hierarchical columns, the
-//! halving-doubling partners, direct's fan-out per host pair; the double binary tree is
-//! approximated (depth, and the share of its edges that cross hosts taken as a random pair's)
-//! — and adds a per-message and per-segment software overhead and the local reduction time
-//! (on one host only the part of it that a reduction fused into the shared-memory receive
-//! adds to the copy: `fused_reduce_share`).
+//! shares that host's NIC). Each algorithm prices itself in its own file
+//! ([`crate::algo::Algorithm::cost`]) by following the communication pattern its schedule
+//! has on the [`Placement`], with the helpers here: [`Net::flows`] (concurrent flows with
+//! their NIC and core shares), [`Net::round`], the per-message and per-segment software
+//! overheads ([`seg_cost`]) and the local reduction time ([`Net::reduce_time`]).
 //!
-//! **CPU**: shared memory moves bytes with the ranks' own cores — the sender copies into
+//! **CPU.** Shared memory moves bytes with the ranks' own cores — the sender copies into
 //! the ring, the receiver copies or reduces out of it — so where a host's core count is known
-//! (discovered at init, or `cores` in the topology file), the flows inside a host also share
-//! its cores like the flows leaving it share its NIC: a pair measured alone reaches the
+//! (discovered at init, or `cores` in the topology file), the flows inside a host share its
+//! cores like the flows leaving it share its NIC: a pair measured alone reaches the
 //! intra-host bandwidth with two cores busy, so a host copies at about `bandwidth × cores`
 //! in all, and `f` concurrent intra-host flows get `bandwidth × cores / (2f)` each (at most
-//! the link's). Nor do they move more in all than the host's ranks did when every one
-//! sent at once (`intra_total`, from `ferrocoll-probe links`'s ring exchange, where
-//! known): a pair measured alone, the other ranks idle, lands on the cores and the cache
-//! differently from run to run — 95–143 Gbit/s on the development VM (4 ranks, 2 cores)
-//! while the collectives' times stayed put — and the loaded host moved 71–108 Gbit/s,
-//! which put the model within 9% of the 1 host × 4 all-reduces measured at 2–64 MiB
-//! (NOTES.md, eleventh session). A host with more ranks than cores reduces `ranks / cores`
-//! times slower.
-//! Messages inside an oversubscribed host also wait for their receiver to be scheduled (at
-//! least `oversub_handoff_us` per rank beyond the cores), and while the local ranks' buffers of
-//! the call fit in the last-level cache (`cache_bytes`), copies and reductions run
-//! `cache_speedup` times faster, less beyond it (with the square of the share that fits).
-//! With the core count unknown (in-process worlds, files without it) none of these terms
-//! applies.
-//! On the development VM (4 ranks on 2 cores, 64 MiB all-reduce, halving-doubling) the
-//! model without them predicted 18 ms against 57–66 ms measured; with them, 62 ms.
+//! the link's). Nor do they move more in all than the host's ranks did when every one sent
+//! at once (`intra_total`, from `ferrocoll-probe links`' ring exchange, where known): a pair
+//! measured alone, the other ranks idle, lands on the cores and the cache differently from
+//! run to run, while the loaded figure tracks what a collective sees. A host with more ranks
+//! than cores reduces `ranks / cores` times slower. Messages inside an oversubscribed host
+//! also wait for their receiver to be scheduled (at least `oversub_handoff_us` per rank
+//! beyond the cores), and while the local ranks' buffers of the call fit in the last-level
+//! cache (`cache_bytes`), copies and reductions run `cache_speedup` times faster, less
+//! beyond it (with the square of the share that fits). With the core count unknown
+//! (in-process worlds, files without it) none of these terms applies.
 //!
-//! **Efficiency**: halving-doubling's exchanges between hosts are priced at
-//! `halving_doubling_inter_efficiency` of the link (measured ~0.9 of the ring's rate over
-//! shaped TCP links; the model otherwise priced the two within 1% and chose the slower).
+//! **Efficiency.** Halving-doubling's exchanges between hosts are priced at
+//! `halving_doubling_inter_efficiency` of the link: an empirical factor, like NCCL's
+//! per-algorithm bandwidth factors.
 //!
-//! Not modelled: the copies TCP costs the CPU, and shaping bursts (small messages passing a
-//! token bucket faster than its rate). Every constant is in [`CONSTANTS`]; the link figures
-//! come from the [`Topology`] (discovered defaults are also in [`CONSTANTS`]).
+//! The CPU constants were fitted on a 2-core VM with 4 ranks; `bash benches/topo_proof.sh`
+//! measures every algorithm against this model on the machine at hand and reports the
+//! model's error and the tuner's regret (see `PERFORMANCE.md`). Not modelled: the copies TCP
+//! costs the CPU, and shaping bursts (small messages passing a token bucket faster than its
+//! rate). Every constant is in [`CONSTANTS`]; the link figures come from the [`Topology`].
 //!
-//! The tuner ([`crate::plan::Tuner`]) and `ferrocoll-probe simulate` both price with
-//! [`cost`]; it is linear in the number of ranks (one pass over the ring or the partners per
-//! step), so thousands of ranks price in milliseconds.
+//! The tuner ([`crate::tune::Tuner`]) and `ferrocoll-probe simulate` both price with these
+//! functions; they are linear in the number of ranks (one pass over the ring or the
+//! partners per step), so thousands of ranks price in milliseconds.
 
 use crate::schedule::{CollSpec, Collective};
 use crate::topology::{Placement, Topology};
@@ -92,15 +86,15 @@ pub struct Constants {
     /// keeps the earlier one in the registry (the ring first). The model prices bytes and
     /// messages, not how well an algorithm overlaps its steps: the ring pipelines segments
     /// across its steps, halving-doubling synchronises at every round. Where the two move
-    /// the same bytes and are priced within this margin, the ring measured faster (1 host ×
-    /// 4 ranks on 2 cores, 8, 32 and 64 MiB all-reduce measured side by side: ring 2%, 2.4% and
-    /// 6.6% faster, priced 1.2%, 0.3% and 0.15% slower).
+    /// the same bytes and are priced within this margin, the ring measured 2–7% faster (1
+    /// host × 4 ranks on 2 cores, 8–64 MiB all-reduce, `bash benches/topo_proof.sh`).
     pub tie_margin: f64,
 }
 
-/// The cost model's constants. Intra-host figures are the shared-memory ring measured on
-/// the development VM (`.ci/long.sh`: ~1.7 µs one-way, 4–10 GB/s); inter-host defaults are
-/// a 10 Gbit Ethernet TCP link; overheads are of the order the executor shows at 8 bytes.
+/// The cost model's constants. Intra-host defaults are of the order of the shared-memory
+/// ring (`ferrocoll-probe links` measures a host's own); inter-host defaults are a 10 Gbit
+/// Ethernet TCP link; overheads are of the order the executor shows at 8 bytes
+/// (`ferrocoll-probe all_reduce -b 8 -e 8`).
 pub const CONSTANTS: Constants = Constants {
     intra_latency_us: 2.0,
     intra_gbit_s: 40.0,
@@ -109,28 +103,19 @@ pub const CONSTANTS: Constants = Constants {
     message_overhead_us: 1.0,
     segment_overhead_us: 0.5,
     reduce_bytes_s: 8e9,
-    // Priced as a separate pass (1.0), the reductions made the model 9–29% slow at 2–64 MiB
-    // on 1 host × 4 ranks in two full topo_proof runs (tenth session; ring 64 MiB priced 46.7
-    // ms, measured 36.1). At 1/3, on those runs' calibrations (95 and 116 Gbit/s inside),
-    // the ring at 8 / 32 / 64 MiB prices 4.82 / 19.19 / 38.29 ms against 4.77 / 19.39 /
-    // 36.12 measured, and 4.07 / 16.17 / 32.24 against 4.70 / 17.56 / 34.38; the choices
-    // stay the same, and across hosts (reductions of TCP receives) nothing changes. A third
-    // run measured every algorithm ~35% slower (ring 64 MiB 48.2 ms) after calibrating its
-    // fastest links yet (143 Gbit/s): −37…−47% there, and about −27% with the full pass;
-    // no constant fits a calibration that does not track the collective (NOTES.md).
+    // A reduction fused into a shared-memory receive reads one extra operand stream of the
+    // three a separate pass touches. Priced as a full pass, the model ran 9–29% slow on 1
+    // host × 4 ranks at 2–64 MiB (`bash benches/topo_proof.sh`, its "model error" lines).
     fused_reduce_share: 1.0 / 3.0,
     min_segment_bytes: 32 << 10,
-    // Fitted to 4 ranks on 2 cores with idle ranks asleep (`topo_proof.sh`, spin 0; three
-    // full runs, medians of 9 rounds of 200 calls at 8 B–512 B): halving-doubling 16–25 µs
-    // a round (4 rounds), the ring 11–30 µs a step (6 steps), direct 21–54 µs (one round of
-    // 3 messages). 25 µs over-priced the multi-round algorithms against direct: at 128 KiB
-    // it chose direct (measured 125–160 µs) over halving-doubling (89–138 µs), 34% regret.
+    // Fitted to 4 ranks on 2 cores with idle ranks asleep (`bash benches/topo_proof.sh`,
+    // medians of 9 rounds of 200 calls at 8 B–512 B): one message costs a hand-off of
+    // 16–25 µs in halving-doubling's rounds and 11–30 µs in the ring's steps.
     oversub_handoff_us: 18.0,
     cache_bytes: 8e6,
     cache_speedup: 2.0,
-    // 4 hosts × 1 rank (network namespaces, 1 Gbit tbf links, 3 alternating rounds): ring
-    // 26.2 / 105 / 424 ms at 2 / 8 / 32 MiB all-reduce, halving-doubling 29.7 / 116 / 468
-    // ms: 0.88–0.91 of the ring's rate; the same without shaping (CPU-bound): no difference.
+    // 0.88–0.91 of the ring's rate measured on 4 hosts × 1 rank over 1 Gbit shaped links
+    // at 2–32 MiB all-reduce (`bash benches/topo_proof.sh`, its part 2).
     halving_doubling_inter_efficiency: 0.9,
     tie_margin: 0.02,
 };
@@ -219,8 +204,7 @@ impl<'a> Net<'a> {
     /// Latency `link_alpha` of a message inside host `h`, at least the hand-off its
     /// oversubscription costs: a latency measured there already includes the hand-off
     /// (`links` measured 13–62 µs with 4 ranks on 2 cores), a declared or default one
-    /// (2 µs) does not. Adding the two counted the hand-off twice and over-priced the
-    /// multi-round algorithms' small messages.
+    /// (2 µs) does not, so the two are not added.
     pub(crate) fn intra_latency(&self, h: usize, link_alpha: f64) -> f64 {
         link_alpha.max(self.handoff(h))
     }

@@ -218,15 +218,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Measures every ordered pair; rank 0 prints. Outliers are reported, not failures.
-pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
+/// Times every ordered pair in turn (the others wait at a barrier): ping-pong latency of
+/// `lat_bytes` and streaming bandwidth of `bw_bytes`. Returns this rank's entries of
+/// `lat[src * n + dst]` and `bw[src * n + dst]` (the sender's), zero elsewhere.
+fn measure_pairs(
+    comm: &Communicator,
+    a: &LinkArgs,
+    lat_bytes: usize,
+    bw_bytes: usize,
+) -> Res<(Vec<f64>, Vec<f64>)> {
     let (n, me) = (comm.world_size(), comm.rank());
-    if n < 2 {
-        return Err("links needs at least 2 ranks (--np 2 or more)".into());
-    }
-    let infos = ranks::gather(comm)?;
-    let lat_bytes = usize::try_from(a.lat_bytes.max(1))?;
-    let bw_bytes = usize::try_from(a.bw_bytes.max(1))?;
     let mut small = vec![0u8; lat_bytes];
     let mut big = vec![0x33u8; bw_bytes];
     let mut ack = [0u8; 1];
@@ -274,6 +275,113 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
             }
         }
     }
+    Ok((lat, bw))
+}
+
+/// Prints the latency and bandwidth matrices, the medians, the loaded intra-host rates and
+/// the outliers. `sizes` are the latency, bandwidth and loaded-exchange message sizes,
+/// `medians` the median bandwidth (bytes/s) and latency (s).
+fn print_report(
+    comm: &Communicator,
+    a: &LinkArgs,
+    links: &[Link],
+    loaded: &[Option<f64>],
+    sizes: (usize, usize, usize),
+    transports: &[String],
+    medians: (f64, f64),
+) {
+    let n = comm.world_size();
+    let (lat_bytes, bw_bytes, loaded_bytes) = sizes;
+    let (med_bw, med_lat) = medians;
+    println!(
+        "# ferrocoll-probe {} links: {n} ranks, transport {}, latency {} B, bandwidth {} B, \
+         {} iters",
+        env!("CARGO_PKG_VERSION"),
+        transports.join(","),
+        lat_bytes,
+        bw_bytes,
+        a.iters
+    );
+    println!("#");
+    print_matrix(
+        "One-way latency (us), row = sender, column = receiver",
+        n,
+        links,
+        |l| format!("{:.2}", l.latency_us),
+    );
+    print_matrix(
+        "Bandwidth (GB/s), row = sender, column = receiver; * = outlier",
+        n,
+        links,
+        |l| {
+            format!(
+                "{:.2}{}",
+                l.bandwidth_gbps,
+                if l.outlier { "*" } else { "" }
+            )
+        },
+    );
+    if let Some(r) = &a.link_spec {
+        print_matrix(
+            &format!(
+                "Bandwidth as % of link spec {} ({} GB/s)",
+                r.text,
+                fmt_g(r.bytes_per_s / 1e9)
+            ),
+            n,
+            links,
+            |l| format!("{:.1}%", l.percent_of_spec.unwrap_or(0.0)),
+        );
+    }
+    println!(
+        "# Median bandwidth : {} GB/s   Median latency : {} us",
+        fmt_g(med_bw / 1e9),
+        fmt_g(med_lat * 1e6)
+    );
+    if loaded.iter().any(Option::is_some) {
+        let topo = comm.topology();
+        let hosts = topo.hosts();
+        let each: Vec<String> = hosts
+            .iter()
+            .zip(loaded)
+            .filter_map(|(h, c)| c.map(|c| format!("{} {}", h.name, fmt_g(c / 1e9))))
+            .collect();
+        println!(
+            "# Inside hosts, every rank sending at once ({loaded_bytes} B ring exchange) : {} GB/s in all",
+            each.join(", ")
+        );
+    }
+    let outliers: Vec<&Link> = links.iter().filter(|l| l.outlier).collect();
+    if outliers.is_empty() {
+        println!("# Outliers (> {}% below median) : none", a.outlier);
+    } else {
+        println!(
+            "# Outliers (> {}% below median) : {}",
+            a.outlier,
+            outliers.len()
+        );
+        for l in outliers {
+            println!(
+                "#   {} -> {} : {:.2} GB/s ({:.0}% of median)",
+                l.src,
+                l.dst,
+                l.bandwidth_gbps,
+                100.0 * l.bandwidth_gbps * 1e9 / med_bw
+            );
+        }
+    }
+}
+
+/// Measures every ordered pair; rank 0 prints. Outliers are reported, not failures.
+pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
+    let (n, me) = (comm.world_size(), comm.rank());
+    if n < 2 {
+        return Err("links needs at least 2 ranks (--np 2 or more)".into());
+    }
+    let infos = ranks::gather(comm)?;
+    let lat_bytes = usize::try_from(a.lat_bytes.max(1))?;
+    let bw_bytes = usize::try_from(a.bw_bytes.max(1))?;
+    let (mut lat, mut bw) = measure_pairs(comm, a, lat_bytes, bw_bytes)?;
     ranks::reduce_f64(comm, &mut lat, |a, b| a + b)?;
     ranks::reduce_f64(comm, &mut bw, |a, b| a + b)?;
     let loaded_bytes = usize::try_from(a.loaded_bytes.unwrap_or(a.bw_bytes))?;
@@ -312,83 +420,15 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
         })
         .collect();
     let transports = crate::transports(comm);
-    println!(
-        "# ferrocoll-probe {} links: {n} ranks, transport {}, latency {} B, bandwidth {} B, \
-         {} iters",
-        env!("CARGO_PKG_VERSION"),
-        transports.join(","),
-        lat_bytes,
-        bw_bytes,
-        a.iters
-    );
-    println!("#");
-    print_matrix(
-        "One-way latency (us), row = sender, column = receiver",
-        n,
+    print_report(
+        comm,
+        a,
         &links,
-        |l| format!("{:.2}", l.latency_us),
+        &loaded,
+        (lat_bytes, bw_bytes, loaded_bytes),
+        &transports,
+        (med_bw, med_lat),
     );
-    print_matrix(
-        "Bandwidth (GB/s), row = sender, column = receiver; * = outlier",
-        n,
-        &links,
-        |l| {
-            format!(
-                "{:.2}{}",
-                l.bandwidth_gbps,
-                if l.outlier { "*" } else { "" }
-            )
-        },
-    );
-    if let Some(r) = &a.link_spec {
-        print_matrix(
-            &format!(
-                "Bandwidth as % of link spec {} ({} GB/s)",
-                r.text,
-                fmt_g(r.bytes_per_s / 1e9)
-            ),
-            n,
-            &links,
-            |l| format!("{:.1}%", l.percent_of_spec.unwrap_or(0.0)),
-        );
-    }
-    println!(
-        "# Median bandwidth : {} GB/s   Median latency : {} us",
-        fmt_g(med_bw / 1e9),
-        fmt_g(med_lat * 1e6)
-    );
-    if loaded.iter().any(Option::is_some) {
-        let topo = comm.topology();
-        let hosts = topo.hosts();
-        let each: Vec<String> = hosts
-            .iter()
-            .zip(&loaded)
-            .filter_map(|(h, c)| c.map(|c| format!("{} {}", h.name, fmt_g(c / 1e9))))
-            .collect();
-        println!(
-            "# Inside hosts, every rank sending at once ({loaded_bytes} B ring exchange) : {} GB/s in all",
-            each.join(", ")
-        );
-    }
-    let outliers: Vec<&Link> = links.iter().filter(|l| l.outlier).collect();
-    if outliers.is_empty() {
-        println!("# Outliers (> {}% below median) : none", a.outlier);
-    } else {
-        println!(
-            "# Outliers (> {}% below median) : {}",
-            a.outlier,
-            outliers.len()
-        );
-        for l in outliers {
-            println!(
-                "#   {} -> {} : {:.2} GB/s ({:.0}% of median)",
-                l.src,
-                l.dst,
-                l.bandwidth_gbps,
-                100.0 * l.bandwidth_gbps * 1e9 / med_bw
-            );
-        }
-    }
     if let Some(path) = &a.save {
         let measured = measured_topology(comm, n, &lat, &bw, &loaded)?;
         let probe = Topology {
