@@ -111,13 +111,13 @@ impl Communicator {
     }
 
     /// A communicator for a rank started by a launcher: reads the configuration
-    /// ([`Config::from_env`]) and the launcher variables (see [`crate::bootstrap::env`]), meets
+    /// ([`Config::from_env`]) and the launcher variables (see [`crate::config::launcher`]), meets
     /// the other ranks through the store, and connects shared memory to ranks on this host and
     /// TCP to the others.
     pub fn from_env() -> Result<Communicator> {
         let cfg = Config::from_env()?;
         crate::init_logging(cfg.log_level);
-        let env = crate::bootstrap::env::detect(|k| std::env::var(k).ok())?.ok_or_else(|| Error::Config {
+        let env = crate::config::launcher::from_env()?.ok_or_else(|| Error::Config {
             var: "FERROCOLL_RANK".into(),
             value: String::new(),
             reason: "no launcher variables found (FERROCOLL_RANK/WORLD_SIZE/STORE, torchrun, mpirun or srun)".into(),
@@ -127,7 +127,7 @@ impl Communicator {
 
     /// A communicator for the rank described by `env` (see [`Communicator::from_env`]).
     pub fn from_launch(
-        env: &crate::bootstrap::env::LaunchEnv,
+        env: &crate::config::launcher::LaunchEnv,
         cfg: Config,
     ) -> Result<Communicator> {
         let rv = crate::bootstrap::rendezvous::rendezvous(env, &cfg)?;

@@ -11,7 +11,6 @@
 //! Counters written by [`Store::add`] are stored as decimal ASCII text, so `get` on a counter
 //! key returns e.g. `b"3"`.
 
-pub mod env;
 mod file_store;
 pub mod rendezvous;
 mod tcp_client;
@@ -22,6 +21,9 @@ mod wire;
 
 use std::time::Duration;
 
+/// The launcher variables (rank, world, store), read with the rest of the configuration in
+/// [`crate::config::launcher`]; this path is kept for the programs that use it.
+pub use crate::config::launcher as env;
 pub use file_store::FileStore;
 pub use tcp_client::TcpStore;
 pub use tcp_server::TcpStoreServer;

@@ -20,8 +20,8 @@ use ferrocoll_transports::hybrid::HybridEndpoint;
 use ferrocoll_transports::shm::{ShmEndpoint, ShmOptions};
 use ferrocoll_transports::tcp::TcpEndpoint;
 
-use super::env::LaunchEnv;
 use super::{FileStore, Store, StoreError, TcpStore, TcpStoreServer};
+use crate::config::launcher::LaunchEnv;
 use crate::config::{Config, TransportChoice};
 use crate::error::{Error, Result};
 
