@@ -96,7 +96,14 @@ impl Communicator {
         if world == 0 || rank >= world {
             return Err(Error::InvalidWorld { rank, world });
         }
-        let topo = crate::topology::resolve(&cfg, world, rank, given, discovered)?;
+        let topo = crate::topology::resolve(
+            cfg.topo_file.as_deref(),
+            cfg.topo_dump_file.as_deref(),
+            world,
+            rank,
+            given,
+            discovered,
+        )?;
         let tuner = crate::plan::Tuner::new(&cfg, topo)?;
         Ok(Communicator {
             engine: Engine::new(ep, cfg, tuner),

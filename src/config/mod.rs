@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::schedule::Collective;
+/// How the ring algorithm orders the ranks (defined with the placement, in
+/// `crate::topology`; `FERROCOLL_RING_ORDER` is read here).
+pub use crate::topology::RingOrder;
 
 pub mod compression;
 pub mod launcher;
@@ -25,16 +28,6 @@ pub enum AlgoChoice {
     Auto,
     /// Always this algorithm; a collective it does not implement is an error.
     Forced(String),
-}
-
-/// How the ring algorithm orders the ranks (`FERROCOLL_RING_ORDER`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum RingOrder {
-    /// Rank order `0 -> 1 -> ... -> p-1`, whatever the hosts (for comparison).
-    Rank,
-    /// Each host's ranks contiguous, hosts in an order that spares the slowest links.
-    #[default]
-    Topology,
 }
 
 /// Which transport carries traffic between ranks.

@@ -6,7 +6,7 @@
 //! network interface (**NIC**), which all flows leaving (or entering) the host share.
 //!
 //! A topology is data: it is discovered at init (host identities exchanged through the
-//! rendezvous store, with the link figures of [`crate::tune::CONSTANTS`]), or loaded from a
+//! rendezvous store, with the link figures [`DEFAULT_INTRA`] and [`DEFAULT_INTER`]), or loaded from a
 //! JSON file (`FERROCOLL_TOPO_FILE`, written by `ferrocoll-probe links --save` or by hand,
 //! see [`json`]) and dumped back (`FERROCOLL_TOPO_DUMP_FILE`), so tests and users can describe
 //! clusters we do not have.
@@ -20,8 +20,9 @@ pub mod ring;
 
 use std::collections::HashMap;
 
-pub use json::TopologyError;
-pub use ring::{host_order, Placement};
+/// What is wrong with a topology (defined with the other errors, in `crate::error`).
+pub use crate::error::TopologyError;
+pub use ring::{host_order, Placement, RingOrder};
 
 /// Latency and bandwidth of a link.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,7 +35,7 @@ pub struct LinkSpec {
 
 impl LinkSpec {
     /// A link of `latency_us` microseconds and `gbit_s` Gbit/s (10⁹ bits per second).
-    pub fn from_us_gbit(latency_us: f64, gbit_s: f64) -> LinkSpec {
+    pub const fn from_us_gbit(latency_us: f64, gbit_s: f64) -> LinkSpec {
         LinkSpec {
             alpha: latency_us * 1e-6,
             bandwidth: gbit_s * 1e9 / 8.0,
@@ -51,6 +52,14 @@ impl LinkSpec {
         self.bandwidth * 8.0 / 1e9
     }
 }
+
+/// The link between two ranks of one host in a discovered topology (no file, no
+/// measurement): 2 µs, 40 Gbit/s.
+pub const DEFAULT_INTRA: LinkSpec = LinkSpec::from_us_gbit(2.0, 40.0);
+
+/// One flow between two hosts in a discovered topology (no file, no measurement): 30 µs,
+/// 10 Gbit/s; a host's NIC defaults to the same bandwidth.
+pub const DEFAULT_INTER: LinkSpec = LinkSpec::from_us_gbit(30.0, 10.0);
 
 /// One host: a name and the ranks on it (ascending).
 #[derive(Clone, Debug, PartialEq)]
@@ -216,7 +225,7 @@ impl Topology {
     }
 
     /// The topology discovered at init: rank `r` on the host named `names[r]`, hosts in the
-    /// order of their first rank, links from [`crate::tune::CONSTANTS`], no core counts.
+    /// order of their first rank, links [`DEFAULT_INTRA`] and [`DEFAULT_INTER`], no core counts.
     pub fn from_host_names(names: &[String]) -> Topology {
         Topology::from_hosts(names, &[], &[])
     }
@@ -271,14 +280,7 @@ impl Topology {
     }
 
     fn with_defaults(hosts: Vec<Host>) -> Topology {
-        let c = &crate::tune::CONSTANTS;
-        let t = Topology::new(
-            hosts,
-            LinkSpec::from_us_gbit(c.intra_latency_us, c.intra_gbit_s),
-            LinkSpec::from_us_gbit(c.inter_latency_us, c.inter_gbit_s),
-            None,
-            Vec::new(),
-        );
+        let t = Topology::new(hosts, DEFAULT_INTRA, DEFAULT_INTER, None, Vec::new());
         // The hosts built by the callers cover 0..world exactly and the constants are
         // positive, so `new` cannot refuse them.
         t.unwrap_or_else(|e| unreachable!("default topology refused: {e}"))
@@ -493,17 +495,18 @@ impl Topology {
 }
 
 /// The topology a communicator plans on: `given` (an in-process world described in code),
-/// else the file `cfg.topo_file` (checked against the job: its size, and the grouping of
-/// ranks into hosts when `discovered` is known), else `discovered`, else one host. Rank 0
-/// writes it to `cfg.topo_dump_file` when set.
+/// else the file `topo_file` (`Config::topo_file`; checked against the job: its size, and
+/// the grouping of ranks into hosts when `discovered` is known), else `discovered`, else one
+/// host. Rank 0 writes it to `dump_file` (`Config::topo_dump_file`) when set.
 pub fn resolve(
-    cfg: &crate::config::Config,
+    topo_file: Option<&std::path::Path>,
+    dump_file: Option<&std::path::Path>,
     world: usize,
     rank: usize,
     given: Option<Topology>,
     discovered: Option<Topology>,
 ) -> Result<Topology, TopologyError> {
-    let t = match (given, &cfg.topo_file) {
+    let t = match (given, topo_file) {
         (Some(t), _) => {
             t.check_matches(world, discovered.as_ref())?;
             t
@@ -519,7 +522,7 @@ pub fn resolve(
         (None, None) => discovered.unwrap_or_else(|| Topology::single_host(world)),
     };
     if rank == 0 {
-        if let Some(path) = &cfg.topo_dump_file {
+        if let Some(path) = dump_file {
             json::save(&t, path)?;
         }
     }
@@ -604,6 +607,24 @@ mod tests {
             LinkSpec::from_us_gbit(1.0, 100.0),
             LinkSpec::from_us_gbit(20.0, 1.0),
         )
+    }
+
+    #[test]
+    fn default_links_are_the_cost_models_figures() {
+        let c = &crate::tune::CONSTANTS;
+        assert_eq!(
+            DEFAULT_INTRA,
+            LinkSpec::from_us_gbit(c.intra_latency_us, c.intra_gbit_s)
+        );
+        assert_eq!(
+            DEFAULT_INTER,
+            LinkSpec::from_us_gbit(c.inter_latency_us, c.inter_gbit_s)
+        );
+        let t = Topology::uniform(2, 1, false);
+        assert_eq!(
+            (t.intra, t.inter, t.nic),
+            (DEFAULT_INTRA, DEFAULT_INTER, DEFAULT_INTER.bandwidth)
+        );
     }
 
     #[test]
