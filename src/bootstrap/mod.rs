@@ -11,7 +11,11 @@
 //! Counters written by [`Store::add`] are stored as decimal ASCII text, so `get` on a counter
 //! key returns e.g. `b"3"`.
 
+mod affinity;
+mod endpoint;
 mod file_store;
+mod interfaces;
+mod meeting;
 pub mod rendezvous;
 mod tcp_client;
 mod tcp_server;
