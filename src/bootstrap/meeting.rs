@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 /// The store a job meets through, kept for later rendezvous (a split's children meet there
 /// too).
 pub enum MeetingStore {
-    /// A client of the job's [`TcpStoreServer`].
+    /// A client of the job's [`TcpStoreServer`](super::TcpStoreServer).
     Tcp(TcpStore),
     /// A directory every rank sees (`FERROCOLL_STORE=file:DIR`); the rank that is `owner`
     /// (rank 0) removes the store's keys when this is dropped.

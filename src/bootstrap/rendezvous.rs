@@ -15,9 +15,9 @@
 
 //!
 //! This file runs the exchange; the jobs it uses have their own files: the store choice
-//! ([`super::meeting`]), the interface to listen on ([`super::interfaces`]), the CPUs a rank
-//! publishes ([`super::affinity`]), and the transport choice and endpoint building
-//! ([`super::endpoint`]).
+//! (`bootstrap/meeting.rs`), the interface to listen on (`interfaces.rs`), the CPUs a rank
+//! publishes (`affinity.rs`), and the transport choice and endpoint building
+//! (`endpoint.rs`).
 
 use std::net::{SocketAddr, TcpListener};
 

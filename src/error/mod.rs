@@ -72,7 +72,7 @@ pub enum Error {
     /// A data-type code that names no [`DataType`] (raw/C callers).
     #[error("invalid data type code {0}")]
     InvalidDataType(i64),
-    /// An operator code that names no [`ReduceOp`] (raw/C callers).
+    /// An operator code that names no [`ReduceOp`](crate::ReduceOp) (raw/C callers).
     #[error("invalid reduction operator code {0}")]
     InvalidReduceOp(i64),
     /// A buffer whose length must be a multiple of the world size but is not.

@@ -10,10 +10,10 @@
 //! behaviour of `torch` and `ml_dtypes` casts; NaN stays NaN. Decoding goes through a
 //! 256-entry table built at compile time.
 //!
-//! Beside the scalar conversions of the two types live their fast paths: [`fast`], the
+//! Beside the scalar conversions of the two types live their fast paths: `fp8/fast.rs`, the
 //! branch-free conversions that vectorise (bit-identical to the scalar ones; the reduction
-//! kernels and the fp8 codec use them), and [`block`], the block-scaled encode/decode kernels
-//! of the fp8 compression codec.
+//! kernels and the fp8 codec use them), and `fp8/block.rs`, the block-scaled encode/decode
+//! kernels of the fp8 compression codec.
 
 pub(crate) mod block;
 pub(crate) mod fast;
