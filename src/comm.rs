@@ -1,11 +1,11 @@
 //! [`Communicator`]: the public API. It checks each call, numbers it, and hands it to the
-//! engine; it never touches links itself.
+//! engine; it never touches links itself. Its constructors (from an endpoint, the launcher
+//! variables or a unique id) are in `comm/init.rs`, unique ids and splits in
+//! `comm/split.rs`, asynchronous handles in `comm/work.rs`.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use ferrocoll_transports::Endpoint;
 
 use crate::config::Config;
 use crate::engine::{Call, Engine, Job};
@@ -14,6 +14,7 @@ use crate::exec::frame::OpHeader;
 use crate::schedule::{CollSpec, Collective};
 use crate::types::{DataType, Element, ReduceOp};
 
+mod init;
 mod split;
 mod work;
 pub use split::{UniqueId, UNIQUE_ID_BYTES};
@@ -77,71 +78,6 @@ fn need(buffer: &'static str, needed: usize, got: usize) -> Result<()> {
 }
 
 impl Communicator {
-    /// A communicator over an endpoint's links (the transports build endpoints; the
-    /// in-process [`crate::world`] is the simplest).
-    pub fn from_endpoint(ep: Box<dyn Endpoint>, cfg: Config) -> Result<Communicator> {
-        Communicator::from_endpoint_on(ep, cfg, None, None)
-    }
-
-    /// Like [`Communicator::from_endpoint`], planning on `given` (an in-process world's
-    /// described cluster) or on what [`crate::topology::resolve`] finds (`FERROCOLL_TOPO_FILE`,
-    /// else the hosts `discovered` at rendezvous, else one host).
-    pub(crate) fn from_endpoint_on(
-        ep: Box<dyn Endpoint>,
-        cfg: Config,
-        given: Option<crate::topology::Topology>,
-        discovered: Option<crate::topology::Topology>,
-    ) -> Result<Communicator> {
-        let (rank, world) = (ep.rank(), ep.world_size());
-        if world == 0 || rank >= world {
-            return Err(Error::InvalidWorld { rank, world });
-        }
-        let topo = crate::topology::resolve(&cfg, world, rank, given, discovered)?;
-        let planner = crate::plan::Planner::new(&cfg, topo, rank)?;
-        Ok(Communicator {
-            engine: Engine::new(ep, cfg, planner),
-            rank,
-            world,
-            seq: AtomicU64::new(0),
-            send_seq: (0..world).map(|_| AtomicU64::new(0)).collect(),
-            recv_seq: (0..world).map(|_| AtomicU64::new(0)).collect(),
-            peers: None,
-            _keep: None,
-        })
-    }
-
-    /// A communicator for a rank started by a launcher: reads the configuration
-    /// ([`Config::from_env`]) and the launcher variables (see [`crate::bootstrap::env`]), meets
-    /// the other ranks through the store, and connects shared memory to ranks on this host and
-    /// TCP to the others.
-    pub fn from_env() -> Result<Communicator> {
-        let cfg = Config::from_env()?;
-        crate::init_logging(cfg.log_level);
-        let env = crate::bootstrap::env::detect(|k| std::env::var(k).ok())?.ok_or_else(|| Error::Config {
-            var: "FERROCOLL_RANK".into(),
-            value: String::new(),
-            reason: "no launcher variables found (FERROCOLL_RANK/WORLD_SIZE/STORE, torchrun, mpirun or srun)".into(),
-        })?;
-        Communicator::from_launch(&env, cfg)
-    }
-
-    /// A communicator for the rank described by `env` (see [`Communicator::from_env`]).
-    pub fn from_launch(
-        env: &crate::bootstrap::env::LaunchEnv,
-        cfg: Config,
-    ) -> Result<Communicator> {
-        let rv = crate::bootstrap::rendezvous::rendezvous(env, &cfg)?;
-        let mut cfg = cfg;
-        let me = &rv.peers.hosts[env.rank];
-        cfg.resolve_yield(rv.peers.hosts.iter().filter(|h| *h == me).count());
-        let hosts =
-            crate::topology::Topology::from_hosts(&rv.peers.hosts, &rv.peers.cores, &rv.peers.cpus);
-        let mut c = Communicator::from_endpoint_on(Box::new(rv.endpoint), cfg, None, Some(hosts))?;
-        c.peers = Some(rv.peers);
-        c._keep = Some(Box::new(split::Bootstrap::new(rv.store, rv.server)));
-        Ok(c)
-    }
-
     /// The topology this communicator plans on (discovered, loaded or given).
     pub fn topology(&self) -> crate::topology::Topology {
         self.engine.topology()

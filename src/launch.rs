@@ -15,10 +15,7 @@ use crate::error::{Error, Result};
 
 /// Whether launcher variables are set (this process is a rank of a launched job).
 pub fn launched() -> bool {
-    matches!(
-        crate::bootstrap::env::detect(|k| std::env::var(k).ok()),
-        Ok(Some(_)) | Err(_)
-    )
+    matches!(crate::config::launcher::from_env(), Ok(Some(_)) | Err(_))
 }
 
 /// Runs the current executable with `args` as `np` local ranks, each with the launcher

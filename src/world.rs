@@ -1,5 +1,8 @@
 //! In-process worlds: `n` ranks as threads of this process over the `mem` transport, with
 //! fault injection. Tests and examples use them; they need no network and no launcher.
+//!
+//! Direction: `world` builds on `comm` (a world is a way to make communicators), never the
+//! reverse. `comm`'s own code does not name [`World`]; only its tests run in one.
 
 use ferrocoll_transports::mem::{mem_world, MemFaults, DEFAULT_RING_BYTES};
 

@@ -11,8 +11,11 @@
 //! Counters written by [`Store::add`] are stored as decimal ASCII text, so `get` on a counter
 //! key returns e.g. `b"3"`.
 
-pub mod env;
+mod affinity;
+mod endpoint;
 mod file_store;
+mod interfaces;
+mod meeting;
 pub mod rendezvous;
 mod tcp_client;
 mod tcp_server;
@@ -22,42 +25,15 @@ mod wire;
 
 use std::time::Duration;
 
+/// The launcher variables (rank, world, store), read with the rest of the configuration in
+/// [`crate::config::launcher`]; this path is kept for the programs that use it.
+pub use crate::config::launcher as env;
+/// Why a store operation failed (defined with the other errors, in `crate::error`).
+pub use crate::error::StoreError;
 pub use file_store::FileStore;
 pub use tcp_client::TcpStore;
 pub use tcp_server::TcpStoreServer;
 pub use wire::{STORE_MAGIC, STORE_PROTOCOL_VERSION};
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The key (or, for a wait, the first missing key) did not appear in time.
-    #[error("timed out waiting for store key {key:?}")]
-    Timeout {
-        /// The key waited for.
-        key: String,
-    },
-    /// An operating-system error talking to the store (including failing to reach it).
-    #[error("store I/O error")]
-    Io(#[source] std::io::Error),
-    /// The other side broke the protocol, or a value is not what the operation needs
-    /// (e.g. `add` on a key whose value is not an integer).
-    #[error("store protocol error: {0}")]
-    Protocol(String),
-    /// The store server refused this client: missing or wrong shared secret.
-    #[error("the store refused this client: missing or wrong secret")]
-    Unauthorized,
-    /// The connection to the store is closed (server gone, or an earlier error left it
-    /// unusable).
-    #[error("the connection to the store is closed")]
-    Closed,
-}
-
-impl From<std::io::Error> for StoreError {
-    fn from(e: std::io::Error) -> Self {
-        StoreError::Io(e)
-    }
-}
 
 /// A rendezvous key-value store shared by the ranks of a job.
 ///

@@ -13,17 +13,27 @@
 //! `FERROCOLL_SOCKET_IFNAME`, else on this host's first non-loopback IPv4 address (no store
 //! address to route to), else on loopback.
 
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
-use std::path::PathBuf;
+//!
+//! This file runs the exchange; the jobs it uses have their own files: the store choice
+//! (`bootstrap/meeting.rs`), the interface to listen on (`interfaces.rs`), the CPUs a rank
+//! publishes (`affinity.rs`), and the transport choice and endpoint building
+//! (`endpoint.rs`).
+
+use std::net::{SocketAddr, TcpListener};
 
 use ferrocoll_transports::hybrid::HybridEndpoint;
-use ferrocoll_transports::shm::{ShmEndpoint, ShmOptions};
-use ferrocoll_transports::tcp::TcpEndpoint;
 
-use super::env::LaunchEnv;
-use super::{FileStore, Store, StoreError, TcpStore, TcpStoreServer};
-use crate::config::{Config, TransportChoice};
+use super::affinity::parse_cpus;
+use super::interfaces::listen_ip;
+use super::meeting::{store_spec, StoreSpec};
+use super::{endpoint, FileStore, Store, StoreError, TcpStore, TcpStoreServer};
+use crate::config::launcher::LaunchEnv;
+use crate::config::Config;
 use crate::error::{Error, Result};
+
+pub use super::affinity::{affinity_cpus, available_cores};
+pub(crate) use super::interfaces::ipv4_interfaces;
+pub use super::meeting::MeetingStore;
 
 /// What a rank learnt at rendezvous, kept for reporting (the probe prints it).
 #[derive(Clone, Debug)]
@@ -38,46 +48,6 @@ pub struct Peers {
     /// different cores of one host (`taskset`, `mpirun --bind-to core`) each see one core,
     /// but together they run on the union of their masks.
     pub cpus: Vec<Vec<usize>>,
-}
-
-/// The CPU cores this process may run on (affinity mask, cgroup quota), 0 when unknown.
-pub fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(0, usize::from)
-}
-
-/// The CPUs this process's affinity mask allows, in increasing order; empty when it cannot
-/// be read.
-pub fn affinity_cpus() -> Vec<usize> {
-    // SAFETY: `cpu_set_t` is a plain bit array, for which all zeroes is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: pid 0 is this thread; the kernel writes at most the size given into `set`,
-    // which is exactly that large and lives for the call.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    if rc != 0 {
-        return Vec::new();
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `c` is below CPU_SETSIZE, inside the set's bits.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
-}
-
-/// Parses the CPU list a peer published (`"0,1,5"`; empty: unknown).
-fn parse_cpus(r: usize, text: &str) -> std::result::Result<Vec<usize>, StoreError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(Vec::new());
-    }
-    text.split(',')
-        .map(|c| {
-            c.parse::<usize>()
-                .ok()
-                .filter(|&c| c < 1 << 20)
-                .ok_or_else(|| {
-                    StoreError::Protocol(format!("rank {r} published a bad CPU list {text:?}"))
-                })
-        })
-        .collect()
 }
 
 /// This machine's identity for "may these ranks share memory": `FERROCOLL_HOSTNAME` if set
@@ -96,151 +66,6 @@ pub fn host_identity(cfg: &Config) -> String {
         read("/proc/sys/kernel/hostname"),
         read("/proc/sys/kernel/random/boot_id")
     )
-}
-
-/// The store a job meets through, kept for later rendezvous (a split's children meet there
-/// too).
-pub enum MeetingStore {
-    /// A client of the job's [`TcpStoreServer`].
-    Tcp(TcpStore),
-    /// A directory every rank sees (`FERROCOLL_STORE=file:DIR`); the rank that is `owner`
-    /// (rank 0) removes the store's keys when this is dropped.
-    File {
-        /// The store.
-        store: FileStore,
-        /// Whether dropping this clears the directory's keys.
-        owner: bool,
-    },
-}
-
-impl MeetingStore {
-    /// The store itself.
-    pub fn store(&self) -> &dyn Store {
-        match self {
-            MeetingStore::Tcp(s) => s,
-            MeetingStore::File { store, .. } => store,
-        }
-    }
-
-    /// An address that routes towards the other ranks (the TCP store's), from which a rank
-    /// picks the interface it listens on; `None` for a file store.
-    pub fn route(&self) -> Option<SocketAddr> {
-        match self {
-            MeetingStore::Tcp(s) => Some(s.server_addr()),
-            MeetingStore::File { .. } => None,
-        }
-    }
-}
-
-impl Drop for MeetingStore {
-    fn drop(&mut self) {
-        if let MeetingStore::File { store, owner: true } = self {
-            if let Err(e) = store.clear() {
-                tracing::warn!(dir = %store.dir().display(), "cannot clear the file store: {e}");
-            }
-        }
-    }
-}
-
-/// Where `FERROCOLL_STORE` (or the launcher's address) says the ranks meet.
-enum StoreSpec {
-    Tcp(SocketAddr),
-    File(PathBuf),
-}
-
-fn store_spec(spec: &str) -> Result<StoreSpec> {
-    match spec.strip_prefix("file:") {
-        Some(dir) if dir.trim().is_empty() => Err(Error::Config {
-            var: "FERROCOLL_STORE".into(),
-            value: spec.into(),
-            reason: "file: needs a directory (file:/shared/dir)".into(),
-        }),
-        Some(dir) => Ok(StoreSpec::File(PathBuf::from(dir))),
-        None => resolve(spec).map(StoreSpec::Tcp),
-    }
-}
-
-fn resolve(addr: &str) -> Result<SocketAddr> {
-    addr.to_socket_addrs()
-        .map_err(|e| Error::Config {
-            var: "FERROCOLL_STORE".into(),
-            value: addr.into(),
-            reason: e.to_string(),
-        })?
-        .next()
-        .ok_or_else(|| Error::Config {
-            var: "FERROCOLL_STORE".into(),
-            value: addr.into(),
-            reason: "no address".into(),
-        })
-}
-
-/// The local IP to listen on: the interface named by `FERROCOLL_SOCKET_IFNAME`, else the one
-/// that routes to the store, else (a file store) the first non-loopback IPv4 address, else
-/// loopback.
-fn listen_ip(cfg: &Config, route: Option<SocketAddr>) -> Result<std::net::IpAddr> {
-    if let Some(ifname) = &cfg.socket_ifname {
-        return interface_ipv4(ifname).ok_or_else(|| Error::Config {
-            var: "FERROCOLL_SOCKET_IFNAME".into(),
-            value: ifname.clone(),
-            reason: "no such interface with an IPv4 address".into(),
-        });
-    }
-    let Some(store) = route else {
-        let ip = ipv4_interfaces()
-            .into_iter()
-            .map(|(_, ip)| ip)
-            .find(|ip| !ip.is_loopback())
-            .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
-        return Ok(ip.into());
-    };
-    let probe = UdpSocket::bind(if store.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    })
-    .map_err(StoreError::Io)?;
-    probe.connect(store).map_err(StoreError::Io)?;
-    Ok(probe.local_addr().map_err(StoreError::Io)?.ip())
-}
-
-fn interface_ipv4(name: &str) -> Option<std::net::IpAddr> {
-    ipv4_interfaces()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, ip)| ip.into())
-}
-
-/// The IPv4 addresses of this host's interfaces, as (interface name, address), in the order
-/// the system lists them.
-pub(crate) fn ipv4_interfaces() -> Vec<(String, std::net::Ipv4Addr)> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Vec::new();
-    }
-    let mut found = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs;
-        // ifa_name is a NUL-terminated string, ifa_addr (if non-null) a sockaddr whose family
-        // says its real type.
-        unsafe {
-            let ifa = &*cur;
-            if !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
-                let n = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
-                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                found.push((
-                    n.into_owned(),
-                    std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                ));
-            }
-            cur = ifa.ifa_next;
-        }
-    }
-    // SAFETY: `head` came from a successful getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    found
 }
 
 /// Everything a communicator built by rendezvous keeps alive: the store server (rank 0) and
@@ -394,56 +219,8 @@ pub fn connect_ranks(
         hosts.push(host.to_string());
         addrs.push(addr);
     }
-    let same_host: Vec<bool> = hosts.iter().map(|h| *h == hosts[rank]).collect();
-    let use_shm: Vec<bool> = match cfg.transport {
-        TransportChoice::Tcp => vec![false; world],
-        TransportChoice::Shm => {
-            if let Some(p) = same_host.iter().position(|s| !s) {
-                return Err(Error::Config {
-                    var: "FERROCOLL_TRANSPORT".into(),
-                    value: "shm".into(),
-                    reason: format!("rank {p} is on another host ({})", hosts[p]),
-                });
-            }
-            vec![true; world]
-        }
-        TransportChoice::Auto => same_host.clone(),
-    };
-    let local: Vec<usize> = (0..world).filter(|&p| use_shm[p]).collect();
-    let shm = if local.len() > 1 {
-        let opts = ShmOptions {
-            ring_bytes: cfg.shm_ring_bytes,
-            timeout: cfg.timeout,
-            spin: std::time::Duration::ZERO,
-            single_copy: cfg.shm_direct,
-        };
-        Some(ShmEndpoint::open_with(
-            &format!("{token:016x}"),
-            rank,
-            world,
-            &local,
-            &opts,
-        )?)
-    } else {
-        None
-    };
-    let wanted: Vec<bool> = (0..world).map(|p| p != rank && !use_shm[p]).collect();
-    let tcp = if wanted.iter().any(|&w| w) {
-        Some(TcpEndpoint::connect_to(
-            rank,
-            world,
-            listener,
-            &addrs,
-            &wanted,
-            token,
-            cfg.timeout,
-        )?)
-    } else {
-        None
-    };
-    let mut local_flags = use_shm.clone();
-    local_flags[rank] = false;
-    let endpoint = HybridEndpoint::new(rank, world, shm, tcp, local_flags);
+    let use_shm = endpoint::use_shm(cfg, rank, &hosts)?;
+    let endpoint = endpoint::build_endpoint(rank, token, listener, &addrs, &use_shm, cfg)?;
     let transports = (0..world).map(|p| endpoint.transport_of(p)).collect();
     Ok((
         endpoint,
@@ -468,28 +245,4 @@ pub(crate) fn random_token() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_lists_from_peers_parse_or_fail_with_a_protocol_error() {
-        assert_eq!(parse_cpus(0, "0,1,5").unwrap(), vec![0, 1, 5]);
-        assert_eq!(parse_cpus(0, " ").unwrap(), Vec::<usize>::new());
-        for bad in ["0,x", "1,,2", "-1", "99999999"] {
-            let e = parse_cpus(3, bad).unwrap_err().to_string();
-            assert!(e.contains("rank 3 published a bad CPU list"), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn this_process_affinity_covers_its_available_cores() {
-        let cpus = affinity_cpus();
-        assert!(!cpus.is_empty());
-        assert!(cpus.windows(2).all(|w| w[0] < w[1]));
-        // available_parallelism is the mask's size or less (a cgroup quota).
-        assert!(available_cores() <= cpus.len());
-    }
 }

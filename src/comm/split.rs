@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use super::Communicator;
 use crate::bootstrap::rendezvous::{connect_ranks, ipv4_interfaces, MeetingStore};
-use crate::bootstrap::{TcpStore, TcpStoreServer};
+use crate::bootstrap::TcpStoreServer;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -42,7 +42,7 @@ pub struct UniqueId {
 /// serving for its children).
 static SERVED: Mutex<Vec<(u64, TcpStoreServer)>> = Mutex::new(Vec::new());
 
-fn served() -> std::sync::MutexGuard<'static, Vec<(u64, TcpStoreServer)>> {
+pub(super) fn served() -> std::sync::MutexGuard<'static, Vec<(u64, TcpStoreServer)>> {
     SERVED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -147,7 +147,7 @@ impl UniqueId {
 }
 
 /// The store secret of a job token.
-fn secret(token: u64) -> String {
+pub(super) fn secret(token: u64) -> String {
     format!("fcid-{token:016x}")
 }
 
@@ -181,48 +181,6 @@ impl Bootstrap {
 }
 
 impl Communicator {
-    /// Rank `rank` of a job of `world` ranks that meet through `id` (see [`UniqueId`]). Every
-    /// rank calls this with the same id and world; it returns once all have arrived and the
-    /// links are connected (or fails after `cfg.timeout`). The rank 0 that runs in the
-    /// process that made the id keeps that store's server alive; if its init fails, the
-    /// server stops (so waiting ranks fail too) and the job needs a new id, as with NCCL.
-    pub fn from_unique_id(
-        id: &UniqueId,
-        rank: usize,
-        world: usize,
-        cfg: Config,
-    ) -> Result<Communicator> {
-        if world == 0 || rank >= world {
-            return Err(Error::InvalidWorld { rank, world });
-        }
-        crate::init_logging(cfg.log_level);
-        let server = if rank == 0 {
-            let mut s = served();
-            s.iter()
-                .position(|(t, _)| *t == id.token)
-                .map(|i| s.swap_remove(i).1)
-        } else {
-            None
-        };
-        let store = TcpStore::connect_with_secret(
-            id.store,
-            cfg.timeout,
-            Some(secret(id.token).as_bytes()),
-        )?;
-        let (ep, peers) = connect_ranks(&store, Some(id.store), "fc/", rank, world, &cfg)?;
-        tracing::info!(
-            rank,
-            world,
-            "unique-id rendezvous done; hosts {:?}",
-            peers.hosts
-        );
-        let hosts = crate::topology::Topology::from_hosts(&peers.hosts, &peers.cores, &peers.cpus);
-        let mut c = Communicator::from_endpoint_on(Box::new(ep), cfg, None, Some(hosts))?;
-        c.peers = Some(peers);
-        c._keep = Some(Box::new(Bootstrap::new(MeetingStore::Tcp(store), server)));
-        Ok(c)
-    }
-
     /// Splits this communicator (NCCL's `ncclCommSplit`): every rank calls it, in the same
     /// order as its other collectives; ranks that pass the same `color` form a new
     /// communicator, ranked by `(key, rank in this communicator)`. A rank that passes `None`

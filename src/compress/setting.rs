@@ -1,42 +1,10 @@
-//! `FERROCOLL_COMPRESSION`: the compression a program asks for, and `auto`'s choice from the
-//! link bandwidth.
+//! `auto`'s choice of codec from the link bandwidth. The setting itself
+//! ([`CompressionSetting`], `FERROCOLL_COMPRESSION`) is read with the rest of the
+//! configuration, in `crate::config::compression`.
 
-use super::{Codec, DEFAULT_BLOCK};
-use crate::error::{Error, Result};
-
-/// The environment variable read by [`CompressionSetting::from_env`].
-pub const COMPRESSION_VAR: &str = "FERROCOLL_COMPRESSION";
-
-/// What `FERROCOLL_COMPRESSION` asks for: one codec, or `auto`.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
-pub enum CompressionSetting {
-    /// Always this codec.
-    Fixed(Codec),
-    /// A codec chosen from the measured link bandwidth ([`auto_codec`]). Opt-in only:
-    /// compression is lossy, so the default is [`Codec::None`].
-    #[default]
-    Auto,
-}
+use super::{Codec, CompressionSetting, DEFAULT_BLOCK};
 
 impl CompressionSetting {
-    /// Parses a value of `FERROCOLL_COMPRESSION` (`auto` or a [`Codec`] spelling); a bad
-    /// value is an [`Error::Config`] naming the variable.
-    pub fn parse(value: &str) -> Result<CompressionSetting> {
-        value.parse().map_err(|e: Error| Error::Config {
-            var: COMPRESSION_VAR.into(),
-            value: value.into(),
-            reason: e.to_string(),
-        })
-    }
-
-    /// Reads `FERROCOLL_COMPRESSION` once; unset or empty means no compression.
-    pub fn from_env() -> Result<CompressionSetting> {
-        match std::env::var(COMPRESSION_VAR) {
-            Ok(v) if !v.trim().is_empty() => CompressionSetting::parse(&v),
-            _ => Ok(CompressionSetting::Fixed(Codec::None)),
-        }
-    }
-
     /// The codec to use on a link of `link_bytes_per_s` (used only by `Auto`; `None` when
     /// the bandwidth is unknown, so `auto` never compresses blindly).
     pub fn resolve(&self, link_bytes_per_s: Option<f64>) -> Codec {
@@ -45,19 +13,6 @@ impl CompressionSetting {
             (CompressionSetting::Auto, Some(bw)) => auto_codec(bw),
             (CompressionSetting::Auto, None) => Codec::None,
         }
-    }
-}
-
-/// `auto` or a [`Codec`] spelling; a bad one is the codec parser's error (for a command-line
-/// flag; [`CompressionSetting::parse`] names the environment variable instead).
-impl std::str::FromStr for CompressionSetting {
-    type Err = Error;
-
-    fn from_str(value: &str) -> Result<CompressionSetting> {
-        if value.trim().eq_ignore_ascii_case("auto") {
-            return Ok(CompressionSetting::Auto);
-        }
-        value.parse::<Codec>().map(CompressionSetting::Fixed)
     }
 }
 

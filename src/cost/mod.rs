@@ -46,14 +46,6 @@ use crate::topology::{Placement, Topology};
 /// The constants of the cost model, in one table.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Constants {
-    /// Latency between two ranks of one host when nothing was measured (shared memory), µs.
-    pub intra_latency_us: f64,
-    /// Bandwidth between two ranks of one host when nothing was measured, Gbit/s.
-    pub intra_gbit_s: f64,
-    /// Latency between hosts when nothing was measured (TCP), µs.
-    pub inter_latency_us: f64,
-    /// Bandwidth between hosts when nothing was measured, Gbit/s.
-    pub inter_gbit_s: f64,
     /// Software cost of one message (posting, header, completion), µs.
     pub message_overhead_us: f64,
     /// Software cost of one segment of a message, µs.
@@ -91,15 +83,11 @@ pub struct Constants {
     pub tie_margin: f64,
 }
 
-/// The cost model's constants. Intra-host defaults are of the order of the shared-memory
-/// ring (`ferrocoll-probe links` measures a host's own); inter-host defaults are a 10 Gbit
-/// Ethernet TCP link; overheads are of the order the executor shows at 8 bytes
+/// The cost model's constants (the link figures of a cluster are its [`Topology`]'s, with
+/// [`crate::topology::DEFAULT_INTRA`] and [`crate::topology::DEFAULT_INTER`] where nothing
+/// was measured). Overheads are of the order the executor shows at 8 bytes
 /// (`ferrocoll-probe all_reduce -b 8 -e 8`).
 pub const CONSTANTS: Constants = Constants {
-    intra_latency_us: 2.0,
-    intra_gbit_s: 40.0,
-    inter_latency_us: 30.0,
-    inter_gbit_s: 10.0,
     message_overhead_us: 1.0,
     segment_overhead_us: 0.5,
     reduce_bytes_s: 8e9,

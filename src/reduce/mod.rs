@@ -34,7 +34,7 @@ macro_rules! dispatch {
     };
 }
 
-pub(crate) mod fp8fast;
+mod fp8lane;
 mod kernels;
 pub mod scalar;
 #[cfg(test)]
@@ -43,7 +43,7 @@ mod tests;
 mod x86;
 
 use crate::types::{DataType, ReduceOp};
-use fp8fast::{E4m3, E5m2};
+use fp8lane::{E4m3, E5m2};
 use kernels::{
     lane2, lane3, lane_div, native2, native3, native_div, widened2, widened3, widened_div, Bf16,
     HalfF16, Widen,

@@ -3,9 +3,11 @@
 use half::bf16;
 use proptest::prelude::*;
 
-use super::fp8fast::{e4m3_round, e4m3_to_f32, e5m2_round, e5m2_to_f32, f32_to_e4m3, f32_to_e5m2};
 use super::kernels::{Bf16, Lane};
 use super::{divide, reduce, reduce3, scalar};
+use crate::fp8::fast::{
+    e4m3_round, e4m3_to_f32, e5m2_round, e5m2_to_f32, f32_to_e4m3, f32_to_e5m2,
+};
 use crate::fp8::{F8E4M3, F8E5M2};
 use crate::types::{DataType, ReduceOp};
 

@@ -6,22 +6,31 @@
 //! network interface (**NIC**), which all flows leaving (or entering) the host share.
 //!
 //! A topology is data: it is discovered at init (host identities exchanged through the
-//! rendezvous store, with the link figures of [`crate::cost::CONSTANTS`]), or loaded from a
-//! JSON file (`FERROCOLL_TOPO_FILE`, written by `ferrocoll-probe links --save` or by hand,
-//! see [`json`]) and dumped back (`FERROCOLL_TOPO_DUMP_FILE`), so tests and users can describe
-//! clusters we do not have.
+//! rendezvous store, with the link figures [`DEFAULT_INTRA`] and [`DEFAULT_INTER`]), or
+//! loaded from a JSON file (`FERROCOLL_TOPO_FILE`, written by `ferrocoll-probe links --save`
+//! or by hand, see [`json`]) and dumped back (`FERROCOLL_TOPO_DUMP_FILE`), so tests and users
+//! can describe clusters we do not have.
 //!
-//! A [`Placement`] is what the algorithms see: the order of the ring (rank order, or the
-//! topology's: each host's ranks contiguous, hosts in an order that spares the slowest
-//! links, see [`ring`]) and the ranks of each host in that order.
+//! A [`Placement`] is what the algorithms see: the order of the ring ([`RingOrder`]: rank
+//! order, or the topology's: each host's ranks contiguous, hosts in an order that spares the
+//! slowest links, see [`ring`]) and the ranks of each host in that order.
+//!
+//! Files: this one is the model ([`Topology`], [`LinkSpec`], [`Host`], the checks);
+//! `discover.rs` builds topologies from defaults and from what the ranks published at init;
+//! [`json`] reads and writes the file; `source.rs` picks the topology a communicator plans on
+//! ([`resolve`]); [`ring`] places the ranks.
 
+mod discover;
 pub mod json;
 pub mod ring;
+mod source;
 
 use std::collections::HashMap;
 
-pub use json::TopologyError;
-pub use ring::{host_order, Placement};
+/// What is wrong with a topology (defined with the other errors, in `crate::error`).
+pub use crate::error::TopologyError;
+pub use ring::{host_order, Placement, RingOrder};
+pub use source::resolve;
 
 /// Latency and bandwidth of a link.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,7 +43,7 @@ pub struct LinkSpec {
 
 impl LinkSpec {
     /// A link of `latency_us` microseconds and `gbit_s` Gbit/s (10⁹ bits per second).
-    pub fn from_us_gbit(latency_us: f64, gbit_s: f64) -> LinkSpec {
+    pub const fn from_us_gbit(latency_us: f64, gbit_s: f64) -> LinkSpec {
         LinkSpec {
             alpha: latency_us * 1e-6,
             bandwidth: gbit_s * 1e9 / 8.0,
@@ -51,6 +60,14 @@ impl LinkSpec {
         self.bandwidth * 8.0 / 1e9
     }
 }
+
+/// The link between two ranks of one host in a discovered topology (no file, no
+/// measurement): 2 µs, 40 Gbit/s.
+pub const DEFAULT_INTRA: LinkSpec = LinkSpec::from_us_gbit(2.0, 40.0);
+
+/// One flow between two hosts in a discovered topology (no file, no measurement): 30 µs,
+/// 10 Gbit/s; a host's NIC defaults to the same bandwidth.
+pub const DEFAULT_INTER: LinkSpec = LinkSpec::from_us_gbit(30.0, 10.0);
 
 /// One host: a name and the ranks on it (ascending).
 #[derive(Clone, Debug, PartialEq)]
@@ -189,99 +206,6 @@ impl Topology {
             host_of,
             local_of,
         })
-    }
-
-    /// `hosts` hosts of `per_host` ranks each with default links; `cyclic` places rank `r`
-    /// on host `r mod hosts` (as launchers often do), otherwise hosts hold consecutive ranks.
-    pub fn uniform(hosts: usize, per_host: usize, cyclic: bool) -> Topology {
-        let (hosts, per_host) = (hosts.max(1), per_host.max(1));
-        let hs = (0..hosts)
-            .map(|h| Host {
-                name: format!("host{h}"),
-                ranks: (0..per_host)
-                    .map(|l| {
-                        if cyclic {
-                            l * hosts + h
-                        } else {
-                            h * per_host + l
-                        }
-                    })
-                    .collect(),
-                nic: None,
-                cores: None,
-                intra_total: None,
-            })
-            .collect();
-        Topology::with_defaults(hs)
-    }
-
-    /// The topology discovered at init: rank `r` on the host named `names[r]`, hosts in the
-    /// order of their first rank, links from [`crate::cost::CONSTANTS`], no core counts.
-    pub fn from_host_names(names: &[String]) -> Topology {
-        Topology::from_hosts(names, &[], &[])
-    }
-
-    /// [`Topology::from_host_names`] with the core count each rank reported for its host
-    /// (`cores[r]`; missing or zero entries leave the host's count unknown; a host whose ranks
-    /// disagree keeps the smallest) and the CPUs its affinity mask allows (`cpus[r]`, empty:
-    /// unknown). Where every rank of a host gave its CPUs, the host has the union of them,
-    /// capped by any rank's smaller count (a cgroup quota): ranks bound one per core share
-    /// the cores of all of them, not one.
-    pub fn from_hosts(names: &[String], cores: &[usize], cpus: &[Vec<usize>]) -> Topology {
-        let mut hosts: Vec<Host> = Vec::new();
-        for (r, n) in names.iter().enumerate() {
-            let c = cores.get(r).copied().filter(|&c| c > 0);
-            match hosts.iter_mut().find(|h| h.name == *n) {
-                Some(h) => {
-                    h.ranks.push(r);
-                    h.cores = match (h.cores, c) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-                None => hosts.push(Host {
-                    name: n.clone(),
-                    ranks: vec![r],
-                    nic: None,
-                    cores: c,
-                    intra_total: None,
-                }),
-            }
-        }
-        for h in &mut hosts {
-            if let Some(n) = union_of_cpus(&h.ranks, cores, cpus) {
-                h.cores = Some(n);
-            }
-        }
-        if hosts.is_empty() {
-            hosts.push(Host {
-                name: "local".into(),
-                ranks: vec![0],
-                nic: None,
-                cores: None,
-                intra_total: None,
-            });
-        }
-        Topology::with_defaults(hosts)
-    }
-
-    /// One host holding ranks `0..world` (an in-process world).
-    pub fn single_host(world: usize) -> Topology {
-        Topology::uniform(1, world, false)
-    }
-
-    fn with_defaults(hosts: Vec<Host>) -> Topology {
-        let c = &crate::cost::CONSTANTS;
-        let t = Topology::new(
-            hosts,
-            LinkSpec::from_us_gbit(c.intra_latency_us, c.intra_gbit_s),
-            LinkSpec::from_us_gbit(c.inter_latency_us, c.inter_gbit_s),
-            None,
-            Vec::new(),
-        );
-        // The hosts built by the callers cover 0..world exactly and the constants are
-        // positive, so `new` cannot refuse them.
-        t.unwrap_or_else(|e| unreachable!("default topology refused: {e}"))
     }
 
     /// Sets the default inter-host link and NIC capacity (builder for tests and examples).
@@ -492,40 +416,6 @@ impl Topology {
     }
 }
 
-/// The topology a communicator plans on: `given` (an in-process world described in code),
-/// else the file `cfg.topo_file` (checked against the job: its size, and the grouping of
-/// ranks into hosts when `discovered` is known), else `discovered`, else one host. Rank 0
-/// writes it to `cfg.topo_dump_file` when set.
-pub fn resolve(
-    cfg: &crate::config::Config,
-    world: usize,
-    rank: usize,
-    given: Option<Topology>,
-    discovered: Option<Topology>,
-) -> Result<Topology, TopologyError> {
-    let t = match (given, &cfg.topo_file) {
-        (Some(t), _) => {
-            t.check_matches(world, discovered.as_ref())?;
-            t
-        }
-        (None, Some(path)) => {
-            let mut t = json::load(path)?;
-            t.check_matches(world, discovered.as_ref())?;
-            if let Some(d) = &discovered {
-                t.fill_cores_from(d);
-            }
-            t
-        }
-        (None, None) => discovered.unwrap_or_else(|| Topology::single_host(world)),
-    };
-    if rank == 0 {
-        if let Some(path) = &cfg.topo_dump_file {
-            json::save(&t, path)?;
-        }
-    }
-    Ok(t)
-}
-
 /// `v` in bytes per second; reported in Gbit/s, the file's unit.
 fn check_bandwidth(field: &str, v: f64) -> Result<(), TopologyError> {
     if v.is_finite() && v > 0.0 {
@@ -537,22 +427,6 @@ fn check_bandwidth(field: &str, v: f64) -> Result<(), TopologyError> {
             reason: "bandwidth must be positive and finite",
         })
     }
-}
-
-/// CPUs the ranks `ranks` may run on together: the size of the union of their affinity
-/// masks, capped by the count of any rank whose count is below its own mask (a cgroup quota
-/// the ranks share); `None` when some rank gave no mask.
-fn union_of_cpus(ranks: &[usize], cores: &[usize], cpus: &[Vec<usize>]) -> Option<usize> {
-    let mut all = std::collections::BTreeSet::new();
-    let mut quota = usize::MAX;
-    for &r in ranks {
-        let mask = cpus.get(r).filter(|m| !m.is_empty())?;
-        all.extend(mask.iter().copied());
-        if let Some(&c) = cores.get(r).filter(|&&c| c > 0 && c < mask.len()) {
-            quota = quota.min(c);
-        }
-    }
-    Some(all.len().min(quota))
 }
 
 fn check_link(what: &str, l: &LinkSpec) -> Result<(), TopologyError> {
@@ -568,155 +442,4 @@ fn check_link(what: &str, l: &LinkSpec) -> Result<(), TopologyError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn discovered_cores_are_the_union_of_the_ranks_masks() {
-        let names: Vec<String> = ["a", "a", "b", "b"].iter().map(|s| s.to_string()).collect();
-        // Bound one per core: host a's ranks on cores 0 and 1, host b's both on core 3.
-        let t = Topology::from_hosts(&names, &[1; 4], &[vec![0], vec![1], vec![3], vec![3]]);
-        assert_eq!(t.hosts()[0].cores, Some(2));
-        assert_eq!(t.hosts()[1].cores, Some(1));
-        // A quota of 2 over a mask of 8 CPUs caps the union.
-        let all: Vec<usize> = (0..8).collect();
-        let t = Topology::from_hosts(&names, &[2, 2, 8, 8], &vec![all; 4]);
-        assert_eq!(t.hosts()[0].cores, Some(2));
-        assert_eq!(t.hosts()[1].cores, Some(8));
-        // A rank without a mask: the smallest count, as before.
-        let t = Topology::from_hosts(&names, &[1, 1, 4, 4], &[vec![0], vec![], vec![2], vec![3]]);
-        assert_eq!(t.hosts()[0].cores, Some(1));
-        assert_eq!(t.hosts()[1].cores, Some(2));
-    }
-
-    fn host(name: &str, ranks: &[usize]) -> Host {
-        Host {
-            name: name.into(),
-            ranks: ranks.to_vec(),
-            nic: None,
-            cores: None,
-            intra_total: None,
-        }
-    }
-
-    fn links() -> (LinkSpec, LinkSpec) {
-        (
-            LinkSpec::from_us_gbit(1.0, 100.0),
-            LinkSpec::from_us_gbit(20.0, 1.0),
-        )
-    }
-
-    #[test]
-    fn uniform_cyclic_places_rank_on_r_mod_h() {
-        let t = Topology::uniform(2, 2, true);
-        assert_eq!(t.hosts()[0].ranks, vec![0, 2]);
-        assert_eq!(t.hosts()[1].ranks, vec![1, 3]);
-        assert_eq!(t.host_of(3), 1);
-        assert_eq!(t.local_of(3), 1);
-        assert_eq!(t.link(0, 2), t.intra);
-        assert_eq!(t.link(0, 1), t.inter);
-    }
-
-    #[test]
-    fn missing_duplicate_and_out_of_range_ranks_are_named() {
-        let (i, o) = links();
-        let e = Topology::new(
-            vec![host("a", &[0, 1]), host("b", &[3])],
-            i,
-            o,
-            None,
-            vec![],
-        )
-        .unwrap_err();
-        assert_eq!(e, TopologyError::RankOutOfRange { rank: 3, world: 3 });
-        let e = Topology::new(
-            vec![host("a", &[0, 2]), host("b", &[0])],
-            i,
-            o,
-            None,
-            vec![],
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("rank 0 is on both host a and host b"),
-            "{e}"
-        );
-        let e =
-            Topology::new(vec![host("a", &[]), host("b", &[0])], i, o, None, vec![]).unwrap_err();
-        assert_eq!(e, TopologyError::EmptyHost("a".into()));
-        let e =
-            Topology::new(vec![host("a", &[0]), host("a", &[1])], i, o, None, vec![]).unwrap_err();
-        assert_eq!(e, TopologyError::DuplicateHost("a".into()));
-        assert_eq!(
-            Topology::new(vec![], i, o, None, vec![]).unwrap_err(),
-            TopologyError::NoHosts
-        );
-    }
-
-    #[test]
-    fn bad_figures_are_refused() {
-        let (i, o) = links();
-        let neg = LinkSpec {
-            alpha: 0.0,
-            bandwidth: -1.0,
-        };
-        let e = Topology::new(vec![host("a", &[0])], neg, o, None, vec![]).unwrap_err();
-        assert!(e.to_string().contains("intra_host.bandwidth_gbit_s"), "{e}");
-        let e = Topology::new(vec![host("a", &[0])], i, o, Some(f64::NAN), vec![]).unwrap_err();
-        assert!(e.to_string().contains("nic_gbit_s"), "{e}");
-        let slow = LinkSpec {
-            alpha: -1.0,
-            bandwidth: 1.0,
-        };
-        let e = Topology::new(vec![host("a", &[0])], i, slow, None, vec![]).unwrap_err();
-        assert!(e.to_string().contains("inter_host.latency_us"), "{e}");
-        let t = Topology::uniform(2, 1, false);
-        assert!(matches!(
-            t.clone().with_host_link(0, 0, o).unwrap_err(),
-            TopologyError::BadHostLink { .. }
-        ));
-        assert!(matches!(
-            t.with_host_link(0, 1, neg).unwrap_err(),
-            TopologyError::BadValue { .. }
-        ));
-    }
-
-    #[test]
-    fn subset_keeps_hosts_and_links_of_the_members() {
-        let slow = LinkSpec::from_us_gbit(9.0, 0.5);
-        let t = Topology::uniform(3, 2, true) // hosts {0,3} {1,4} {2,5}
-            .with_host_link(1, 2, slow)
-            .unwrap();
-        let s = t.subset(&[4, 2, 1, 5]).unwrap();
-        assert_eq!(s.world(), 4);
-        assert_eq!(s.hosts().len(), 2);
-        assert_eq!(s.hosts()[0].ranks, vec![0, 2]); // old 4 and 1 on old host 1
-        assert_eq!(s.hosts()[1].ranks, vec![1, 3]); // old 2 and 5 on old host 2
-        assert_eq!(s.link(0, 1), slow);
-        let e = t.subset(&[0, 0]).unwrap_err();
-        assert!(
-            matches!(e, TopologyError::DuplicateRank { rank: 0, .. }),
-            "{e}"
-        );
-        let e = t.subset(&[7]).unwrap_err();
-        assert_eq!(e, TopologyError::RankOutOfRange { rank: 7, world: 6 });
-    }
-
-    #[test]
-    fn a_topology_that_does_not_fit_the_job_is_refused() {
-        let t = Topology::uniform(2, 2, true);
-        let e = t.check_matches(5, None).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "topology does not match the job: the topology has 4 ranks but the job has 5"
-        );
-        let job = Topology::uniform(2, 2, false);
-        let e = t.check_matches(4, Some(&job)).unwrap_err();
-        assert!(e.to_string().contains("ranks 0 and 1"), "{e}");
-        // Same grouping under other names is accepted.
-        let names: Vec<String> = ["x", "y", "x", "y"].iter().map(|s| s.to_string()).collect();
-        t.check_matches(4, Some(&Topology::from_host_names(&names)))
-            .unwrap();
-    }
-}
+mod tests;

@@ -10,7 +10,16 @@
 //! unvisited host first) is improved by 2-opt moves while they raise the bottleneck.
 
 use super::Topology;
-use crate::config::RingOrder;
+
+/// How the ring algorithm orders the ranks (`FERROCOLL_RING_ORDER`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RingOrder {
+    /// Rank order `0 -> 1 -> ... -> p-1`, whatever the hosts (for comparison).
+    Rank,
+    /// Each host's ranks contiguous, hosts in an order that spares the slowest links.
+    #[default]
+    Topology,
+}
 
 /// Up to this many hosts the host order is searched exhaustively.
 pub const EXACT_HOSTS: usize = 8;

@@ -9,6 +9,14 @@
 //! become infinity in E5M2 and NaN in E4M3 (which has no infinity) — the non-saturating
 //! behaviour of `torch` and `ml_dtypes` casts; NaN stays NaN. Decoding goes through a
 //! 256-entry table built at compile time.
+//!
+//! Beside the scalar conversions of the two types live their fast paths: `fp8/fast.rs`, the
+//! branch-free conversions that vectorise (bit-identical to the scalar ones; the reduction
+//! kernels and the fp8 codec use them), and `fp8/block.rs`, the block-scaled encode/decode
+//! kernels of the fp8 compression codec.
+
+pub(crate) mod block;
+pub(crate) mod fast;
 
 /// An OCP FP8 E4M3 (E4M3FN) value, stored as its bit pattern.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -1,4 +1,6 @@
-//! Where a rank learns who it is: the variables of the launchers people use.
+//! Where a rank learns who it is: the variables of the launchers people use (also reached
+//! as `bootstrap::env`, where it lived before; kept in the configuration module because it
+//! reads `FERROCOLL_*` variables, which are read nowhere else).
 //!
 //! Read in this order (the first family present wins): `FERROCOLL_RANK` /
 //! `FERROCOLL_WORLD_SIZE` / `FERROCOLL_STORE`; torchrun (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
@@ -36,6 +38,11 @@ fn bad(var: &str, value: &str, reason: &str) -> Error {
         value: value.into(),
         reason: reason.into(),
     }
+}
+
+/// Reads the launcher variables of this process's environment; `Ok(None)` when none are set.
+pub fn from_env() -> Result<Option<LaunchEnv>> {
+    detect(|k| std::env::var(k).ok())
 }
 
 /// Reads the launcher variables through `get`; `Ok(None)` when none are set.

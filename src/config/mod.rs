@@ -1,13 +1,24 @@
-//! Typed configuration, read once from `FERROCOLL_*` variables or set with a builder.
-//! Besides this module, only the launcher detection (`bootstrap::env`: rank, world, store)
-//! and the compression setting (`FERROCOLL_COMPRESSION`, read by the callers that opt in to
-//! lossy compression, `compress::setting`) read the environment.
+//! Typed configuration, read once from `FERROCOLL_*` variables or set with a builder. This
+//! module is the only place that reads the environment:
+//! - [`Config`] (this file): the communicator's settings;
+//! - [`compression`]: `FERROCOLL_COMPRESSION`, the codec a program asks for (the value types
+//!   [`Codec`] and [`CompressionSetting`]; `compress` implements the codecs);
+//! - [`launcher`]: the launcher variables (rank, world, store: `FERROCOLL_RANK`, torchrun,
+//!   Open MPI, PMI, Slurm), also reached as `bootstrap::env`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::schedule::Collective;
+/// How the ring algorithm orders the ranks (defined with the placement, in
+/// `crate::topology`; `FERROCOLL_RING_ORDER` is read here).
+pub use crate::topology::RingOrder;
+
+pub mod compression;
+pub mod launcher;
+
+pub use compression::{Codec, CompressionSetting};
 
 /// How the algorithm of each call is chosen.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -17,16 +28,6 @@ pub enum AlgoChoice {
     Auto,
     /// Always this algorithm; a collective it does not implement is an error.
     Forced(String),
-}
-
-/// How the ring algorithm orders the ranks (`FERROCOLL_RING_ORDER`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum RingOrder {
-    /// Rank order `0 -> 1 -> ... -> p-1`, whatever the hosts (for comparison).
-    Rank,
-    /// Each host's ranks contiguous, hosts in an order that spares the slowest links.
-    #[default]
-    Topology,
 }
 
 /// Which transport carries traffic between ranks.
@@ -102,6 +103,11 @@ pub struct Config {
     /// Most detailed log level that [`crate::init_logging`] lets through on stderr
     /// (`FERROCOLL_DEBUG=WARN|INFO|DEBUG|TRACE`, default WARN).
     pub log_level: tracing::Level,
+    /// The compression a program asks for (`FERROCOLL_COMPRESSION`, see
+    /// [`CompressionSetting`]; unset or empty: none), checked with the other variables. The
+    /// communicator does not compress by itself: programs that opt in to lossy compression
+    /// hand it to `CompressedCollectives` ([`CompressionSetting::from_env`] reads it alone).
+    pub compression: CompressionSetting,
 }
 
 impl Config {
@@ -137,6 +143,7 @@ impl Default for Config {
             single_copy_reductions: false,
             streaming_min_bytes: 8 << 20,
             log_level: tracing::Level::WARN,
+            compression: CompressionSetting::Fixed(Codec::None),
         }
     }
 }
@@ -287,6 +294,7 @@ impl Config {
                 }
             };
         }
+        c.compression = CompressionSetting::from_vars(&get)?;
         Ok(c)
     }
 
@@ -467,5 +475,24 @@ mod tests {
         }
         let e = Config::from_vars(vars(&[("FERROCOLL_RING_ORDER", "fast")])).unwrap_err();
         assert!(e.to_string().contains("FERROCOLL_RING_ORDER"), "{e}");
+    }
+
+    #[test]
+    fn compression_is_read_with_the_rest() {
+        assert_eq!(
+            Config::default().compression,
+            CompressionSetting::Fixed(Codec::None)
+        );
+        let c = Config::from_vars(vars(&[("FERROCOLL_COMPRESSION", "fp8e5m2:64")])).unwrap();
+        assert_eq!(
+            c.compression,
+            CompressionSetting::Fixed(Codec::Fp8E5M2 { block: 64 })
+        );
+        let c = Config::from_vars(vars(&[("FERROCOLL_COMPRESSION", " ")])).unwrap();
+        assert_eq!(c.compression, CompressionSetting::Fixed(Codec::None));
+        let c = Config::from_vars(vars(&[("FERROCOLL_COMPRESSION", "auto")])).unwrap();
+        assert_eq!(c.compression, CompressionSetting::Auto);
+        let e = Config::from_vars(vars(&[("FERROCOLL_COMPRESSION", "zstd")])).unwrap_err();
+        assert!(e.to_string().contains("FERROCOLL_COMPRESSION"), "{e}");
     }
 }

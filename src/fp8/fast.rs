@@ -1,4 +1,4 @@
-//! Branch-free OCP FP8 conversions that vectorise, bit-identical to [`crate::fp8`]
+//! Branch-free OCP FP8 conversions that vectorise, bit-identical to the scalar ones of [`super`]
 //! (`F8E4M3::{from_f32, to_f32}`, `F8E5M2::{from_f32, to_f32}`; checked exhaustively over
 //! the codes and over a dense sample of all f32 bit patterns in the tests).
 //!
@@ -10,8 +10,6 @@
 //!   `half - 1 + lowest kept bit`, shift), re-bias, and clamp to the overflow code; subnormal
 //!   magnitudes add a power of two whose ulp is the subnormal step, so the FPU rounds to
 //!   nearest-even and the low bits are the code.
-
-use super::kernels::Lane;
 
 /// E4M3 code → f32, as `F8E4M3::to_f32`.
 #[inline(always)]
@@ -105,34 +103,4 @@ pub(crate) fn e5m2_round(v: f32) -> f32 {
     let sub = ((f32::from_bits(u) + 128.0) - 128.0).to_bits();
     let mag = if u < 0x3880_0000 { sub } else { normal };
     f32::from_bits(mag | (x & 0x8000_0000))
-}
-
-/// The E4M3 codec for the fused kernels.
-pub(super) struct E4m3;
-
-impl Lane for E4m3 {
-    const SIZE: usize = 1;
-    #[inline(always)]
-    fn load(b: &[u8]) -> f32 {
-        e4m3_to_f32(b[0])
-    }
-    #[inline(always)]
-    fn store(v: f32, b: &mut [u8]) {
-        b[0] = f32_to_e4m3(v);
-    }
-}
-
-/// The E5M2 codec for the fused kernels.
-pub(super) struct E5m2;
-
-impl Lane for E5m2 {
-    const SIZE: usize = 1;
-    #[inline(always)]
-    fn load(b: &[u8]) -> f32 {
-        e5m2_to_f32(b[0])
-    }
-    #[inline(always)]
-    fn store(v: f32, b: &mut [u8]) {
-        b[0] = f32_to_e5m2(v);
-    }
 }

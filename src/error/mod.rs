@@ -1,4 +1,7 @@
-//! The one error type of ferrocoll, with stable numeric codes for the C ABI.
+//! The one error type of ferrocoll, with stable numeric codes for the C ABI, and the leaf
+//! error types it wraps ([`StoreError`] of the rendezvous store, [`TopologyError`] of a
+//! topology), defined here so that this module imports nothing above the types it names
+//! (`types`, `schedule`); `bootstrap` and `topology` re-export theirs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +10,12 @@ use ferrocoll_transports::LinkError;
 
 use crate::schedule::Collective;
 use crate::types::DataType;
+
+mod store;
+mod topology;
+
+pub use store::StoreError;
+pub use topology::TopologyError;
 
 /// Everything that can go wrong in a ferrocoll call.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +72,7 @@ pub enum Error {
     /// A data-type code that names no [`DataType`] (raw/C callers).
     #[error("invalid data type code {0}")]
     InvalidDataType(i64),
-    /// An operator code that names no [`ReduceOp`] (raw/C callers).
+    /// An operator code that names no [`ReduceOp`](crate::ReduceOp) (raw/C callers).
     #[error("invalid reduction operator code {0}")]
     InvalidReduceOp(i64),
     /// A buffer whose length must be a multiple of the world size but is not.
@@ -182,7 +191,7 @@ pub enum Error {
     },
     /// Rendezvous through the store failed.
     #[error("bootstrap failed")]
-    Bootstrap(#[from] crate::bootstrap::StoreError),
+    Bootstrap(#[from] StoreError),
     /// Setting up a transport failed.
     #[error("transport setup failed")]
     Transport(#[from] LinkError),
@@ -195,7 +204,7 @@ pub enum Error {
     NoStore,
     /// A topology (file or description) that is malformed or does not fit the job.
     #[error(transparent)]
-    Topology(#[from] crate::topology::TopologyError),
+    Topology(#[from] TopologyError),
     /// A schedule broke an invariant (a bug in ferrocoll, reported instead of hanging).
     #[error("internal error: {0}")]
     Internal(String),

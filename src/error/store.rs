@@ -1,0 +1,34 @@
+//! [`StoreError`]: why an operation on the rendezvous store failed (the stores are in
+//! `crate::bootstrap`, which re-exports it).
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The key (or, for a wait, the first missing key) did not appear in time.
+    #[error("timed out waiting for store key {key:?}")]
+    Timeout {
+        /// The key waited for.
+        key: String,
+    },
+    /// An operating-system error talking to the store (including failing to reach it).
+    #[error("store I/O error")]
+    Io(#[source] std::io::Error),
+    /// The other side broke the protocol, or a value is not what the operation needs
+    /// (e.g. `add` on a key whose value is not an integer).
+    #[error("store protocol error: {0}")]
+    Protocol(String),
+    /// The store server refused this client: missing or wrong shared secret.
+    #[error("the store refused this client: missing or wrong secret")]
+    Unauthorized,
+    /// The connection to the store is closed (server gone, or an earlier error left it
+    /// unusable).
+    #[error("the connection to the store is closed")]
+    Closed,
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e)
+    }
+}
