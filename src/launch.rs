@@ -5,13 +5,19 @@
 //! Each child gets `FERROCOLL_RANK`, `FERROCOLL_WORLD_SIZE`, `FERROCOLL_LOCAL_RANK`,
 //! `FERROCOLL_LOCAL_WORLD_SIZE` and `FERROCOLL_STORE=127.0.0.1:<free port>` (rank 0 serves the
 //! store), and calls [`crate::Communicator::from_env`].
+//!
+//! The rendezvous stores are here too, for launchers and tools that run one themselves:
+//! [`Store`] and its TCP ([`TcpStoreServer`], [`TcpStore`]) and file ([`FileStore`])
+//! implementations, and [`LaunchEnv`], what a rank learns from its launcher.
 
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus};
 
-use crate::bootstrap::StoreError;
 use crate::error::{Error, Result};
+
+pub use crate::bootstrap::{FileStore, Store, StoreError, TcpStore, TcpStoreServer};
+pub use crate::config::launcher::LaunchEnv;
 
 /// Whether launcher variables are set (this process is a rank of a launched job).
 pub fn launched() -> bool {

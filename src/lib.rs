@@ -6,12 +6,17 @@
 //! max, avg), with the algorithm (ring, double binary tree, recursive halving-doubling,
 //! direct) chosen per call.
 //!
-//! The architecture is one direction of flow (see `DESIGN.md`): the [`Communicator`] checks a
-//! call, [`algo`] turns it into a [`schedule`] (plain data), and the engine runs the schedule
-//! over the links of `ferrocoll_transports`, calling the [`reduce`] kernels.
+//! Start at [`Communicator`] (`from_env` under a launcher, `from_unique_id` as NCCL's
+//! `ncclCommInitRank` does, or [`World`] for ranks as threads of one process). [`config`]
+//! holds every setting, [`topology`] the cluster the tuner plans on ([`Tuner`] prices the
+//! registered algorithms, [`AlgoId`]), [`compress`] the compressed collectives, [`launch`]
+//! the forking of local ranks and the rendezvous stores, [`verify`] the data check that
+//! tools run on their results, and [`reduce`] the reduction kernels. `ARCHITECTURE.md`
+//! describes the inside: a call is checked by the communicator, planned by the planner,
+//! queued by the engine and run by the executor over the links of `ferrocoll_transports`.
 
 mod algo;
-pub mod bootstrap;
+mod bootstrap;
 mod comm;
 pub mod compress;
 pub mod config;
@@ -19,7 +24,7 @@ mod cost;
 mod engine;
 pub mod error;
 mod exec;
-pub mod fp8;
+mod fp8;
 pub mod launch;
 mod plan;
 pub mod reduce;
@@ -29,7 +34,7 @@ pub mod topology;
 mod tune;
 mod types;
 pub mod verify;
-pub mod world;
+mod world;
 
 pub use algo::AlgoId;
 pub use comm::{Communicator, RawCall, UniqueId, Work, UNIQUE_ID_BYTES};

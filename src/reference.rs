@@ -77,7 +77,7 @@ fn reduce_typed<T: Arith>(op: ReduceOp, parts: &[Vec<u8>]) -> Vec<u8> {
 /// Counts the elements of `got` that differ from `want` by more than float rounding allows.
 ///
 /// Integers, `min`, `max`, and data movement must match exactly. Float `sum`/`avg` may differ
-/// by `world · u · Σ|xᵢ|` per element (`u` the type's unit roundoff; see [`crate::types`]) and
+/// by `world · u · Σ|xᵢ|` per element (`u` the type's unit roundoff; see [`crate::DataType`]) and
 /// `prod` by `world · u · Π|xᵢ|` (plus one step for `avg`'s division), where `sum_abs`/`prod_abs`
 /// give those sums/products per element (use [`magnitudes`]). NaN must meet NaN.
 pub fn count_wrong(

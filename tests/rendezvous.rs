@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use ferrocoll::bootstrap::env::LaunchEnv;
 use ferrocoll::config::TransportChoice;
+use ferrocoll::launch::LaunchEnv;
 use ferrocoll::{Communicator, Config, Error, ReduceOp};
 
 fn free_store() -> String {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferrocoll::bootstrap::env::LaunchEnv;
+use ferrocoll::launch::LaunchEnv;
 use ferrocoll::topology::json;
 use ferrocoll::CollSpec;
 use ferrocoll::{Collective, Communicator, Config, ErrorKind, ReduceOp, World};

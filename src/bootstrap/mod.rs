@@ -25,15 +25,11 @@ mod wire;
 
 use std::time::Duration;
 
-/// The launcher variables (rank, world, store), read with the rest of the configuration in
-/// [`crate::config::launcher`]; this path is kept for the programs that use it.
-pub use crate::config::launcher as env;
 /// Why a store operation failed (defined with the other errors, in `crate::error`).
 pub use crate::error::StoreError;
 pub use file_store::FileStore;
 pub use tcp_client::TcpStore;
 pub use tcp_server::TcpStoreServer;
-pub use wire::{STORE_MAGIC, STORE_PROTOCOL_VERSION};
 
 /// A rendezvous key-value store shared by the ranks of a job.
 ///

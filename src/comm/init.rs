@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 impl Communicator {
     /// A communicator over an endpoint's links (the transports build endpoints; the
-    /// in-process [`crate::world`] is the simplest).
+    /// in-process [`crate::World`] is the simplest).
     pub fn from_endpoint(ep: Box<dyn Endpoint>, cfg: Config) -> Result<Communicator> {
         Communicator::from_endpoint_on(ep, cfg, None, None)
     }

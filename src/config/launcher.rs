@@ -26,7 +26,7 @@ pub struct LaunchEnv {
     /// Ranks on this host, if the launcher says.
     pub local_world: Option<usize>,
     /// `host:port` of the rendezvous store (served by rank 0), or `file:DIR` for a directory
-    /// every rank sees (see [`crate::bootstrap::rendezvous`]).
+    /// every rank sees (see `ARCHITECTURE.md`, the store seam).
     pub store: String,
     /// Which launcher family the values came from (`ferrocoll`, `torchrun`, `openmpi`, `pmi`, `slurm`).
     pub source: &'static str,

@@ -23,7 +23,7 @@ pub use compression::{Codec, CompressionSetting};
 /// How the algorithm of each call is chosen.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum AlgoChoice {
-    /// The tuner picks per call from the cost model (see [`crate::tune`]).
+    /// The tuner picks per call from the cost model (see [`crate::Tuner`]).
     #[default]
     Auto,
     /// Always this algorithm; a collective it does not implement is an error.

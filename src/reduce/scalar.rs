@@ -1,5 +1,5 @@
 //! Element-by-element arithmetic for every data type: the reference the kernels are tested
-//! against, and the definition of ferrocoll's numerics (see [`crate::types`]).
+//! against, and the definition of ferrocoll's numerics (see [`crate::DataType`]).
 
 use half::{bf16, f16};
 
