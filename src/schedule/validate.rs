@@ -127,6 +127,27 @@ impl Mem {
     }
 }
 
+/// Runs a local step (copy, reduction, scaling) on a simulated rank's memory.
+fn run_local(m: &mut Mem, st: Step, dtype: DataType, op: ReduceOp) {
+    match st {
+        Step::Copy { src, dst } => {
+            let d = m.read(src);
+            m.write(dst, &d);
+        }
+        Step::Reduce { dst, a, b } => {
+            let mut acc = m.read(a);
+            reduce::reduce(dtype, op, &mut acc, &m.read(b));
+            m.write(dst, &acc);
+        }
+        Step::Scale { dst, divisor } => {
+            let mut d = m.read(dst);
+            reduce::divide(dtype, &mut d, divisor);
+            m.write(dst, &d);
+        }
+        Step::Send { .. } | Step::Recv { .. } => {}
+    }
+}
+
 /// Runs `plans` sequentially on byte `inputs` (one per rank, `spec.input_len()` elements of
 /// `dtype`), in place or not, with steps split into segments of `seg` elements and streams
 /// that hold one segment's worth of messages (a stream accepts a message when it is empty or
@@ -235,26 +256,9 @@ pub fn simulate(
                         }
                         go
                     }
-                    Step::Copy { src, dst } => {
+                    Step::Copy { .. } | Step::Reduce { .. } | Step::Scale { .. } => {
                         if ready {
-                            let d = mems[r].read(src);
-                            mems[r].write(dst, &d);
-                        }
-                        ready
-                    }
-                    Step::Reduce { dst, a, b } => {
-                        if ready {
-                            let mut acc = mems[r].read(a);
-                            reduce::reduce(dtype, op, &mut acc, &mems[r].read(b));
-                            mems[r].write(dst, &acc);
-                        }
-                        ready
-                    }
-                    Step::Scale { dst, divisor } => {
-                        if ready {
-                            let mut d = mems[r].read(dst);
-                            reduce::divide(dtype, &mut d, divisor);
-                            mems[r].write(dst, &d);
+                            run_local(&mut mems[r], st, dtype, op);
                         }
                         ready
                     }

@@ -269,175 +269,240 @@ impl TcpEndpoint {
             ));
         }
         let deadline = Instant::now() + timeout;
-        let ours = Hello {
-            job_token,
-            rank: rank as u32,
-            world: world as u32,
-        };
-        let io_err = |peer| move |source| LinkError::Io { peer, source };
-        listener.set_nonblocking(true).map_err(io_err(rank))?;
-        tune_socket(SockRef::from(&listener)).map_err(io_err(rank))?;
+        let mut mesh = Mesh::new(rank, world, listener, peers, wanted, job_token)?;
+        while mesh.taken.iter().any(|t| !t) {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(mesh.timed_out(timeout));
+            }
+            mesh.start_due_connects(now);
+            mesh.accept_waiting();
+            mesh.move_handshakes();
+            if mesh.taken.iter().all(|&t| t) {
+                break;
+            }
+            mesh.sleep(deadline)?;
+        }
+        let Mesh { done, .. } = mesh;
+        TcpEndpoint::from_streams(rank, done)
+    }
+}
+
+/// The state of one rank's mesh while it forms: connections it makes to lower ranks (with
+/// retries and back-off), connections it accepts from higher ones, and the handshakes of
+/// both, polled together.
+struct Mesh<'a> {
+    rank: usize,
+    peers: &'a [SocketAddr],
+    ours: Hello,
+    listener: TcpListener,
+    poll: Poll,
+    events: Events,
+    /// The finished link to each peer.
+    done: Vec<Option<TcpStream>>,
+    /// Peers that need no more work: linked, this rank itself, or not wanted.
+    taken: Vec<bool>,
+    conns: Vec<(Token, Conn)>,
+    next_token: usize,
+    retries: Vec<Retry>,
+    backoff: Vec<Duration>,
+    last_error: Vec<Option<String>>,
+    max_pending: usize,
+}
+
+impl<'a> Mesh<'a> {
+    fn new(
+        rank: usize,
+        world: usize,
+        listener: StdTcpListener,
+        peers: &'a [SocketAddr],
+        wanted: &[bool],
+        job_token: u64,
+    ) -> Result<Mesh<'a>, LinkError> {
+        let io_err = |source| LinkError::Io { peer: rank, source };
+        listener.set_nonblocking(true).map_err(io_err)?;
+        tune_socket(SockRef::from(&listener)).map_err(io_err)?;
         let mut listener = TcpListener::from_std(listener);
-        let mut poll = Poll::new().map_err(io_err(rank))?;
+        let poll = Poll::new().map_err(io_err)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(io_err(rank))?;
-        let mut events = Events::with_capacity(64);
-
-        let mut done: Vec<Option<TcpStream>> = (0..world).map(|_| None).collect();
+            .map_err(io_err)?;
         let mut taken = vec![false; world];
         taken[rank] = true;
         for (t, w) in taken.iter_mut().zip(wanted) {
             *t |= !w;
         }
-        let mut conns: Vec<(Token, Conn)> = Vec::new();
-        let mut next_token = 0usize;
-        let mut retries: Vec<Retry> = (0..rank)
+        let retries = (0..rank)
             .filter(|&p| wanted[p])
             .map(|peer| Retry {
                 peer,
                 at: Instant::now(),
             })
             .collect();
-        let mut backoff = vec![FIRST_RETRY; world];
-        let mut last_error: Vec<Option<String>> = vec![None; world];
-        let max_pending = 64 + 2 * world;
+        Ok(Mesh {
+            rank,
+            peers,
+            ours: Hello {
+                job_token,
+                rank: rank as u32,
+                world: world as u32,
+            },
+            listener,
+            poll,
+            events: Events::with_capacity(64),
+            done: (0..world).map(|_| None).collect(),
+            taken,
+            conns: Vec::new(),
+            next_token: 0,
+            retries,
+            backoff: vec![FIRST_RETRY; world],
+            last_error: vec![None; world],
+            max_pending: 64 + 2 * world,
+        })
+    }
 
-        while taken.iter().any(|t| !t) {
-            let now = Instant::now();
-            if now >= deadline {
-                let missing: Vec<usize> = (0..world).filter(|&p| !taken[p]).collect();
-                let first = missing[0];
-                let why = last_error[first]
-                    .as_deref()
-                    .map(|e| format!(" (last error with rank {first}: {e})"))
-                    .unwrap_or_default();
-                return Err(LinkError::Io {
-                    peer: first,
-                    source: io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "rank {rank}: TCP mesh not formed within {timeout:?}; \
-                             no link to ranks {missing:?}{why}"
-                        ),
-                    ),
-                });
+    /// The error of a mesh not formed within `timeout`: the ranks still missing, and the
+    /// last error seen with the first of them.
+    fn timed_out(&self, timeout: Duration) -> LinkError {
+        let missing: Vec<usize> = (0..self.taken.len()).filter(|&p| !self.taken[p]).collect();
+        let first = missing[0];
+        let why = self.last_error[first]
+            .as_deref()
+            .map(|e| format!(" (last error with rank {first}: {e})"))
+            .unwrap_or_default();
+        LinkError::Io {
+            peer: first,
+            source: io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "rank {}: TCP mesh not formed within {timeout:?}; \
+                     no link to ranks {missing:?}{why}",
+                    self.rank
+                ),
+            ),
+        }
+    }
+
+    /// Tries `peer` again after its back-off, which doubles up to [`MAX_RETRY`].
+    fn retry_later(&mut self, peer: usize, now: Instant, why: String) {
+        self.last_error[peer] = Some(why);
+        let wait = self.backoff[peer];
+        self.backoff[peer] = (wait * 2).min(MAX_RETRY);
+        self.retries.push(Retry {
+            peer,
+            at: now + wait,
+        });
+    }
+
+    /// Registers a new connection's stream with the poll; its token.
+    fn register(&mut self, s: &mut TcpStream) -> io::Result<Token> {
+        let tok = Token(self.next_token);
+        self.poll
+            .registry()
+            .register(s, tok, Interest::READABLE | Interest::WRITABLE)?;
+        self.next_token += 1;
+        Ok(tok)
+    }
+
+    /// Starts the connects whose time has come.
+    fn start_due_connects(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.retries.len() {
+            if self.retries[i].at > now {
+                i += 1;
+                continue;
             }
-            // Start due connects.
-            let mut i = 0;
-            while i < retries.len() {
-                if retries[i].at > now {
-                    i += 1;
-                    continue;
+            let r = self.retries.swap_remove(i);
+            let addr = self.peers[r.peer];
+            match start_connect(addr).and_then(|mut s| Ok((self.register(&mut s)?, s))) {
+                Ok((tok, s)) => {
+                    let c = Conn::new(s, addr, Some(r.peer), &self.ours);
+                    self.conns.push((tok, c));
                 }
-                let r = retries.swap_remove(i);
-                let addr = peers[r.peer];
-                let started = start_connect(addr).and_then(|mut s| {
-                    let tok = Token(next_token);
-                    poll.registry().register(
-                        &mut s,
-                        tok,
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    Ok((tok, s))
-                });
-                match started {
-                    Ok((tok, s)) => {
-                        next_token += 1;
-                        conns.push((tok, Conn::new(s, addr, Some(r.peer), &ours)));
-                    }
-                    Err(e) => {
-                        last_error[r.peer] = Some(format!("connect to {addr}: {e}"));
-                        let wait = backoff[r.peer];
-                        backoff[r.peer] = (wait * 2).min(MAX_RETRY);
-                        retries.push(Retry {
-                            at: now + wait,
-                            ..r
-                        });
-                    }
-                }
-            }
-            // Accept whoever is waiting.
-            loop {
-                match listener.accept() {
-                    Ok((mut s, remote)) => {
-                        if conns.len() >= max_pending {
-                            tracing::warn!(%remote, "TCP setup: too many pending connections, dropping");
-                            continue;
-                        }
-                        let _ = s.set_nodelay(true);
-                        let tok = Token(next_token);
-                        next_token += 1;
-                        match poll.registry().register(
-                            &mut s,
-                            tok,
-                            Interest::READABLE | Interest::WRITABLE,
-                        ) {
-                            Ok(()) => conns.push((tok, Conn::new(s, remote, None, &ours))),
-                            Err(e) => tracing::warn!(%remote, "TCP setup: cannot poll: {e}"),
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    // E.g. ECONNABORTED or EMFILE: this connection is lost, the listener is not.
-                    Err(e) => {
-                        tracing::warn!("TCP setup: accept failed: {e}");
-                        break;
-                    }
-                }
-            }
-            // Move every handshake along.
-            let mut i = 0;
-            while i < conns.len() {
-                match conns[i].1.progress(&ours, &taken) {
-                    Progress::Pending => i += 1,
-                    Progress::Done(peer) => {
-                        let (_, mut c) = conns.swap_remove(i);
-                        let _ = poll.registry().deregister(&mut c.stream);
-                        if taken[peer] {
-                            tracing::warn!(peer, remote = %c.remote, "TCP setup: dropping a second connection from a connected rank");
-                        } else {
-                            taken[peer] = true;
-                            done[peer] = Some(c.stream);
-                        }
-                    }
-                    Progress::Failed(why) => {
-                        let (_, mut c) = conns.swap_remove(i);
-                        let _ = poll.registry().deregister(&mut c.stream);
-                        match c.target {
-                            Some(peer) => {
-                                tracing::debug!(peer, remote = %c.remote, "TCP setup: retrying: {why}");
-                                last_error[peer] = Some(why);
-                                let wait = backoff[peer];
-                                backoff[peer] = (wait * 2).min(MAX_RETRY);
-                                retries.push(Retry {
-                                    peer,
-                                    at: Instant::now() + wait,
-                                });
-                            }
-                            None => tracing::warn!(
-                                remote = %c.remote,
-                                "TCP setup: dropping a connection that is not a peer of this job: {why}"
-                            ),
-                        }
-                    }
-                }
-            }
-            if taken.iter().all(|&t| t) {
-                break;
-            }
-            let now = Instant::now();
-            let mut sleep = deadline.saturating_duration_since(now).min(TICK);
-            if let Some(r) = retries.iter().map(|r| r.at).min() {
-                sleep = sleep.min(r.saturating_duration_since(now));
-            }
-            match poll.poll(&mut events, Some(sleep)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err(rank)(e)),
+                Err(e) => self.retry_later(r.peer, now, format!("connect to {addr}: {e}")),
             }
         }
-        drop(conns);
-        TcpEndpoint::from_streams(rank, done)
+    }
+
+    /// Accepts whoever is waiting on the listener.
+    fn accept_waiting(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut s, remote)) => {
+                    if self.conns.len() >= self.max_pending {
+                        tracing::warn!(%remote, "TCP setup: too many pending connections, dropping");
+                        continue;
+                    }
+                    let _ = s.set_nodelay(true);
+                    match self.register(&mut s) {
+                        Ok(tok) => {
+                            let c = Conn::new(s, remote, None, &self.ours);
+                            self.conns.push((tok, c));
+                        }
+                        Err(e) => tracing::warn!(%remote, "TCP setup: cannot poll: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // E.g. ECONNABORTED or EMFILE: this connection is lost, the listener is not.
+                Err(e) => {
+                    tracing::warn!("TCP setup: accept failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Moves every handshake along; finished ones become links, failed connects are
+    /// retried, failed strangers dropped.
+    fn move_handshakes(&mut self) {
+        let mut i = 0;
+        while i < self.conns.len() {
+            match self.conns[i].1.progress(&self.ours, &self.taken) {
+                Progress::Pending => i += 1,
+                Progress::Done(peer) => {
+                    let (_, mut c) = self.conns.swap_remove(i);
+                    let _ = self.poll.registry().deregister(&mut c.stream);
+                    if self.taken[peer] {
+                        tracing::warn!(peer, remote = %c.remote, "TCP setup: dropping a second connection from a connected rank");
+                    } else {
+                        self.taken[peer] = true;
+                        self.done[peer] = Some(c.stream);
+                    }
+                }
+                Progress::Failed(why) => {
+                    let (_, mut c) = self.conns.swap_remove(i);
+                    let _ = self.poll.registry().deregister(&mut c.stream);
+                    match c.target {
+                        Some(peer) => {
+                            tracing::debug!(peer, remote = %c.remote, "TCP setup: retrying: {why}");
+                            self.retry_later(peer, Instant::now(), why);
+                        }
+                        None => tracing::warn!(
+                            remote = %c.remote,
+                            "TCP setup: dropping a connection that is not a peer of this job: {why}"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps on the poll until something is ready, the next retry is due, a tick passes
+    /// or `deadline` comes.
+    fn sleep(&mut self, deadline: Instant) -> Result<(), LinkError> {
+        let now = Instant::now();
+        let mut sleep = deadline.saturating_duration_since(now).min(TICK);
+        if let Some(r) = self.retries.iter().map(|r| r.at).min() {
+            sleep = sleep.min(r.saturating_duration_since(now));
+        }
+        match self.poll.poll(&mut self.events, Some(sleep)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(source) => Err(LinkError::Io {
+                peer: self.rank,
+                source,
+            }),
+        }
     }
 }
