@@ -148,6 +148,16 @@ impl Default for Config {
     }
 }
 
+/// An on/off variable: `1`/`true`/`yes` or `0`/`false`/`no`; empty means `empty`.
+fn switch(var: &str, value: &str, empty: bool) -> Result<bool> {
+    match value.trim() {
+        "" => Ok(empty),
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(bad(var, value, "expected 0 or 1")),
+    }
+}
+
 fn bad(var: &str, value: &str, reason: impl Into<String>) -> Error {
     Error::Config {
         var: var.into(),
@@ -214,11 +224,7 @@ impl Config {
             };
         }
         if let Some(v) = get("FERROCOLL_SHM_DIRECT") {
-            c.shm_direct = match v.trim() {
-                "" | "1" | "true" | "yes" => true,
-                "0" | "false" | "no" => false,
-                _ => return Err(bad("FERROCOLL_SHM_DIRECT", &v, "expected 0 or 1")),
-            };
+            c.shm_direct = switch("FERROCOLL_SHM_DIRECT", &v, true)?;
         }
         if let Some(v) = get("FERROCOLL_DIRECT_MIN_BYTES") {
             c.direct_min_bytes = v
@@ -227,17 +233,7 @@ impl Config {
                 .map_err(|_| bad("FERROCOLL_DIRECT_MIN_BYTES", &v, "not a number of bytes"))?;
         }
         if let Some(v) = get("FERROCOLL_SINGLE_COPY_REDUCTIONS") {
-            c.single_copy_reductions = match v.trim() {
-                "1" | "true" | "yes" => true,
-                "" | "0" | "false" | "no" => false,
-                _ => {
-                    return Err(bad(
-                        "FERROCOLL_SINGLE_COPY_REDUCTIONS",
-                        &v,
-                        "expected 0 or 1",
-                    ))
-                }
-            };
+            c.single_copy_reductions = switch("FERROCOLL_SINGLE_COPY_REDUCTIONS", &v, false)?;
         }
         if let Some(v) = get("FERROCOLL_STREAMING_MIN_BYTES") {
             c.streaming_min_bytes = v
@@ -422,6 +418,19 @@ mod tests {
         );
         let c = Config::from_vars(vars(&[("FERROCOLL_STREAMING_MIN_BYTES", "0")])).unwrap();
         assert_eq!(c.streaming_min_bytes, 0);
+        for (v, want) in [("1", true), ("yes", true), ("0", false), ("", false)] {
+            let c = Config::from_vars(vars(&[("FERROCOLL_SINGLE_COPY_REDUCTIONS", v)])).unwrap();
+            assert_eq!(c.single_copy_reductions, want, "{v:?}");
+        }
+        assert!(!Config::default().single_copy_reductions);
+        let e =
+            Config::from_vars(vars(&[("FERROCOLL_SINGLE_COPY_REDUCTIONS", "maybe")])).unwrap_err();
+        assert!(
+            e.to_string().contains("FERROCOLL_SINGLE_COPY_REDUCTIONS"),
+            "{e}"
+        );
+        let e = Config::from_vars(vars(&[("FERROCOLL_SHM_DIRECT", "2")])).unwrap_err();
+        assert!(e.to_string().contains("FERROCOLL_SHM_DIRECT"), "{e}");
         assert!(Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", "rdma")]))
             .unwrap_err()
             .to_string()
