@@ -264,13 +264,22 @@ impl Drop for Engine {
     }
 }
 
+/// How long the idle background worker sleeps before it looks at the queue again without
+/// being woken (a bound, like every wait of the engine; a submit or the communicator's drop
+/// wakes it sooner).
+const WORKER_RECHECK: Duration = Duration::from_secs(1);
+
 fn worker(shared: Arc<Shared>) {
     loop {
         {
             let mut q = lock(&shared.queue);
             while q.jobs.is_empty() && !q.shutdown {
                 q.worker_idle = true;
-                q = shared.queue_cv.wait(q).unwrap_or_else(|e| e.into_inner());
+                q = shared
+                    .queue_cv
+                    .wait_timeout(q, WORKER_RECHECK)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
                 q.worker_idle = false;
             }
             if q.jobs.is_empty() && q.shutdown {
