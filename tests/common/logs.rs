@@ -2,6 +2,8 @@
 //! into one file each (stdout and stderr together, in the order written), and the files are
 //! printed, labelled by rank, only when the test fails. A passing test prints nothing of
 //! its ranks, and the ranks' lines never interleave with each other or with the harness's.
+//! `FC_SHOW_RANKS=1` prints them after a passing job too (the ranks' own figures, e.g. the
+//! resident sets of tests/memory.rs in `.ci/long.sh`).
 
 use std::cell::Cell;
 use std::fs::File;
@@ -10,8 +12,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The log files of one job's ranks, in a fresh directory that is removed on drop. Dropped
-/// while its thread panics (a failed assertion), it first prints every rank's output to
-/// standard error, labelled by rank.
+/// while its thread panics (a failed assertion), or with `FC_SHOW_RANKS=1`, it first prints
+/// every rank's output to standard error, labelled by rank.
 pub struct RankLogs {
     what: String,
     dir: PathBuf,
@@ -82,7 +84,7 @@ impl RankLogs {
 
 impl Drop for RankLogs {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("FC_SHOW_RANKS").is_some_and(|v| v == "1") {
             eprint!("{}", self.dump());
         }
         let _ = std::fs::remove_dir_all(&self.dir);
