@@ -3,7 +3,7 @@
 //! whatever rank 0 sends, then is killed, and rank 0 must notice the death.
 //!
 //! The test binary re-runs itself as rank 1: `main` runs [`child_rank`] when
-//! `FERROCOLL_SHM_TEST_CHILD_JOB` names the job, and the tests otherwise (`harness = false`
+//! `FC_SHM_CHILD_JOB` names the job, and the tests otherwise (`harness = false`
 //! in Cargo.toml, through `libtest-mimic`). The child's output goes to a file, printed only
 //! when the test fails.
 
@@ -17,7 +17,7 @@ use libtest_mimic::{Arguments, Trial};
 
 const T: Duration = Duration::from_secs(20);
 
-const CHILD_JOB: &str = "FERROCOLL_SHM_TEST_CHILD_JOB";
+const CHILD_JOB: &str = "FC_SHM_CHILD_JOB";
 
 fn main() {
     if let Ok(j) = std::env::var(CHILD_JOB) {
