@@ -7,4 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release -p ferrocoll --lib -- --ignored --nocapture encoders_exhaustive
 cargo test --release -p ferrocoll-transports --lib -- --ignored --nocapture shm_bench
-FC_MEM_CALLS=1000 cargo test --release --test memory -- --nocapture
+# FC_SHOW_RANKS=1: the ranks' resident-set figures are printed though the test passes.
+FC_MEM_CALLS=1000 FC_SHOW_RANKS=1 cargo test --release --test memory

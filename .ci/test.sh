@@ -69,7 +69,15 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build -p ferrocoll-ffi
 # tests/train_dp_cli.rs runs the example binary, which `--all-targets` builds only as a test.
 cargo build -p ferrocoll --example train_dp
-cargo test --workspace --all-targets
+# Every target but the criterion benchmarks, which run next in test mode (each benchmark once,
+# to check it runs): criterion prints two lines per benchmark, shown only when one fails.
+cargo test --workspace --lib --bins --tests --examples
+if ! bench_out=$(cargo test --workspace --bench '*' 2>&1); then
+    echo "$bench_out"
+    echo "error: a benchmark failed in test mode (cargo test --workspace --bench '*')" >&2
+    exit 1
+fi
+echo "benchmarks in test mode: ok ($(grep -c '^Success' <<<"$bench_out") run once each)"
 cargo test --workspace --doc
 
 # ---- issue 6 (C ABI, Python): pytest suite and torch backend (begin) ----------------------

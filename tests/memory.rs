@@ -1,13 +1,18 @@
 //! Memory (issue 5): a rank running 64 MiB all-reduces keeps its resident set within the
 //! buffer plus 64 MiB, and the resident set does not grow from the 10th call to the last —
 //! scratch and per-call state are reused, not reallocated. Two real processes, over shared
-//! memory and over TCP; the test binary re-runs itself as the ranks (`FC_MEM_CHILD`).
+//! memory and over TCP; the test binary re-runs itself as the ranks (`FC_MEM_CHILD` makes
+//! `main` run [`child_rank`] instead of the tests: `harness = false`, tests/common/harness.rs).
+//! Each rank's output is kept in its own file and printed only when the test fails.
 //!
 //! The suite runs 25 calls per transport (a debug build on a 2-core CI machine); `.ci/long.sh`
 //! runs the full 1,000 in release (`FC_MEM_CALLS=1000`).
 
+mod common;
+
 use std::process::Command;
 
+use common::logs::RankLogs;
 use ferrocoll::launch::spawn_local_command;
 use ferrocoll::{Communicator, ReduceOp};
 
@@ -34,11 +39,19 @@ fn rss() -> (usize, usize) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-#[test]
-fn child_rank() {
-    if std::env::var("FC_MEM_CHILD").is_err() {
-        return;
+fn main() {
+    if std::env::var_os("FC_MEM_CHILD").is_some() {
+        child_rank();
     }
+    common::harness::run_tests(&[(
+        "rss_bounded_and_flat_over_many_all_reduces",
+        rss_bounded_and_flat_over_many_all_reduces,
+    )]);
+}
+
+/// The ranks' side (run by `main` under `FC_MEM_CHILD`): exits 0 when this rank's results,
+/// peak and growth are within bounds, 1 otherwise (the reason on standard error).
+fn child_rank() -> ! {
     let c = Communicator::from_env().unwrap_or_else(|e| panic!("from_env: {e}"));
     let mut buf = vec![c.rank() as f32 + 1.0; BYTES / 4];
     let mut steady = 0;
@@ -83,13 +96,13 @@ fn child_rank() {
     std::process::exit(code);
 }
 
-#[test]
 fn rss_bounded_and_flat_over_many_all_reduces() {
     for transport in ["shm", "tcp"] {
+        let logs = RankLogs::new(&format!("memory {transport}"));
         let st = spawn_local_command(
             2,
-            || Command::new(std::env::current_exe().expect("test binary path")),
-            &["--exact", "child_rank", "--nocapture", "--test-threads=1"].map(Into::into),
+            logs.command(|| Command::new(std::env::current_exe().expect("test binary path"))),
+            &[],
             &[
                 ("FC_MEM_CHILD".into(), "1".into()),
                 ("FERROCOLL_TRANSPORT".into(), transport.into()),

@@ -1,6 +1,8 @@
 //! Real processes on this host over shared memory and TCP (issue 3): every collective against
 //! the reference, a rank killed mid-loop, a rank stopped mid-loop. The test binary re-runs
-//! itself as the ranks (`FC_CHILD` tells the child what to do).
+//! itself as the ranks: `FC_CHILD` makes `main` run [`child_rank`] (and tells it what to do)
+//! instead of the tests (`harness = false`, tests/common/harness.rs). Each rank's output is
+//! kept in its own file and printed, labelled by rank, only when the test fails.
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use common::logs::RankLogs;
 use common::{run_case, Case};
 use ferrocoll::launch::{spawn_children, spawn_local_command};
 use ferrocoll::Collective;
@@ -16,13 +19,6 @@ use ferrocoll::{Communicator, DataType, Error, ReduceOp};
 
 fn me() -> Command {
     Command::new(std::env::current_exe().expect("test binary path"))
-}
-
-fn args() -> Vec<std::ffi::OsString> {
-    ["--exact", "child_rank", "--nocapture", "--test-threads=1"]
-        .iter()
-        .map(Into::into)
-        .collect()
 }
 
 fn env(scenario: &str, transport: &str, timeout_s: &str) -> Vec<(String, String)> {
@@ -34,19 +30,37 @@ fn env(scenario: &str, transport: &str, timeout_s: &str) -> Vec<(String, String)
     ]
 }
 
-/// The ranks' side. Exit code 0 means the scenario's expectation held on this rank (for
-/// `kill`/`stop`: that the rank wrote its report for the parent to check).
-#[test]
-fn child_rank() {
-    let Ok(scenario) = std::env::var("FC_CHILD") else {
-        return;
-    };
+fn main() {
+    if let Ok(scenario) = std::env::var("FC_CHILD") {
+        child_rank(&scenario);
+    }
+    common::harness::run_tests(&[
+        (
+            "every_collective_across_processes",
+            every_collective_across_processes,
+        ),
+        ("sixty_four_mib_all_reduce", sixty_four_mib_all_reduce),
+        (
+            "killed_rank_fails_the_survivors_and_leaves_no_segment",
+            killed_rank_fails_the_survivors_and_leaves_no_segment,
+        ),
+        (
+            "stopped_rank_times_out_the_survivors",
+            stopped_rank_times_out_the_survivors,
+        ),
+    ]);
+}
+
+/// The ranks' side (run by `main` under `FC_CHILD`). Exit code 0 means the scenario's
+/// expectation held on this rank (for `kill`/`stop`: that the rank wrote its report for the
+/// parent to check).
+fn child_rank(scenario: &str) -> ! {
     let c = Communicator::from_env().unwrap_or_else(|e| panic!("from_env: {e}"));
-    let code = match scenario.as_str() {
+    let code = match scenario {
         "matrix" => matrix(&c, false),
         "matrix-lite" => matrix(&c, true),
         "big" => big(&c),
-        "kill" | "stop" => fault(&c, &scenario),
+        "kill" | "stop" => fault(&c, scenario),
         _ => 3,
     };
     std::process::exit(code);
@@ -262,10 +276,13 @@ fn read_report(dir: &Path, rank: usize) -> Option<Report> {
 }
 
 /// The children of one job; dropping it kills and reaps whatever still runs (a stopped rank,
-/// or every rank when an assertion fails), so no test leaves processes behind.
+/// or every rank when an assertion fails), so no test leaves processes behind, and then
+/// (when an assertion failed) prints each rank's output.
 struct Job {
     kids: Vec<Child>,
     reports: PathBuf,
+    /// Dropped after [`Job::drop`] has killed the ranks.
+    _logs: RankLogs,
 }
 
 impl Job {
@@ -279,8 +296,13 @@ impl Job {
         std::fs::create_dir_all(&reports).unwrap();
         let mut e = env(scenario, transport, &timeout.as_secs().to_string());
         e.push(("FC_REPORT".into(), reports.to_string_lossy().into_owned()));
-        let kids = spawn_children(np, me, &args(), &e).unwrap();
-        Job { kids, reports }
+        let logs = RankLogs::new(&format!("{scenario} {transport} np={np}"));
+        let kids = spawn_children(np, logs.command(me), &[], &e).unwrap();
+        Job {
+            kids,
+            reports,
+            _logs: logs,
+        }
     }
 
     /// Waits for `ranks` to exit; past `deadline` it fails (a hang; dropping the job on the
@@ -361,7 +383,6 @@ fn shm_files() -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
 fn every_collective_across_processes() {
     // World sizes 1–8. 6 and 7 (the non-power-of-two sizes 3 and 5 do not already cover: an
     // even one with an odd factor, and the largest prime) run the reduced matrix (one
@@ -373,7 +394,9 @@ fn every_collective_across_processes() {
             } else {
                 "matrix"
             };
-            let st = spawn_local_command(np, me, &args(), &env(scenario, transport, "60")).unwrap();
+            let logs = RankLogs::new(&format!("{scenario} {transport} np={np}"));
+            let e = env(scenario, transport, "60");
+            let st = spawn_local_command(np, logs.command(me), &[], &e).unwrap();
             assert!(
                 st.iter().all(|s| s.success()),
                 "{transport} np={np}: {st:?}"
@@ -382,10 +405,11 @@ fn every_collective_across_processes() {
     }
 }
 
-#[test]
 fn sixty_four_mib_all_reduce() {
     for transport in ["shm", "tcp"] {
-        let st = spawn_local_command(2, me, &args(), &env("big", transport, "60")).unwrap();
+        let logs = RankLogs::new(&format!("big {transport}"));
+        let st =
+            spawn_local_command(2, logs.command(me), &[], &env("big", transport, "60")).unwrap();
         assert!(st.iter().all(|s| s.success()), "{transport}: {st:?}");
     }
 }
@@ -396,7 +420,6 @@ fn sixty_four_mib_all_reduce() {
 /// pid is gone), or a survivor that failed before (having seen the death, it closed its
 /// links) — always leading back to the dead rank. A dead peer is detected, not waited out:
 /// a `Timeout` here would mean detection failed and only the deadline caught it.
-#[test]
 fn killed_rank_fails_the_survivors_and_leaves_no_segment() {
     let before = shm_files();
     let t_out = Duration::from_secs(3);
@@ -468,7 +491,6 @@ fn killed_rank_fails_the_survivors_and_leaves_no_segment() {
 /// error is a `Timeout` or a `PeerFailed` whose blame leads to a survivor that timed out, at
 /// least one `Timeout` names the stopped rank, and all arrive between half the timeout and
 /// twice the timeout after the stop.
-#[test]
 fn stopped_rank_times_out_the_survivors() {
     let t_out = Duration::from_secs(2);
     let np = 3;

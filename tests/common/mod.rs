@@ -1,6 +1,9 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
+pub mod harness;
+pub mod logs;
+
 use std::ffi::c_void;
 
 use ferrocoll::verify::{count_wrong, expected, magnitudes, test_input};

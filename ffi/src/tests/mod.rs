@@ -10,12 +10,20 @@ use std::sync::Once;
 
 use crate::*;
 
-/// Loopback and a short deadline for every test: set once, before any test reads them.
+/// Loopback and a short deadline for every test: set once, before any test reads them. And
+/// the library's log lines (warnings, as its default) through the test harness's capture, so
+/// that they show with a failing test only: installed first, this subscriber is the one the
+/// library's own `init_logging` (stderr) then finds in place.
 pub(crate) fn test_env() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         std::env::set_var("FERROCOLL_SOCKET_IFNAME", "lo");
         std::env::set_var("FERROCOLL_TIMEOUT", "20");
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+            .with_ansi(false)
+            .with_test_writer()
+            .try_init();
     });
 }
 

@@ -1,4 +1,5 @@
 //! Tests of the shared-memory transport: ranks are threads, each mapping the segment itself.
+//! Ranks in separate processes: `tests/shm_processes.rs`.
 
 use super::*;
 use crate::copy::Stores;
@@ -333,86 +334,7 @@ fn shm_bad_arguments_are_errors() {
     assert!(ShmEndpoint::open(&j, 0, 2, &[0, 1], usize::MAX, T).is_err());
 }
 
-const CHILD_JOB: &str = "FERROCOLL_SHM_TEST_CHILD_JOB";
-
-/// Rank 1 of [`shm_cross_process_echo_then_kill`], run in a child process: echoes every byte
-/// back to rank 0 until the link closes. Does nothing when run directly.
-#[test]
-fn shm_child_rank() {
-    let Ok(j) = std::env::var(CHILD_JOB) else {
-        return;
-    };
-    let mut ep = ShmEndpoint::open(&j, 1, 2, &[0, 1], 64 << 10, T).unwrap();
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let token = ep.activity_token();
-        let n = match ep.link(0).unwrap().read_into(&mut buf) {
-            Ok(n) => n,
-            Err(_) => return,
-        };
-        let mut off = 0;
-        while off < n {
-            let token = ep.activity_token();
-            let k = ep.link(0).unwrap().try_write(&buf[off..n]).unwrap();
-            off += k;
-            if k == 0 {
-                ep.wait(token, T).unwrap();
-            }
-        }
-        if n == 0 {
-            ep.wait(token, T).unwrap();
-        }
-    }
-}
-
-#[test]
-fn shm_cross_process_echo_then_kill() {
-    let j = job("xproc");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "shm::tests::shm_child_rank", "--nocapture"])
-        .env(CHILD_JOB, &j)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut ep = ShmEndpoint::open(&j, 0, 2, &[0, 1], 64 << 10, T).unwrap();
-    assert!(!segment_path(&j, &[0, 1]).exists());
-    let out = pattern(0, 1, 8 << 20);
-    let mut back = Vec::with_capacity(out.len());
-    let mut sent = 0;
-    let deadline = Instant::now() + T;
-    while back.len() < out.len() {
-        assert!(Instant::now() < deadline, "echo stalled");
-        let token = ep.activity_token();
-        let l = ep.link(1).unwrap();
-        let k = l.try_write(&out[sent..]).unwrap();
-        sent += k;
-        let s = l.peek().unwrap();
-        let r = s.len();
-        back.extend_from_slice(s);
-        l.consume(r);
-        if k == 0 && r == 0 {
-            ep.wait(token, Duration::from_secs(1)).unwrap();
-        }
-    }
-    assert!(back == out, "echo differs");
-    // SIGKILL: the child never closes its rings; its pid must give it away.
-    child.kill().unwrap();
-    let start = Instant::now();
-    let err = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "death not noticed"
-        );
-        let token = ep.activity_token();
-        if let Err(e) = ep.link(1).unwrap().peek() {
-            break e;
-        }
-        ep.wait(token, Duration::from_secs(5)).unwrap();
-    };
-    assert!(matches!(err, LinkError::Closed { peer: 1 }), "{err:?}");
-    assert!(start.elapsed() < Duration::from_millis(1500));
-    child.wait().unwrap();
-}
+// Between two processes (rank 1 a child that echoes, then is killed): tests/shm_processes.rs.
 
 /// Measures one-way streaming bandwidth and 8-byte ping-pong latency between two threads.
 /// Run with `cargo test --release -p ferrocoll-transports shm_bench -- --ignored --nocapture`.
