@@ -84,24 +84,29 @@ pub(crate) struct Workspace {
     blocked: Vec<usize>,
 }
 
-/// One call in progress: the plan, the reused state, and the completion count.
+/// One call in progress: the plan, its memory and context, and the completion bookkeeping
+/// (how many dependencies each step still waits for, the local steps ready to run, how many
+/// steps are done). The per-peer send and receive states are kept apart, in the
+/// [`Workspace`], so that both can be borrowed beside this.
 struct Run<'a, 'c> {
     prep: &'a Prepared,
-    ws: &'a mut Workspace,
     mem: Mem,
     cx: &'a CallCtx<'c>,
+    remaining: &'a mut [u32],
+    ready: &'a mut Vec<u32>,
     done: usize,
 }
 
 impl Run<'_, '_> {
     /// Marks step `i` complete and makes the local steps it unblocks ready.
+    #[inline]
     fn complete(&mut self, i: usize) {
         self.done += 1;
         for &d in &self.prep.dependents[i] {
-            let left = &mut self.ws.remaining[d as usize];
+            let left = &mut self.remaining[d as usize];
             *left -= 1;
             if *left == 0 && prepared::is_local(&self.prep.steps[d as usize]) {
-                self.ws.ready.push(d);
+                self.ready.push(d);
             }
         }
     }
@@ -117,7 +122,7 @@ impl Run<'_, '_> {
     /// As for [`execute`].
     unsafe fn run_ready_locals(&mut self) -> Result<bool> {
         let mut progressed = false;
-        while let Some(i) = self.ws.ready.pop() {
+        while let Some(i) = self.ready.pop() {
             // SAFETY: the regions lie in memory valid per `execute`'s contract.
             unsafe { local::run(&self.prep.steps[i as usize], self.mem, self.cx)? };
             self.complete(i as usize);
@@ -126,31 +131,10 @@ impl Run<'_, '_> {
         Ok(progressed)
     }
 
-    /// Whether a step of `peer`'s waits on the link: a send or receive whose dependencies
-    /// are met, or an unacknowledged single-copy send.
-    fn waits_on_link(&self, peer: usize) -> bool {
-        let ws = &self.ws;
-        let link_bound = |list: &[u32], idx: usize| {
-            list.get(idx)
-                .is_some_and(|&i| ws.remaining[i as usize] == 0)
-        };
-        link_bound(&self.prep.sends[peer], ws.sst[peer].idx)
-            || link_bound(&self.prep.recvs[peer], ws.rst[peer].idx)
-            || !ws.unacked[peer].is_empty()
-    }
-
-    /// The peers this call still has traffic with (for a timeout's report).
-    fn pending_peers(&self) -> Vec<usize> {
-        let (p, ws) = (self.prep, &self.ws);
-        p.active
-            .iter()
-            .copied()
-            .filter(|&q| {
-                ws.sst[q].idx < p.sends[q].len()
-                    || ws.rst[q].idx < p.recvs[q].len()
-                    || !ws.unacked[q].is_empty()
-            })
-            .collect()
+    /// Whether the first pending step of `list` (at `idx`) has its dependencies met.
+    fn link_bound(&self, list: &[u32], idx: usize) -> bool {
+        list.get(idx)
+            .is_some_and(|&i| self.remaining[i as usize] == 0)
     }
 }
 
@@ -169,21 +153,31 @@ pub(crate) unsafe fn execute(
 ) -> Result<()> {
     let n = prep.steps.len();
     let world = prep.sends.len();
-    ws.remaining.clear();
-    ws.remaining.extend_from_slice(&prep.ndeps);
-    ws.ready.clear();
-    ws.ready.extend_from_slice(&prep.initially_ready);
-    ws.sst.clear();
-    ws.sst.resize(world, SendState::default());
-    ws.rst.clear();
-    ws.rst.resize(world, RecvState::default());
-    ws.unacked.iter_mut().for_each(VecDeque::clear);
-    ws.unacked.resize_with(world, VecDeque::new);
+    let Workspace {
+        remaining,
+        ready,
+        sst,
+        rst,
+        unacked,
+        bounce,
+        blocked,
+    } = ws;
+    remaining.clear();
+    remaining.extend_from_slice(&prep.ndeps);
+    ready.clear();
+    ready.extend_from_slice(&prep.initially_ready);
+    sst.clear();
+    sst.resize(world, SendState::default());
+    rst.clear();
+    rst.resize(world, RecvState::default());
+    unacked.iter_mut().for_each(VecDeque::clear);
+    unacked.resize_with(world, VecDeque::new);
     let mut run = Run {
         prep,
-        ws,
         mem,
         cx,
+        remaining,
+        ready,
         done: 0,
     };
     let mut idle = Idle::new(Instant::now());
@@ -191,18 +185,24 @@ pub(crate) unsafe fn execute(
         let token = ep.activity_token();
         // SAFETY: `execute`'s contract, passed on.
         let mut progressed = unsafe { run.run_ready_locals()? };
-        run.ws.blocked.clear();
+        blocked.clear();
         for &peer in &prep.active {
             let link = ep
                 .link(peer)
                 .ok_or_else(|| Error::Internal(format!("no link to rank {peer}")))?;
+            let (st, rs, un) = (&mut sst[peer], &mut rst[peer], &mut unacked[peer]);
             // SAFETY: `execute`'s contract, passed on.
-            progressed |= unsafe { run.sends(peer, link)? };
-            progressed |= run.acks(peer, link)?;
+            progressed |= unsafe { run.sends(st, rs, un, peer, link)? };
+            progressed |= run.acks(un, link)?;
             // SAFETY: `execute`'s contract, passed on.
-            progressed |= unsafe { run.recvs(peer, link)? };
-            if run.waits_on_link(peer) {
-                run.ws.blocked.push(peer);
+            progressed |= unsafe { run.recvs(rs, bounce, peer, link)? };
+            // A step of this peer's waits on the link: a send or receive whose dependencies
+            // are met, or an unacknowledged single-copy send.
+            if run.link_bound(&prep.sends[peer], st.idx)
+                || run.link_bound(&prep.recvs[peer], rs.idx)
+                || !un.is_empty()
+            {
+                blocked.push(peer);
             }
         }
         if run.done == n {
@@ -212,18 +212,28 @@ pub(crate) unsafe fn execute(
             Next::Poll => {}
             Next::Abort => return Err(Error::Aborted),
             Next::Timeout => {
+                let peers = prep
+                    .active
+                    .iter()
+                    .copied()
+                    .filter(|&q| {
+                        sst[q].idx < prep.sends[q].len()
+                            || rst[q].idx < prep.recvs[q].len()
+                            || !unacked[q].is_empty()
+                    })
+                    .collect();
                 return Err(Error::Timeout {
                     rank: cx.rank,
                     seq: cx.header.seq,
-                    peers: run.pending_peers(),
+                    peers,
                     waited: idle.stalled(),
-                })
+                });
             }
             Next::Sleep(nap) => {
-                let r = if run.ws.blocked.is_empty() {
+                let r = if blocked.is_empty() {
                     ep.wait(token, nap)
                 } else {
-                    ep.wait_for(token, nap, &run.ws.blocked)
+                    ep.wait_for(token, nap, blocked)
                 };
                 r.map_err(|e| run.link_err(e))?;
             }

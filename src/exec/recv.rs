@@ -42,25 +42,15 @@ impl Default for RecvState {
 }
 
 impl Run<'_, '_> {
-    /// Moves the receives from `peer` as far as the link has bytes; whether anything moved.
+    /// Moves the receives from `peer` (state `rs`) as far as the link has bytes; whether
+    /// anything moved. `bounce` is the landing area of single-copy reductions.
     ///
     /// # Safety
     /// As for [`super::execute`].
-    pub(super) unsafe fn recvs(&mut self, peer: usize, link: &mut dyn Link) -> Result<bool> {
-        let mut rs = std::mem::take(&mut self.ws.rst[peer]);
-        // SAFETY: passed on from the caller.
-        let r = unsafe { self.recvs_with(&mut rs, peer, link) };
-        self.ws.rst[peer] = rs;
-        r
-    }
-
-    /// [`Run::recvs`] on the peer's state, taken out of the workspace meanwhile.
-    ///
-    /// # Safety
-    /// As for [`super::execute`].
-    unsafe fn recvs_with(
+    pub(super) unsafe fn recvs(
         &mut self,
         rs: &mut RecvState,
+        bounce: &mut Vec<u64>,
         peer: usize,
         link: &mut dyn Link,
     ) -> Result<bool> {
@@ -68,7 +58,7 @@ impl Run<'_, '_> {
         let mut progressed = false;
         while let Some(&i) = prep.recvs[peer].get(rs.idx) {
             let i = i as usize;
-            if self.ws.remaining[i] > 0 {
+            if self.remaining[i] > 0 {
                 break;
             }
             let Step::Recv { dst, with, .. } = prep.steps[i] else {
@@ -88,7 +78,7 @@ impl Run<'_, '_> {
             }
             if let Some(addr) = rs.single_copy {
                 // SAFETY: passed on from the caller.
-                unsafe { self.read_single_copy(rs, addr, peer, link, dst, with)? };
+                unsafe { self.read_single_copy(rs, bounce, addr, peer, link, dst, with)? };
                 progressed = true;
             }
             if with.is_none() {
@@ -146,9 +136,11 @@ impl Run<'_, '_> {
     ///
     /// # Safety
     /// As for [`super::execute`].
+    #[allow(clippy::too_many_arguments)]
     unsafe fn read_single_copy(
         &mut self,
         rs: &mut RecvState,
+        bounce: &mut Vec<u64>,
         addr: u64,
         peer: usize,
         link: &mut dyn Link,
@@ -173,7 +165,6 @@ impl Run<'_, '_> {
             d.read(addr, out).map_err(|e| link_err_of(cx, e))?;
             rs.got = total;
         } else {
-            let bounce = &mut self.ws.bounce;
             bounce.resize(BOUNCE_BYTES / 8, 0);
             // SAFETY: plain bytes of a live Vec<u64>.
             let b = unsafe {
@@ -183,7 +174,7 @@ impl Run<'_, '_> {
                 let k = (total - rs.got).min(BOUNCE_BYTES);
                 d.read(addr + rs.got as u64, &mut b[..k])
                     .map_err(|e| link_err_of(cx, e))?;
-                // SAFETY: as for the streamed path in `recvs_with`.
+                // SAFETY: as for the streamed path in `recvs`.
                 unsafe { absorb(rs, &b[..k], dst, with, mem, cx) };
             }
         }

@@ -3,8 +3,10 @@
 
 use ferrocoll_transports::{Link, LinkError};
 
+use std::collections::VecDeque;
+
 use super::frame::{Frame, FRAME_BYTES};
-use super::recv::check_frame;
+use super::recv::{check_frame, RecvState};
 use super::{local, Run};
 use crate::error::{Error, Result};
 use crate::schedule::Step;
@@ -22,25 +24,17 @@ pub(super) struct SendState {
 }
 
 impl Run<'_, '_> {
-    /// Moves the sends to `peer` as far as the link takes them; whether anything moved.
+    /// Moves the sends to `peer` (state `st`) as far as the link takes them; whether
+    /// anything moved. `rs` is the peer's receive state (read for error reports), `unacked`
+    /// its single-copy sends awaiting acknowledgement.
     ///
     /// # Safety
     /// As for [`super::execute`].
-    pub(super) unsafe fn sends(&mut self, peer: usize, link: &mut dyn Link) -> Result<bool> {
-        let mut st = std::mem::take(&mut self.ws.sst[peer]);
-        // SAFETY: passed on from the caller.
-        let r = unsafe { self.sends_with(&mut st, peer, link) };
-        self.ws.sst[peer] = st;
-        r
-    }
-
-    /// [`Run::sends`] on the peer's state, taken out of the workspace meanwhile.
-    ///
-    /// # Safety
-    /// As for [`super::execute`].
-    unsafe fn sends_with(
+    pub(super) unsafe fn sends(
         &mut self,
         st: &mut SendState,
+        rs: &RecvState,
+        unacked: &mut VecDeque<(u32, u64)>,
         peer: usize,
         link: &mut dyn Link,
     ) -> Result<bool> {
@@ -48,7 +42,7 @@ impl Run<'_, '_> {
         let mut progressed = false;
         while let Some(&i) = prep.sends[peer].get(st.idx) {
             let i = i as usize;
-            if self.ws.remaining[i] > 0 {
+            if self.remaining[i] > 0 {
                 break;
             }
             let Step::Send { src, .. } = prep.steps[i] else {
@@ -80,7 +74,7 @@ impl Run<'_, '_> {
             while st.hdr_sent < FRAME_BYTES {
                 let k = match link.try_write(&hdr[st.hdr_sent..]) {
                     Ok(k) => k,
-                    Err(e) => return Err(self.send_err(e, peer, link)),
+                    Err(e) => return Err(self.send_err(e, rs, peer, link)),
                 };
                 if k == 0 {
                     break;
@@ -93,7 +87,7 @@ impl Run<'_, '_> {
                     break;
                 }
                 let ticket = link.single_copy().map_or(0, |d| d.post());
-                self.ws.unacked[peer].push_back((i as u32, ticket));
+                unacked.push_back((i as u32, ticket));
                 *st = SendState {
                     idx: st.idx + 1,
                     ..SendState::default()
@@ -127,7 +121,7 @@ impl Run<'_, '_> {
                 };
                 let k = match wrote {
                     Ok(k) => k,
-                    Err(e) => return Err(self.send_err(e, peer, link)),
+                    Err(e) => return Err(self.send_err(e, rs, peer, link)),
                 };
                 st.sent += k;
                 progressed |= k > 0;
@@ -148,9 +142,13 @@ impl Run<'_, '_> {
         Ok(progressed)
     }
 
-    /// Completes the single-copy sends to `peer` that the peer has acknowledged.
-    pub(super) fn acks(&mut self, peer: usize, link: &mut dyn Link) -> Result<bool> {
-        if self.ws.unacked[peer].is_empty() {
+    /// Completes the single-copy sends (`unacked`) that the peer has acknowledged.
+    pub(super) fn acks(
+        &mut self,
+        unacked: &mut VecDeque<(u32, u64)>,
+        link: &mut dyn Link,
+    ) -> Result<bool> {
+        if unacked.is_empty() {
             return Ok(false);
         }
         let acked = match link.single_copy() {
@@ -158,11 +156,11 @@ impl Run<'_, '_> {
             None => 0,
         };
         let mut progressed = false;
-        while let Some(&(j, t)) = self.ws.unacked[peer].front() {
+        while let Some(&(j, t)) = unacked.front() {
             if t > acked {
                 break;
             }
-            self.ws.unacked[peer].pop_front();
+            unacked.pop_front();
             self.complete(j as usize);
             progressed = true;
         }
@@ -172,8 +170,7 @@ impl Run<'_, '_> {
     /// The error of a failed write to `peer`. A peer that closed may have done so because it
     /// saw a mismatch: if its next header is readable, report what it called rather than
     /// just "closed".
-    fn send_err(&self, e: LinkError, peer: usize, link: &mut dyn Link) -> Error {
-        let rs = &self.ws.rst[peer];
+    fn send_err(&self, e: LinkError, rs: &RecvState, peer: usize, link: &mut dyn Link) -> Error {
         if rs.hdr_got == 0 && rs.got == 0 {
             if let Ok(s) = link.peek() {
                 if let Some(raw) = s
