@@ -24,7 +24,7 @@ use crate::types::ReduceOp;
 const CACHE_LIMIT: usize = 256;
 
 /// The shape of one call, as the planner needs it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CallShape {
     /// The collective.
     pub spec: CollSpec,
@@ -60,6 +60,9 @@ pub(crate) struct Planner {
     single_copy_reductions: bool,
     streaming_min: usize,
     cache: HashMap<PlanKey, Arc<Prepared>>,
+    /// The last call's shape and plan: a training loop repeats its calls, and this skips
+    /// the tuner's and the cache's lookups for them.
+    last: Option<(CallShape, Arc<Prepared>)>,
 }
 
 impl Planner {
@@ -74,6 +77,7 @@ impl Planner {
             single_copy_reductions: cfg.single_copy_reductions,
             streaming_min: cfg.streaming_min_bytes,
             cache: HashMap::new(),
+            last: None,
         })
     }
 
@@ -89,6 +93,18 @@ impl Planner {
 
     /// The prepared plan of `call` (built, or reused from the cache).
     pub(crate) fn prepare(&mut self, call: &CallShape) -> Result<Arc<Prepared>> {
+        if let Some((shape, p)) = &self.last {
+            if shape == call {
+                return Ok(p.clone());
+            }
+        }
+        let p = self.lookup(call)?;
+        self.last = Some((*call, p.clone()));
+        Ok(p)
+    }
+
+    /// [`Planner::prepare`] through the tuner and the cache.
+    fn lookup(&mut self, call: &CallShape) -> Result<Arc<Prepared>> {
         let es = call.esize;
         let (algo, seg_bytes) = match call.p2p {
             Some(_) => (None, self.segment_bytes),
@@ -203,5 +219,74 @@ fn p2p_plan(n: usize, peer: usize, sending: bool) -> RankPlan {
     RankPlan {
         steps: vec![step],
         scratch: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Collective;
+
+    fn shape(kind: Collective, count: usize, op: ReduceOp) -> CallShape {
+        CallShape {
+            spec: CollSpec {
+                kind,
+                world: 4,
+                count,
+                root: 0,
+            },
+            esize: 4,
+            op,
+            in_place: false,
+            p2p: None,
+        }
+    }
+
+    /// Repeated calls get the same prepared plan, from the last-call fast path or the cache;
+    /// a call of another shape never gets the previous call's plan.
+    #[test]
+    fn plans_are_reused_per_shape_and_never_across_shapes() {
+        let mut p = Planner::new(&Config::default(), Topology::single_host(4), 1).unwrap();
+        let a = shape(Collective::AllReduce, 1000, ReduceOp::Sum);
+        let b = shape(Collective::AllReduce, 1000, ReduceOp::Avg);
+        let c = shape(Collective::AllGather, 1000, ReduceOp::Sum);
+        let pa = p.prepare(&a).unwrap();
+        assert!(Arc::ptr_eq(&pa, &p.prepare(&a).unwrap()));
+        let pb = p.prepare(&b).unwrap();
+        assert!(!Arc::ptr_eq(&pa, &pb), "Avg's plan has its Scale step");
+        assert!(pb.steps().iter().any(|s| matches!(s, Step::Scale { .. })));
+        assert!(!pa.steps().iter().any(|s| matches!(s, Step::Scale { .. })));
+        let pc = p.prepare(&c).unwrap();
+        assert!(!Arc::ptr_eq(&pc, &pa) && !Arc::ptr_eq(&pc, &pb));
+        assert!(Arc::ptr_eq(&pa, &p.prepare(&a).unwrap()), "from the cache");
+        assert!(Arc::ptr_eq(&pb, &p.prepare(&b).unwrap()));
+    }
+
+    /// Point-to-point plans stay eager (no single copy), reducing calls stream unless asked,
+    /// and large calls stream with streaming stores.
+    #[test]
+    fn the_copy_policy_follows_the_call() {
+        let p = Planner::new(&Config::default(), Topology::single_host(4), 1).unwrap();
+        let min = Config::default().direct_min_bytes;
+        let gather = shape(Collective::AllGather, 1000, ReduceOp::Sum);
+        assert_eq!(p.policy(&gather).single_copy_min, min);
+        assert_eq!(p.policy(&gather).stores, Stores::Cached);
+        let reduce = shape(Collective::AllReduce, 1000, ReduceOp::Sum);
+        assert_eq!(p.policy(&reduce).single_copy_min, usize::MAX);
+        let send = CallShape {
+            p2p: Some((2, true)),
+            spec: CollSpec {
+                kind: Collective::SendRecv,
+                ..gather.spec
+            },
+            ..gather
+        };
+        assert_eq!(p.policy(&send).single_copy_min, usize::MAX);
+        let big = shape(Collective::AllGather, 16 << 20, ReduceOp::Sum);
+        assert_eq!(p.policy(&big), CopyPolicy::STREAM_LARGE);
+        let mut cfg = Config::default();
+        cfg.single_copy_reductions = true;
+        let p = Planner::new(&cfg, Topology::single_host(4), 1).unwrap();
+        assert_eq!(p.policy(&reduce).single_copy_min, min);
     }
 }

@@ -27,6 +27,12 @@ impl CopyPolicy {
         single_copy_min: usize::MAX,
         stores: Stores::Cached,
     };
+
+    /// Everything through the link's byte stream, streaming stores (a large call).
+    pub const STREAM_LARGE: CopyPolicy = CopyPolicy {
+        single_copy_min: usize::MAX,
+        stores: Stores::Streaming,
+    };
 }
 
 /// A plan made ready to execute.
@@ -115,6 +121,12 @@ impl Prepared {
             policy,
             scratch: plan.scratch,
         })
+    }
+
+    /// The segmented steps.
+    #[cfg(test)]
+    pub(crate) fn steps(&self) -> &[Step] {
+        &self.steps
     }
 
     /// The steps that write the caller's input buffer. No plan may have any (the input is
