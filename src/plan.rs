@@ -284,8 +284,10 @@ mod tests {
         assert_eq!(p.policy(&send).single_copy_min, usize::MAX);
         let big = shape(Collective::AllGather, 16 << 20, ReduceOp::Sum);
         assert_eq!(p.policy(&big), CopyPolicy::STREAM_LARGE);
-        let mut cfg = Config::default();
-        cfg.single_copy_reductions = true;
+        let cfg = Config {
+            single_copy_reductions: true,
+            ..Config::default()
+        };
         let p = Planner::new(&cfg, Topology::single_host(4), 1).unwrap();
         assert_eq!(p.policy(&reduce).single_copy_min, min);
     }
