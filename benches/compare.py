@@ -33,7 +33,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER_BUILD = os.path.join(ROOT, "target", "peers")  # where benches/setup_peers.sh builds the drivers
-PEERS_VENV = os.environ.get("PEERS_VENV") or os.path.expanduser("~/.cache/ferrocoll/peers-venv")
+PEERS_VENV = (os.environ.get("PEERS_VENV") or os.environ.get("FERROCOLL_VENV")
+              or os.path.expanduser("~/.cache/ferrocoll/venv"))
 COLLS = [("all_reduce", "allreduce"), ("all_gather", "allgather"), ("reduce_scatter", "reducescatter")]
 
 

@@ -12,23 +12,25 @@
 # Idempotent: each step is skipped when its result is already there. Debian packages are
 # installed only when missing, and only as root with apt-get (otherwise the script names
 # them and stops). Environment:
-#   PEERS_VENV      the venv (default ~/.cache/ferrocoll/peers-venv; compare.py looks there)
-#   TORCH_INDEX_URL where torch comes from (default https://download.pytorch.org/whl/cpu,
-#                   the CPU-only wheel; the default PyPI wheel also works but pulls ~4 GB of
-#                   CUDA libraries that Gloo does not use)
+#   PEERS_VENV      the venv (default: the test suite's, $FERROCOLL_VENV or
+#                   ~/.cache/ferrocoll/venv, so torch is installed once; compare.py looks there)
+#   TORCH_INDEX_URL where torch comes from (default: PyPI, whose wheel carries CUDA libraries
+#                   Gloo does not use, ~5 GB; e.g. https://download.pytorch.org/whl/cpu for
+#                   the CPU-only wheel where that host is reachable)
 # Exit status: 0 when every peer is ready, 1 otherwise.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SRC="$ROOT/benches/peers"
 BUILD="$ROOT/target/peers"
-VENV=${PEERS_VENV:-$HOME/.cache/ferrocoll/peers-venv}
-TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
+VENV=${PEERS_VENV:-${FERROCOLL_VENV:-$HOME/.cache/ferrocoll/venv}}
+TORCH_INDEX_URL=${TORCH_INDEX_URL:-}
 say() { echo "[setup_peers] $*"; }
 
 # ---- 1. Debian packages ------------------------------------------------------------------
 need=()
 command -v mpirun >/dev/null || need+=(openmpi-bin)
-command -v mpicc >/dev/null || need+=(libopenmpi-dev)
+# mpicc can be present without the headers (openmpi-bin alone): compile a probe.
+echo '#include <mpi.h>' | mpicc -E -x c - >/dev/null 2>&1 || need+=(libopenmpi-dev)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
@@ -61,8 +63,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$VENV/bin/pip" install -q --upgrade pip
 fi
 if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
-    say "installing torch from $TORCH_INDEX_URL into $VENV (a few minutes)"
-    "$VENV/bin/pip" install -q --index-url "$TORCH_INDEX_URL" torch
+    say "installing torch from ${TORCH_INDEX_URL:-PyPI} into $VENV (a few minutes)"
+    "$VENV/bin/pip" install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch
 fi
 # torch warns without numpy; the driver itself does not need it.
 "$VENV/bin/python" -c 'import numpy' 2>/dev/null || "$VENV/bin/pip" install -q numpy

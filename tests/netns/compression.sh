@@ -10,12 +10,11 @@
 # max relative error; then checks the issue's targets: uncompressed busbw ≥ 95% of the link,
 # speed-up fp16 ≥ 1.8×, fp8 ≥ 3.5×, 1-bit ≥ 12×, top-k 1% ≥ 10×.
 # "The link" is what one TCP stream carries across it, measured in the same run
-# (netns_tcp_rate: payload bytes, as iperf3 reports; the peers' RESULTS.md measured Gloo's
-# 95% against iperf3 the same way): tbf counts whole Ethernet frames, so TCP payload tops
-# out near 1448/1514 of the nominal 1 Gbit. The nominal fraction is printed too. When a
-# Python with torch and the peers' torch_gloo_coll.py are found (PEERS_VENV or
-# ~/.peers-venv, FERROCOLL_PEERS or ../shared/peers), Gloo's all-reduce runs on the same
-# link in the same run, for comparison.
+# (netns_tcp_rate: payload bytes, as iperf3 reports): tbf counts whole Ethernet frames, so
+# TCP payload tops out near 1448/1514 of the nominal 1 Gbit. The nominal fraction is printed
+# too. When a Python with torch is found (PEERS_VENV, FERROCOLL_VENV or
+# ~/.cache/ferrocoll/venv; `bash benches/setup_peers.sh` installs it), Gloo's all-reduce
+# runs on the same link in the same run (benches/peers/torch_gloo_coll.py), for comparison.
 # With REPORT_ONLY=1 (the reduced CI form, tests/compress_netns.rs) missed targets are
 # reported but do not fail; failed runs and ranks that disagree still do.
 # Exit: 0 all targets met, 1 a target missed or a run failed, 77 skipped (no namespaces).
@@ -58,8 +57,8 @@ field() { grep -o "\"$2\": *[-0-9.eE+]*" "$1" | head -1 | sed 's/.*: *//'; }
 
 # Gloo on the same link, when torch and the peers' driver are there: prints its busbw or "".
 gloo_busbw() {
-  local peers=${FERROCOLL_PEERS:-$HERE/../../../shared/peers} py="" v
-  for v in "${PEERS_VENV:-}" "$HOME/.peers-venv" "${FERROCOLL_VENV:-}"; do
+  local peers=$HERE/../../benches/peers py="" v
+  for v in "${PEERS_VENV:-}" "${FERROCOLL_VENV:-}" "$HOME/.cache/ferrocoll/venv"; do
     [ -n "$v" ] && "$v/bin/python" -c 'import torch' 2>/dev/null && { py="$v/bin/python"; break; }
   done
   [ -n "$py" ] && [ -f "$peers/torch_gloo_coll.py" ] || return 1
@@ -99,7 +98,7 @@ GLOO=$(gloo_busbw) || GLOO=""
 if [ -n "$GLOO" ]; then
   printf "%-10s %12s %12.4f   (torch Gloo all_reduce, same link, same run)\n" gloo "" "$GLOO"
 else
-  echo "gloo: not run (no Python with torch or no torch_gloo_coll.py; ../shared/peers/setup.sh)"
+  echo "gloo: not run (no Python with torch; bash benches/setup_peers.sh installs it)"
 fi
 if [ -n "${TIME[none]:-}" ]; then
   bw_none=$(field "$OUT/none.json" busbw_gbps)
