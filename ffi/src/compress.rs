@@ -1,4 +1,4 @@
-//! Compressed all-reduce through the C ABI (issue 8): the gradient-compression collectives of
+//! Compressed all-reduce through the C ABI: the gradient-compression collectives of
 //! `ferrocoll::compress` with the error-feedback state kept per communicator and per tensor
 //! key, so that a framework binding (the Python package's DDP hook) passes a key per
 //! gradient bucket and nothing else.

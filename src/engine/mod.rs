@@ -6,7 +6,7 @@
 //!
 //! Calls become jobs in one FIFO queue (collectives must run in the same order on every
 //! rank). Whoever holds the engine lock drives the queue: a blocking call drives it on its own
-//! thread (a hand-off to another thread costs a cross-core wake-up, ~50 µs on small VMs), and
+//! thread (a hand-off to another thread would cost a cross-core wake-up per call), and
 //! a background thread, started on the first `*_async` call, drives it for async work.
 //!
 //! The first failure that touched the wire (peer failure, timeout, mismatch, abort) puts the

@@ -1,5 +1,5 @@
 //! Cross-memory attach (`process_vm_readv`): the copy behind single-copy transfers
-//! ([`crate::link::Direct`]) between processes of a host (shm) and between threads of one
+//! ([`crate::link::SingleCopy`]) between processes of a host (shm) and between threads of one
 //! process (mem, where the kernel still checks every address: a bad one is an error, not a
 //! stray read).
 

@@ -6,12 +6,13 @@
 //! for ownership), so a copy of S bytes moves 3·S through the memory system; a streaming
 //! store writes the line without reading it (2·S) and leaves the cache to the small ring
 //! that the two ranks hand data through. And a rank that both keeps its own chunk and sends
-//! it (all-gather, broadcast's root) reads that chunk once for both with [`tee`]. Measured
-//! on this project's 2-vCPU VM (2 processes, 32 MiB each, all-gather's copies only, medians
-//! of 20): own-chunk `memcpy` + cross-memory read of the peer's chunk 15–17 ms; tee into a
-//! 1 MiB ring with streaming stores for both outputs 8–9 ms; the same with cached stores
-//! 12–18 ms. Streaming stores are wrong for data read again soon (it has to come back from
-//! memory), so the caller decides per copy with [`Stores`].
+//! it (all-gather, broadcast's root) reads that chunk once for both with [`tee`]. On a
+//! 2-vCPU VM this halved all-gather's copy time against a `memcpy` of the own chunk plus a
+//! cross-memory read of the peer's; compare on a machine with
+//! `FERROCOLL_STREAMING_MIN_BYTES=0` and `=1G` under
+//! `ferrocoll-probe all_gather -b 64M -e 64M`. Streaming stores are wrong for data read
+//! again soon (it has to come back from memory), so the caller decides per copy with
+//! [`Stores`].
 
 /// How a copy stores into its destination.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,11 +80,9 @@ mod imp {
     /// is not null, to `cached` with ordinary stores, reading `src` once.
     ///
     /// 32-byte (AVX2) stores where the CPU has them, else 16-byte (SSE2, part of x86_64).
-    /// The wider ones are not about the core's speed: in a 2-process micro-benchmark of
-    /// all-gather's copies on this project's VM (32 MiB chunks through a 4 MiB ring, medians
-    /// of 10, 8 alternating pairs) 32-byte streaming stores gave 2.25–2.75 GB/s busbw and
-    /// 16-byte ones 2.04–2.47, pair by pair lower; the copy is bound by the memory system,
-    /// and half as many stores keep more of it busy.
+    /// The wider ones are not about the core's speed: the copy is bound by the memory
+    /// system, and half as many stores keep more of it busy (all-gather's copies measured
+    /// faster pair by pair with 32-byte stores than with 16-byte ones).
     ///
     /// # Safety
     /// `src` valid for reads, `stream` (and `cached` unless null) valid for writes of `len`

@@ -30,7 +30,7 @@ pub struct RingHeader {
     /// Set by either side to say the stream is over.
     closed: CachePadded<AtomicBool>,
     /// Single-copy announcements the reader has copied and acknowledged (see
-    /// `link::Direct`), written by the reader.
+    /// `link::SingleCopy`), written by the reader.
     single_copy_acks: CachePadded<AtomicU64>,
 }
 
