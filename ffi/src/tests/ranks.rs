@@ -11,6 +11,10 @@ fn ok(r: fcResult_t) {
     assert_eq!(r, fcSuccess, "{}", last_error());
 }
 
+/// One world runs every collective of the C ABI in turn, out of place and in place, on the
+/// same three communicators: a single function over ~150 lines on purpose, so that each
+/// call sees the state (sequence numbers, buffers) the previous calls left, as a C program
+/// would.
 #[test]
 fn every_collective_out_of_place_and_in_place_with_nccl_offsets() {
     const P: usize = 3;
