@@ -2,7 +2,7 @@
 //!
 //! For a collective, the [`Tuner`] chooses the algorithm and the segment size; the
 //! algorithm builds this rank's [`RankPlan`]; [`finish`] appends the post-steps the op
-//! needs (`Avg`'s scaling); and the plan is segmented into an [`Prepared`] with the
+//! needs (`Avg`'s scaling); and the plan is segmented into a [`Prepared`] with the
 //! [`CopyPolicy`] of the call. Point-to-point calls get their one-step plan here. Prepared
 //! plans are cached by shape and [`AlgoId`], so a training loop's repeated calls reuse them.
 
@@ -54,7 +54,7 @@ struct PlanKey {
 pub(crate) struct Planner {
     rank: usize,
     tuner: Tuner,
-    /// Segment size of point-to-point messages, elements of one byte.
+    /// Segment size in bytes of point-to-point messages.
     segment_bytes: usize,
     single_copy_min: usize,
     single_copy_reductions: bool,
