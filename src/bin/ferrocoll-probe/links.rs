@@ -2,9 +2,10 @@
 //! pair at a time while the other ranks wait, printed as matrices with the outliers marked;
 //! then, inside every host at once, a ring exchange among its ranks (`--loaded-bytes`):
 //! what a host moves in all when every rank sends, as a collective makes them, saved as the
-//! host's `intra_total_gbit_s`. A pair alone, the other ranks idle, measured 95–143 Gbit/s
-//! between runs on the development VM (4 ranks, 2 cores) while the collectives' times
-//! stayed put; the cost model caps a host's shared-memory traffic at the loaded figure.
+//! host's `intra_total_gbit_s`. A pair alone, the other ranks idle, varies between runs far
+//! more than the collectives' times do (run `ferrocoll-probe links --np 4` a few times on
+//! an oversubscribed host); the cost model caps a host's shared-memory traffic at the loaded
+//! figure.
 
 use std::time::Instant;
 
