@@ -13,6 +13,7 @@
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -43,11 +44,46 @@ pub fn spawn_local_command(
     args: &[OsString],
     extra_env: &[(String, String)],
 ) -> Result<Vec<ExitStatus>> {
+    // The ranks' own timeout (their environment: this process's, then `extra_env`) bounds
+    // how long the others may go on once one rank has failed.
+    let cfg = crate::config::Config::from_env_with(extra_env)?;
     let children = spawn_children(np, cmd, args, extra_env)?;
-    children
-        .into_iter()
-        .map(|mut ch| ch.wait().map_err(|e| StoreError::Io(e).into()))
-        .collect()
+    wait_all(children, 2 * cfg.timeout)
+}
+
+/// How often [`wait_all`] looks at its children.
+const CHILD_POLL: Duration = Duration::from_millis(10);
+
+/// Waits for every child, like a launcher: while all run, as long as they run; once one has
+/// exited unsuccessfully, the others get `grace` to end (they fail within their own timeout
+/// when they wait on it), then they are killed, as `mpirun` does. Returns the exit statuses in
+/// order (a killed child's says so).
+fn wait_all(mut children: Vec<Child>, grace: Duration) -> Result<Vec<ExitStatus>> {
+    let mut status: Vec<Option<ExitStatus>> = vec![None; children.len()];
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        for (ch, st) in children.iter_mut().zip(status.iter_mut()) {
+            if st.is_none() {
+                *st = ch.try_wait().map_err(StoreError::Io)?;
+                if st.is_some_and(|s| !s.success()) && kill_at.is_none() {
+                    kill_at = Some(Instant::now() + grace);
+                }
+            }
+        }
+        if status.iter().all(Option::is_some) {
+            return Ok(status.into_iter().flatten().collect());
+        }
+        if kill_at.is_some_and(|t| Instant::now() >= t) {
+            for (ch, st) in children.iter_mut().zip(status.iter_mut()) {
+                if st.is_none() {
+                    let _ = ch.kill();
+                    *st = Some(ch.wait().map_err(StoreError::Io)?);
+                }
+            }
+            return Ok(status.into_iter().flatten().collect());
+        }
+        std::thread::sleep(CHILD_POLL);
+    }
 }
 
 /// Starts the `np` ranks like [`spawn_local_command`] and returns the children without
@@ -90,4 +126,39 @@ pub fn spawn_children(
         }
     }
     Ok(children)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Child {
+        Command::new("sh").args(["-c", script]).spawn().unwrap()
+    }
+
+    /// A rank that fails does not leave the launcher waiting on the others forever: after
+    /// the grace period they are killed, and every status is reported in rank order.
+    #[test]
+    fn a_failed_rank_ends_the_wait_for_the_others_after_the_grace() {
+        let t0 = Instant::now();
+        let st = wait_all(
+            vec![sh("exit 3"), sh("sleep 600")],
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+        assert_eq!(st[0].code(), Some(3));
+        assert!(
+            !st[1].success() && st[1].code().is_none(),
+            "killed: {:?}",
+            st[1]
+        );
+    }
+
+    /// Ranks that all succeed are waited for as long as they run.
+    #[test]
+    fn successful_ranks_are_waited_for() {
+        let st = wait_all(vec![sh("sleep 0.3; exit 0"), sh("exit 0")], Duration::ZERO).unwrap();
+        assert!(st.iter().all(ExitStatus::success), "{st:?}");
+    }
 }

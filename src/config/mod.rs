@@ -173,6 +173,20 @@ impl Config {
         Config::from_vars(|k| std::env::var(k).ok())
     }
 
+    /// Like [`Config::from_env`], with `overrides` (name, value) taking precedence over the
+    /// environment, the last of a name winning: the configuration of a child process started
+    /// with those variables added.
+    pub fn from_env_with(overrides: &[(String, String)]) -> Result<Config> {
+        Config::from_vars(|k| {
+            overrides
+                .iter()
+                .rev()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(k).ok())
+        })
+    }
+
     /// Like [`Config::from_env`], with variables from `get` (tests, embedded use).
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config> {
         let mut c = Config::default();
@@ -430,6 +444,18 @@ mod tests {
             e.to_string().contains("FERROCOLL_SINGLE_COPY_REDUCTIONS"),
             "{e}"
         );
+        let over = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let c = Config::from_env_with(&over("FERROCOLL_SEGMENT_BYTES", "4096")).unwrap();
+        assert_eq!(c.segment_bytes, 4096);
+        let mut two = over("FERROCOLL_SEGMENT_BYTES", "x");
+        two.extend(over("FERROCOLL_SEGMENT_BYTES", "8192"));
+        assert_eq!(
+            Config::from_env_with(&two).unwrap().segment_bytes,
+            8192,
+            "the last wins"
+        );
+        let e = Config::from_env_with(&over("FERROCOLL_TIMEOUT", "soon")).unwrap_err();
+        assert!(e.to_string().contains("FERROCOLL_TIMEOUT"), "{e}");
         let e = Config::from_vars(vars(&[("FERROCOLL_SHM_DIRECT", "2")])).unwrap_err();
         assert!(e.to_string().contains("FERROCOLL_SHM_DIRECT"), "{e}");
         assert!(Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", "rdma")]))
