@@ -85,26 +85,6 @@ pub fn chunk_codec(codec: Codec) -> Result<Box<dyn ChunkCodec>> {
     })
 }
 
-/// Reads the little-endian f32 at element `i` of `b`.
-#[inline(always)]
-pub(super) fn get_f32(b: &[u8], i: usize) -> f32 {
-    f32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
-}
-
-/// Writes `v` as the little-endian f32 at element `i` of `b`.
-#[inline(always)]
-pub(super) fn put_f32(b: &mut [u8], i: usize, v: f32) {
-    b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-/// The residual `x - d`, or 0 where it is not finite (a NaN or infinity is not carried into
-/// later steps).
-#[inline(always)]
-pub(super) fn residual(x: f32, d: f32) -> f32 {
-    let e = x - d;
-    if e.is_finite() {
-        e
-    } else {
-        0.0
-    }
-}
+/// Little-endian f32 access to byte buffers and the error-feedback residual rule, shared
+/// with the fp8 block kernels (which sit below `compress`).
+pub(super) use crate::fp8::block::{get_f32, put_f32, residual};

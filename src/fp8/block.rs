@@ -122,21 +122,21 @@ impl BlockScaled {
 
 /// Reads the little-endian f32 at element `i` of `b` (a block's scale).
 #[inline(always)]
-fn get_f32(b: &[u8], i: usize) -> f32 {
+pub(crate) fn get_f32(b: &[u8], i: usize) -> f32 {
     f32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
 }
 
 /// Writes `v` as the little-endian f32 at element `i` of `b` (a block's scale).
 #[inline(always)]
-fn put_f32(b: &mut [u8], i: usize, v: f32) {
+pub(crate) fn put_f32(b: &mut [u8], i: usize, v: f32) {
     b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
 }
 
 /// The residual `x - d`, or 0 where it is not finite: the rule of every codec's error
-/// feedback (`compress::codec::residual`), so that a NaN or infinity is not carried into
-/// later steps.
+/// feedback, so that a NaN or infinity is not carried into later steps. (Here, below
+/// `compress`, so that fp8 needs nothing above it; the codecs use these three helpers too.)
 #[inline(always)]
-fn residual(x: f32, d: f32) -> f32 {
+pub(crate) fn residual(x: f32, d: f32) -> f32 {
     let e = x - d;
     if e.is_finite() {
         e
