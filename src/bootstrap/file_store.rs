@@ -225,6 +225,23 @@ impl Store for FileStore {
         self.write_atomic(&path, new.to_string().as_bytes())?;
         Ok(new)
     }
+
+    fn compare_set(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(key)?;
+        let lock = self.lock_path(key);
+        let _guard = self.lock(key, &lock)?;
+        let now = self.try_read(&path)?;
+        if now.as_deref() == expected {
+            self.write_atomic(&path, new)?;
+            return Ok(new.to_vec());
+        }
+        Ok(now.unwrap_or_default())
+    }
 }
 
 #[cfg(test)]

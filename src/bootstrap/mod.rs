@@ -52,6 +52,17 @@ pub trait Store: Send + Sync {
     /// the new value.
     fn add(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
 
+    /// Compare and set, atomically: if `key` holds `expected` (`None`: if `key` is not set),
+    /// sets it to `new`. Returns the value `key` holds afterwards (`new` when it was set, the
+    /// unchanged value otherwise, empty for a key still unset) — as torch's
+    /// `TCPStore.compare_set`. The fault-tolerance agreement decides through it.
+    fn compare_set(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<Vec<u8>, StoreError>;
+
     /// The value of `key`, waiting up to [`Store::timeout`] for it to be set.
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.get_timeout(key, self.timeout())

@@ -224,4 +224,19 @@ impl Store for TcpStore {
             .map_err(|_| StoreError::Protocol(format!("add answered {} bytes", v.len())))?;
         Ok(i64::from_le_bytes(bytes))
     }
+
+    fn compare_set(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        key_ok(key)?;
+        let req = Request::CompareSet {
+            key: key.into(),
+            expected: expected.map(<[u8]>::to_vec),
+            new: new.to_vec(),
+        };
+        Self::expect_ok(self.call(&req, self.timeout)?)
+    }
 }

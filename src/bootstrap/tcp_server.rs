@@ -97,6 +97,18 @@ impl State {
                 self.changed.notify_all();
                 Response::Ok(new.to_le_bytes().to_vec())
             }
+            Request::CompareSet { key, expected, new } => {
+                let mut map = self.map();
+                let now = map.get(&key);
+                if now.map(Vec::as_slice) == expected.as_deref() {
+                    map.insert(key, new.clone());
+                    drop(map);
+                    self.changed.notify_all();
+                    Response::Ok(new)
+                } else {
+                    Response::Ok(now.cloned().unwrap_or_default())
+                }
+            }
             Request::Wait { keys, timeout } => {
                 let mut missing = None;
                 self.wait_until(timeout, |m| {

@@ -344,3 +344,50 @@ fn file_store_get_waits_for_a_later_set() {
     assert_eq!(h.join().unwrap(), b"ok");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Compare-and-set decides once among racing threads, on both stores: exactly one thread's
+/// value wins, and every thread reads that value back.
+fn compare_set_decides_once(stores: Vec<Arc<dyn Store>>) {
+    let hs: Vec<_> = stores
+        .into_iter()
+        .enumerate()
+        .map(|(r, st)| {
+            thread::spawn(move || {
+                let mine = format!("proposal-{r}");
+                let got = st.compare_set("decision", None, mine.as_bytes()).unwrap();
+                (got == mine.as_bytes(), got)
+            })
+        })
+        .collect();
+    let res: Vec<(bool, Vec<u8>)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(res.iter().filter(|(won, _)| *won).count(), 1, "{res:?}");
+    assert!(res.iter().all(|(_, v)| *v == res[0].1), "{res:?}");
+}
+
+#[test]
+fn compare_set_on_both_stores() {
+    let (_srv, addr) = server();
+    let tcp: Vec<Arc<dyn Store>> = (0..6)
+        .map(|_| Arc::new(TcpStore::connect(addr, T).unwrap()) as Arc<dyn Store>)
+        .collect();
+    compare_set_decides_once(tcp.clone());
+    let st = &tcp[0];
+    // A wrong expectation leaves the value; the right one replaces it.
+    let now = st.get("decision").unwrap();
+    assert_eq!(
+        st.compare_set("decision", Some(b"nope"), b"x").unwrap(),
+        now
+    );
+    assert_eq!(st.compare_set("decision", Some(&now), b"x").unwrap(), b"x");
+    assert_eq!(st.compare_set("unset", Some(b"a"), b"b").unwrap(), b"");
+    let dir = temp_dir("cas");
+    let file: Vec<Arc<dyn Store>> = (0..4)
+        .map(|_| Arc::new(FileStore::new(&dir, T).unwrap()) as Arc<dyn Store>)
+        .collect();
+    compare_set_decides_once(file.clone());
+    assert_eq!(
+        file[0].compare_set("decision", Some(b"q"), b"z").unwrap(),
+        file[0].get("decision").unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,7 +10,10 @@
 //! - `SET`: key, value (the rest of the body);
 //! - `GET`: key, timeout in ms (u64);
 //! - `ADD`: key, delta (i64);
-//! - `WAIT`: key count (u32), keys, timeout in ms (u64).
+//! - `WAIT`: key count (u32), keys, timeout in ms (u64);
+//! - `CAS` (compare and set): key, a flag byte (1: an expected value follows, 0: the key is
+//!   expected to be absent), the expected value (u32-length-prefixed) when the flag is 1, and
+//!   the new value (the rest of the body). The answer is the value the key holds afterwards.
 //!
 //! Keys are u32-length-prefixed UTF-8 (at most [`MAX_KEY`] bytes). Response bodies start with
 //! a status byte: `OK` then the payload (a value for GET, an i64 for ADD, nothing else),
@@ -38,6 +41,7 @@ const OP_SET: u8 = 1;
 const OP_GET: u8 = 2;
 const OP_ADD: u8 = 3;
 const OP_WAIT: u8 = 4;
+const OP_CAS: u8 = 5;
 
 const ST_OK: u8 = 0;
 const ST_TIMEOUT: u8 = 1;
@@ -61,6 +65,11 @@ pub(crate) enum Request {
     Wait {
         keys: Vec<String>,
         timeout: Duration,
+    },
+    CompareSet {
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
     },
 }
 
@@ -162,6 +171,19 @@ impl Request {
                 keys.iter().for_each(|k| put_key(&mut b, k));
                 b.extend_from_slice(&millis(*timeout).to_le_bytes());
             }
+            Request::CompareSet { key, expected, new } => {
+                b.push(OP_CAS);
+                put_key(&mut b, key);
+                match expected {
+                    None => b.push(0),
+                    Some(e) => {
+                        b.push(1);
+                        b.extend_from_slice(&(e.len() as u32).to_le_bytes());
+                        b.extend_from_slice(e);
+                    }
+                }
+                b.extend_from_slice(new);
+            }
         }
         b
     }
@@ -191,6 +213,22 @@ impl Request {
                 Request::Wait {
                     keys,
                     timeout: Duration::from_millis(c.u64()?),
+                }
+            }
+            OP_CAS => {
+                let key = c.key()?;
+                let expected = match c.u8()? {
+                    0 => None,
+                    1 => {
+                        let n = c.u32()? as usize;
+                        Some(c.take(n)?.to_vec())
+                    }
+                    f => return Err(format!("compare-set flag {f} (0 or 1)")),
+                };
+                Request::CompareSet {
+                    key,
+                    expected,
+                    new: c.rest().to_vec(),
                 }
             }
             op => return Err(format!("unknown op {op}")),
@@ -290,6 +328,16 @@ mod tests {
                 keys: vec!["x".into(), "y".into()],
                 timeout: Duration::from_millis(9),
             },
+            Request::CompareSet {
+                key: "d".into(),
+                expected: None,
+                new: vec![4],
+            },
+            Request::CompareSet {
+                key: "d".into(),
+                expected: Some(vec![4, 5]),
+                new: vec![],
+            },
         ];
         for r in reqs {
             let b = r.encode();
@@ -300,6 +348,8 @@ mod tests {
         }
         assert!(Request::decode(&[OP_WAIT, 255, 255, 255, 255]).is_err());
         assert!(Request::decode(&[99]).is_err());
+        assert!(Request::decode(&[OP_CAS, 1, 0, 0, 0, b'k', 7]).is_err());
+        assert!(Request::decode(&[OP_CAS, 1, 0, 0, 0, b'k', 1, 9, 0, 0, 0]).is_err());
         assert!(Request::decode(&[]).is_err());
     }
 }
