@@ -14,6 +14,7 @@ use crate::exec::frame::OpHeader;
 use crate::schedule::{CollSpec, Collective};
 use crate::types::{DataType, Element, ReduceOp};
 
+mod elastic;
 mod init;
 mod split;
 mod work;
@@ -29,6 +30,8 @@ pub use work::Work;
 /// [`Work`] that gives the buffer back), and raw ([`Communicator::collective_raw`], pointer +
 /// count + [`DataType`], what the C ABI uses).
 pub struct Communicator {
+    // Dropped first (field order): the failure detector says goodbye and stops.
+    ft: Option<crate::ft::Guard>,
     engine: Engine,
     rank: usize,
     world: usize,
@@ -37,7 +40,7 @@ pub struct Communicator {
     recv_seq: Vec<AtomicU64>,
     peers: Option<crate::bootstrap::rendezvous::Peers>,
     // Dropped after `engine` (field order): the store client and rank 0's store server.
-    _keep: Option<Box<dyn std::any::Any + Send + Sync>>,
+    boot: Option<split::Bootstrap>,
 }
 
 /// A call in raw form: untyped pointers, an element count and a [`DataType`].
@@ -250,7 +253,7 @@ impl Communicator {
 
     fn check_failed(&self) -> Result<()> {
         match self.engine.failure() {
-            Some(f) => Err(Error::CommFailed(f)),
+            Some(f) => Err(crate::engine::Shared::later_error(&f)),
             None => Ok(()),
         }
     }

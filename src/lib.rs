@@ -25,6 +25,7 @@ mod engine;
 pub mod error;
 mod exec;
 mod fp8;
+mod ft;
 pub mod launch;
 mod plan;
 pub mod reduce;

@@ -27,6 +27,9 @@ fn env(scenario: &str, transport: &str, timeout_s: &str) -> Vec<(String, String)
         ("FERROCOLL_TRANSPORT".into(), transport.into()),
         ("FERROCOLL_TIMEOUT".into(), timeout_s.into()),
         ("FERROCOLL_SHM_RING_BYTES".into(), (1 << 20).to_string()),
+        // These tests pin what the transports alone report (a dead link, a deadline); the
+        // failure detector's revocations are tested in tests/elastic.rs.
+        ("FERROCOLL_HEARTBEAT_TIMEOUT".into(), "0".into()),
     ]
 }
 

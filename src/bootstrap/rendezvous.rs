@@ -19,7 +19,8 @@
 //! publishes (`affinity.rs`), and the transport choice and endpoint building
 //! (`endpoint.rs`).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::time::{Duration, Instant};
 
 use ferrocoll_transports::hybrid::HybridEndpoint;
 
@@ -68,6 +69,22 @@ pub fn host_identity(cfg: &Config) -> String {
     )
 }
 
+/// What a communicator's failure detector (`crate::ft`) needs from rendezvous: its bound
+/// heartbeat socket, and its peers' heartbeat addresses and (on this host) pids.
+pub(crate) struct Control {
+    /// This rank's heartbeat socket (published in its record).
+    pub socket: UdpSocket,
+    /// This rank and the world.
+    pub rank: usize,
+    pub world: usize,
+    /// The communicator's random token.
+    pub token: u64,
+    /// Each rank's heartbeat address (`None`: it published none).
+    pub addrs: Vec<Option<SocketAddr>>,
+    /// Each rank's pid if it runs on this host.
+    pub local_pids: Vec<Option<i32>>,
+}
+
 /// Everything a communicator built by rendezvous keeps alive: the store server (rank 0) and
 /// the store client.
 pub struct Rendezvous {
@@ -79,6 +96,8 @@ pub struct Rendezvous {
     pub store: MeetingStore,
     /// Rank 0's store server.
     pub server: Option<TcpStoreServer>,
+    /// The failure detector's socket and peers.
+    pub(crate) control: Control,
 }
 
 /// Runs the rendezvous of `env` and connects the links.
@@ -134,6 +153,22 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
     finish(env, cfg, MeetingStore::Tcp(store), server)
 }
 
+/// A client of the store named by `spec` (a `FERROCOLL_STORE` value) that serves nothing:
+/// a replacement process joining a running job.
+pub(crate) fn client_store(spec: &str, cfg: &Config) -> Result<MeetingStore> {
+    Ok(match store_spec(spec)? {
+        StoreSpec::Tcp(a) => MeetingStore::Tcp(TcpStore::connect_with_secret(
+            a,
+            cfg.timeout,
+            cfg.secret.as_deref().map(str::as_bytes),
+        )?),
+        StoreSpec::File(dir) => MeetingStore::File {
+            store: FileStore::new(&dir, cfg.timeout)?,
+            owner: false,
+        },
+    })
+}
+
 /// Connects the links through `store` and returns what the communicator keeps.
 fn finish(
     env: &LaunchEnv,
@@ -142,7 +177,15 @@ fn finish(
     server: Option<TcpStoreServer>,
 ) -> Result<Rendezvous> {
     let (rank, world) = (env.rank, env.world);
-    let (endpoint, peers) = connect_ranks(store.store(), store.route(), "fc/", rank, world, cfg)?;
+    let (endpoint, peers, control) = connect_ranks(
+        store.store(),
+        store.route(),
+        "fc/",
+        rank,
+        world,
+        cfg,
+        &|| false,
+    )?;
     tracing::info!(
         rank,
         world,
@@ -155,28 +198,32 @@ fn finish(
         peers,
         store,
         server,
+        control,
     })
 }
 
 /// Meets the `world` ranks of one communicator through `store` (a TCP store reached at
 /// `route`; `None` for a file store), under keys that start with `prefix` (so one store
 /// serves several communicators, e.g. the children of a split), and connects shared memory
-/// and TCP links between them.
-pub fn connect_ranks(
+/// and TCP links between them. Waiting for the others gives up with [`Error::Aborted`] as
+/// soon as `cancelled()` says so (a shrink whose membership changed under it).
+pub(crate) fn connect_ranks(
     store: &dyn Store,
     route: Option<SocketAddr>,
     prefix: &str,
     rank: usize,
     world: usize,
     cfg: &Config,
-) -> Result<(HybridEndpoint, Peers)> {
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(HybridEndpoint, Peers, Control)> {
+    let get = |key: &str| get_until(store, key, cfg.timeout, cancelled);
     let token_key = format!("{prefix}job_token");
     let token: u64 = if rank == 0 {
         let t = random_token();
         store.set(&token_key, &t.to_le_bytes())?;
         t
     } else {
-        let b = store.get_timeout(&token_key, cfg.timeout)?;
+        let b = get(&token_key)?;
         u64::from_le_bytes(
             b.get(..8)
                 .and_then(|s| s.try_into().ok())
@@ -185,43 +232,64 @@ pub fn connect_ranks(
     };
     let ip = listen_ip(cfg, route)?;
     let listener = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(StoreError::Io)?;
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).map_err(StoreError::Io)?;
     let cpu_list: Vec<String> = affinity_cpus().iter().map(usize::to_string).collect();
     let me = format!(
-        "{}\n{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}\n{}",
         host_identity(cfg),
         listener.local_addr().map_err(StoreError::Io)?,
         std::process::id(),
         available_cores(),
-        cpu_list.join(",")
+        cpu_list.join(","),
+        socket.local_addr().map_err(StoreError::Io)?,
     );
     store.set(&format!("{prefix}rank/{rank}"), me.as_bytes())?;
     let mut hosts = Vec::with_capacity(world);
     let mut addrs = Vec::with_capacity(world);
     let mut cores = Vec::with_capacity(world);
     let mut cpus = Vec::with_capacity(world);
+    let mut pids = Vec::with_capacity(world);
+    let mut hb_addrs = Vec::with_capacity(world);
     for r in 0..world {
-        let v = store.get_timeout(&format!("{prefix}rank/{r}"), cfg.timeout)?;
+        let v = get(&format!("{prefix}rank/{r}"))?;
         let text = String::from_utf8_lossy(&v).into_owned();
         let mut parts = text.split('\n');
         let (host, addr) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let addr: SocketAddr = addr.parse().map_err(|_| {
             StoreError::Protocol(format!("rank {r} published a bad address {addr:?}"))
         })?;
-        // Line 3 is the pid; line 4 the core count, line 5 the affinity's CPU list (a peer
-        // that sends none: unknown).
+        // Line 3 is the pid; line 4 the core count, line 5 the affinity's CPU list, line 6
+        // the heartbeat address (a peer that sends none: unknown).
+        pids.push(parts.next().and_then(|p| p.trim().parse::<i32>().ok()));
         cores.push(
             parts
-                .nth(1)
+                .next()
                 .and_then(|c| c.trim().parse().ok())
                 .unwrap_or(0),
         );
         cpus.push(parse_cpus(r, parts.next().unwrap_or(""))?);
+        hb_addrs.push(
+            parts
+                .next()
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok()),
+        );
         hosts.push(host.to_string());
         addrs.push(addr);
     }
     let use_shm = endpoint::use_shm(cfg, rank, &hosts)?;
     let endpoint = endpoint::build_endpoint(rank, token, listener, &addrs, &use_shm, cfg)?;
     let transports = (0..world).map(|p| endpoint.transport_of(p)).collect();
+    let local_pids = (0..world)
+        .map(|r| pids[r].filter(|_| r != rank && hosts[r] == hosts[rank]))
+        .collect();
+    let control = Control {
+        socket,
+        rank,
+        world,
+        token,
+        addrs: hb_addrs,
+        local_pids,
+    };
     Ok((
         endpoint,
         Peers {
@@ -230,7 +298,30 @@ pub fn connect_ranks(
             cores,
             cpus,
         },
+        control,
     ))
+}
+
+/// The value of `key`, waiting up to `timeout` in short slices so that `cancelled()` is
+/// heard ([`Error::Aborted`]).
+fn get_until(
+    store: &dyn Store,
+    key: &str,
+    timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<u8>> {
+    const SLICE: Duration = Duration::from_millis(50);
+    let deadline = Instant::now().checked_add(timeout);
+    loop {
+        if cancelled() {
+            return Err(Error::Aborted);
+        }
+        let left = deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()));
+        match store.get_timeout(key, left.min(SLICE)) {
+            Err(StoreError::Timeout { .. }) if left > SLICE => {}
+            r => return Ok(r?),
+        }
+    }
 }
 
 /// A random 64-bit job token (not cryptographic: hashed time and pid with a random key).

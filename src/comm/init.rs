@@ -53,7 +53,8 @@ impl Communicator {
             send_seq: (0..world).map(|_| AtomicU64::new(0)).collect(),
             recv_seq: (0..world).map(|_| AtomicU64::new(0)).collect(),
             peers: None,
-            _keep: None,
+            boot: None,
+            ft: None,
         })
     }
 
@@ -83,10 +84,14 @@ impl Communicator {
         cfg.resolve_yield(rv.peers.hosts.iter().filter(|h| *h == me).count());
         let hosts =
             crate::topology::Topology::from_hosts(&rv.peers.hosts, &rv.peers.cores, &rv.peers.cpus);
-        let mut c = Communicator::from_endpoint_on(Box::new(rv.endpoint), cfg, None, Some(hosts))?;
-        c.peers = Some(rv.peers);
-        c._keep = Some(Box::new(Bootstrap::new(rv.store, rv.server)));
-        Ok(c)
+        let boot = Bootstrap::new(rv.store, rv.server);
+        Communicator::assemble(
+            (rv.endpoint, rv.peers, rv.control),
+            cfg,
+            None,
+            Some(hosts),
+            boot,
+        )
     }
 
     /// Rank `rank` of a job of `world` ranks that meet through `id` (see [`UniqueId`]). Every
@@ -117,7 +122,8 @@ impl Communicator {
             cfg.timeout,
             Some(secret(id.token).as_bytes()),
         )?;
-        let (ep, peers) = connect_ranks(&store, Some(id.store), "fc/", rank, world, &cfg)?;
+        let (ep, peers, control) =
+            connect_ranks(&store, Some(id.store), "fc/", rank, world, &cfg, &|| false)?;
         tracing::info!(
             rank,
             world,
@@ -125,9 +131,7 @@ impl Communicator {
             peers.hosts
         );
         let hosts = crate::topology::Topology::from_hosts(&peers.hosts, &peers.cores, &peers.cpus);
-        let mut c = Communicator::from_endpoint_on(Box::new(ep), cfg, None, Some(hosts))?;
-        c.peers = Some(peers);
-        c._keep = Some(Box::new(Bootstrap::new(MeetingStore::Tcp(store), server)));
-        Ok(c)
+        let boot = Bootstrap::new(MeetingStore::Tcp(store), server);
+        Communicator::assemble((ep, peers, control), cfg, None, Some(hosts), boot)
     }
 }

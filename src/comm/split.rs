@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::Communicator;
-use crate::bootstrap::rendezvous::{connect_ranks, ipv4_interfaces, MeetingStore};
+use crate::bootstrap::rendezvous::{ipv4_interfaces, MeetingStore};
 use crate::bootstrap::TcpStoreServer;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -154,16 +154,26 @@ pub(super) fn secret(token: u64) -> String {
 /// What a communicator built through a store keeps: the store (shared with the other
 /// communicators of its tree), its own key prefix, and how many splits it made.
 pub(crate) struct Bootstrap {
-    job: Arc<JobStore>,
-    prefix: String,
+    pub(super) job: Arc<JobStore>,
+    pub(super) prefix: String,
     splits: AtomicU64,
+    /// Explicit shrinks and grows made from this communicator (collective, so every rank
+    /// counts the same).
+    pub(super) shrinks: AtomicU64,
+    pub(super) grows: AtomicU64,
 }
 
 /// The store client and, on the rank that serves it, the server. Fields drop in order: the
 /// client closes before the server stops.
-struct JobStore {
-    store: MeetingStore,
+pub(super) struct JobStore {
+    pub(super) store: MeetingStore,
     _server: Option<TcpStoreServer>,
+}
+
+impl crate::ft::StoreRef for JobStore {
+    fn store(&self) -> &dyn crate::bootstrap::Store {
+        self.store.store()
+    }
 }
 
 impl Bootstrap {
@@ -176,6 +186,19 @@ impl Bootstrap {
             }),
             prefix: "fc/".into(),
             splits: AtomicU64::new(0),
+            shrinks: AtomicU64::new(0),
+            grows: AtomicU64::new(0),
+        }
+    }
+
+    /// For a communicator of the same job made under `prefix` (a split, shrink or grow).
+    pub(super) fn child(&self, prefix: String) -> Bootstrap {
+        Bootstrap {
+            job: self.job.clone(),
+            prefix,
+            splits: AtomicU64::new(0),
+            shrinks: AtomicU64::new(0),
+            grows: AtomicU64::new(0),
         }
     }
 }
@@ -203,11 +226,7 @@ impl Communicator {
         key: i32,
         cfg: Config,
     ) -> Result<Option<Communicator>> {
-        let boot = self
-            ._keep
-            .as_ref()
-            .and_then(|k| k.downcast_ref::<Bootstrap>())
-            .ok_or(Error::NoStore)?;
+        let boot = self.boot.as_ref().ok_or(Error::NoStore)?;
         let mine = [color.map_or(-1, i64::from), i64::from(key)];
         let mut all = vec![0i64; 2 * self.world];
         self.all_gather(&mine, &mut all)?;
@@ -229,28 +248,11 @@ impl Communicator {
         let mut cfg = cfg;
         // Oversubscription as the parent saw it, unless the caller's configuration says.
         cfg.yield_when_idle = cfg.yield_when_idle.or(self.config().yield_when_idle);
-        let store = &boot.job.store;
-        let (ep, peers) = connect_ranks(
-            store.store(),
-            store.route(),
-            &prefix,
-            rank,
-            members.len(),
-            &cfg,
-        )?;
         // The child plans on its members' part of this communicator's topology (a
         // topology file describes the parent, and the parent's rank 0 already dumped it).
         let olds: Vec<usize> = members.iter().map(|&(_, r)| r).collect();
-        let topo = self.topology().subset(&olds)?;
-        cfg.topo_dump_file = None;
-        let mut c = Communicator::from_endpoint_on(Box::new(ep), cfg, Some(topo), None)?;
-        c.peers = Some(peers);
-        c._keep = Some(Box::new(Bootstrap {
-            job: boot.job.clone(),
-            prefix,
-            splits: AtomicU64::new(0),
-        }));
-        Ok(Some(c))
+        self.member_of(boot, prefix, rank, &olds, cfg, &|| false)
+            .map(Some)
     }
 }
 

@@ -45,6 +45,24 @@ pub fn from_env() -> Result<Option<LaunchEnv>> {
     detect(|k| std::env::var(k).ok())
 }
 
+/// The store a replacement process joins through (`FERROCOLL_STORE`; it has no rank yet, so
+/// no other launcher variable is read). Missing or empty is an [`Error::Config`] naming it.
+pub fn store_from_env() -> Result<String> {
+    store_from(|k| std::env::var(k).ok())
+}
+
+fn store_from(get: impl Fn(&str) -> Option<String>) -> Result<String> {
+    match get("FERROCOLL_STORE") {
+        Some(s) if s.contains(':') => Ok(s),
+        Some(s) => Err(bad("FERROCOLL_STORE", &s, "expected host:port or file:DIR")),
+        None => Err(bad(
+            "FERROCOLL_STORE",
+            "",
+            "is missing: a replacement joins through the job's store",
+        )),
+    }
+}
+
 /// Reads the launcher variables through `get`; `Ok(None)` when none are set.
 pub fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>> {
     let num = |var: &str| -> Result<Option<usize>> {
@@ -278,5 +296,22 @@ mod tests {
             ("MASTER_PORT", "1")
         ])
         .contains("LOCAL_RANK"));
+    }
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    #[test]
+    fn a_replacement_needs_the_store_variable() {
+        let e = store_from(|_| None).unwrap_err();
+        assert!(
+            e.to_string().contains("FERROCOLL_STORE") && e.to_string().contains("missing"),
+            "{e}"
+        );
+        let e = store_from(|_| Some("nowhere".into())).unwrap_err();
+        assert!(e.to_string().contains("host:port"), "{e}");
+        assert_eq!(store_from(|_| Some("h:1".into())).unwrap(), "h:1");
     }
 }

@@ -63,6 +63,12 @@ pub struct Config {
     /// Longest time a call may go without progress before it fails
     /// (`FERROCOLL_TIMEOUT`, seconds, default 300).
     pub timeout: Duration,
+    /// How long a peer may stay silent before it is declared failed
+    /// (`FERROCOLL_HEARTBEAT_TIMEOUT`, seconds, default 3; 0 turns failure detection off).
+    /// Every communicator built through a store runs a detector thread that sends small UDP
+    /// heartbeats (see `crate::ft`): a dead, stopped or unreachable peer is found within this
+    /// time, also between collectives, and the communicator is revoked on every survivor.
+    pub heartbeat_timeout: Duration,
     /// How long an idle rank spins before it sleeps (`FERROCOLL_SPIN_US`, default 50 µs).
     pub spin: Duration,
     /// Transport choice (`FERROCOLL_TRANSPORT=auto|shm|tcp`).
@@ -132,6 +138,7 @@ impl Default for Config {
             topo_dump_file: None,
             segment_bytes: 512 << 10,
             timeout: Duration::from_secs(300),
+            heartbeat_timeout: Duration::from_secs(3),
             spin: Duration::from_micros(50),
             transport: TransportChoice::Auto,
             hostname: None,
@@ -216,6 +223,20 @@ impl Config {
                 ));
             }
             c.timeout = Duration::from_secs_f64(s);
+        }
+        if let Some(v) = get("FERROCOLL_HEARTBEAT_TIMEOUT") {
+            let s: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| bad("FERROCOLL_HEARTBEAT_TIMEOUT", &v, "not a number of seconds"))?;
+            if !(s >= 0.0 && s.is_finite()) {
+                return Err(bad(
+                    "FERROCOLL_HEARTBEAT_TIMEOUT",
+                    &v,
+                    "must be 0 (off) or a positive number of seconds",
+                ));
+            }
+            c.heartbeat_timeout = Duration::from_secs_f64(s);
         }
         if let Some(v) = get("FERROCOLL_SPIN_US") {
             let us: u64 = v
@@ -424,6 +445,12 @@ mod tests {
         let e = Config::from_vars(vars(&[("FERROCOLL_ALGO", "bogus")])).unwrap_err();
         assert!(e.to_string().contains("FERROCOLL_ALGO"), "{e}");
         assert!(Config::from_vars(vars(&[("FERROCOLL_TIMEOUT", "-1")])).is_err());
+        for bad in ["-1", "soon", "inf", "NaN"] {
+            let e = Config::from_vars(vars(&[("FERROCOLL_HEARTBEAT_TIMEOUT", bad)])).unwrap_err();
+            assert!(e.to_string().contains("FERROCOLL_HEARTBEAT_TIMEOUT"), "{e}");
+        }
+        let c = Config::from_vars(vars(&[("FERROCOLL_HEARTBEAT_TIMEOUT", "0.5")])).unwrap();
+        assert_eq!(c.heartbeat_timeout, Duration::from_millis(500));
         assert!(Config::from_vars(vars(&[("FERROCOLL_SEGMENT_BYTES", "0")])).is_err());
         assert!(Config::from_vars(vars(&[("FERROCOLL_SEGMENT_BYTES", "x")])).is_err());
         let e = Config::from_vars(vars(&[("FERROCOLL_STREAMING_MIN_BYTES", "lots")])).unwrap_err();

@@ -17,7 +17,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -172,6 +172,9 @@ pub(crate) struct Shared {
     abort: AtomicBool,
     interrupt: Arc<dyn Fn() + Send + Sync>,
     failure: Mutex<Option<Arc<Error>>>,
+    /// The communicator's failure state, when it runs a failure detector (`crate::ft`):
+    /// a failed call is reported as the revocation it caused or met.
+    health: OnceLock<Arc<crate::ft::Health>>,
 }
 
 /// The engine of one communicator.
@@ -199,6 +202,7 @@ impl Engine {
                 abort: AtomicBool::new(false),
                 interrupt,
                 failure: Mutex::new(None),
+                health: OnceLock::new(),
             }),
             worker: Mutex::new(None),
         }
@@ -238,6 +242,11 @@ impl Engine {
         if idle {
             self.shared.queue_cv.notify_all();
         }
+    }
+
+    /// Connects the communicator's failure state (once).
+    pub(crate) fn set_health(&self, h: Arc<crate::ft::Health>) {
+        let _ = self.shared.health.set(h);
     }
 
     /// Raises the abort flag, wakes the engine, and closes the links if it is idle.
@@ -295,9 +304,33 @@ fn worker(shared: Arc<Shared>) {
 }
 
 impl Shared {
+    /// Records the first failure; a revocation replaces any other failure (it names the
+    /// ranks that failed, which is what every survivor must report).
     fn set_failure(&self, e: Error) -> Arc<Error> {
         let mut f = lock(&self.failure);
-        f.get_or_insert_with(|| Arc::new(e)).clone()
+        let revoke = matches!(e, Error::Revoked { .. });
+        match &*f {
+            Some(old) if !revoke || matches!(**old, Error::Revoked { .. }) => old.clone(),
+            _ => f.insert(Arc::new(e)).clone(),
+        }
+    }
+
+    /// Fails the engine with `e` (a revocation): the call in progress ends at its next
+    /// poll and every later call reports `e`. The links stay open until the communicator
+    /// is dropped (peers learn of the revocation from the failure detector, not from a
+    /// broken link that would name this rank).
+    pub(crate) fn revoke(&self, e: Error) {
+        self.set_failure(e);
+        self.abort.store(true, Ordering::Release);
+        (self.interrupt)();
+    }
+
+    /// The failure of a call made after the engine failed with `f`.
+    pub(crate) fn later_error(f: &Arc<Error>) -> Error {
+        match **f {
+            Error::Revoked { .. } => f.duplicate(),
+            _ => Error::CommFailed(f.clone()),
+        }
     }
 
     /// Runs queued jobs on this thread until `target` has run, then returns its result and
@@ -367,7 +400,7 @@ impl Shared {
 
     fn run(&self, inner: &mut Inner, call: &Call) -> Result<()> {
         if let Some(f) = lock(&self.failure).clone() {
-            return Err(Error::CommFailed(f));
+            return Err(Shared::later_error(&f));
         }
         if call.spec.kind != Collective::Barrier && call.spec.count == 0 {
             return Ok(());
@@ -406,6 +439,10 @@ impl Shared {
         // scratch was sized for the plan above and is only used by this job.
         let r = unsafe { execute(inner.ep.as_mut(), &prep, &mut inner.work, mem, &cx) };
         if let Err(e) = r {
+            let e = match self.health.get() {
+                Some(h) => h.reconcile(e),
+                None => e,
+            };
             let stored = self.set_failure(e.duplicate());
             inner.ep.close_all();
             tracing::warn!(rank = self.rank, "communicator failed: {stored}");

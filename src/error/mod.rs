@@ -174,6 +174,46 @@ pub enum Error {
         #[source]
         source: LinkError,
     },
+    /// The communicator was revoked (see `crate::ft`): a peer was found failed (or a rank
+    /// called [`crate::Communicator::revoke`]), and every pending and later call on every
+    /// survivor reports this. [`crate::Communicator::shrink`] makes a communicator over the
+    /// survivors.
+    #[error("communicator revoked on rank {rank} (by rank {by}): failed ranks {failed:?}")]
+    Revoked {
+        /// The rank that reports it.
+        rank: usize,
+        /// The rank that revoked first, as far as this rank knows.
+        by: usize,
+        /// The ranks found failed when it was revoked (empty when a rank revoked by request);
+        /// the agreed set is what [`crate::Communicator::shrink`] settles on.
+        failed: Vec<usize>,
+    },
+    /// The survivors agreed on a membership that leaves this rank out (it answered the
+    /// agreement too late, or was declared failed): it must leave the job, or join again as
+    /// a replacement.
+    #[error("rank {rank} was left out of the survivors {survivors:?} of epoch {epoch}")]
+    Excluded {
+        /// This rank.
+        rank: usize,
+        /// The agreement round.
+        epoch: u64,
+        /// The ranks (of the old communicator) that go on.
+        survivors: Vec<usize>,
+    },
+    /// Ranks called [`crate::Communicator::shrink_excluding`] with different sets.
+    #[error(
+        "mismatched shrink: rank {rank} excludes {mine:?} but rank {peer} excludes {theirs:?}"
+    )]
+    ShrinkMismatch {
+        /// This rank.
+        rank: usize,
+        /// The rank that disagreed.
+        peer: usize,
+        /// This rank's set.
+        mine: Vec<usize>,
+        /// The other rank's set.
+        theirs: Vec<usize>,
+    },
     /// The communicator was aborted (by `abort()`, or this rank was shut down).
     #[error("communicator aborted")]
     Aborted,
@@ -252,7 +292,10 @@ impl Error {
                 ErrorKind::InvalidUsage
             }
             Error::Timeout { .. } => ErrorKind::Timeout,
-            Error::PeerFailed { .. } => ErrorKind::Remote,
+            Error::PeerFailed { .. } | Error::Revoked { .. } | Error::Excluded { .. } => {
+                ErrorKind::Remote
+            }
+            Error::ShrinkMismatch { .. } => ErrorKind::InvalidUsage,
             Error::Aborted | Error::Io { .. } | Error::Bootstrap(_) | Error::Transport(_) => {
                 ErrorKind::System
             }
@@ -362,6 +405,31 @@ impl Error {
                 peer: *peer,
                 seq: *seq,
                 source: source.duplicate(),
+            },
+            Revoked { rank, by, failed } => Revoked {
+                rank: *rank,
+                by: *by,
+                failed: failed.clone(),
+            },
+            Excluded {
+                rank,
+                epoch,
+                survivors,
+            } => Excluded {
+                rank: *rank,
+                epoch: *epoch,
+                survivors: survivors.clone(),
+            },
+            ShrinkMismatch {
+                rank,
+                peer,
+                mine,
+                theirs,
+            } => ShrinkMismatch {
+                rank: *rank,
+                peer: *peer,
+                mine: mine.clone(),
+                theirs: theirs.clone(),
             },
             Aborted => Aborted,
             Io { what, source } => Io {

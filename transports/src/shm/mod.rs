@@ -35,7 +35,7 @@ use crate::ring::{ring_from_raw, RingHeader, RingReader, RingWriter};
 mod single_copy;
 
 pub use bell::ShmBell;
-pub use segment::segment_path;
+pub use segment::{process_gone, segment_path};
 use segment::{Layout, Mapping};
 
 /// Default bytes per directed ring.

@@ -71,7 +71,7 @@ pub(crate) fn own_pid_ns() -> u64 {
 
 /// Whether process `pid` (> 0, in our pid namespace) is gone: it does not exist, or it is a
 /// zombie (a dead child of this process that nobody reaped yet).
-pub(crate) fn process_gone(pid: i32) -> bool {
+pub fn process_gone(pid: i32) -> bool {
     debug_assert!(pid > 0);
     // SAFETY: signal 0 sends nothing; it only asks whether `pid` exists. `pid` > 0 names one
     // process (0 and negative values would address process groups).
