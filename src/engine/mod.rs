@@ -16,7 +16,7 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -64,6 +64,8 @@ pub(crate) struct Job {
     keep: Mutex<Option<Box<dyn Any + Send>>>,
     result: Mutex<JobState>,
     cv: Condvar,
+    /// The call's id in the flight recorder (set when queued).
+    fr_id: AtomicU64,
 }
 
 /// A job's result, and whether a thread sleeps on the job's condition variable (std's
@@ -86,6 +88,7 @@ impl Job {
             keep: Mutex::new(keep),
             result: Mutex::new(JobState::default()),
             cv: Condvar::new(),
+            fr_id: AtomicU64::new(0),
         })
     }
 
@@ -172,6 +175,8 @@ pub(crate) struct Shared {
     abort: AtomicBool,
     interrupt: Arc<dyn Fn() + Send + Sync>,
     failure: Mutex<Option<Arc<Error>>>,
+    /// The flight recorder (`crate::recorder`): hooks on queue, start, finish and failure.
+    pub(crate) fr: crate::recorder::Handle,
 }
 
 /// The engine of one communicator.
@@ -184,6 +189,7 @@ impl Engine {
     /// The engine of the rank at `ep`, planning with `planner`.
     pub(crate) fn new(ep: Box<dyn Endpoint>, cfg: Config, planner: Planner) -> Engine {
         let interrupt = ep.interrupter();
+        let fr = crate::recorder::Handle::new(&cfg, ep.rank(), ep.world_size());
         Engine {
             shared: Arc::new(Shared {
                 rank: ep.rank(),
@@ -199,6 +205,7 @@ impl Engine {
                 abort: AtomicBool::new(false),
                 interrupt,
                 failure: Mutex::new(None),
+                fr,
             }),
             worker: Mutex::new(None),
         }
@@ -219,6 +226,8 @@ impl Engine {
 
     /// Queues `job`; `background` starts the worker thread if needed.
     pub(crate) fn submit(&self, job: Arc<Job>, background: bool) {
+        let id = self.shared.fr.queued(&job.call.header, job.call.p2p);
+        job.fr_id.store(id, Ordering::Relaxed);
         let mut q = lock(&self.shared.queue);
         q.jobs.push_back(job);
         if background && !q.worker {
@@ -339,7 +348,9 @@ impl Shared {
                     None => return,
                 }
             };
-            let r = self.run(&mut inner, &job.call);
+            let id = job.fr_id.load(Ordering::Relaxed);
+            let r = self.run(&mut inner, &job.call, id);
+            self.fr.finished(id, &r);
             job.finish(r);
         }
     }
@@ -365,7 +376,7 @@ impl Shared {
         }
     }
 
-    fn run(&self, inner: &mut Inner, call: &Call) -> Result<()> {
+    fn run(&self, inner: &mut Inner, call: &Call, fr_id: u64) -> Result<()> {
         if let Some(f) = lock(&self.failure).clone() {
             return Err(Error::CommFailed(f));
         }
@@ -380,6 +391,8 @@ impl Shared {
             in_place: call.in_place,
             p2p: call.p2p,
         })?;
+        self.fr
+            .started(fr_id, inner.planner.last_algorithm(), &prep);
         let words = (prep.scratch * es).div_ceil(8);
         if inner.scratch.len() < words {
             inner.scratch.resize(words, 0);
@@ -409,6 +422,7 @@ impl Shared {
             let stored = self.set_failure(e.duplicate());
             inner.ep.close_all();
             tracing::warn!(rank = self.rank, "communicator failed: {stored}");
+            self.fr.comm_failed(fr_id, &e);
             return Err(e);
         }
         Ok(())
