@@ -173,8 +173,14 @@ pub fn parse_dump(bytes: &[u8]) -> std::result::Result<FlightRecord, DumpError> 
 }
 
 /// The dump entry of a slot.
-pub(super) fn entry_of(s: &Slot) -> RecordEntry {
+pub(super) fn entry_of(s: &Slot, us: &impl Fn(u64) -> u64) -> RecordEntry {
     let h = &s.header;
+    // A call that ended without starting (a zero count, a failed communicator) has no start.
+    let (started, finished) = match s.state {
+        State::Queued => (false, false),
+        State::Started => (true, false),
+        State::Completed | State::Failed => (!s.algo.is_empty(), true),
+    };
     RecordEntry {
         id: s.id,
         seq: h.seq,
@@ -197,9 +203,9 @@ pub(super) fn entry_of(s: &Slot) -> RecordEntry {
             State::Failed => EntryState::Failed,
         },
         error: s.error.clone(),
-        queued_us: s.queued_us,
-        started_us: s.started_us,
-        finished_us: s.finished_us,
+        queued_us: us(s.queued),
+        started_us: started.then(|| us(s.started)),
+        finished_us: finished.then(|| us(s.finished)),
     }
 }
 

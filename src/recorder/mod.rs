@@ -9,12 +9,14 @@
 //! - `signal.rs`: the registry of live recorders and the `SIGUSR1` thread.
 //!
 //! The ring is a boxed slice of slots allocated when the communicator is made. A call costs
-//! three short, uncontended slot locks (queued, started, finished) and one clock read each;
-//! nothing is allocated unless the call fails (the error's text). Configuration:
+//! three short, uncontended slot locks (queued, started, finished) and one read of the
+//! time-stamp counter each (`clock.rs`); nothing is allocated unless the call fails (the
+//! error's text). Configuration:
 //! `FERROCOLL_FR_ENTRIES` (ring size, 0 turns the recorder off) and `FERROCOLL_FR_DIR` (where
 //! failure and signal dumps go; unset, the ring still runs and only requested dumps are
 //! written).
 
+mod clock;
 pub mod doctor;
 mod dump;
 mod signal;
@@ -25,7 +27,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -64,9 +66,10 @@ struct Slot {
     npeers: usize,
     state: State,
     error: Option<String>,
-    queued_us: u64,
-    started_us: Option<u64>,
-    finished_us: Option<u64>,
+    /// Clock ticks (see `clock.rs`); 0 for "not yet" where the state says so.
+    queued: u64,
+    started: u64,
+    finished: u64,
 }
 
 impl Slot {
@@ -87,9 +90,9 @@ impl Slot {
             npeers: 0,
             state: State::Queued,
             error: None,
-            queued_us: 0,
-            started_us: None,
-            finished_us: None,
+            queued: 0,
+            started: 0,
+            finished: 0,
         }
     }
 }
@@ -97,9 +100,11 @@ impl Slot {
 /// The ring of one communicator and what its dumps say about it.
 pub(crate) struct Recorder {
     slots: Box<[Mutex<Slot>]>,
+    /// `slots.len() - 1` when that is a power of two (the slot of an id is then a mask away).
+    mask: Option<u64>,
     /// Calls queued so far: the next call's id (its slot is `id % slots.len()`).
     next: AtomicU64,
-    born: Instant,
+    clock: clock::Clock,
     born_unix_us: u64,
     rank: usize,
     world: usize,
@@ -142,12 +147,12 @@ impl Recorder {
         let born_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
+        let n = entries.max(1);
         Recorder {
-            slots: (0..entries.max(1))
-                .map(|_| Mutex::new(Slot::empty()))
-                .collect(),
+            slots: (0..n).map(|_| Mutex::new(Slot::empty())).collect(),
+            mask: n.is_power_of_two().then_some(n as u64 - 1),
             next: AtomicU64::new(0),
-            born: Instant::now(),
+            clock: clock::Clock::new(),
             born_unix_us,
             rank,
             world,
@@ -157,37 +162,44 @@ impl Recorder {
         }
     }
 
-    fn now_us(&self) -> u64 {
-        self.born.elapsed().as_micros() as u64
+    /// The slot that call `id` uses.
+    #[inline]
+    fn slot_of(&self, id: u64) -> &Mutex<Slot> {
+        let i = match self.mask {
+            Some(m) => id & m,
+            None => id % self.slots.len() as u64,
+        };
+        &self.slots[i as usize]
     }
 
     /// The slot of call `id`, if the ring still holds it.
+    #[inline]
     fn slot(&self, id: u64) -> Option<MutexGuard<'_, Slot>> {
-        let g = lock(&self.slots[(id % self.slots.len() as u64) as usize]);
+        let g = lock(self.slot_of(id));
         (g.id == id).then_some(g)
     }
 
     /// Records a queued call; returns its id for the later hooks.
     pub(crate) fn queued(&self, header: &OpHeader, p2p: Option<(usize, bool)>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = self.now_us();
-        let mut s = lock(&self.slots[(id % self.slots.len() as u64) as usize]);
+        let now = self.clock.ticks();
+        let mut s = lock(self.slot_of(id));
         s.id = id;
         s.header = *header;
         s.p2p = p2p;
         s.algo = "";
         s.npeers = 0;
         s.state = State::Queued;
-        s.error = None;
-        s.queued_us = now;
-        s.started_us = None;
-        s.finished_us = None;
+        if s.error.is_some() {
+            s.error = None;
+        }
+        s.queued = now;
         id
     }
 
     /// Records that call `id` started with algorithm `algo` and plan `plan`.
     pub(crate) fn started(&self, id: u64, algo: &'static str, plan: &Prepared) {
-        let now = self.now_us();
+        let now = self.clock.ticks();
         if let Some(mut s) = self.slot(id) {
             let peers = plan.peers();
             for (d, &p) in s.peers.iter_mut().zip(peers) {
@@ -196,18 +208,18 @@ impl Recorder {
             s.npeers = peers.len();
             s.algo = algo;
             s.state = State::Started;
-            s.started_us = Some(now);
+            s.started = now;
         }
     }
 
     /// Records the end of call `id` (a failure already recorded is kept).
     pub(crate) fn finished(&self, id: u64, r: &Result<()>) {
-        let now = self.now_us();
+        let now = self.clock.ticks();
         if let Some(mut s) = self.slot(id) {
             if s.state == State::Failed {
                 return;
             }
-            s.finished_us = Some(now);
+            s.finished = now;
             match r {
                 Ok(()) => s.state = State::Completed,
                 Err(e) => {
@@ -237,17 +249,26 @@ impl Recorder {
 
     /// The ring's calls, oldest first, as dump entries (each slot locked briefly, one at a
     /// time).
+    #[cfg(test)]
     pub(crate) fn entries(&self) -> Vec<RecordEntry> {
+        self.entries_and_now().0
+    }
+
+    /// [`Recorder::entries`], and the time they were read (µs since creation).
+    fn entries_and_now(&self) -> (Vec<RecordEntry>, u64) {
         let n = self.slots.len() as u64;
         let end = self.next.load(Ordering::Relaxed);
         let start = end.saturating_sub(n);
-        (start..end)
-            .filter_map(|id| self.slot(id).map(|s| dump::entry_of(&s)))
-            .collect()
+        let (us, now) = self.clock.micros();
+        let entries = (start..end)
+            .filter_map(|id| self.slot(id).map(|s| dump::entry_of(&s, &us)))
+            .collect();
+        (entries, now)
     }
 
     /// The whole record as a dump would hold it.
     pub(crate) fn snapshot(&self, reason: DumpReason, failure: Option<String>) -> FlightRecord {
+        let (entries, now) = self.entries_and_now();
         FlightRecord {
             version: SCHEMA_VERSION,
             rank: self.rank,
@@ -258,8 +279,8 @@ impl Recorder {
             reason,
             failure,
             created_unix_us: self.born_unix_us,
-            dumped_us: self.now_us(),
-            entries: self.entries(),
+            dumped_us: now,
+            entries,
         }
     }
 

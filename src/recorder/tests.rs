@@ -379,3 +379,17 @@ fn an_engine_records_its_calls() {
     assert!(diagnose(&recs)[0].healthy());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_clock_turns_ticks_into_microseconds() {
+    let c = clock::Clock::new();
+    let a = c.ticks();
+    std::thread::sleep(Duration::from_millis(20));
+    let b = c.ticks();
+    let (us, now) = c.micros();
+    let (a, b) = (us(a), us(b));
+    assert!(
+        b >= a + 19_000 && b <= now && now < 5_000_000,
+        "{a} {b} {now}"
+    );
+}
