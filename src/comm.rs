@@ -4,6 +4,7 @@
 //! `comm/split.rs`, asynchronous handles in `comm/work.rs`.
 
 use std::ffi::c_void;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -131,6 +132,14 @@ impl Communicator {
     /// The failure that stopped this communicator, if any.
     pub fn failure(&self) -> Option<Arc<Error>> {
         self.engine.failure()
+    }
+
+    /// Writes this rank's flight record (its last `FERROCOLL_FR_ENTRIES` calls, see
+    /// [`crate::recorder`]) to `dir` as `fr-rank<R>-pid<PID>-comm<ID>.json` and returns the
+    /// file's path. Errors: [`Error::Config`] when the recorder is off
+    /// (`FERROCOLL_FR_ENTRIES=0`), [`Error::Io`] when the file cannot be written.
+    pub fn dump_flight_record(&self, dir: impl AsRef<std::path::Path>) -> Result<PathBuf> {
+        self.engine.shared().fr.dump_to(dir.as_ref())
     }
 
     /// Builds the engine call for a raw call after checking everything that can be checked

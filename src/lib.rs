@@ -11,7 +11,8 @@
 //! holds every setting, [`topology`] the cluster the tuner plans on ([`Tuner`] prices the
 //! registered algorithms, [`AlgoId`]), [`compress`] the compressed collectives, [`launch`]
 //! the forking of local ranks and the rendezvous stores, [`verify`] the data check that
-//! tools run on their results, and [`reduce`] the reduction kernels. `ARCHITECTURE.md`
+//! tools run on their results, [`recorder`] the flight recorder's dumps and their analysis,
+//! and [`reduce`] the reduction kernels. `ARCHITECTURE.md`
 //! describes the inside: a call is checked by the communicator, planned by the planner,
 //! queued by the engine and run by the executor over the links of `ferrocoll_transports`.
 
@@ -28,6 +29,7 @@ mod fp8;
 mod ft;
 pub mod launch;
 mod plan;
+pub mod recorder;
 pub mod reduce;
 mod reference;
 mod schedule;

@@ -63,6 +63,8 @@ pub(crate) struct Planner {
     /// The last call's shape and plan: a training loop repeats its calls, and this skips
     /// the tuner's and the cache's lookups for them.
     last: Option<(CallShape, Arc<Prepared>)>,
+    /// The algorithm of the last call's plan (`send/recv` for point-to-point calls).
+    last_algo: &'static str,
 }
 
 impl Planner {
@@ -78,6 +80,7 @@ impl Planner {
             streaming_min: cfg.streaming_min_bytes,
             cache: HashMap::new(),
             last: None,
+            last_algo: "",
         })
     }
 
@@ -103,6 +106,11 @@ impl Planner {
         Ok(p)
     }
 
+    /// The algorithm of the plan that [`Planner::prepare`] returned last.
+    pub(crate) fn last_algorithm(&self) -> &'static str {
+        self.last_algo
+    }
+
     /// [`Planner::prepare`] through the tuner and the cache.
     fn lookup(&mut self, call: &CallShape) -> Result<Arc<Prepared>> {
         let es = call.esize;
@@ -122,10 +130,13 @@ impl Planner {
             algo,
             seg: (seg_bytes / es).max(1),
         };
+        let name = algo.map_or("send/recv", AlgoId::name);
         if let Some(p) = self.cache.get(&key) {
+            self.last_algo = name;
             return Ok(p.clone());
         }
         let p = Arc::new(self.build(call, &key)?);
+        self.last_algo = name;
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }

@@ -115,7 +115,17 @@ pub struct Config {
     /// communicator does not compress by itself: programs that opt in to lossy compression
     /// hand it to `CompressedCollectives` ([`CompressionSetting::from_env`] reads it alone).
     pub compression: CompressionSetting,
+    /// Where the flight recorder writes its dumps on failure and on `SIGUSR1`
+    /// (`FERROCOLL_FR_DIR`; unset or empty: no such dumps, the ring still runs). See
+    /// [`crate::recorder`].
+    pub fr_dir: Option<PathBuf>,
+    /// Calls the flight recorder keeps per communicator (`FERROCOLL_FR_ENTRIES`, default
+    /// 1024, at most [`FR_ENTRIES_MAX`]; 0 turns the recorder off).
+    pub fr_entries: usize,
 }
+
+/// Most calls `FERROCOLL_FR_ENTRIES` may ask the flight recorder to keep.
+pub const FR_ENTRIES_MAX: usize = 1 << 20;
 
 impl Config {
     /// Resolves an automatic [`Config::yield_when_idle`] for `local_ranks` ranks sharing this
@@ -152,6 +162,8 @@ impl Default for Config {
             streaming_min_bytes: 8 << 20,
             log_level: tracing::Level::WARN,
             compression: CompressionSetting::Fixed(Codec::None),
+            fr_dir: None,
+            fr_entries: 1024,
         }
     }
 }
@@ -327,6 +339,23 @@ impl Config {
             };
         }
         c.compression = CompressionSetting::from_vars(&get)?;
+        c.fr_dir = get("FERROCOLL_FR_DIR")
+            .filter(|s| !s.trim().is_empty())
+            .map(PathBuf::from);
+        if let Some(v) = get("FERROCOLL_FR_ENTRIES") {
+            let n: usize = v
+                .trim()
+                .parse()
+                .map_err(|_| bad("FERROCOLL_FR_ENTRIES", &v, "not a number of entries"))?;
+            if n > FR_ENTRIES_MAX {
+                return Err(bad(
+                    "FERROCOLL_FR_ENTRIES",
+                    &v,
+                    format!("at most {FR_ENTRIES_MAX}"),
+                ));
+            }
+            c.fr_entries = n;
+        }
         Ok(c)
     }
 
@@ -538,6 +567,32 @@ mod tests {
         }
         let e = Config::from_vars(vars(&[("FERROCOLL_RING_ORDER", "fast")])).unwrap_err();
         assert!(e.to_string().contains("FERROCOLL_RING_ORDER"), "{e}");
+    }
+
+    #[test]
+    fn flight_recorder_variables() {
+        let c = Config::default();
+        assert_eq!((c.fr_dir, c.fr_entries), (None, 1024));
+        let c = Config::from_vars(vars(&[
+            ("FERROCOLL_FR_DIR", "/tmp/fr"),
+            ("FERROCOLL_FR_ENTRIES", " 16 "),
+        ]))
+        .unwrap();
+        assert_eq!(c.fr_dir, Some(PathBuf::from("/tmp/fr")));
+        assert_eq!(c.fr_entries, 16);
+        let c = Config::from_vars(vars(&[
+            ("FERROCOLL_FR_DIR", ""),
+            ("FERROCOLL_FR_ENTRIES", "0"),
+        ]))
+        .unwrap();
+        assert_eq!((c.fr_dir, c.fr_entries), (None, 0));
+        for v in ["many", "-1", "", "2000000"] {
+            let e = Config::from_vars(vars(&[("FERROCOLL_FR_ENTRIES", v)])).unwrap_err();
+            assert!(
+                matches!(&e, Error::Config { var, .. } if var == "FERROCOLL_FR_ENTRIES"),
+                "{v:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -64,6 +64,8 @@ pub(crate) struct Job {
     keep: Mutex<Option<Box<dyn Any + Send>>>,
     result: Mutex<JobState>,
     cv: Condvar,
+    /// The call's id in the flight recorder (set when queued).
+    fr_id: AtomicU64,
 }
 
 /// A job's result, and whether a thread sleeps on the job's condition variable (std's
@@ -86,6 +88,7 @@ impl Job {
             keep: Mutex::new(keep),
             result: Mutex::new(JobState::default()),
             cv: Condvar::new(),
+            fr_id: AtomicU64::new(0),
         })
     }
 
@@ -175,6 +178,8 @@ pub(crate) struct Shared {
     /// The communicator's failure state, when it runs a failure detector (`crate::ft`):
     /// a failed call is reported as the revocation it caused or met.
     health: OnceLock<Arc<crate::ft::Health>>,
+    /// The flight recorder (`crate::recorder`): hooks on queue, start, finish and failure.
+    pub(crate) fr: crate::recorder::Handle,
 }
 
 /// The engine of one communicator.
@@ -187,6 +192,7 @@ impl Engine {
     /// The engine of the rank at `ep`, planning with `planner`.
     pub(crate) fn new(ep: Box<dyn Endpoint>, cfg: Config, planner: Planner) -> Engine {
         let interrupt = ep.interrupter();
+        let fr = crate::recorder::Handle::new(&cfg, ep.rank(), ep.world_size());
         Engine {
             shared: Arc::new(Shared {
                 rank: ep.rank(),
@@ -203,6 +209,7 @@ impl Engine {
                 interrupt,
                 failure: Mutex::new(None),
                 health: OnceLock::new(),
+                fr,
             }),
             worker: Mutex::new(None),
         }
@@ -223,6 +230,8 @@ impl Engine {
 
     /// Queues `job`; `background` starts the worker thread if needed.
     pub(crate) fn submit(&self, job: Arc<Job>, background: bool) {
+        let id = self.shared.fr.queued(&job.call.header, job.call.p2p);
+        job.fr_id.store(id, Ordering::Relaxed);
         let mut q = lock(&self.shared.queue);
         q.jobs.push_back(job);
         if background && !q.worker {
@@ -320,9 +329,10 @@ impl Shared {
     /// is dropped (peers learn of the revocation from the failure detector, not from a
     /// broken link that would name this rank).
     pub(crate) fn revoke(&self, e: Error) {
-        self.set_failure(e);
+        let stored = self.set_failure(e);
         self.abort.store(true, Ordering::Release);
         (self.interrupt)();
+        self.fr.failure_dump(&stored);
     }
 
     /// The failure of a call made after the engine failed with `f`.
@@ -372,7 +382,9 @@ impl Shared {
                     None => return,
                 }
             };
-            let r = self.run(&mut inner, &job.call);
+            let id = job.fr_id.load(Ordering::Relaxed);
+            let r = self.run(&mut inner, &job.call, id);
+            self.fr.finished(id, &r);
             job.finish(r);
         }
     }
@@ -398,7 +410,7 @@ impl Shared {
         }
     }
 
-    fn run(&self, inner: &mut Inner, call: &Call) -> Result<()> {
+    fn run(&self, inner: &mut Inner, call: &Call, fr_id: u64) -> Result<()> {
         if let Some(f) = lock(&self.failure).clone() {
             return Err(Shared::later_error(&f));
         }
@@ -413,6 +425,8 @@ impl Shared {
             in_place: call.in_place,
             p2p: call.p2p,
         })?;
+        self.fr
+            .started(fr_id, inner.planner.last_algorithm(), &prep);
         let words = (prep.scratch * es).div_ceil(8);
         if inner.scratch.len() < words {
             inner.scratch.resize(words, 0);
@@ -446,6 +460,7 @@ impl Shared {
             let stored = self.set_failure(e.duplicate());
             inner.ep.close_all();
             tracing::warn!(rank = self.rank, "communicator failed: {stored}");
+            self.fr.comm_failed(fr_id, &e);
             return Err(e);
         }
         Ok(())

@@ -123,6 +123,11 @@ impl Prepared {
         })
     }
 
+    /// The ranks this plan exchanges messages with.
+    pub(crate) fn peers(&self) -> &[usize] {
+        &self.active
+    }
+
     /// The segmented steps.
     #[cfg(test)]
     pub(crate) fn steps(&self) -> &[Step] {

@@ -1,4 +1,5 @@
-//! Command line: one subcommand per collective with nccl-tests' flags, plus `links`.
+//! Command line: one subcommand per collective with nccl-tests' flags, plus `links`,
+//! `simulate` and `doctor`.
 
 use std::path::PathBuf;
 
@@ -51,7 +52,20 @@ pub enum Cmd {
     /// print the tuner's choice; starts no ranks.
     #[command(name = "simulate")]
     Simulate(crate::simulate::SimulateArgs),
+    /// Read the flight recorder's dumps in DIR (FERROCOLL_FR_DIR) and name the ranks that are
+    /// behind, stuck, or called a different collective; starts no ranks. Exit status 0:
+    /// healthy, 1: a problem found, 2: nothing readable.
+    #[command(name = "doctor")]
+    Doctor(crate::doctor::DoctorArgs),
 }
+
+/// The options of subcommands that start no ranks.
+static NO_RANKS: Common = Common {
+    np: 1,
+    algo: None,
+    transport: None,
+    in_process: false,
+};
 
 impl Cmd {
     /// The options every subcommand shares.
@@ -59,6 +73,7 @@ impl Cmd {
         match self {
             Cmd::Links(a) => &a.common,
             Cmd::Simulate(a) => &a.common,
+            Cmd::Doctor(_) => &NO_RANKS,
             Cmd::AllReduce(a)
             | Cmd::AllGather(a)
             | Cmd::ReduceScatter(a)
@@ -81,7 +96,7 @@ impl Cmd {
             Cmd::AllToAll(a) => (Collective::AllToAll, a),
             Cmd::SendRecv(a) => (Collective::SendRecv, a),
             Cmd::Barrier(a) => (Collective::Barrier, a),
-            Cmd::Links(_) | Cmd::Simulate(_) => return None,
+            Cmd::Links(_) | Cmd::Simulate(_) | Cmd::Doctor(_) => return None,
         })
     }
 }

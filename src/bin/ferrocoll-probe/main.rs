@@ -6,6 +6,7 @@
 //! ferrocoll-probe all_gather -d all -c 1 --json out.json --plot out.png
 //! ferrocoll-probe links --np 4 --link-spec 1gbit --save topo.json
 //! ferrocoll-probe simulate --topo examples/topologies/dgx-h100-256x8.json all_reduce
+//! ferrocoll-probe doctor /tmp/fr                              # after a hang: who is behind
 //! ```
 //!
 //! Without launcher variables the probe re-runs itself as `--np` local ranks (shared memory
@@ -15,6 +16,7 @@
 mod cli;
 mod compare;
 mod compressed;
+mod doctor;
 mod links;
 mod plot;
 mod ranks;
@@ -60,6 +62,10 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    if let Cmd::Doctor(a) = &cli.cmd {
+        // Reading dumps: no ranks to start.
+        return doctor::run(a);
+    }
     match launch(&cli) {
         Ok(code) => code,
         Err(e) => {
