@@ -453,6 +453,9 @@ impl Shared {
         // scratch was sized for the plan above and is only used by this job.
         let r = unsafe { execute(inner.ep.as_mut(), &prep, &mut inner.work, mem, &cx) };
         if let Err(e) = r {
+            // The dump names what this rank saw (a timeout, a broken link) before it
+            // becomes the revocation every survivor reports.
+            self.fr.comm_failed(fr_id, &e);
             let e = match self.health.get() {
                 Some(h) => h.reconcile(e),
                 None => e,
@@ -460,7 +463,6 @@ impl Shared {
             let stored = self.set_failure(e.duplicate());
             inner.ep.close_all();
             tracing::warn!(rank = self.rank, "communicator failed: {stored}");
-            self.fr.comm_failed(fr_id, &e);
             return Err(e);
         }
         Ok(())
