@@ -26,6 +26,9 @@
 //! `TRAIN_DP_DIVERGE_AFTER=S` (a self-test of that check, used by `tests/train_dp_cli.rs`)
 //! flips one bit of the last rank's parameters after step `S`.
 
+#[path = "train_dp/elastic.rs"]
+mod elastic;
+
 use clap::Parser;
 use ferrocoll::compress::{CompressedCollectives, CompressionSetting, ErrorFeedback};
 use ferrocoll::{Codec, Communicator, ReduceOp, Work};
@@ -420,7 +423,10 @@ pub fn fingerprint(v: &[f32]) -> u64 {
 }
 
 #[derive(Parser, Debug)]
-#[command(about = "Data-parallel MLP training through ferrocoll, optionally compressed")]
+#[command(
+    about = "Data-parallel MLP training through ferrocoll, optionally compressed",
+    args_override_self = true
+)]
 struct Cli {
     /// Local ranks to fork when no launcher variables are set.
     #[arg(long, default_value_t = 2)]
@@ -446,10 +452,24 @@ struct Cli {
     /// Draw the loss curve to this PNG file (rank 0).
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
+    /// Survive failed ranks: shrink to the survivors and go on (uncompressed gradients;
+    /// the store is served by the launcher, so any rank may fail).
+    #[arg(long)]
+    elastic: bool,
+    /// With --elastic: make rank R fail at step S (`kill:R@S`, `stop:R@S`, or `@30s` for
+    /// seconds into the job). Repeats.
+    #[arg(long = "fail", requires = "elastic")]
+    fails: Vec<elastic::FailSpec>,
+    /// With --elastic: start a replacement for each failed rank; the ranks grow back.
+    #[arg(long, requires = "elastic")]
+    replace: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
+    if cli.elastic {
+        return run_elastic(&cli);
+    }
     if !ferrocoll::launch::launched() {
         let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
         let statuses = ferrocoll::launch::spawn_local(cli.np, &args, &[])?;
@@ -504,6 +524,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("final loss: {:.6}", out.final_loss);
     }
     Ok(())
+}
+
+/// `--elastic`: the launcher, a rank, or a replacement (`TRAIN_DP_JOIN=1`).
+fn run_elastic(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let joining = std::env::var_os("TRAIN_DP_JOIN").is_some();
+    if !joining && !ferrocoll::launch::launched() {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        return Ok(elastic::launch(cli.np, &args, cli.replace)?);
+    }
+    if cli.compression.is_some() {
+        return Err("--elastic trains uncompressed: drop --compression".into());
+    }
+    let opts = Opts {
+        steps: cli.steps,
+        codec: Codec::None,
+        error_feedback: false,
+        lr: cli.lr,
+        eval_every: cli.eval_every.max(1),
+    };
+    Ok(elastic::rank(&opts, &cli.fails, joining)?)
 }
 
 fn plot(

@@ -183,3 +183,59 @@ fn ranks_that_diverge_fail_at_that_step() {
     );
     assert!(!stdout.contains("final loss"), "{stdout}");
 }
+
+#[test]
+fn elastic_training_survives_kills_and_a_stop_and_grows_back() {
+    // Rank 0 killed, then rank 1 stopped, then ranks 0 and 1 killed at once; each failed rank
+    // is replaced. The per-step parameter check stays on throughout.
+    let out = command(&[
+        "--np",
+        "4",
+        "--steps",
+        "1500",
+        "--eval-every",
+        "500",
+        "--elastic",
+        "--replace",
+        "--fail",
+        "kill:0@100",
+        "--fail",
+        "stop:1@500",
+        "--fail",
+        "kill:0@1000",
+        "--fail",
+        "kill:1@1000",
+    ])
+    .env("FERROCOLL_HEARTBEAT_TIMEOUT", "1")
+    .output()
+    .expect("cannot run train_dp");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let count = |p: &str| stdout.lines().filter(|l| l.starts_with(p)).count();
+    assert_eq!(count("fail: "), 4, "{stdout}");
+    assert_eq!(count("joined: "), 4, "{stdout}");
+    // Three failure events; each survivor of each prints one line.
+    let recovered: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("recovered: world "))
+        .collect();
+    assert!(
+        recovered.iter().filter(|l| l.contains("4 -> 3")).count() >= 6,
+        "{stdout}"
+    );
+    assert!(
+        recovered.iter().any(|l| l.contains("4 -> 2")),
+        "the double failure: {stdout}"
+    );
+    assert!(count("grew: world ") >= 3, "{stdout}");
+    assert!(
+        stdout.contains("parameters bit-identical on all ranks after every step; final world 4"),
+        "{stdout}"
+    );
+    final_loss(&stdout);
+}
