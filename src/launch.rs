@@ -188,11 +188,10 @@ pub struct LocalStore {
 
 impl LocalStore {
     /// Serves a store on `127.0.0.1:<free port>`, demanding this process's
-    /// `FERROCOLL_SECRET` of clients when that is set (and not empty).
+    /// `FERROCOLL_SECRET` of clients when that is set (and not empty); a malformed
+    /// `FERROCOLL_*` variable is an error, as for the ranks.
     pub fn start() -> Result<LocalStore> {
-        let secret = std::env::var("FERROCOLL_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty());
+        let secret = crate::config::Config::from_env()?.secret;
         Self::with_secret(secret.as_deref())
     }
 

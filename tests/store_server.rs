@@ -93,6 +93,18 @@ fn bad_command_lines_fail_with_a_message() {
     let o = run(&["--secret-file", "/nonexistent/ferrocoll-secret"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the secret file"));
+    let empty = std::env::temp_dir().join(format!("ferrocoll-empty-{}", std::process::id()));
+    std::fs::write(&empty, "\n").unwrap();
+    let o = run(&["--secret-file", empty.to_str().unwrap()]);
+    std::fs::remove_file(&empty).unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is empty"));
+    let o = Command::new(STORE)
+        .env("FERROCOLL_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("FERROCOLL_TIMEOUT"));
 }
 
 #[test]

@@ -34,12 +34,10 @@ struct Args {
     secret_file: Option<PathBuf>,
 }
 
-/// The secret from `--secret-file`, else `FERROCOLL_SECRET`.
-fn secret(args: &Args) -> Result<Option<String>, String> {
+/// The secret from `--secret-file`, else `from_env` (`FERROCOLL_SECRET`).
+fn secret(args: &Args, from_env: Option<String>) -> Result<Option<String>, String> {
     let Some(path) = &args.secret_file else {
-        return Ok(std::env::var("FERROCOLL_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty()));
+        return Ok(from_env);
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
@@ -52,11 +50,15 @@ fn secret(args: &Args) -> Result<Option<String>, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let level = ferrocoll::Config::from_env()
-        .map(|c| c.log_level)
-        .unwrap_or(tracing::Level::WARN);
-    ferrocoll::init_logging(level);
-    let secret = match secret(&args) {
+    let cfg = match ferrocoll::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrocoll-store: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    ferrocoll::init_logging(cfg.log_level);
+    let secret = match secret(&args, cfg.secret) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ferrocoll-store: error: {e}");
