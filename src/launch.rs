@@ -252,6 +252,25 @@ mod tests {
         );
     }
 
+    /// A local store without a secret gives only `FERROCOLL_STORE`, which reaches it; the
+    /// rank variables name the store given.
+    #[test]
+    fn local_store_env_reaches_it() {
+        let store = LocalStore::with_secret(None).unwrap();
+        let env = store.env();
+        assert_eq!(env, vec![("FERROCOLL_STORE".to_string(), store.spec())]);
+        let addr = store.spec().strip_prefix("tcp://").unwrap().to_string();
+        let client = TcpStore::connect(addr, Duration::from_secs(10)).unwrap();
+        client.set("k", b"v").unwrap();
+        assert_eq!(client.get("k").unwrap(), b"v");
+        let vars = local_rank_env(2, 4, &store.spec());
+        assert!(vars.contains(&("FERROCOLL_RANK".into(), "2".into())));
+        assert!(vars.contains(&("FERROCOLL_WORLD_SIZE".into(), "4".into())));
+        assert!(vars.contains(&("FERROCOLL_STORE".into(), store.spec())));
+        drop(store);
+        assert!(client.get("k").is_err(), "the store stops with its value");
+    }
+
     /// Ranks that all succeed are waited for as long as they run.
     #[test]
     fn successful_ranks_are_waited_for() {

@@ -72,8 +72,8 @@ pub fn host_identity(cfg: &Config) -> String {
     )
 }
 
-/// Everything a communicator built by rendezvous keeps alive: the store server (rank 0) and
-/// the store client.
+/// Everything a communicator built by rendezvous keeps alive: the store server (rank 0, when
+/// it serves one) and the store client.
 pub struct Rendezvous {
     /// The links.
     pub endpoint: HybridEndpoint,
@@ -81,7 +81,7 @@ pub struct Rendezvous {
     pub peers: Peers,
     /// The store (for later rendezvous, e.g. split).
     pub store: MeetingStore,
-    /// Rank 0's store server.
+    /// Rank 0's store server (with a bare `host:port` store only).
     pub server: Option<TcpStoreServer>,
 }
 
