@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages some tests use: iproute2 (network namespaces for the multi-host tests),
-# Open MPI (launcher test under mpirun). Installed only when missing and when we can.
+# Open MPI (launcher test under mpirun), etcd (tests/etcd_store.rs starts its own server; the
+# package installs /usr/bin/etcd and starts no service here). Installed only when missing and
+# when we can.
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v mpirun >/dev/null || need+=(openmpi-bin)
+command -v etcd >/dev/null || need+=(etcd-server)
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -46,7 +49,7 @@ fi
 # so that `cargo test` works anywhere, but in this suite a tool it should have installed and
 # could not is an error. FERROCOLL_ALLOW_SKIPS=1 runs anyway (the skips are then printed).
 missing=()
-for tool in ip unshare tc mpirun cc valgrind; do
+for tool in ip unshare tc mpirun cc valgrind etcd; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 [ "$(id -u)" = 0 ] || missing+=("root (network namespaces for the multi-host tests)")

@@ -42,6 +42,16 @@ fn main() {
         ("killed_mid_ring_rank_0_then_shrink_tcp", || {
             shrink_case("kill_mid", &[0], "tcp")
         }),
+        ("rank_0_killed_with_an_external_tcp_store", || {
+            let store = ferrocoll::launch::LocalStore::start().unwrap();
+            shrink_case_on("kill_mid", &[0], "auto", Some(&store.spec()));
+        }),
+        ("rank_0_killed_with_an_etcd_store", || {
+            if let Some(etcd) = common::etcd::Etcd::start("elastic") {
+                let spec = format!("etcd://{}/elastic-{}", etcd.authority, std::process::id());
+                shrink_case_on("kill_mid", &[0], "auto", Some(&spec));
+            }
+        }),
         ("killed_mid_ring_then_shrink_shm", || {
             shrink_case("kill_mid", &[2], "shm")
         }),
@@ -329,6 +339,16 @@ struct Job {
 
 impl Job {
     fn start(np: usize, scenario: &str, victims: &[usize], transport: &str) -> Job {
+        Job::start_on(np, scenario, victims, transport, None)
+    }
+
+    fn start_on(
+        np: usize,
+        scenario: &str,
+        victims: &[usize],
+        transport: &str,
+        store: Option<&str>,
+    ) -> Job {
         let dir = std::env::temp_dir().join(format!(
             "ferrocoll-elastic-{scenario}-{}-{}",
             csv(victims),
@@ -342,7 +362,10 @@ impl Job {
             ("FC_REPORT".into(), dir.to_string_lossy().into_owned()),
             (
                 "FERROCOLL_STORE".into(),
-                format!("file:{}", dir.join("store").display()),
+                store.map_or_else(
+                    || format!("file:{}", dir.join("store").display()),
+                    str::to_string,
+                ),
             ),
             ("FERROCOLL_TRANSPORT".into(), transport.into()),
             ("FERROCOLL_TIMEOUT".into(), "20".into()),
@@ -401,8 +424,14 @@ impl Drop for Job {
 /// `ok`, the revocation naming exactly the victims (none for a plain revoke), and a working
 /// shrunk communicator of the survivors.
 fn shrink_case(scenario: &str, victims: &[usize], transport: &str) {
+    shrink_case_on(scenario, victims, transport, None);
+}
+
+/// [`shrink_case`] meeting through `store` (a `FERROCOLL_STORE` value) instead of a
+/// directory.
+fn shrink_case_on(scenario: &str, victims: &[usize], transport: &str, store: Option<&str>) {
     let before = shm_files();
-    shrink_job(scenario, victims, transport);
+    shrink_job(scenario, victims, transport, store);
     no_new_segments(&before);
 }
 
@@ -434,9 +463,9 @@ fn no_new_segments(before: &[String]) {
     }
 }
 
-fn shrink_job(scenario: &str, victims: &[usize], transport: &str) {
+fn shrink_job(scenario: &str, victims: &[usize], transport: &str, store: Option<&str>) {
     let np = 4;
-    let mut job = Job::start(np, scenario, victims, transport);
+    let mut job = Job::start_on(np, scenario, victims, transport, store);
     let stopped: Vec<usize> = if scenario == "stop_mid" {
         victims.to_vec()
     } else {

@@ -312,15 +312,13 @@ fn grow_world(comm: Communicator, state: &mut State) -> Result<Communicator, Str
 /// The launcher of an elastic job: see the module docs.
 pub fn launch(np: usize, args: &[std::ffi::OsString], replace: bool) -> Result<(), String> {
     use std::process::Command;
-    let dir = std::env::temp_dir().join(format!("ferrocoll-train-dp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let store = format!("file:{}", dir.display());
+    let cfg = ferrocoll::Config::from_env().map_err(|e| e.to_string())?;
+    // The job's store lives in this process: it outlives every rank.
+    let store = ferrocoll::launch::LocalStore::with_secret(cfg.secret.as_deref())
+        .map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let env = vec![
-        ("FERROCOLL_STORE".to_string(), store),
-        ("TRAIN_DP_T0".to_string(), format!("{:.6}", unix_now())),
-    ];
+    let mut env = store.env();
+    env.push(("TRAIN_DP_T0".to_string(), format!("{:.6}", unix_now())));
     let kids = ferrocoll::launch::spawn_children(np, || Command::new(&exe), args, &env)
         .map_err(|e| e.to_string())?;
     let result = supervise(kids, replace, || {
@@ -331,7 +329,7 @@ pub fn launch(np: usize, args: &[std::ffi::OsString], replace: bool) -> Result<(
         }
         c.spawn()
     });
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(store);
     result
 }
 

@@ -3,20 +3,28 @@
 //! A store maps string keys to byte values. Ranks publish what the others need (listening
 //! addresses, host identity, a job token) with [`Store::set`], read it with [`Store::get`]
 //! (which blocks until the key exists or the store's timeout passes), and count arrivals with
-//! [`Store::add`]. Two implementations:
-//! - [`TcpStore`], the client of a [`TcpStoreServer`] (served by rank 0 or the launcher; a
-//!   small length-prefixed binary protocol, optionally authenticated by a shared secret);
-//! - [`FileStore`], a directory on a file system every rank sees (one file per key).
+//! [`Store::add`]. Three implementations:
+//! - [`TcpStore`], the client of a [`TcpStoreServer`] (served by rank 0, the launcher or
+//!   `ferrocoll-store`; a small length-prefixed binary protocol, optionally authenticated by
+//!   a shared secret);
+//! - [`FileStore`], a directory on a file system every rank sees (one file per key);
+//! - [`EtcdStore`], an etcd v3 cluster reached through its JSON gateway.
+//!
+//! `FERROCOLL_STORE` chooses among them (see `meeting.rs`): a bare `host:port` is a TCP store
+//! served by rank 0, `tcp://host:port` one served outside the ranks (`ferrocoll-store`, or
+//! the launcher), `etcd://host:port/prefix` etcd, `file:DIR` a directory.
 //!
 //! Counters written by [`Store::add`] are stored as decimal ASCII text, so `get` on a counter
 //! key returns e.g. `b"3"`.
 
 mod affinity;
 mod endpoint;
+mod etcd;
 mod file_store;
 mod interfaces;
 mod meeting;
 pub mod rendezvous;
+mod serve;
 mod tcp_client;
 mod tcp_server;
 #[cfg(test)]
@@ -27,7 +35,9 @@ use std::time::Duration;
 
 /// Why a store operation failed (defined with the other errors, in `crate::error`).
 pub use crate::error::StoreError;
+pub use etcd::EtcdStore;
 pub use file_store::FileStore;
+pub use serve::serve_until_signal;
 pub use tcp_client::TcpStore;
 pub use tcp_server::TcpStoreServer;
 

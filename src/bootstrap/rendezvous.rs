@@ -1,9 +1,13 @@
 //! Rendezvous: from launcher variables to connected links.
 //!
-//! Rank 0 serves a [`TcpStoreServer`] at the store address; every rank connects to it,
-//! publishes `host identity / listening address / pid`, and reads everyone else's. Ranks
-//! with the same host identity (hostname + boot id, or `FERROCOLL_HOSTNAME`) talk over shared
-//! memory, the others over TCP (`FERROCOLL_TRANSPORT` can force either).
+//! With `FERROCOLL_STORE=host:port` rank 0 serves a [`TcpStoreServer`] at that address (so
+//! rank 0 is then the one rank whose death ends the job); with `tcp://host:port` the server
+//! runs outside the ranks (`ferrocoll-store`, or the launcher: [`crate::launch::LocalStore`])
+//! and rank 0 is only a client; with `etcd://host:port/prefix` the ranks meet in etcd
+//! ([`EtcdStore`]). Every rank connects to the store, publishes `host identity / listening
+//! address / pid`, and reads everyone else's. Ranks with the same host identity (hostname +
+//! boot id, or `FERROCOLL_HOSTNAME`) talk over shared memory, the others over TCP
+//! (`FERROCOLL_TRANSPORT` can force either).
 //!
 //! With `FERROCOLL_STORE=file:DIR` the ranks meet through a [`FileStore`] in `DIR` instead (a
 //! directory every rank sees, e.g. on a shared file system under Slurm; no server, no port).
@@ -11,8 +15,8 @@
 //! (left by a job that crashed, or still running), and removes the keys when its
 //! communicators are gone. Each rank then listens on the interface named by
 //! `FERROCOLL_SOCKET_IFNAME`, else on this host's first non-loopback IPv4 address (no store
-//! address to route to), else on loopback.
-
+//! address to route to), else on loopback. A store that outlives the ranks (`tcp://`,
+//! `etcd://`) also belongs to one job: rank 0 refuses one that already holds a job token.
 //!
 //! This file runs the exchange; the jobs it uses have their own files: the store choice
 //! (`bootstrap/meeting.rs`), the interface to listen on (`interfaces.rs`), the CPUs a rank
@@ -27,7 +31,7 @@ use ferrocoll_transports::hybrid::HybridEndpoint;
 use super::affinity::parse_cpus;
 use super::interfaces::listen_ip;
 use super::meeting::{store_spec, StoreSpec};
-use super::{endpoint, FileStore, Store, StoreError, TcpStore, TcpStoreServer};
+use super::{endpoint, EtcdStore, FileStore, Store, StoreError, TcpStore, TcpStoreServer};
 use crate::config::launcher::LaunchEnv;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -85,8 +89,8 @@ pub(crate) struct Control {
     pub local_pids: Vec<Option<i32>>,
 }
 
-/// Everything a communicator built by rendezvous keeps alive: the store server (rank 0) and
-/// the store client.
+/// Everything a communicator built by rendezvous keeps alive: the store server (rank 0, when
+/// it serves one) and the store client.
 pub struct Rendezvous {
     /// The links.
     pub endpoint: HybridEndpoint,
@@ -94,7 +98,7 @@ pub struct Rendezvous {
     pub peers: Peers,
     /// The store (for later rendezvous, e.g. split).
     pub store: MeetingStore,
-    /// Rank 0's store server.
+    /// Rank 0's store server (with a bare `host:port` store only).
     pub server: Option<TcpStoreServer>,
     /// The failure detector's socket and peers.
     pub(crate) control: Control,
@@ -103,8 +107,25 @@ pub struct Rendezvous {
 /// Runs the rendezvous of `env` and connects the links.
 pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
     let rank = env.rank;
-    let store_addr = match store_spec(&env.store)? {
-        StoreSpec::Tcp(a) => a,
+    let secret = cfg.secret.as_deref().map(str::as_bytes);
+    match store_spec(&env.store)? {
+        StoreSpec::Tcp(addr) => served_by_rank0(env, cfg, addr),
+        StoreSpec::External(addr) => {
+            let store = TcpStore::connect_with_secret(addr, cfg.timeout, secret)?;
+            unused_by_another_job(env, &store)?;
+            finish(env, cfg, MeetingStore::Tcp(store), None)
+        }
+        StoreSpec::Etcd(spec) => {
+            if cfg.secret.is_some() && rank == 0 {
+                tracing::info!(
+                    "FERROCOLL_SECRET is not sent to etcd: protect etcd with its own \
+                     authentication and TLS"
+                );
+            }
+            let store = EtcdStore::connect(&spec.authority, &spec.prefix, cfg.timeout)?;
+            unused_by_another_job(env, &store)?;
+            finish(env, cfg, MeetingStore::Etcd(store), None)
+        }
         StoreSpec::File(dir) => {
             let store = FileStore::new(&dir, cfg.timeout)?;
             if rank == 0 && !store.is_empty()? {
@@ -120,10 +141,34 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
                 store,
                 owner: rank == 0,
             };
-            return finish(env, cfg, store, None);
+            finish(env, cfg, store, None)
         }
-    };
-    let server = if rank == 0 {
+    }
+}
+
+/// Rank 0 of a job whose store outlives it (`tcp://`, `etcd://`) refuses a store that already
+/// holds a job's token: the other ranks could read that job's addresses instead of ours.
+fn unused_by_another_job(env: &LaunchEnv, store: &dyn Store) -> Result<()> {
+    if env.rank != 0 {
+        return Ok(());
+    }
+    match store.get_timeout("fc/job_token", std::time::Duration::ZERO) {
+        Err(StoreError::Timeout { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(_) => Err(Error::Config {
+            var: "FERROCOLL_STORE".into(),
+            value: env.store.clone(),
+            reason: "the store already holds a job's keys (a job that ended, or one still \
+                     running): give each job its own store server or etcd prefix"
+                .into(),
+        }),
+    }
+}
+
+/// The store of a bare `host:port`: rank 0 serves it, every rank is a client.
+fn served_by_rank0(env: &LaunchEnv, cfg: &Config, store_addr: SocketAddr) -> Result<Rendezvous> {
+    let secret = cfg.secret.as_deref().map(str::as_bytes);
+    let server = if env.rank == 0 {
         // Listen on every interface at the store's port, so ranks on other hosts reach it.
         let any: std::net::IpAddr = if store_addr.is_ipv4() {
             std::net::Ipv4Addr::UNSPECIFIED.into()
@@ -138,30 +183,25 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
             },
             store_addr.port(),
         );
-        Some(TcpStoreServer::bind_with_secret(
-            bind,
-            cfg.secret.as_deref().map(str::as_bytes),
-        )?)
+        Some(TcpStoreServer::bind_with_secret(bind, secret)?)
     } else {
         None
     };
-    let store = TcpStore::connect_with_secret(
-        store_addr,
-        cfg.timeout,
-        cfg.secret.as_deref().map(str::as_bytes),
-    )?;
+    let store = TcpStore::connect_with_secret(store_addr, cfg.timeout, secret)?;
     finish(env, cfg, MeetingStore::Tcp(store), server)
 }
 
 /// A client of the store named by `spec` (a `FERROCOLL_STORE` value) that serves nothing:
 /// a replacement process joining a running job.
 pub(crate) fn client_store(spec: &str, cfg: &Config) -> Result<MeetingStore> {
+    let secret = cfg.secret.as_deref().map(str::as_bytes);
     Ok(match store_spec(spec)? {
-        StoreSpec::Tcp(a) => MeetingStore::Tcp(TcpStore::connect_with_secret(
-            a,
-            cfg.timeout,
-            cfg.secret.as_deref().map(str::as_bytes),
-        )?),
+        StoreSpec::Tcp(a) | StoreSpec::External(a) => {
+            MeetingStore::Tcp(TcpStore::connect_with_secret(a, cfg.timeout, secret)?)
+        }
+        StoreSpec::Etcd(e) => {
+            MeetingStore::Etcd(EtcdStore::connect(&e.authority, &e.prefix, cfg.timeout)?)
+        }
         StoreSpec::File(dir) => MeetingStore::File {
             store: FileStore::new(&dir, cfg.timeout)?,
             owner: false,

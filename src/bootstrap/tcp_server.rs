@@ -227,6 +227,10 @@ fn serve_client(mut s: TcpStream, remote: SocketAddr, state: &State) {
                 return;
             }
         };
+        // A stopped server answers nothing more, even on a connection still open.
+        if state.stop.load(Ordering::Acquire) {
+            return;
+        }
         let resp = state.handle(req);
         if let Err(e) = write_frame(&mut s, &resp.encode()) {
             tracing::debug!(%remote, "store: cannot answer client: {e}");

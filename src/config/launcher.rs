@@ -7,7 +7,7 @@
 //! `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`); Open MPI (`OMPI_COMM_WORLD_RANK`,
 //! `_SIZE`, `_LOCAL_RANK`, `_LOCAL_SIZE`); PMI (`PMI_RANK`, `PMI_SIZE`); Slurm
 //! (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`). The store address is `FERROCOLL_STORE`
-//! (host:port) or, failing that, `MASTER_ADDR:MASTER_PORT`. Under torchrun the agent already
+//! (`host:port`, `tcp://host:port`, `etcd://host:port/prefix`, `file:DIR`) or, failing that, `MASTER_ADDR:MASTER_PORT`. Under torchrun the agent already
 //! serves torch's own store on `MASTER_PORT`, so ferrocoll's store then listens on
 //! `MASTER_PORT + 1` (set `FERROCOLL_STORE` to choose another address, or `file:DIR` to meet
 //! through a shared directory instead).
@@ -25,8 +25,9 @@ pub struct LaunchEnv {
     pub local_rank: Option<usize>,
     /// Ranks on this host, if the launcher says.
     pub local_world: Option<usize>,
-    /// `host:port` of the rendezvous store (served by rank 0), or `file:DIR` for a directory
-    /// every rank sees (see `ARCHITECTURE.md`, the store seam).
+    /// Where the ranks meet: `host:port` (a store served by rank 0), `tcp://host:port` (a
+    /// store served outside the ranks), `etcd://host:port/prefix` or `file:DIR` (see
+    /// `ARCHITECTURE.md`, the store seam).
     pub store: String,
     /// Which launcher family the values came from (`ferrocoll`, `torchrun`, `openmpi`, `pmi`, `slurm`).
     pub source: &'static str,
@@ -158,7 +159,12 @@ pub fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>>
         let store = match get("FERROCOLL_STORE") {
             Some(s) => {
                 if !s.contains(':') {
-                    return Err(bad("FERROCOLL_STORE", &s, "expected host:port or file:DIR"));
+                    return Err(bad(
+                        "FERROCOLL_STORE",
+                        &s,
+                        "expected host:port, tcp://host:port, etcd://host:port/prefix or \
+                         file:DIR",
+                    ));
                 }
                 s
             }
