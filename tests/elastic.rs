@@ -71,6 +71,7 @@ fn main() {
             "mismatched_shrink_is_an_error_everywhere",
             mismatched_shrink,
         ),
+        ("the_store_gone_is_an_error_not_a_hang", store_gone),
         ("a_slow_rank_is_not_declared_dead", slow_rank),
         ("a_replacement_grows_the_world_back", grow_back),
         ("a_replacement_with_a_wrong_secret_is_refused", wrong_secret),
@@ -180,6 +181,18 @@ fn rank(scenario: &str) -> i32 {
             Error::Revoked { failed, .. } => failed.clone(),
             e => return Err(format!("expected Revoked, got {e:?}")),
         };
+        if scenario == "store_gone" {
+            // The parent stopped the store, then killed rank 3: no agreement is possible,
+            // and shrink must say why instead of waiting.
+            return match c.shrink() {
+                Err(e @ Error::Bootstrap(_)) => {
+                    eprintln!("shrink: {e}: {e:?}");
+                    Ok(format!("ok store-gone {}", t_err.elapsed().as_millis()))
+                }
+                Err(e) => Err(format!("expected a store error, got {e:?}")),
+                Ok(n) => Err(format!("shrank to {} without a store", n.world_size())),
+            };
+        }
         if failed.iter().any(|f| !v.contains(f)) && scenario != "kill_agree" {
             return Err(format!("revoked naming {failed:?}, the victims are {v:?}"));
         }
@@ -506,6 +519,30 @@ fn shrink_job(scenario: &str, victims: &[usize], transport: &str, store: Option<
         assert!(
             ms < 20_000,
             "survivor {s}: shrink took {ms} ms after the error"
+        );
+    }
+}
+
+/// The job's external store stops while the ranks train; then rank 3 is killed. Every
+/// survivor's shrink must fail with a store error, well within the timeout.
+fn store_gone() {
+    let store = ferrocoll::launch::LocalStore::start().unwrap();
+    let mut job = Job::start_on(4, "store_gone", &[], "auto", Some(&store.spec()));
+    std::thread::sleep(Duration::from_millis(800));
+    drop(store);
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(job.kids[3].id() as i32, libc::SIGKILL) };
+    let st = job.wait(&[]);
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    for r in 0..3 {
+        let line = job.report(&format!("rank-{r}"));
+        assert!(
+            line.starts_with("ok store-gone") && st[r].is_some_and(|s| s.success()),
+            "rank {r}: {line} {:?}\n{}",
+            st[r],
+            job.logs.dump()
         );
     }
 }

@@ -436,7 +436,7 @@ impl Error {
                 what,
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
-            Bootstrap(e) => Internal(format!("bootstrap failed: {e}")),
+            Bootstrap(e) => Bootstrap(e.duplicate()),
             Transport(e) => Transport(e.duplicate()),
             CommFailed(c) => CommFailed(c.clone()),
             Internal(m) => Internal(m.clone()),

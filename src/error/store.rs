@@ -32,3 +32,17 @@ impl From<std::io::Error> for StoreError {
         StoreError::Io(e)
     }
 }
+
+impl StoreError {
+    /// A copy of this error, for reporting one store failure to many callers (an I/O cause
+    /// is re-created from its kind and message).
+    pub fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Timeout { key } => StoreError::Timeout { key: key.clone() },
+            StoreError::Io(e) => StoreError::Io(std::io::Error::new(e.kind(), e.to_string())),
+            StoreError::Protocol(m) => StoreError::Protocol(m.clone()),
+            StoreError::Unauthorized => StoreError::Unauthorized,
+            StoreError::Closed => StoreError::Closed,
+        }
+    }
+}

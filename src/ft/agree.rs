@@ -109,7 +109,9 @@ pub(super) fn run(h: &Health, store: &dyn Store, prefix: &str) {
             Ok(d) => d,
             Err(e) => {
                 if !stopped() {
-                    tracing::warn!(rank = h.rank, "agreement of epoch {epoch} failed: {e}");
+                    let why =
+                        std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+                    tracing::warn!(rank = h.rank, "agreement of epoch {epoch} failed: {e}{why}");
                     h.agreement_failed(e);
                 }
                 return;
