@@ -187,3 +187,28 @@ def test_join_without_a_store_is_an_invalid_argument(monkeypatch):
     monkeypatch.delenv("FERROCOLL_STORE", raising=False)
     with pytest.raises(ferrocoll.InvalidArgumentError, match="FERROCOLL_STORE"):
         ferrocoll.join()
+
+
+# -- the torch backend (needs torch; runs in a Python that has it) ---------------------------
+
+
+def test_torch_survivors_shrink_group_and_all_reduce(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    from test_ferrocoll import _torch_python
+
+    py = _torch_python()
+    if py is None:
+        pytest.skip("torch is not installed (set FERROCOLL_TORCH_PYTHON to a Python that has it)")
+    pkg = Path(ferrocoll.__file__).resolve().parent
+    # Only this package on the path: not the rest of this interpreter's site-packages.
+    (tmp_path / "ferrocoll").symlink_to(pkg, target_is_directory=True)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), FERROCOLL_SOCKET_IFNAME="lo",
+               FERROCOLL_HEARTBEAT_TIMEOUT=HEARTBEAT)
+    if not os.environ.get("FERROCOLL_LIBRARY") and (pkg / "libferrocoll.so").exists():
+        env["FERROCOLL_LIBRARY"] = str(pkg / "libferrocoll.so")
+    script = Path(__file__).with_name("torch_shrink_check.py")
+    r = subprocess.run([py, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    assert "survivors shrank and all-reduced: ok" in r.stdout, r.stdout
