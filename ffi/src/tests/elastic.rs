@@ -35,7 +35,11 @@ fn revoke_refuses_bad_handles_and_flags() {
         assert_eq!(fcCommRevoke(c, FC_REVOKE_DEFAULT), fcSuccess);
         assert_eq!(all_reduce_f32(&[1.0, 2.0], &mut y, fcSum, c), fcRemoteError);
         // The Python package tells a revocation apart by these words (_errors.py).
-        assert!(last_error().contains("communicator revoked"), "{}", last_error());
+        assert!(
+            last_error().contains("communicator revoked"),
+            "{}",
+            last_error()
+        );
         let mut e = fcSuccess;
         // SAFETY: valid out-pointer.
         assert_eq!(unsafe { fcCommGetAsyncError(c, &mut e) }, fcSuccess);
