@@ -28,6 +28,18 @@
 // The `color` of `fcCommSplit` for a rank that joins no new communicator.
 #define FC_SPLIT_NOCOLOR -1
 
+// `shrinkFlags` of `fcCommShrink`: shrink without touching the parent's calls in progress
+// (NCCL's `NCCL_SHRINK_DEFAULT`).
+#define FC_SHRINK_DEFAULT 0
+
+// `shrinkFlags` of `fcCommShrink`: revoke the parent first, so that a call in progress on
+// it (in another thread, on this rank and on every other) fails at once (NCCL's
+// `NCCL_SHRINK_ABORT`).
+#define FC_SHRINK_ABORT 1
+
+// `revokeFlags` of `fcCommRevoke`, the only value accepted (NCCL's `NCCL_REVOKE_DEFAULT`).
+#define FC_REVOKE_DEFAULT 0
+
 // Major version of the library (also `fcGetVersion`).
 #define FC_MAJOR 0
 
@@ -453,6 +465,87 @@ fcResult_t fcAllReduceCompressed(void *buff,
 // `key` must be NULL or a NUL-terminated string.
 fcResult_t fcCompressionReset(fcComm_t comm,
                               const char *key);
+
+// Revokes `comm` on every rank (NCCL's `ncclCommRevoke`): the call in progress on it (in
+// any thread) and every later one fail with `fcRemoteError` ("communicator revoked"), on
+// this rank at once and on the others within the heartbeat period. Never blocks. The handle
+// stays valid: make a communicator of the survivors with `fcCommShrink`, then destroy it.
+// `revokeFlags` must be `FC_REVOKE_DEFAULT` (0); any other value is `fcInvalidArgument`.
+//
+// Thread safety: safe from any thread, at any time.
+fcResult_t fcCommRevoke(fcComm_t comm,
+                        int revokeFlags);
+
+// Makes a communicator of part of `comm` (NCCL's `ncclCommShrink`); `*newcomm` receives it,
+// or NULL on failure.
+//
+// - `nExclude == 0` (`excludeRanks` may then be NULL): after a failure, every rank that is
+//   still alive calls it; `comm` is revoked if it was not, the survivors agree on who is
+//   alive, and the new communicator spans them (new ranks are dense, in the old ranks'
+//   order). A member that fails meanwhile is left out too.
+// - `nExclude > 0`: every rank of `comm` except the `nExclude` ranks of `excludeRanks` calls
+//   it, each with the same list; they form the new communicator. Callers with different
+//   lists all get `fcInvalidUsage`.
+//
+// `shrinkFlags`: `FC_SHRINK_DEFAULT`, or `FC_SHRINK_ABORT` to revoke `comm` first, so that
+// calls still running on it (in other threads, and on the other ranks) fail at once. `config`
+// must be NULL: this ABI has no configuration struct, and the new communicator takes
+// `comm`'s settings (from the `FERROCOLL_*` variables).
+//
+// Errors: `fcInvalidArgument` for a NULL `newcomm`, a non-NULL `config`, unknown flags, a
+// negative `nExclude`, a NULL list with `nExclude > 0`, a rank listed twice or out of range;
+// `fcRemoteError` when this rank is excluded (it lists itself, or the survivors agreed
+// without it: the message says "left out of the survivors"); `fcInvalidUsage` inside a
+// group, for mismatched lists, or for a communicator without a store or failure detector.
+// `comm` stays valid either way: destroy it when done.
+//
+// Thread safety: as a collective on `comm`. Not allowed inside a group.
+//
+// # Safety
+// `newcomm` must be NULL (refused) or valid for a write of an `fcComm_t`; `excludeRanks`
+// must be NULL or valid for reads of `nExclude` `int`s.
+fcResult_t fcCommShrink(fcComm_t comm,
+                        const int *excludeRanks,
+                        int nExclude,
+                        fcComm_t *newcomm,
+                        void *config,
+                        int shrinkFlags);
+
+// Writes to `*count` how many replacement processes wait to join (`fcCommJoin`) the job of
+// `comm`. Each rank reads the store on its own, so ranks may see different numbers: agree
+// on one (e.g. an `fcAllReduce` with `fcMax`) before every rank calls `fcCommGrow`.
+//
+// Thread safety: safe from any thread.
+//
+// # Safety
+// `count` must be NULL (refused) or valid for a write of an `int`.
+fcResult_t fcCommJoinersWaiting(fcComm_t comm,
+                                int *count);
+
+// Admits the replacement processes waiting to join (`fcCommJoin`), collectively: every rank
+// of `comm` calls it at the same point of its program. `*newcomm` receives a communicator of
+// `comm`'s ranks (same numbers) followed by the replacements, or NULL when nobody was waiting
+// (then on every rank: the admission is decided once, in the store). Unlike NCCL's
+// `ncclCommGrow`, no unique id is passed: the replacements meet the members through the
+// job's store. Sending them the training state is the program's part (e.g. `fcBroadcast`).
+//
+// Thread safety: as a collective on `comm`. Not allowed inside a group.
+//
+// # Safety
+// `newcomm` must be NULL (refused) or valid for a write of an `fcComm_t`.
+fcResult_t fcCommGrow(fcComm_t comm,
+                      fcComm_t *newcomm);
+
+// A replacement process joins a running job: it finds the job's store in `FERROCOLL_STORE`
+// (and the other `FERROCOLL_*` variables, the secret included, as the members had them),
+// waits up to `FERROCOLL_TIMEOUT` for the members' `fcCommGrow`, and receives its rank of the
+// grown communicator in `*newcomm` (NULL on failure).
+//
+// Thread safety: safe from any thread. Not allowed inside a group.
+//
+// # Safety
+// `newcomm` must be NULL (refused) or valid for a write of an `fcComm_t`.
+fcResult_t fcCommJoin(fcComm_t *newcomm);
 
 // Starts a group (groups nest; only the outermost end issues the calls).
 //

@@ -54,7 +54,7 @@ pub unsafe extern "C" fn fcGetUniqueId(uniqueId: *mut fcUniqueId) -> fcResult_t 
     })
 }
 
-fn refuse_in_group(what: &str) -> Result<(), Failure> {
+pub(crate) fn refuse_in_group(what: &str) -> Result<(), Failure> {
     if group::active() {
         return Err(Failure::usage(format!(
             "{what} is not supported inside fcGroupStart/fcGroupEnd (initialise each rank on its own thread)"
@@ -137,7 +137,7 @@ pub unsafe extern "C" fn fcCommInitFromEnv(comm: *mut fcComm_t) -> fcResult_t {
 ///
 /// # Safety
 /// `out` must be NULL or valid for a write of an `fcComm_t`.
-unsafe fn init_into(
+pub(crate) unsafe fn init_into(
     out: *mut fcComm_t,
     name: &str,
     make: impl FnOnce() -> Result<Communicator, Failure>,

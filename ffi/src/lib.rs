@@ -12,6 +12,10 @@
 //! Calls are synchronous: a collective returns when this rank's part is done (`stream` must be
 //! NULL; buffers are host memory). `fcGroupStart`/`fcGroupEnd` queue calls and issue them
 //! together.
+//!
+//! Failures: a failed peer revokes the communicator on every survivor (`fcRemoteError`,
+//! "communicator revoked"); `fcCommShrink` makes a communicator of the survivors or of all
+//! but an exclusion list, and `fcCommGrow`/`fcCommJoin` admit replacements (`elastic.rs`).
 
 #![allow(non_snake_case)]
 
@@ -19,6 +23,7 @@ mod boundary;
 mod coll;
 mod comm;
 mod compress;
+mod elastic;
 mod group;
 mod registry;
 mod types;
@@ -26,6 +31,7 @@ mod types;
 pub use coll::*;
 pub use comm::*;
 pub use compress::{fcAllReduceCompressed, fcCompressionReset};
+pub use elastic::*;
 pub use group::{fcGroupEnd, fcGroupStart};
 pub use types::*;
 

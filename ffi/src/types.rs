@@ -94,6 +94,16 @@ pub const FC_UNIQUE_ID_BYTES: usize = 128;
 /// The `color` of `fcCommSplit` for a rank that joins no new communicator.
 pub const FC_SPLIT_NOCOLOR: c_int = -1;
 
+/// `shrinkFlags` of `fcCommShrink`: shrink without touching the parent's calls in progress
+/// (NCCL's `NCCL_SHRINK_DEFAULT`).
+pub const FC_SHRINK_DEFAULT: c_int = 0;
+/// `shrinkFlags` of `fcCommShrink`: revoke the parent first, so that a call in progress on
+/// it (in another thread, on this rank and on every other) fails at once (NCCL's
+/// `NCCL_SHRINK_ABORT`).
+pub const FC_SHRINK_ABORT: c_int = 1;
+/// `revokeFlags` of `fcCommRevoke`, the only value accepted (NCCL's `NCCL_REVOKE_DEFAULT`).
+pub const FC_REVOKE_DEFAULT: c_int = 0;
+
 /// Major version of the library (also `fcGetVersion`).
 pub const FC_MAJOR: c_int = 0;
 /// Minor version.

@@ -47,6 +47,11 @@ fn committed_header_matches_cbindgen_output() {
         "fcCommGetAsyncError",
         "fcCommCount",
         "fcCommUserRank",
+        "fcCommRevoke",
+        "fcCommShrink",
+        "fcCommJoinersWaiting",
+        "fcCommGrow",
+        "fcCommJoin",
         "fcAllReduce",
         "fcAllGather",
         "fcReduceScatter",
@@ -64,6 +69,12 @@ fn committed_header_matches_cbindgen_output() {
         assert!(
             fresh.contains(&format!("{name}(")),
             "{name} missing from the header"
+        );
+    }
+    for constant in ["FC_SHRINK_DEFAULT", "FC_SHRINK_ABORT", "FC_REVOKE_DEFAULT"] {
+        assert!(
+            fresh.contains(&format!("#define {constant} ")),
+            "{constant} missing from the header"
         );
     }
 }

@@ -2,6 +2,7 @@
 //! and real communicators of several ranks run as threads of this process.
 
 mod boundary;
+mod elastic;
 mod ranks;
 
 use std::ffi::{c_void, CStr};

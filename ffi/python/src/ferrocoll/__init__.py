@@ -9,23 +9,33 @@ Buffers are NumPy arrays or anything NumPy can view without copying (``__array_i
 the buffer protocol); they must be C-contiguous, and writable where written. bfloat16 and fp8
 (e4m3fn, e5m2) arrays need ``ml_dtypes``. Failures raise :class:`FerrocollError` subclasses
 that carry the C result code and the library's message.
+
+Surviving a failed rank (the job's store must outlive it: ``FERROCOLL_STORE=file:DIR``)::
+
+    try:
+        comm.all_reduce(grads)
+    except ferrocoll.RevokedError:      # a peer died; every survivor gets this
+        comm = comm.shrink()            # a communicator of the survivors
 """
 
 import contextlib
 import ctypes
 import enum
 import threading
+from typing import Iterable, Optional
 
 import numpy as np
 
 from . import _lib
 from ._errors import (  # noqa: F401  (re-exported)
     CommTimeoutError,
+    ExcludedError,
     FerrocollError,
     InternalError,
     InvalidArgumentError,
     InvalidUsageError,
     RemoteError,
+    RevokedError,
     SystemFailureError,
     error_for,
 )
@@ -34,10 +44,13 @@ __all__ = [
     "Communicator", "ReduceOp", "init", "get_unique_id", "group", "version",
     "FerrocollError", "InvalidArgumentError", "InvalidUsageError", "RemoteError",
     "CommTimeoutError", "SystemFailureError", "InternalError", "SPLIT_NOCOLOR",
+    "RevokedError", "ExcludedError", "join", "SHRINK_DEFAULT", "SHRINK_ABORT",
 ]
 
 _LIB = _lib.load()
 SPLIT_NOCOLOR = _lib.SPLIT_NOCOLOR
+SHRINK_DEFAULT = _lib.SHRINK_DEFAULT
+SHRINK_ABORT = _lib.SHRINK_ABORT
 
 
 class ReduceOp(enum.IntEnum):
@@ -163,6 +176,58 @@ class Communicator:
         h = ctypes.c_void_p()
         c = SPLIT_NOCOLOR if color is None else color
         _check(_LIB.fcCommSplit(self._h, c, key, ctypes.byref(h)))
+        return Communicator(h.value) if h.value else None
+
+    @classmethod
+    def join(cls) -> "Communicator":
+        """A replacement process joins a running job: the job's store comes from
+        ``FERROCOLL_STORE`` (the other ``FERROCOLL_*`` variables as the members had them).
+        Blocks, up to ``FERROCOLL_TIMEOUT``, until the members call :meth:`grow`; returns this
+        process's rank of the grown communicator."""
+        h = ctypes.c_void_p()
+        _check(_LIB.fcCommJoin(ctypes.byref(h)))
+        return cls(h.value)
+
+    # -- surviving failures ----------------------------------------------------------------
+    def revoke(self) -> None:
+        """Revokes the communicator on every rank: the call in progress (in another thread)
+        and every later one raise :class:`RevokedError`, here at once and on the other ranks
+        within the heartbeat period (``FERROCOLL_HEARTBEAT_TIMEOUT``). Never blocks. The
+        handle stays valid for :meth:`shrink`."""
+        _check(_LIB.fcCommRevoke(self._h, 0))
+
+    def shrink(self, exclude: Optional[Iterable[int]] = None, abort: bool = False) -> "Communicator":
+        """A new communicator of part of this one (NCCL's ``ncclCommShrink``); this one stays
+        valid (destroy it when done).
+
+        ``exclude`` None or empty: after a failure, every rank still alive calls it; they
+        agree on who survived and the new communicator spans them (ranks renumbered densely,
+        in the old order). Otherwise every rank not in ``exclude`` calls it with the same
+        ranks. ``abort=True`` revokes this communicator first (``FC_SHRINK_ABORT``), failing
+        calls still running on it. Raises :class:`ExcludedError` on a rank that is not part of
+        the new communicator, :class:`InvalidArgumentError` for ranks out of range or listed
+        twice, :class:`InvalidUsageError` when the ranks' lists differ."""
+        ranks = [] if exclude is None else [int(r) for r in exclude]
+        arr = (ctypes.c_int * len(ranks))(*ranks) if ranks else None
+        h = ctypes.c_void_p()
+        flags = SHRINK_ABORT if abort else SHRINK_DEFAULT
+        _check(_LIB.fcCommShrink(self._h, arr, len(ranks), ctypes.byref(h), None, flags))
+        return Communicator(h.value)
+
+    def joiners_waiting(self) -> int:
+        """How many replacement processes wait to join (:func:`join`). Read by each rank on
+        its own: agree on it (e.g. an all-reduce with MAX) before every rank calls
+        :meth:`grow`."""
+        v = ctypes.c_int()
+        _check(_LIB.fcCommJoinersWaiting(self._h, ctypes.byref(v)))
+        return v.value
+
+    def grow(self) -> Optional["Communicator"]:
+        """Admits the waiting replacements, collectively (every rank calls it at the same
+        point): returns a communicator of this one's ranks (same numbers) followed by the
+        replacements, or None on every rank when nobody was waiting."""
+        h = ctypes.c_void_p()
+        _check(_LIB.fcCommGrow(self._h, ctypes.byref(h)))
         return Communicator(h.value) if h.value else None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -312,6 +377,12 @@ class Communicator:
 def init() -> Communicator:
     """:meth:`Communicator.from_env`."""
     return Communicator.from_env()
+
+
+def join() -> Communicator:
+    """:meth:`Communicator.join`: a replacement process joins the running job whose store
+    ``FERROCOLL_STORE`` names."""
+    return Communicator.join()
 
 
 @contextlib.contextmanager

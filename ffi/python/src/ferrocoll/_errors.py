@@ -38,6 +38,23 @@ class RemoteError(FerrocollError):
     code_name = "fcRemoteError"
 
 
+class RevokedError(RemoteError):
+    """fcRemoteError from a revoked communicator: a peer failed (found by the heartbeat
+    detector or a broken link) or a rank called :meth:`Communicator.revoke`. Every pending and
+    later call on it raises this; :meth:`Communicator.shrink` makes a communicator of the
+    survivors."""
+
+    code_name = "fcRemoteError"
+
+
+class ExcludedError(RemoteError):
+    """fcRemoteError from :meth:`Communicator.shrink`: this rank is not part of the new
+    communicator (it excluded itself, or the survivors agreed without it). It should leave
+    the job, or come back as a replacement (:func:`ferrocoll.join`)."""
+
+    code_name = "fcRemoteError"
+
+
 class CommTimeoutError(FerrocollError, TimeoutError):
     """fcTimeout: no progress within FERROCOLL_TIMEOUT."""
 
@@ -66,5 +83,16 @@ BY_CODE = {
 }
 
 
+# How the C library's messages name the two remote failures that a program handles apart
+# (ffi/src/tests/elastic.rs checks that the library still says so).
+_REVOKED = "communicator revoked"
+_EXCLUDED = "left out of the survivors"
+
+
 def error_for(code: int, message: str) -> FerrocollError:
+    """The exception for result ``code`` with the library's ``message``."""
+    if code == REMOTE_ERROR and _EXCLUDED in message:
+        return ExcludedError(code, message)
+    if code == REMOTE_ERROR and _REVOKED in message:
+        return RevokedError(code, message)
     return BY_CODE.get(code, FerrocollError)(code, message)

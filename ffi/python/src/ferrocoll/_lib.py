@@ -7,6 +7,8 @@ from pathlib import Path
 
 UNIQUE_ID_BYTES = 128
 SPLIT_NOCOLOR = -1
+SHRINK_DEFAULT = 0
+SHRINK_ABORT = 1
 
 
 class UniqueIdStruct(ctypes.Structure):
@@ -74,6 +76,11 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "fcBarrier": [comm_t, c_void_p],
         "fcAllReduceCompressed": [c_void_p, c_size_t, c_int, ctypes.c_char_p, ctypes.c_char_p, comm_t, c_void_p],
         "fcCompressionReset": [comm_t, ctypes.c_char_p],
+        "fcCommRevoke": [comm_t, c_int],
+        "fcCommShrink": [comm_t, p_int, c_int, p_comm, c_void_p, c_int],
+        "fcCommJoinersWaiting": [comm_t, p_int],
+        "fcCommGrow": [comm_t, p_comm],
+        "fcCommJoin": [p_comm],
         "fcGroupStart": [],
         "fcGroupEnd": [],
     }

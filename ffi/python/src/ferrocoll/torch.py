@@ -8,12 +8,20 @@ through the store torch passes in: rank 0 makes a unique id (its process serves 
 rendezvous store, on ``FERROCOLL_SOCKET_IFNAME`` or the first non-loopback interface) and
 publishes it there. Calls complete before they return (the returned work is already done);
 ``FERROCOLL_TIMEOUT`` bounds each call.
+
+Surviving a failed rank (the store ``FERROCOLL_STORE`` names must outlive it, e.g.
+``file:DIR``; ``FERROCOLL_HEARTBEAT_TIMEOUT`` bounds detection): every survivor's pending and
+later calls raise ``ferrocoll.RevokedError``; :func:`shrink_group` then makes a group of the
+survivors (the new default group when the default one shrinks), as
+``torch.distributed.shrink_group`` does for NCCL.
 """
 
+import contextlib
 import ctypes
 import itertools
 import os
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch._C._distributed_c10d import _create_work_from_future
@@ -21,7 +29,7 @@ from torch._C._distributed_c10d import _create_work_from_future
 import ferrocoll
 from ferrocoll import _LIB, Communicator, _check
 
-__all__ = ["ProcessGroupFerrocoll"]
+__all__ = ["ProcessGroupFerrocoll", "shrink_group", "compression_hook"]
 
 _DTYPES = {
     torch.int8: 0,
@@ -80,7 +88,12 @@ class ProcessGroupFerrocoll(dist.ProcessGroup):
     fcGroupStart/fcGroupEnd: the calls of a batch are issued together when it ends, so a
     batch of sends and receives never deadlocks."""
 
-    def __init__(self, store, rank, size, timeout=None):
+    def __init__(self, store, rank, size, timeout=None, comm=None):
+        if comm is not None:
+            # A group over an existing communicator (shrink_group): no rendezvous.
+            super().__init__(comm.rank, comm.size)
+            self._comm, self._h, self._batch = comm, comm._h, None
+            return
         super().__init__(rank, size)
         # torchrun's agent store outlives a group (a re-created default group sees the same
         # keys): each creation adds `size` joins to a counter, so the generation of this one
@@ -244,6 +257,30 @@ class ProcessGroupFerrocoll(dist.ProcessGroup):
     def shutdown(self):
         self._comm.__exit__(None, None, None)
 
+    # -- failures --------------------------------------------------------------------------
+    def revoke(self):
+        """Revokes the communicator on every rank: pending and later calls on this group
+        raise ``ferrocoll.RevokedError`` everywhere (within the heartbeat period on the other
+        ranks). The group stays usable for :func:`shrink_group`."""
+        self._comm.revoke()
+
+    def abort(self):
+        """Revokes the communicator (the peers' calls on it fail too) and frees it, ending a
+        call in progress in another thread. Idempotent; the group is unusable afterwards
+        (torch's abort path; to go on with the survivors use :func:`shrink_group`
+        instead)."""
+        with contextlib.suppress(ferrocoll.InvalidUsageError):
+            self._comm.revoke()
+        with contextlib.suppress(ferrocoll.InvalidUsageError):
+            self._comm.abort()
+
+    def shrink(self, exclude=None, abort=False):
+        """A new :class:`ProcessGroupFerrocoll` over part of this group (see
+        :meth:`ferrocoll.Communicator.shrink`): with ``exclude`` None, the survivors agreed
+        after a failure; otherwise every rank but ``exclude``. Not registered with
+        ``torch.distributed``: :func:`shrink_group` does that."""
+        return ProcessGroupFerrocoll(None, 0, 0, comm=self._comm.shrink(exclude, abort=abort))
+
 
 def _backend(pg=None):
     """The ferrocoll process group behind ``pg`` (default: the world group)."""
@@ -339,6 +376,50 @@ def compression_hook(codec="fp16"):
         return fut
 
     return hook
+
+
+def shrink_group(exclude=None, group=None, abort=False):
+    """The ferrocoll equivalent of ``torch.distributed.shrink_group`` (which drives NCCL's
+    communicators only): returns a new process group over the ranks of ``group`` (None: the
+    default group) that remain, and frees the old one.
+
+    ``exclude`` None (or empty): after a failure, every surviving rank calls it and the
+    group spans the survivors the ranks agree on (``ferrocoll.RevokedError`` told them of the
+    failure); torch's own function needs the failed ranks listed instead. Otherwise every rank
+    not in ``exclude`` calls it with the same list. ``abort=True`` (torch's ``SHRINK_ABORT``)
+    revokes the old group first, failing calls still running on it. Ranks are renumbered
+    densely in the old order. When the default group shrinks, the new group becomes the
+    default (``dist.all_reduce(t)`` then runs on it) and the other groups are destroyed, as
+    torch does. Raises ``ferrocoll.ExcludedError`` on a rank left out."""
+    old = _backend(group)
+    new = old.shrink(exclude, abort=abort)
+    # The old ranks of the members, in new-rank order (the agreed survivors are known only
+    # to the communicator).
+    olds = new._comm.all_gather(np.array([old.rank()], np.int64)).reshape(-1).tolist()
+    c10d = dist.distributed_c10d
+    world = getattr(c10d, "_world", None)
+    target = dist.group.WORLD if group is None else group
+    default = target is dist.group.WORLD
+    if world is not None and target in getattr(world, "pg_map", {}):
+        backend_name, store = world.pg_map[target]
+        if default:
+            for pg in [pg for pg in list(world.pg_map) if pg is not target]:
+                with contextlib.suppress(Exception):
+                    dist.destroy_process_group(pg)
+        name = f"ferrocoll_shrunk_{'_'.join(map(str, olds))}_{next(_SHRINKS)}"
+        with contextlib.suppress(Exception):
+            c10d._cleanup_process_group_global_state(target)
+        if hasattr(c10d, "_register_pg_in_world"):
+            c10d._register_pg_in_world(new, backend_name, store, name, "",
+                                       {g: r for r, g in enumerate(olds)})
+            new._set_group_name(name)
+        if default and hasattr(c10d, "_update_default_pg"):
+            c10d._update_default_pg(new)
+    old.shutdown()
+    return new
+
+
+_SHRINKS = itertools.count()
 
 
 def _create(store, rank, size, timeout):
