@@ -31,6 +31,17 @@ status() {
   if [ $rc -gt 128 ]; then echo "sig-$((rc - 128))"; else echo $rc; fi
 }
 
+# kill_rank PID: SIGKILL the process at the bottom of the background job PID (the rank or
+# the store runs a few levels down: ip netns exec, unshare, env, timeout). Only the leaves
+# are killed: each parent then reaps its child and exits, so no zombie is left to init.
+kill_rank() {
+  local kids
+  kids=$(pgrep -P "$1")
+  if [ -z "$kids" ]; then kill -KILL "$1" 2>/dev/null; return; fi
+  local c
+  for c in $kids; do kill_rank "$c"; done
+}
+
 run_job() {
   local scenario=$1 victims=$2 dir="$OUT/$1-${2:-none}" r pids=() store_pid
   mkdir -p "$dir"
@@ -46,7 +57,7 @@ run_job() {
     netns_exec 1 "${HOSTS[1]}" env "${common[@]}" FC_ELASTIC=joiner FERROCOLL_SECRET=wrong \
       timeout 30 "$EXE" >"$dir/joiner.log" 2>&1 &
     status $! >"$dir/status-joiner"
-    kill "$store_pid" 2>/dev/null; wait "$store_pid" 2>/dev/null
+    kill_rank "$store_pid"; wait "$store_pid" 2>/dev/null
     return 0
   fi
   for r in 0 1 2 3; do
@@ -58,9 +69,9 @@ run_job() {
   done
   if [ "$scenario" = store_gone ]; then
     sleep 1.5
-    kill "$store_pid"; wait "$store_pid" 2>/dev/null
+    kill_rank "$store_pid"; wait "$store_pid" 2>/dev/null
     sleep 0.2
-    kill -KILL "${pids[3]}"
+    kill_rank "${pids[3]}"
   fi
   if [ "$scenario" = grow ]; then
     local t=0
@@ -78,9 +89,9 @@ run_job() {
   [ "$scenario" = grow ] && status "$joiner" >"$dir/status-joiner"
   # Stopped victims: end them now (no process outlives the job).
   for r in 0 1 2 3; do
-    [ -e "$dir/status-$r" ] || { kill -KILL "${pids[$r]}" 2>/dev/null; wait "${pids[$r]}" 2>/dev/null; echo stopped >"$dir/status-$r"; }
+    [ -e "$dir/status-$r" ] || { kill_rank "${pids[$r]}"; wait "${pids[$r]}" 2>/dev/null; echo stopped >"$dir/status-$r"; }
   done
-  kill "$store_pid" 2>/dev/null; wait "$store_pid" 2>/dev/null
+  kill_rank "$store_pid"; wait "$store_pid" 2>/dev/null
   return 0
 }
 
