@@ -68,6 +68,12 @@ fn main() {
         ("a_rank_that_dies_during_the_agreement", || {
             shrink_case("kill_agree", &[3], "auto")
         }),
+        ("a_rank_that_stops_during_the_agreement", || {
+            shrink_case("stop_agree", &[2], "auto")
+        }),
+        ("killed_in_the_middle_of_a_tree", || {
+            shrink_case("kill_mid", &[1], "auto+tree")
+        }),
         ("a_rank_revokes_while_others_are_mid_collective", || {
             shrink_case("revoke_mid", &[], "auto")
         }),
@@ -198,13 +204,19 @@ fn rank(scenario: &str) -> i32 {
                 Ok(n) => Err(format!("shrank to {} without a store", n.world_size())),
             };
         }
-        if failed.iter().any(|f| !v.contains(f)) && scenario != "kill_agree" {
+        let during_agreement = matches!(scenario, "kill_agree" | "stop_agree");
+        if failed.iter().any(|f| !v.contains(f)) && !during_agreement {
             return Err(format!("revoked naming {failed:?}, the victims are {v:?}"));
         }
-        if scenario == "kill_agree" && v.contains(&me) {
-            // Dies after its agreement thread registered it alive.
+        if during_agreement && v.contains(&me) {
+            // Dies (or stops) after its agreement thread registered it alive.
             std::thread::sleep(Duration::from_millis(50));
-            die(me, libc::SIGKILL);
+            let sig = if scenario == "stop_agree" {
+                libc::SIGSTOP
+            } else {
+                libc::SIGKILL
+            };
+            die(me, sig);
         }
         let n = c.shrink().map_err(|e| format!("shrink: {e}"))?;
         works(&n)?;
@@ -228,7 +240,8 @@ fn rank(scenario: &str) -> i32 {
 fn ring_until_error(c: &Communicator, scenario: &str, v: &[usize]) -> Result<Error, String> {
     let mut buf = vec![1.0f32; 1 << 20];
     for i in 0..100_000 {
-        if v.contains(&c.rank()) && i == 5 && scenario != "kill_agree" {
+        let during_agreement = matches!(scenario, "kill_agree" | "stop_agree");
+        if v.contains(&c.rank()) && i == 5 && !during_agreement {
             die(
                 c.rank(),
                 if scenario == "stop_mid" {
@@ -238,7 +251,7 @@ fn ring_until_error(c: &Communicator, scenario: &str, v: &[usize]) -> Result<Err
                 },
             );
         }
-        if scenario == "kill_agree" && i == 5 && c.rank() == 0 {
+        if during_agreement && i == 5 && c.rank() == 0 {
             c.revoke();
         }
         buf.fill(1.0);
@@ -386,7 +399,19 @@ impl Job {
                     str::to_string,
                 ),
             ),
-            ("FERROCOLL_TRANSPORT".into(), transport.into()),
+            (
+                "FERROCOLL_TRANSPORT".into(),
+                transport.trim_end_matches("+tree").into(),
+            ),
+            (
+                "FERROCOLL_ALGO".into(),
+                if transport.ends_with("+tree") {
+                    "tree"
+                } else {
+                    "auto"
+                }
+                .into(),
+            ),
             ("FERROCOLL_TIMEOUT".into(), "20".into()),
             ("FERROCOLL_HEARTBEAT_TIMEOUT".into(), HB.to_string()),
         ];
@@ -485,7 +510,7 @@ fn no_new_segments(before: &[String]) {
 fn shrink_job(scenario: &str, victims: &[usize], transport: &str, store: Option<&str>) {
     let np = 4;
     let mut job = Job::start_on(np, scenario, victims, transport, store);
-    let stopped: Vec<usize> = if scenario == "stop_mid" {
+    let stopped: Vec<usize> = if scenario.starts_with("stop_") {
         victims.to_vec()
     } else {
         Vec::new()
@@ -524,7 +549,7 @@ fn check_shrink(
     let survivors: Vec<usize> = (0..np).filter(|r| !victims.contains(r)).collect();
     for &r in victims {
         assert_eq!(report(&format!("rank-{r}")), "victim", "rank {r}");
-        let want = if scenario == "stop_mid" {
+        let want = if scenario.starts_with("stop_") {
             "stopped"
         } else {
             "sig-9"
@@ -545,7 +570,7 @@ fn check_shrink(
         let named: Vec<usize> = f[1].split(',').filter_map(|x| x.parse().ok()).collect();
         match scenario {
             "revoke_mid" => assert_eq!(f[1], "-", "{scenario}: survivor {s}: {line}"),
-            "kill_agree" => {}
+            "kill_agree" | "stop_agree" => {}
             _ => assert!(
                 !named.is_empty() && named.iter().all(|r| victims.contains(r)),
                 "{scenario}: survivor {s} named {named:?}, the victims are {victims:?}: {line}"
@@ -579,6 +604,7 @@ fn across_two_hosts() {
         ("stop_mid", "3"),
         ("kill_mid", "1,2"),
         ("kill_agree", "3"),
+        ("stop_agree", "2"),
         ("revoke_mid", ""),
         ("mismatch", ""),
         ("grow", "3"),

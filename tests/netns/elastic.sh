@@ -82,7 +82,7 @@ run_job() {
   fi
   for r in 0 1 2 3; do
     case "$scenario:,$victims," in
-      stop_mid:*,$r,*) continue ;;
+      stop_*:*,$r,*) continue ;;
     esac
     status "${pids[$r]}" >"$dir/status-$r"
   done
