@@ -13,6 +13,7 @@
 //!   and peer-death detection.
 //! - [`tcp`]: ranks on other hosts, over a mio-driven TCP mesh.
 //! - [`hybrid`]: one rank's shm links and tcp links behind one endpoint.
+//! - [`plugin`]: the factory every transport implements, and the registry.
 
 mod cma;
 pub mod copy;
@@ -20,6 +21,7 @@ pub mod doorbell;
 pub mod hybrid;
 pub mod link;
 pub mod mem;
+pub mod plugin;
 pub mod ring;
 pub mod shm;
 pub mod tcp;

@@ -1,0 +1,183 @@
+//! Transports as plugins: the factory every transport implements, and the registry.
+//!
+//! A transport lives in one folder under `transports/src/` and offers a
+//! [`TransportFactory`]. Setting up a job's links goes through three steps, the same for every
+//! transport:
+//! 1. [`TransportFactory::availability`]: can it run on this machine at all (a library, a
+//!    device, a kernel feature), and if not, why. Cheap; called once per process.
+//! 2. [`TransportFactory::prepare`]: create the local resources (a listening socket, a fabric
+//!    endpoint, queue pairs) and say how peers reach them, as an opaque, versioned
+//!    [`AddressBlob`] that the bootstrap publishes in the store next to the rank's record.
+//! 3. [`PreparedTransport::connect`]: given the blobs of the peers this transport was chosen
+//!    for, connect to them and return an [`Endpoint`] holding their links.
+//!
+//! The bootstrap picks one transport per peer from an ordered preference list
+//! (`FERROCOLL_TRANSPORT=shm,ofi,tcp`; `auto` = shm within a host, the fastest available
+//! fabric between hosts, then TCP) and composes the resulting endpoints behind one
+//! `CompositeEndpoint`.
+//!
+//! Adding a transport: a folder with a factory, one line in [`registry`], and the checklist in
+//! ARCHITECTURE.md ("Adding a transport").
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::link::{Endpoint, LinkCaps};
+
+/// Why a transport could not be set up, or could not reach a peer. Names the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The transport cannot run on this machine (no library, no device, feature not built).
+    #[error("transport {transport} is not available: {why}")]
+    Unavailable {
+        /// The transport's name.
+        transport: &'static str,
+        /// Why, in words a user can act on.
+        why: String,
+    },
+    /// A peer's address blob could not be used (truncated, another version, another
+    /// transport, an unknown provider).
+    #[error("transport {transport}: bad address from rank {peer}: {detail}")]
+    BadAddress {
+        /// The transport's name.
+        transport: &'static str,
+        /// The rank that published the blob.
+        peer: usize,
+        /// What was wrong.
+        detail: String,
+    },
+    /// Connecting failed (the library's or the OS's error, with the peer when known).
+    #[error("transport {transport}: {detail}")]
+    Failed {
+        /// The transport's name.
+        transport: &'static str,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// Whether a transport can run here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Availability {
+    /// It can.
+    Available,
+    /// It cannot, and why (one line, shown at INFO when `auto` skips it).
+    Unavailable(String),
+}
+
+/// An opaque, versioned address: what a peer needs to connect to this rank over one
+/// transport. Layout: the transport's name (1 length byte + UTF-8), a version byte, then the
+/// transport's own bytes. [`AddressBlob::open`] checks the first two for the transport
+/// decoding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressBlob(pub Vec<u8>);
+
+impl AddressBlob {
+    /// A blob of `transport`, version `version`, carrying `payload`.
+    pub fn new(transport: &str, version: u8, payload: &[u8]) -> AddressBlob {
+        let name = transport.as_bytes();
+        let mut b = Vec::with_capacity(2 + name.len() + payload.len());
+        b.push(name.len() as u8);
+        b.extend_from_slice(name);
+        b.push(version);
+        b.extend_from_slice(payload);
+        AddressBlob(b)
+    }
+
+    /// The transport name the blob claims, if it is well formed that far.
+    pub fn transport(&self) -> Option<&str> {
+        let n = *self.0.first()? as usize;
+        std::str::from_utf8(self.0.get(1..1 + n)?).ok()
+    }
+
+    /// The payload, after checking that the blob is `transport`'s at `version`; `peer` names
+    /// the publisher in the error.
+    pub fn open(
+        &self,
+        transport: &'static str,
+        version: u8,
+        peer: usize,
+    ) -> Result<&[u8], SetupError> {
+        let bad = |detail: String| SetupError::BadAddress {
+            transport,
+            peer,
+            detail,
+        };
+        let n = *self.0.first().ok_or_else(|| bad("empty address".into()))? as usize;
+        let name = self
+            .0
+            .get(1..1 + n)
+            .ok_or_else(|| bad(format!("truncated address ({} bytes)", self.0.len())))?;
+        if name != transport.as_bytes() {
+            return Err(bad(format!(
+                "address is for transport {:?}",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        let v = *self
+            .0
+            .get(1 + n)
+            .ok_or_else(|| bad(format!("truncated address ({} bytes)", self.0.len())))?;
+        if v != version {
+            return Err(bad(format!(
+                "address version {v}, this build speaks version {version}"
+            )));
+        }
+        Ok(&self.0[2 + n..])
+    }
+}
+
+/// What a transport's setup needs to know about the job and this rank.
+#[derive(Clone, Debug)]
+pub struct SetupCtx {
+    /// This rank.
+    pub rank: usize,
+    /// Ranks in the job.
+    pub world: usize,
+    /// The job's token (links check it; shared-memory segment names derive from it).
+    pub token: u64,
+    /// The address of the interface this rank was told to use between hosts.
+    pub ip: IpAddr,
+    /// How long connecting may take, and how long a link waits on a silent peer.
+    pub timeout: Duration,
+    /// Bytes of each shared-memory ring (transports with rings of their own may read it).
+    pub ring_bytes: usize,
+}
+
+/// A transport: see the module docs.
+pub trait TransportFactory: Send + Sync {
+    /// Its name, as written in `FERROCOLL_TRANSPORT` (`"shm"`, `"tcp"`, `"ofi"`, `"rdma"`).
+    fn name(&self) -> &'static str;
+
+    /// Whether it reaches peers on other hosts (`false`: same host only, like `shm`).
+    fn crosses_hosts(&self) -> bool;
+
+    /// Whether it can run on this machine, and if not why.
+    fn availability(&self) -> Availability;
+
+    /// What its links can do.
+    fn caps(&self) -> LinkCaps;
+
+    /// Creates the local resources and returns what peers need to reach them.
+    fn prepare(&self, ctx: &SetupCtx) -> Result<Box<dyn PreparedTransport>, SetupError>;
+}
+
+/// A transport prepared on this rank, waiting for its peers' addresses.
+pub trait PreparedTransport: Send {
+    /// This rank's address for peers.
+    fn address(&self) -> AddressBlob;
+
+    /// Connects to `peers` (each rank with the blob it published) and returns the endpoint of
+    /// their links. Every peer in the list runs `connect` with this rank in its list.
+    fn connect(
+        self: Box<Self>,
+        peers: &[(usize, AddressBlob)],
+    ) -> Result<Box<dyn Endpoint>, SetupError>;
+}
+
+/// Every transport this build knows, in the order `auto` prefers them between hosts
+/// (same-host transports first). Adding a transport adds one line here.
+pub fn registry() -> Vec<Box<dyn TransportFactory>> {
+    // Filled in as the transports move behind the factory.
+    Vec::new()
+}
