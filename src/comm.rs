@@ -97,13 +97,28 @@ impl Communicator {
         self.engine.choice(spec, esize)
     }
 
-    /// The transport that reaches each rank (`"shm"`, `"tcp"`, `"self"`; `"mem"` in an
-    /// in-process world).
+    /// The transport that reaches each rank (`"shm"`, `"tcp"`, `"ofi"`, `"rdma"`, `"self"`;
+    /// `"mem"` in an in-process world).
     pub fn transports(&self) -> Vec<&'static str> {
         match &self.peers {
             Some(p) => p.transports.clone(),
             None => (0..self.world)
                 .map(|r| if r == self.rank { "self" } else { "mem" })
+                .collect(),
+        }
+    }
+
+    /// The transport of every pair of ranks, `m[a][b]` (`"self"` on the diagonal): the same
+    /// matrix on every rank, since every rank derives it from the same rendezvous records.
+    pub fn transport_matrix(&self) -> Vec<Vec<&'static str>> {
+        match &self.peers {
+            Some(p) => p.links.clone(),
+            None => (0..self.world)
+                .map(|a| {
+                    (0..self.world)
+                        .map(|b| if a == b { "self" } else { "mem" })
+                        .collect()
+                })
                 .collect(),
         }
     }

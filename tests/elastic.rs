@@ -709,12 +709,11 @@ fn store_gone() {
     unsafe { libc::kill(job.kids[3].id() as i32, libc::SIGKILL) };
     let st = job.wait(&[]);
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
-    for r in 0..3 {
+    for (r, status) in st.iter().enumerate().take(3) {
         let line = job.report(&format!("rank-{r}"));
         assert!(
-            line.starts_with("ok store-gone") && st[r].is_some_and(|s| s.success()),
-            "rank {r}: {line} {:?}\n{}",
-            st[r],
+            line.starts_with("ok store-gone") && status.is_some_and(|s| s.success()),
+            "rank {r}: {line} {status:?}\n{}",
             job.logs.dump()
         );
     }

@@ -73,7 +73,7 @@ fn forcing_shm_across_hosts_is_a_config_error() {
                 s.spawn(move || {
                     Communicator::from_launch(
                         &launch(r, 2, store),
-                        config(host, TransportChoice::Shm),
+                        config(host, TransportChoice::only("shm")),
                     )
                     .err()
                 })
@@ -85,7 +85,7 @@ fn forcing_shm_across_hosts_is_a_config_error() {
         let e = e.expect("must fail");
         assert!(
             matches!(&e, Error::Config { var, .. } if var == "FERROCOLL_TRANSPORT"),
-            "{e}"
+            "{e:?}"
         );
     }
 }
@@ -124,6 +124,7 @@ fn meet(
     std::thread::scope(|s| {
         let hs: Vec<_> = (0..world)
             .map(|r| {
+                let transport = transport.clone();
                 s.spawn(move || {
                     let mut cfg = config(hosts[r], transport);
                     cfg.timeout = timeout;
@@ -154,13 +155,13 @@ fn ranks_meet_through_a_file_store_and_it_is_cleared_after() {
     let store = format!("file:{}", dir.display());
     for (hosts, transport) in [
         (&["a", "a", "b"][..], TransportChoice::Auto),
-        (&["a", "a", "a"][..], TransportChoice::Tcp),
+        (&["a", "a", "a"][..], TransportChoice::only("tcp")),
     ] {
-        let res = meet(&store, hosts, transport, Duration::from_secs(20));
+        let res = meet(&store, hosts, transport.clone(), Duration::from_secs(20));
         for (r, got) in res.into_iter().enumerate() {
             let (transports, v, split_sum) = got.unwrap_or_else(|e| panic!("rank {r}: {e}"));
             assert_eq!(transports.len(), 3);
-            let want = if transport == TransportChoice::Tcp {
+            let want = if transport == TransportChoice::only("tcp") {
                 [
                     ["self", "tcp", "tcp"],
                     ["tcp", "self", "tcp"],

@@ -4,10 +4,12 @@
 //! rank 0 is then the one rank whose death ends the job); with `tcp://host:port` the server
 //! runs outside the ranks (`ferrocoll-store`, or the launcher: [`crate::launch::LocalStore`])
 //! and rank 0 is only a client; with `etcd://host:port/prefix` the ranks meet in etcd
-//! ([`EtcdStore`]). Every rank connects to the store, publishes `host identity / listening
-//! address / pid`, and reads everyone else's. Ranks with the same host identity (hostname +
-//! boot id, or `FERROCOLL_HOSTNAME`) talk over shared memory, the others over TCP
-//! (`FERROCOLL_TRANSPORT` can force either).
+//! ([`EtcdStore`]). Every rank connects to the store, publishes its record (host identity,
+//! pid, heartbeat address, and the versioned address of every transport it offers), and
+//! reads everyone else's. Each pair of ranks then uses the first transport of the
+//! preference list (`FERROCOLL_TRANSPORT`; `auto`: shared memory between ranks with the same
+//! host identity, hostname + boot id or `FERROCOLL_HOSTNAME`, else a fabric, else TCP) that
+//! both offer (`endpoint.rs`).
 //!
 //! With `FERROCOLL_STORE=file:DIR` the ranks meet through a [`FileStore`] in `DIR` instead (a
 //! directory every rank sees, e.g. on a shared file system under Slurm; no server, no port).
@@ -23,14 +25,17 @@
 //! publishes (`affinity.rs`), and the transport choice and endpoint building
 //! (`endpoint.rs`).
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use ferrocoll_transports::hybrid::HybridEndpoint;
+use ferrocoll_transports::composite::CompositeEndpoint;
+use ferrocoll_transports::plugin::SetupCtx;
 
 use super::affinity::parse_cpus;
 use super::interfaces::listen_ip;
 use super::meeting::{store_spec, StoreSpec};
+use ferrocoll_transports::tcp::factory as tcp_factory;
+
 use super::{endpoint, EtcdStore, FileStore, Store, StoreError, TcpStore, TcpStoreServer};
 use crate::config::launcher::LaunchEnv;
 use crate::config::Config;
@@ -45,8 +50,10 @@ pub use super::meeting::MeetingStore;
 pub struct Peers {
     /// Host identity per rank.
     pub hosts: Vec<String>,
-    /// `"shm"`, `"tcp"` or `"self"` per rank, as seen from this rank.
+    /// The transport to each rank (`"shm"`, `"tcp"`, `"ofi"`, …; `"self"` for this rank).
     pub transports: Vec<&'static str>,
+    /// The transport of every pair of ranks: `links[a][b]`, the same on every rank.
+    pub links: Vec<Vec<&'static str>>,
     /// CPU cores each rank may run on (its affinity and cgroup quota), 0 where unknown.
     pub cores: Vec<usize>,
     /// The CPUs each rank's affinity mask allows, empty where unknown: ranks bound to
@@ -93,7 +100,7 @@ pub(crate) struct Control {
 /// it serves one) and the store client.
 pub struct Rendezvous {
     /// The links.
-    pub endpoint: HybridEndpoint,
+    pub endpoint: CompositeEndpoint,
     /// What the rank learnt about its peers.
     pub peers: Peers,
     /// The store (for later rendezvous, e.g. split).
@@ -255,7 +262,7 @@ pub(crate) fn connect_ranks(
     world: usize,
     cfg: &Config,
     cancelled: &dyn Fn() -> bool,
-) -> Result<(HybridEndpoint, Peers, Control)> {
+) -> Result<(CompositeEndpoint, Peers, Control)> {
     let get = |key: &str| get_until(store, key, cfg.timeout, cancelled);
     let token_key = format!("{prefix}job_token");
     let token: u64 = if rank == 0 {
@@ -271,53 +278,81 @@ pub(crate) fn connect_ranks(
         )
     };
     let ip = listen_ip(cfg, route)?;
-    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(StoreError::Io)?;
+    let ctx = SetupCtx {
+        rank,
+        world,
+        token,
+        ip,
+        timeout: cfg.timeout,
+        ring_bytes: cfg.shm_ring_bytes,
+        single_copy: cfg.shm_direct,
+    };
+    let offers = endpoint::prepare(cfg, &ctx)?;
     let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).map_err(StoreError::Io)?;
     let cpu_list: Vec<String> = affinity_cpus().iter().map(usize::to_string).collect();
+    // The record: host identity, the data address (TCP's, for people reading the store),
+    // pid, core count, the affinity's CPU list, the heartbeat address, the transport list as
+    // configured, and the offers (`name=hex(address blob)` in preference order).
+    let tcp_addr = offers
+        .iter()
+        .find(|o| o.name == "tcp")
+        .and_then(|o| tcp_factory::decode_address(&o.prepared.address(), rank).ok())
+        .map_or_else(|| "-".to_string(), |a| a.to_string());
     let me = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
         host_identity(cfg),
-        listener.local_addr().map_err(StoreError::Io)?,
+        tcp_addr,
         std::process::id(),
         available_cores(),
         cpu_list.join(","),
         socket.local_addr().map_err(StoreError::Io)?,
+        cfg.transport.spec(),
+        endpoint::offers_line(&offers),
     );
     store.set(&format!("{prefix}rank/{rank}"), me.as_bytes())?;
     let mut hosts = Vec::with_capacity(world);
-    let mut addrs = Vec::with_capacity(world);
     let mut cores = Vec::with_capacity(world);
     let mut cpus = Vec::with_capacity(world);
     let mut pids = Vec::with_capacity(world);
     let mut hb_addrs = Vec::with_capacity(world);
+    let mut prefs = Vec::with_capacity(world);
+    let mut published = Vec::with_capacity(world);
     for r in 0..world {
         let v = get(&format!("{prefix}rank/{r}"))?;
         let text = String::from_utf8_lossy(&v).into_owned();
-        let mut parts = text.split('\n');
-        let (host, addr) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let addr: SocketAddr = addr.parse().map_err(|_| {
-            StoreError::Protocol(format!("rank {r} published a bad address {addr:?}"))
-        })?;
-        // Line 3 is the pid; line 4 the core count, line 5 the affinity's CPU list, line 6
-        // the heartbeat address (a peer that sends none: unknown).
-        pids.push(parts.next().and_then(|p| p.trim().parse::<i32>().ok()));
-        cores.push(
-            parts
-                .next()
-                .and_then(|c| c.trim().parse().ok())
-                .unwrap_or(0),
-        );
-        cpus.push(parse_cpus(r, parts.next().unwrap_or(""))?);
-        hb_addrs.push(
-            parts
-                .next()
-                .and_then(|a| a.trim().parse::<SocketAddr>().ok()),
-        );
-        hosts.push(host.to_string());
-        addrs.push(addr);
+        let lines: Vec<&str> = text.split('\n').collect();
+        if lines.len() < 8 {
+            return Err(StoreError::Protocol(format!(
+                "rank {r} published a record of {} lines, 8 expected (another ferrocoll version?)",
+                lines.len()
+            ))
+            .into());
+        }
+        pids.push(lines[2].trim().parse::<i32>().ok());
+        cores.push(lines[3].trim().parse().unwrap_or(0));
+        cpus.push(parse_cpus(r, lines[4])?);
+        hb_addrs.push(lines[5].trim().parse::<SocketAddr>().ok());
+        prefs.push(lines[6].trim().to_string());
+        published.push(endpoint::parse_offers(r, lines[7])?);
+        hosts.push(lines[0].to_string());
     }
-    let use_shm = endpoint::use_shm(cfg, rank, &hosts)?;
-    let endpoint = endpoint::build_endpoint(rank, token, listener, &addrs, &use_shm, cfg)?;
+    let links = match endpoint::choose(&endpoint::order_of(&offers), &prefs, &hosts, &published) {
+        Ok(l) => l,
+        Err(e) => {
+            // Every rank finds the same error from the same records. Rank 0 may serve the
+            // store: it waits (briefly) until each rank has found it too, so that no rank
+            // sees the store vanish instead of the reason.
+            store.set(&format!("{prefix}refused/{rank}"), b"")?;
+            if rank == 0 {
+                let wait = cfg.timeout.min(Duration::from_secs(5));
+                for r in 1..world {
+                    let _ = get_until(store, &format!("{prefix}refused/{r}"), wait, cancelled);
+                }
+            }
+            return Err(e);
+        }
+    };
+    let endpoint = endpoint::connect(rank, offers, &links, &published)?;
     let transports = (0..world).map(|p| endpoint.transport_of(p)).collect();
     let local_pids = (0..world)
         .map(|r| pids[r].filter(|_| r != rank && hosts[r] == hosts[rank]))
@@ -335,6 +370,7 @@ pub(crate) fn connect_ranks(
         Peers {
             hosts,
             transports,
+            links,
             cores,
             cpus,
         },

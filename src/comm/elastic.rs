@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrocoll_transports::hybrid::HybridEndpoint;
+use ferrocoll_transports::composite::CompositeEndpoint;
 
 use super::split::Bootstrap;
 use super::Communicator;
@@ -64,7 +64,7 @@ impl Communicator {
     /// A communicator over links made through the job's store; starts its failure detector
     /// unless `cfg.heartbeat_timeout` is zero.
     pub(super) fn assemble(
-        links: (HybridEndpoint, Peers, Control),
+        links: (CompositeEndpoint, Peers, Control),
         cfg: Config,
         given: Option<Topology>,
         discovered: Option<Topology>,

@@ -30,16 +30,58 @@ pub enum AlgoChoice {
     Forced(String),
 }
 
-/// Which transport carries traffic between ranks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// Which transports carry traffic between ranks (`FERROCOLL_TRANSPORT`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum TransportChoice {
-    /// Shared memory between ranks of one host, TCP between hosts.
+    /// Shared memory between ranks of one host; between hosts the fastest fabric this
+    /// build has and this machine offers (`rdma`, then `ofi` over a hardware provider),
+    /// else TCP.
     #[default]
     Auto,
-    /// Shared memory only (every rank on one host).
-    Shm,
-    /// TCP only, even on one host (how the TCP path is benchmarked).
-    Tcp,
+    /// An ordered preference list (`shm,ofi,tcp`): each pair of ranks uses the first
+    /// transport that both offer and that reaches across them (`shm` only within a host).
+    /// Names that are not available here are skipped with an INFO line; when none is left
+    /// for a pair, set-up fails saying why.
+    Prefer(Vec<String>),
+}
+
+impl TransportChoice {
+    /// One transport only, e.g. `TransportChoice::only("tcp")` (TCP even on one host).
+    pub fn only(name: &str) -> TransportChoice {
+        TransportChoice::Prefer(vec![name.to_string()])
+    }
+
+    /// As written in `FERROCOLL_TRANSPORT` (`auto`, or the list joined by commas).
+    pub fn spec(&self) -> String {
+        match self {
+            TransportChoice::Auto => "auto".into(),
+            TransportChoice::Prefer(l) => l.join(","),
+        }
+    }
+
+    /// Parses `FERROCOLL_TRANSPORT`'s value: `auto` (or empty), or a comma-separated list
+    /// of distinct transport names from [`ferrocoll_transports::plugin::KNOWN`].
+    pub fn parse(v: &str) -> std::result::Result<TransportChoice, String> {
+        let v = v.trim();
+        if v.is_empty() || v.eq_ignore_ascii_case("auto") {
+            return Ok(TransportChoice::Auto);
+        }
+        let known = ferrocoll_transports::plugin::KNOWN;
+        let mut list: Vec<String> = Vec::new();
+        for name in v.split(',').map(|n| n.trim().to_ascii_lowercase()) {
+            if !known.contains(&name.as_str()) {
+                return Err(format!(
+                    "unknown transport {name:?}; expected auto or a comma-separated list of {}",
+                    known.join(", ")
+                ));
+            }
+            if list.contains(&name) {
+                return Err(format!("transport {name} is listed twice"));
+            }
+            list.push(name);
+        }
+        Ok(TransportChoice::Prefer(list))
+    }
 }
 
 /// Settings of a communicator.
@@ -290,12 +332,8 @@ impl Config {
                 .map_err(|_| bad("FERROCOLL_STREAMING_MIN_BYTES", &v, "not a number of bytes"))?;
         }
         if let Some(v) = get("FERROCOLL_TRANSPORT") {
-            c.transport = match v.trim() {
-                "" | "auto" => TransportChoice::Auto,
-                "shm" => TransportChoice::Shm,
-                "tcp" => TransportChoice::Tcp,
-                _ => return Err(bad("FERROCOLL_TRANSPORT", &v, "expected auto, shm or tcp")),
-            };
+            c.transport =
+                TransportChoice::parse(&v).map_err(|why| bad("FERROCOLL_TRANSPORT", &v, &why))?;
         }
         if let Some(v) = get("FERROCOLL_RING_ORDER") {
             c.ring_order = match v.trim() {
@@ -514,15 +552,21 @@ mod tests {
         assert!(e.to_string().contains("FERROCOLL_TIMEOUT"), "{e}");
         let e = Config::from_vars(vars(&[("FERROCOLL_SHM_DIRECT", "2")])).unwrap_err();
         assert!(e.to_string().contains("FERROCOLL_SHM_DIRECT"), "{e}");
-        assert!(Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", "rdma")]))
-            .unwrap_err()
-            .to_string()
-            .contains("FERROCOLL_TRANSPORT"));
+        for bad in ["infiniband", "shm,,tcp", "tcp,tcp", "auto,tcp"] {
+            let e = Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", bad)])).unwrap_err();
+            assert!(e.to_string().contains("FERROCOLL_TRANSPORT"), "{bad}: {e}");
+        }
         assert_eq!(
             Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", "tcp")]))
                 .unwrap()
                 .transport,
-            TransportChoice::Tcp
+            TransportChoice::only("tcp")
+        );
+        assert_eq!(
+            Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", " SHM, ofi ,tcp")]))
+                .unwrap()
+                .transport,
+            TransportChoice::Prefer(vec!["shm".into(), "ofi".into(), "tcp".into()])
         );
         assert!(Config::from_vars(vars(&[("FERROCOLL_DEBUG", "LOUD")])).is_err());
         let level = |v| {

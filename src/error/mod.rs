@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrocoll_transports::plugin::SetupError;
 use ferrocoll_transports::LinkError;
 
 use crate::schedule::Collective;
@@ -235,6 +236,11 @@ pub enum Error {
     /// Setting up a transport failed.
     #[error("transport setup failed")]
     Transport(#[from] LinkError),
+    /// A transport could not be set up: unavailable here (and why), a peer's address it
+    /// cannot use, no transport that reaches a peer, or a failed connection. Names the
+    /// transport.
+    #[error("transport setup failed: {0}")]
+    TransportSetup(SetupError),
     /// Bytes that are not a unique id made by [`crate::UniqueId`] (what is wrong with them).
     #[error("invalid unique id: {0}")]
     InvalidUniqueId(&'static str),
@@ -296,9 +302,11 @@ impl Error {
                 ErrorKind::Remote
             }
             Error::ShrinkMismatch { .. } => ErrorKind::InvalidUsage,
-            Error::Aborted | Error::Io { .. } | Error::Bootstrap(_) | Error::Transport(_) => {
-                ErrorKind::System
-            }
+            Error::Aborted
+            | Error::Io { .. }
+            | Error::Bootstrap(_)
+            | Error::Transport(_)
+            | Error::TransportSetup(_) => ErrorKind::System,
             Error::CommFailed(cause) => cause.kind(),
             Error::Internal(_) => ErrorKind::Internal,
         }
@@ -438,9 +446,20 @@ impl Error {
             },
             Bootstrap(e) => Bootstrap(e.duplicate()),
             Transport(e) => Transport(e.duplicate()),
+            TransportSetup(e) => TransportSetup(e.duplicate()),
             CommFailed(c) => CommFailed(c.clone()),
             Internal(m) => Internal(m.clone()),
             Topology(e) => Topology(e.clone()),
+        }
+    }
+}
+
+impl From<SetupError> for Error {
+    /// A link's own error stays [`Error::Transport`]; the rest is [`Error::TransportSetup`].
+    fn from(e: SetupError) -> Error {
+        match e {
+            SetupError::Link(l) => Error::Transport(l),
+            other => Error::TransportSetup(other),
         }
     }
 }

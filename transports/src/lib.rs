@@ -12,13 +12,13 @@
 //! - [`shm`]: ranks on one host, over rings in a shared-memory segment, with futex doorbells
 //!   and peer-death detection.
 //! - [`tcp`]: ranks on other hosts, over a mio-driven TCP mesh.
-//! - [`hybrid`]: one rank's shm links and tcp links behind one endpoint.
+//! - [`composite`]: one rank's endpoints of several transports behind one endpoint.
 //! - [`plugin`]: the factory every transport implements, and the registry.
 
 mod cma;
+pub mod composite;
 pub mod copy;
 pub mod doorbell;
-pub mod hybrid;
 pub mod link;
 pub mod mem;
 pub mod plugin;

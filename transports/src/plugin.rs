@@ -22,7 +22,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::link::{Endpoint, LinkCaps};
+use crate::link::{Endpoint, LinkCaps, LinkError};
 
 /// Why a transport could not be set up, or could not reach a peer. Names the transport.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,9 @@ pub enum SetupError {
         /// What was wrong.
         detail: String,
     },
+    /// A link failed while connecting (a peer that never came, a refused handshake).
+    #[error(transparent)]
+    Link(#[from] LinkError),
     /// Connecting failed (the library's or the OS's error, with the peer when known).
     #[error("transport {transport}: {detail}")]
     Failed {
@@ -54,6 +57,32 @@ pub enum SetupError {
         /// What failed.
         detail: String,
     },
+}
+
+impl SetupError {
+    /// A copy of this error (an I/O cause is re-created from its kind and message).
+    pub fn duplicate(&self) -> SetupError {
+        match self {
+            SetupError::Unavailable { transport, why } => SetupError::Unavailable {
+                transport,
+                why: why.clone(),
+            },
+            SetupError::BadAddress {
+                transport,
+                peer,
+                detail,
+            } => SetupError::BadAddress {
+                transport,
+                peer: *peer,
+                detail: detail.clone(),
+            },
+            SetupError::Link(e) => SetupError::Link(e.duplicate()),
+            SetupError::Failed { transport, detail } => SetupError::Failed {
+                transport,
+                detail: detail.clone(),
+            },
+        }
+    }
 }
 
 /// Whether a transport can run here.
@@ -142,6 +171,8 @@ pub struct SetupCtx {
     pub timeout: Duration,
     /// Bytes of each shared-memory ring (transports with rings of their own may read it).
     pub ring_bytes: usize,
+    /// Whether links may offer single-copy transfers (`FERROCOLL_SHM_DIRECT`).
+    pub single_copy: bool,
 }
 
 /// A transport: see the module docs.
@@ -154,6 +185,13 @@ pub trait TransportFactory: Send + Sync {
 
     /// Whether it can run on this machine, and if not why.
     fn availability(&self) -> Availability;
+
+    /// Whether `auto` may pick it between hosts: a fabric faster than TCP. A transport that
+    /// only emulates a fabric over sockets (libfabric's `tcp` provider) says no, so `auto`
+    /// keeps the plain TCP path there; it is still used when named in the list.
+    fn auto_between_hosts(&self) -> bool {
+        self.crosses_hosts()
+    }
 
     /// What its links can do.
     fn caps(&self) -> LinkCaps;
@@ -178,6 +216,34 @@ pub trait PreparedTransport: Send {
 /// Every transport this build knows, in the order `auto` prefers them between hosts
 /// (same-host transports first). Adding a transport adds one line here.
 pub fn registry() -> Vec<Box<dyn TransportFactory>> {
-    // Filled in as the transports move behind the factory.
-    Vec::new()
+    vec![
+        Box::new(crate::shm::factory::ShmFactory),
+        Box::new(crate::tcp::factory::TcpFactory),
+    ]
+}
+
+/// Names `FERROCOLL_TRANSPORT` accepts: every transport there is, built into this binary or
+/// not (a name whose feature is off is refused at set-up with the reason, not as a typo).
+pub const KNOWN: &[&str] = &["shm", "rdma", "ofi", "tcp"];
+
+/// The factory named `name` in [`registry`], or why there is none: a transport whose cargo
+/// feature this build lacks, or a name no transport has.
+pub fn factory(name: &str) -> Result<Box<dyn TransportFactory>, SetupError> {
+    if let Some(f) = registry().into_iter().find(|f| f.name() == name) {
+        return Ok(f);
+    }
+    let transport = KNOWN
+        .iter()
+        .copied()
+        .find(|k| *k == name)
+        .unwrap_or("unknown");
+    let why = if transport == "unknown" {
+        format!(
+            "no transport is called {name:?} (known: {})",
+            KNOWN.join(", ")
+        )
+    } else {
+        format!("this build of ferrocoll lacks it (build with `--features {name}`)")
+    };
+    Err(SetupError::Unavailable { transport, why })
 }

@@ -110,7 +110,8 @@ pub struct Common {
     /// Algorithm (as FERROCOLL_ALGO: ring, tree, halving_doubling, direct, auto).
     #[arg(long)]
     pub algo: Option<String>,
-    /// Transport (as FERROCOLL_TRANSPORT: auto, shm, tcp), passed to the ranks.
+    /// Transports (as FERROCOLL_TRANSPORT: `auto`, or a preference list such as
+    /// `shm,ofi,tcp`), passed to the ranks.
     #[arg(long)]
     pub transport: Option<String>,
     /// Run the ranks as threads of this process over the in-process `mem` transport instead

@@ -44,7 +44,7 @@ pub fn run(comm: &Communicator, kind: Collective, a: &SweepArgs) -> Res<bool> {
     let transports = crate::transports(comm);
     let label = format!("{} (compared)", a.compare.join(","));
     if lead {
-        sweep::print_intro(kind, a, n, &label, &transports, &infos);
+        sweep::print_intro(kind, a, n, &label, &comm.transport_matrix(), &infos);
         println!(
             "#  {} round(s) per size; each row: the median round of its algorithm (last column)",
             a.rounds

@@ -108,9 +108,9 @@ pub fn run(
     let codec = setting.resolve_for(comm);
     if lead {
         println!(
-            "# ferrocoll-probe {}: all_reduce on {n} ranks, compression {codec} (error feedback on), transport {}",
+            "# ferrocoll-probe {}: all_reduce on {n} ranks, compression {codec} (error feedback on), transports {}",
             env!("CARGO_PKG_VERSION"),
-            crate::transports(comm).join(",")
+            crate::pair_summary(&comm.transport_matrix())
         );
         if setting == CompressionSetting::Auto {
             let link = auto_link(&comm.topology())

@@ -26,6 +26,8 @@ pub struct Link {
     pub src: usize,
     /// Receiving rank.
     pub dst: usize,
+    /// The transport that carries it (`shm`, `tcp`, `ofi`, …).
+    pub transport: &'static str,
     /// One-way latency of a `lat_bytes` message, µs (half the ping-pong round trip).
     pub latency_us: f64,
     /// Bandwidth of `bw_bytes` messages, GB/s (1e9 bytes per second).
@@ -288,22 +290,27 @@ fn print_report(
     links: &[Link],
     loaded: &[Option<f64>],
     sizes: (usize, usize, usize),
-    transports: &[String],
     medians: (f64, f64),
 ) {
     let n = comm.world_size();
     let (lat_bytes, bw_bytes, loaded_bytes) = sizes;
     let (med_bw, med_lat) = medians;
     println!(
-        "# ferrocoll-probe {} links: {n} ranks, transport {}, latency {} B, bandwidth {} B, \
+        "# ferrocoll-probe {} links: {n} ranks, transports {}, latency {} B, bandwidth {} B, \
          {} iters",
         env!("CARGO_PKG_VERSION"),
-        transports.join(","),
+        crate::pair_summary(&comm.transport_matrix()),
         lat_bytes,
         bw_bytes,
         a.iters
     );
     println!("#");
+    print_matrix(
+        "Transport, row = sender, column = receiver",
+        n,
+        links,
+        |l| l.transport.to_string(),
+    );
     print_matrix(
         "One-way latency (us), row = sender, column = receiver",
         n,
@@ -403,6 +410,7 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
     let (med_bw, slow_links) = outliers(&pair_bw, a.outlier);
     let med_lat = median(pairs.iter().map(|&(s, d)| lat[s * n + d]).collect());
     let spec = a.link_spec.as_ref().map(|r| r.bytes_per_s);
+    let matrix = comm.transport_matrix();
     let links: Vec<Link> = pairs
         .iter()
         .zip(slow_links)
@@ -411,6 +419,7 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
             Link {
                 src: s,
                 dst: d,
+                transport: matrix[s][d],
                 latency_us: l * 1e6,
                 bandwidth_gbps: b / 1e9,
                 alpha_s: l,
@@ -427,7 +436,6 @@ pub fn run(comm: &Communicator, a: &LinkArgs) -> Res<bool> {
         &links,
         &loaded,
         (lat_bytes, bw_bytes, loaded_bytes),
-        &transports,
         (med_bw, med_lat),
     );
     if let Some(path) = &a.save {

@@ -87,12 +87,17 @@ pub fn run_rank(comm: &Communicator, cli: &Cli) -> Res<bool> {
     }
 }
 
-/// The transports this rank uses to reach the others (`shm`, `tcp`, `mem`), without
-/// duplicates.
+/// The transports this rank uses to reach the others (`shm`, `tcp`, `ofi`, `mem`, …),
+/// without duplicates.
 pub fn transports(comm: &Communicator) -> Vec<String> {
+    row_transports(&comm.transport_matrix()[comm.rank()])
+}
+
+/// The distinct transports of one row of the transport matrix (`self` when there is none).
+pub fn row_transports(row: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for (rank, t) in comm.transports().into_iter().enumerate() {
-        if rank != comm.rank() && !out.iter().any(|o| o == t) {
+    for t in row {
+        if *t != "self" && !out.iter().any(|o| o == t) {
             out.push(t.to_string());
         }
     }
@@ -101,6 +106,37 @@ pub fn transports(comm: &Communicator) -> Vec<String> {
     }
     out
 }
+
+/// The transport of every pair of ranks in one line: `shm 0-1 2-3; tcp 0-2 0-3 1-2 1-3`
+/// (a transport with more than [`PAIRS_LISTED`] pairs shows their count; the `links`
+/// subcommand prints the whole matrix).
+pub fn pair_summary(m: &[Vec<&str>]) -> String {
+    let mut by: Vec<(&str, Vec<String>)> = Vec::new();
+    for (a, row) in m.iter().enumerate() {
+        for (b, t) in row.iter().enumerate().skip(a + 1) {
+            match by.iter_mut().find(|(n, _)| n == t) {
+                Some((_, pairs)) => pairs.push(format!("{a}-{b}")),
+                None => by.push((t, vec![format!("{a}-{b}")])),
+            }
+        }
+    }
+    if by.is_empty() {
+        return "self".into();
+    }
+    by.iter()
+        .map(|(t, pairs)| {
+            if pairs.len() > PAIRS_LISTED {
+                format!("{t} {} pairs", pairs.len())
+            } else {
+                format!("{t} {}", pairs.join(" "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Pairs listed by name in [`pair_summary`] per transport.
+pub const PAIRS_LISTED: usize = 16;
 
 /// The variables `--algo` and `--transport` stand for.
 fn pass_through(common: &Common) -> Vec<(String, String)> {

@@ -319,7 +319,7 @@ pub fn run(comm: &Communicator, kind: Collective, a: &SweepArgs) -> Res<bool> {
     let algo = comm_algo(comm);
     let transports = crate::transports(comm);
     if lead {
-        print_intro(kind, a, n, &algo, &transports, &infos);
+        print_intro(kind, a, n, &algo, &comm.transport_matrix(), &infos);
     }
     let total = (types.len() * ops.len() * sizes.len()) as u64;
     let bar = progress(lead, total);
@@ -516,7 +516,7 @@ pub(crate) fn print_intro(
     a: &SweepArgs,
     n: usize,
     algo: &str,
-    transports: &[String],
+    matrix: &[Vec<&str>],
     infos: &[RankInfo],
 ) {
     let step = match (a.stepfactor, a.stepbytes) {
@@ -524,10 +524,10 @@ pub(crate) fn print_intro(
         (f, _) => format!("{}(factor)", f.unwrap_or(2)),
     };
     println!(
-        "# ferrocoll-probe {}: {} on {n} ranks, algorithm {algo}, transport {}",
+        "# ferrocoll-probe {}: {} on {n} ranks, algorithm {algo}, transports {}",
         env!("CARGO_PKG_VERSION"),
         kind.name(),
-        transports.join(",")
+        crate::pair_summary(matrix)
     );
     println!(
         "# nThread 1 nGpus 1 minBytes {} maxBytes {} step: {step} warmup iters: {} iters: {} \
@@ -545,7 +545,9 @@ pub(crate) fn print_intro(
             r.rank,
             r.pid,
             r.host,
-            transports.join(",")
+            matrix
+                .get(r.rank)
+                .map_or_else(|| "?".into(), |row| crate::row_transports(row).join(","))
         );
     }
     println!("{}", report::header());

@@ -19,6 +19,7 @@
 //! [`LinkError::Closed`] once the bytes that arrived before the crash are read.
 
 mod bell;
+pub mod factory;
 mod segment;
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,7 @@
 //! hold more bytes without a new event, so the caller keeps reading until a read comes back
 //! short before it waits.
 
+pub mod factory;
 pub mod setup;
 #[cfg(test)]
 mod tests;
