@@ -14,6 +14,9 @@
 //! - [`tcp`]: ranks on other hosts, over a mio-driven TCP mesh.
 //! - [`composite`]: one rank's endpoints of several transports behind one endpoint.
 //! - [`plugin`]: the factory every transport implements, and the registry.
+//! - [`rdma_core`]: the RDMA protocol (credits over registered slots, single copy by RDMA
+//!   read, a registration cache) over any [`rdma_core::Fabric`].
+//! - `ofi` (feature `ofi`): that protocol over libfabric.
 
 mod cma;
 pub mod composite;
@@ -21,7 +24,10 @@ pub mod copy;
 pub mod doorbell;
 pub mod link;
 pub mod mem;
+#[cfg(feature = "ofi")]
+pub mod ofi;
 pub mod plugin;
+pub mod rdma_core;
 pub mod ring;
 pub mod shm;
 pub mod tcp;

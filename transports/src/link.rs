@@ -175,6 +175,14 @@ pub trait SingleCopy {
     /// Registers one announced buffer; returns its ticket (1, 2, …).
     fn post(&mut self) -> u64;
 
+    /// [`SingleCopy::post`] for a buffer of `len` bytes at `addr` (the address the frame
+    /// header announces): transports that must prepare the buffer for the peer's access
+    /// (RDMA: register it and send its key) override this. The default calls `post`.
+    fn post_region(&mut self, addr: u64, len: usize) -> u64 {
+        let _ = (addr, len);
+        self.post()
+    }
+
     /// How many of our tickets the peer has acknowledged (an error if the peer is gone).
     fn acked(&mut self) -> Result<u64, LinkError>;
 
