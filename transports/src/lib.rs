@@ -17,6 +17,7 @@
 //! - [`rdma_core`]: the RDMA protocol (credits over registered slots, single copy by RDMA
 //!   read, a registration cache) over any [`rdma_core::Fabric`].
 //! - `ofi` (feature `ofi`): that protocol over libfabric.
+//! - `rdma` (feature `rdma`): that protocol over ibverbs RC queue pairs (`rdma-sys`).
 
 mod cma;
 pub mod composite;
@@ -27,6 +28,8 @@ pub mod mem;
 #[cfg(feature = "ofi")]
 pub mod ofi;
 pub mod plugin;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod rdma_core;
 pub mod ring;
 pub mod shm;

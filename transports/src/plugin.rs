@@ -216,10 +216,13 @@ pub trait PreparedTransport: Send {
 /// Every transport this build knows, in the order `auto` prefers them between hosts
 /// (same-host transports first). Adding a transport adds one line here.
 pub fn registry() -> Vec<Box<dyn TransportFactory>> {
-    vec![
-        Box::new(crate::shm::factory::ShmFactory),
-        Box::new(crate::tcp::factory::TcpFactory),
-    ]
+    let mut all: Vec<Box<dyn TransportFactory>> = vec![Box::new(crate::shm::factory::ShmFactory)];
+    #[cfg(feature = "rdma")]
+    all.push(Box::new(crate::rdma::RdmaFactory));
+    #[cfg(feature = "ofi")]
+    all.push(Box::new(crate::ofi::OfiFactory));
+    all.push(Box::new(crate::tcp::factory::TcpFactory));
+    all
 }
 
 /// Names `FERROCOLL_TRANSPORT` accepts: every transport there is, built into this binary or
