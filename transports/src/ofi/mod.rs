@@ -142,6 +142,13 @@ impl TransportFactory for OfiFactory {
     }
 
     fn prepare(&self, ctx: &SetupCtx) -> Result<Box<dyn PreparedTransport>, SetupError> {
+        Ok(Box::new(self.prepare_ofi(ctx)?))
+    }
+}
+
+impl OfiFactory {
+    /// [`TransportFactory::prepare`] returning the concrete type.
+    pub fn prepare_ofi(&self, ctx: &SetupCtx) -> Result<OfiPrepared, SetupError> {
         let prov = provider();
         let node = (!ctx.ip.is_unspecified()).then(|| ctx.ip.to_string());
         let fabric = OfiFabric::open(&prov, node.as_deref(), ctx.rank, ctx.world)
@@ -157,12 +164,12 @@ impl TransportFactory for OfiFactory {
             fabric.attr().cq_data_size
         );
         let blob = AddressBlob::new(NAME, BLOB_VERSION, &encode_payload(&name, &addr));
-        Ok(Box::new(OfiPrepared {
+        Ok(OfiPrepared {
             fabric,
             ctx: ctx.clone(),
             prov: name,
             blob,
-        }))
+        })
     }
 }
 
