@@ -86,7 +86,9 @@ impl Run<'_, '_> {
                 if st.hdr_sent < FRAME_BYTES {
                     break;
                 }
-                let ticket = link.single_copy().map_or(0, |d| d.post());
+                let ticket = link
+                    .single_copy()
+                    .map_or(0, |d| d.post_region(mem.ptr(src) as u64, total));
                 unacked.push_back((i as u32, ticket));
                 *st = SendState {
                     idx: st.idx + 1,

