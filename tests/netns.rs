@@ -8,10 +8,23 @@ use std::process::Command;
 
 #[test]
 fn two_hosts_two_ranks_each() {
+    two_hosts(&[]);
+}
+
+/// The same over libfabric between the hosts (`FERROCOLL_TRANSPORT=shm,ofi`): exact, and the
+/// inter-host bytes cross the veth.
+#[cfg(feature = "ofi")]
+#[test]
+fn two_hosts_shm_within_and_ofi_across() {
+    two_hosts(&["shm,ofi", "ofi"]);
+}
+
+fn two_hosts(args: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/multihost.sh");
     let out = Command::new("bash")
         .arg(script)
         .arg(env!("CARGO_BIN_EXE_ferrocoll-probe"))
+        .args(args)
         .output()
         .expect("bash runs");
     let text = String::from_utf8_lossy(&out.stdout);

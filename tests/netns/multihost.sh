@@ -6,16 +6,21 @@
 # volume checks with the veth byte counters that inter-host traffic really crossed the link,
 # and rank 0's report shows shm (same host) and tcp (other host) in use.
 #
-#   tests/netns/multihost.sh PATH/TO/ferrocoll-probe
+#   tests/netns/multihost.sh PATH/TO/ferrocoll-probe [TRANSPORTS CROSS]
+# TRANSPORTS is FERROCOLL_TRANSPORT for every rank (default auto) and CROSS the transport that
+# must carry the inter-host pairs (default tcp): `shm,ofi ofi` runs the same checks over
+# libfabric between the hosts (a probe built with --features ofi).
 # Exit: 0 pass, 1 fail, 77 skipped (cannot create namespaces; the reason is printed).
 set -u
-PROBE=${1:?usage: multihost.sh PATH/TO/ferrocoll-probe}
+PROBE=${1:?usage: multihost.sh PATH/TO/ferrocoll-probe [TRANSPORTS CROSS]}
+TRANSPORTS=${2:-auto}
+CROSS=${3:-tcp}
 HERE="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 if ! netns_supported; then echo "SKIP multihost: $NETNS_WHY"; exit 77; fi
 OUT=$(mktemp -d)
-trap 'netns_down; rm -rf "$OUT"' EXIT
+trap 'netns_down; [ -n "${KEEP:-}" ] || rm -rf "$OUT"' EXIT
 netns_up 2 1gbit || { echo "FAIL: could not create the namespaces"; exit 1; }
 PORT=$(netns_port_base)
 HOSTS=(hostA hostB)
@@ -28,7 +33,7 @@ run_job() {
   for r in 0 1 2 3; do
     local h=$((r / 2))
     netns_exec $h "${HOSTS[$h]}" env RANK=$r WORLD_SIZE=4 LOCAL_RANK=$((r % 2)) LOCAL_WORLD_SIZE=2 \
-      MASTER_ADDR="$(netns_ip 0)" MASTER_PORT=$PORT FERROCOLL_SOCKET_IFNAME=up0 FERROCOLL_TIMEOUT=60 \
+      MASTER_ADDR="$(netns_ip 0)" MASTER_PORT=$PORT FERROCOLL_SOCKET_IFNAME=up0 FERROCOLL_TIMEOUT=60 FERROCOLL_TRANSPORT="$TRANSPORTS" \
       timeout 180 "$PROBE" "$@" >"$OUT/$tag.$r" 2>"$OUT/$tag.$r.err" &
     pids+=($!)
   done
@@ -47,9 +52,9 @@ for coll in all_reduce all_gather reduce_scatter broadcast reduce all_to_all sen
     echo "FAIL $coll"; cat "$OUT/$coll.0"; fail=1
   fi
 done
-# Rank 0 reaches rank 1 over shm and ranks 2, 3 over tcp.
-if grep -q '"shm"' "$OUT/all_reduce.json" && grep -q '"tcp"' "$OUT/all_reduce.json"; then
-  echo "ok   transports: shm within a host, tcp across"
+# Rank 0 reaches rank 1 over shm and ranks 2, 3 over $CROSS.
+if grep -q '"shm"' "$OUT/all_reduce.json" && grep -q "\"$CROSS\"" "$OUT/all_reduce.json"; then
+  echo "ok   transports: shm within a host, $CROSS across"
 else
   echo "FAIL transports: $(grep -o '"transports":[^]]*]' "$OUT/all_reduce.json")"; fail=1
 fi

@@ -168,7 +168,16 @@ impl Endpoint for CompositeEndpoint {
         match only {
             // Work on one part's links only: that part's own wait, after checking that
             // nothing moved since the caller's token (a later move ends that wait at once).
-            Some(i) if self.parts.len() > 1 => {
+            // Not while another part has work only its own polling moves (a fabric with
+            // manual progress holding a posted write): the mixed wait polls it.
+            Some(i)
+                if self.parts.len() > 1
+                    && !self
+                        .parts
+                        .iter_mut()
+                        .enumerate()
+                        .any(|(j, p)| j != i && p.endpoint.needs_progress()) =>
+            {
                 if self.token_of() != token {
                     return Ok(());
                 }

@@ -226,6 +226,15 @@ pub trait Endpoint: Send {
         self.wait(token, timeout)
     }
 
+    /// Whether this endpoint has work that only its own calls move: operations posted to a
+    /// fabric with manual progress (libfabric's tcp provider transmits a posted write only
+    /// while its completion queue is polled) or messages waiting for room to be sent. An
+    /// endpoint composed with others must then keep being polled while the caller waits on
+    /// the others' links ([`crate::composite::CompositeEndpoint`]). The default: none.
+    fn needs_progress(&mut self) -> bool {
+        false
+    }
+
     /// A handle that wakes this endpoint's `wait` from any thread (used by `abort`).
     fn interrupter(&self) -> std::sync::Arc<dyn Fn() + Send + Sync>;
 

@@ -144,7 +144,14 @@ fn stream_test(world: usize) {
     drop(eps);
 }
 
+/// Two ranks as threads of this process. Not run by default: with several endpoints of
+/// libfabric 1.17's tcp provider in one process, a write posted by one thread sometimes never
+/// reaches the other (seen with 2 threads now and then, with 3 always); ranks as processes
+/// are what `ofi` supports, and tests/multiproc.rs checks the stream there (every
+/// collective, 0 to 300,000 elements, 64 MiB). `cargo test --features ofi --test ofi --
+/// --ignored` runs it.
 #[test]
+#[ignore = "ranks as threads of one process stall in libfabric 1.17's tcp provider"]
 fn stream_two_ranks_exact() {
     stream_test(2);
 }

@@ -96,6 +96,8 @@ pub(crate) struct Peer {
     pub(crate) fail: Option<LinkError>,
     pub(crate) last_heard: Instant,
     pub(crate) probe_inflight: bool,
+    // Control writes (credits, acks, close) posted and not yet completed.
+    pub(crate) ctrl_inflight: u32,
 }
 
 impl Peer {
@@ -185,6 +187,22 @@ impl<F: Fabric> Core<F> {
         Ok((r.rkey, r.desc, r.remote_base))
     }
 
+    /// Whether some peer has work that only this endpoint's own progress moves: writes
+    /// posted and not completed (a provider with manual progress, such as libfabric's tcp,
+    /// transmits them only while its completion queue is polled), or control messages
+    /// waiting for room in the send queue.
+    pub(crate) fn needs_progress(&self) -> bool {
+        self.peers.iter().flatten().any(|p| {
+            p.fail.is_none()
+                && (p.tx_busy.iter().any(|b| *b)
+                    || p.ctrl_inflight > 0
+                    || p.probe_inflight
+                    || !p.pending_announce.is_empty()
+                    || p.acks_to_send > 0
+                    || (p.closed && !p.close_sent))
+        })
+    }
+
     /// Polls the fabric once and dispatches what came; flushes pending control messages.
     /// Returns whether anything completed.
     pub(crate) fn progress(&mut self) -> bool {
@@ -226,7 +244,7 @@ impl<F: Fabric> Core<F> {
                         }
                     }
                     Some(Op::Probe) => p.probe_inflight = false,
-                    Some(Op::TxCtrl) => {}
+                    Some(Op::TxCtrl) => p.ctrl_inflight = p.ctrl_inflight.saturating_sub(1),
                     _ => self.events.push(c),
                 }
             }
@@ -237,6 +255,9 @@ impl<F: Fabric> Core<F> {
                     Some(_) => {
                         if let Some(p) = self.peers.get_mut(peer).and_then(Option::as_mut) {
                             p.probe_inflight = false;
+                            if op == Some(Op::TxCtrl) {
+                                p.ctrl_inflight = p.ctrl_inflight.saturating_sub(1);
+                            }
                             let e = link_error(peer, error);
                             p.set_fail(e);
                         }
@@ -495,7 +516,12 @@ fn post_ctrl<F: Fabric>(
     };
     // SAFETY: `ctrl_src` is core-owned, registered, and never written (its content is
     // irrelevant: the message is the immediate data).
-    unsafe { fabric.write(&op, Some(imm.encode())) }.map_err(|e| link_error(p.peer, &e))
+    let posted =
+        unsafe { fabric.write(&op, Some(imm.encode())) }.map_err(|e| link_error(p.peer, &e))?;
+    if posted {
+        p.ctrl_inflight += 1;
+    }
+    Ok(posted)
 }
 
 impl<F: Fabric> Drop for Core<F> {

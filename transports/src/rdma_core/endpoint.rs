@@ -124,6 +124,7 @@ impl<F: Fabric> RdmaEndpoint<F> {
                 fail: None,
                 last_heard: Instant::now(),
                 probe_inflight: false,
+                ctrl_inflight: 0,
             });
         }
         handshake(&mut core, peers, &hellos, token, params).map_err(failed)?;
@@ -344,6 +345,10 @@ impl<F: Fabric> Endpoint for RdmaEndpoint<F> {
             .get_mut(peer)?
             .as_mut()
             .map(|l| l as &mut dyn Link)
+    }
+
+    fn needs_progress(&mut self) -> bool {
+        lock(&self.core).needs_progress()
     }
 
     fn activity_token(&self) -> u64 {

@@ -284,8 +284,22 @@ impl<F: Fabric> SingleCopy for RdmaLink<F> {
         p.announced.pop_front();
         p.acks_to_send += 1;
         c.flush(peer);
+        // The sender's call cannot end before the acknowledgement arrives, and a fabric with
+        // manual progress transmits it only while this side polls: push it out now (briefly
+        // bounded), rather than leaving it until this rank's next call.
+        let deadline = Instant::now() + ACK_PUSH;
+        while Instant::now() < deadline {
+            let p = peer_mut(&mut c, peer);
+            if p.fail.is_some() || (p.acks_to_send == 0 && p.ctrl_inflight == 0) {
+                break;
+            }
+            c.progress();
+        }
     }
 }
+
+/// How long [`SingleCopy::ack`] polls for its acknowledgement to leave.
+const ACK_PUSH: std::time::Duration = std::time::Duration::from_millis(50);
 
 fn unregistered(peer: usize) -> LinkError {
     LinkError::Protocol {
