@@ -156,6 +156,11 @@ impl<F: Fabric> RdmaEndpoint<F> {
 
 /// Exchanges hellos with every peer (see [`RdmaEndpoint::connect`]); fills in each peer's
 /// [`Remote`] and send staging.
+///
+/// Longer than the usual limit (about 170 lines): posting receives, sending, and checking
+/// each arriving hello (token, rank, world, sizes, duplicates, strangers) are one loop over
+/// one completion stream with one deadline; split apart, each piece would need the loop's
+/// whole state.
 fn handshake<F: Fabric>(
     core: &mut Core<F>,
     peers: &[usize],
