@@ -12,10 +12,10 @@
 //!
 //! What `tcp;ofi_rxm` (libfabric 1.17) offers, as seen here: `fi_writedata` with 8 bytes of
 //! remote CQ data (`cq_data_size` 8) and target completions flagged `FI_REMOTE_CQ_DATA`
-//! without posted receives, `fi_read`, ordered RMA (`FI_ORDER_RMA_WAW`), and an `mr_mode`
-//! of none of `FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY` even when
-//! the hints offer them: keys are the ones requested (a counter here) and remote addresses
-//! are offsets into the region. The core handles both addressings
+//! without posted receives, `fi_read`, and ordered RMA (`FI_ORDER_RMA_WAW`). `fi_info`
+//! reports an `mr_mode` of none of `FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED |
+//! FI_MR_PROV_KEY` for it (requested keys, offset addressing); the hints offer all four and
+//! the code handles whichever the provider grants, virtual or offset addressing
 //! ([`crate::rdma_core::MemRegion::remote_base`]). The upper 32 bits of the remote CQ data
 //! carry the writer's rank (RDM completions do not name the source without `FI_SOURCE`),
 //! the lower 32 the core's immediate, so providers with less than 8 bytes of CQ data are
