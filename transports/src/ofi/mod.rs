@@ -109,6 +109,16 @@ impl TransportFactory for OfiFactory {
         true
     }
 
+    /// Only over a hardware provider (`efa`, `cxi`, `verbs;ofi_rxm`, `psm3`, …): libfabric's
+    /// socket providers (`tcp`, `sockets`, `udp`, `shm`, with or without a utility layer)
+    /// emulate a fabric over the same sockets as the `tcp` transport, so `auto` keeps TCP
+    /// there; naming `ofi` in `FERROCOLL_TRANSPORT` still uses them.
+    fn auto_between_hosts(&self) -> bool {
+        let p = provider();
+        let core = p.split(';').next().unwrap_or("").trim();
+        !matches!(core, "tcp" | "sockets" | "udp" | "shm")
+    }
+
     fn availability(&self) -> Availability {
         let prov = provider();
         let Ok(c) = std::ffi::CString::new(prov.clone()) else {
