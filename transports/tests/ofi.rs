@@ -113,48 +113,11 @@ fn exchange(ep: &mut dyn Endpoint, out: &[Vec<u8>], lens: &[usize], chunk: usize
     }
 }
 
-fn stream_test(world: usize) {
-    let _g = env_lock();
-    let eps = job(world, 7);
-    let sizes = [1usize, 3, 100, 4095, 4096, 65_537, 1 << 20, 8 << 20];
-    let handles: Vec<_> = eps
-        .into_iter()
-        .map(|mut ep| {
-            thread::spawn(move || {
-                let me = ep.rank();
-                for (k, &n) in sizes.iter().enumerate() {
-                    let out: Vec<Vec<u8>> = (0..world)
-                        .map(|p| data((me * 100 + p * 10 + k) as u64, n))
-                        .collect();
-                    // Partial writes: small chunks for small sizes, at least 1/64 of the message.
-                    let chunk = [7usize, 1000, 300_000][k % 3].max(n / 64);
-                    let got = exchange(&mut ep, &out, &vec![n; world], chunk);
-                    for p in (0..world).filter(|&p| p != me) {
-                        assert!(
-                            got[p] == data((p * 100 + me * 10 + k) as u64, n),
-                            "rank {me} from {p}: {n} bytes differ"
-                        );
-                    }
-                }
-                ep
-            })
-        })
-        .collect();
-    let eps: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    drop(eps);
-}
-
-/// Two ranks as threads of this process. Not run by default: with several endpoints of
-/// libfabric 1.17's tcp provider in one process, a write posted by one thread sometimes never
-/// reaches the other (seen with 2 threads now and then, with 3 always); ranks as processes
-/// are what `ofi` supports, and tests/multiproc.rs checks the stream there (every
-/// collective, 0 to 300,000 elements, 64 MiB). `cargo test --features ofi --test ofi --
-/// --ignored` runs it.
-#[test]
-#[ignore = "ranks as threads of one process stall in libfabric 1.17's tcp provider"]
-fn stream_two_ranks_exact() {
-    stream_test(2);
-}
+// The byte stream between processes (every collective, 0 to 300,000 elements, and 64 MiB)
+// is checked in tests/multiproc.rs under `--features ofi`. Ranks as threads of one process
+// are not a supported `ofi` set-up: with several endpoints of libfabric 1.17's tcp provider
+// in one process, a posted write sometimes never reaches the other thread (README, Known
+// limitations).
 
 /// Rank 0 sends `buf` to rank 1 by single copy `iters` times; rank 1 reads it into `dst`.
 #[test]
