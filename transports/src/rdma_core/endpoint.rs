@@ -156,11 +156,6 @@ impl<F: Fabric> RdmaEndpoint<F> {
 
 /// Exchanges hellos with every peer (see [`RdmaEndpoint::connect`]); fills in each peer's
 /// [`Remote`] and send staging.
-///
-/// Longer than the usual limit (about 170 lines): posting receives, sending, and checking
-/// each arriving hello (token, rank, world, sizes, duplicates, strangers) are one loop over
-/// one completion stream with one deadline; split apart, each piece would need the loop's
-/// whole state.
 fn handshake<F: Fabric>(
     core: &mut Core<F>,
     peers: &[usize],
@@ -239,23 +234,7 @@ fn handshake<F: Fabric>(
                 break;
             }
             if Instant::now() >= deadline {
-                let missing: Vec<usize> = peers
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| got[*i].is_none())
-                    .map(|(_, &p)| p)
-                    .collect();
-                let unsent: Vec<usize> = peers
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !sent[*i])
-                    .map(|(_, &p)| p)
-                    .collect();
-                let mut why = format!("setup timed out after {:?}: no hello from ranks {missing:?}, hello not delivered to ranks {unsent:?}", params.timeout);
-                if !refused.is_empty() {
-                    why += &format!("; refused: {}", refused.join("; "));
-                }
-                return Err(why);
+                return Err(setup_timeout(peers, &got, &sent, &refused, params.timeout));
             }
             core.progress();
             let events = std::mem::take(&mut core.events);
@@ -310,30 +289,72 @@ fn handshake<F: Fabric>(
             }
             core.nap(Duration::from_millis(5));
         }
-        for (i, &peer) in peers.iter().enumerate() {
-            let h = got[i].expect("all hellos came");
-            let p = core.peers[peer].as_mut().expect("peer state");
-            let tx = DmaBuf::new(h.slots as usize * h.slot_bytes as usize);
-            p.remote = Some(Remote {
-                ring_addr: h.ring_addr,
-                ring_key: h.ring_key,
-                ctrl_addr: h.ctrl_addr,
-                ctrl_key: h.ctrl_key,
-                slots: h.slots as usize,
-                slot_bytes: h.slot_bytes as usize,
-            });
-            p.granted = u64::from(h.slots);
-            p.tx_busy = vec![false; h.slots as usize];
-            let (_, desc, _) = core
-                .register_owned(&tx, Access::default())
-                .map_err(|e| format!("registering memory: {e}"))?;
-            core.peers[peer].as_mut().expect("peer state").tx = Some((tx, desc));
-        }
+        install_remotes(core, peers, &got)?;
         Ok(())
     })();
     core.keep.push(out);
     core.keep.push(inp);
     res
+}
+
+/// The error of a hello exchange that ran out of time: who did not answer, who was not
+/// reached, and what was refused.
+fn setup_timeout(
+    peers: &[usize],
+    got: &[Option<Hello>],
+    sent: &[bool],
+    refused: &[String],
+    timeout: Duration,
+) -> String {
+    let missing: Vec<usize> = peers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| got[*i].is_none())
+        .map(|(_, &p)| p)
+        .collect();
+    let unsent: Vec<usize> = peers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !sent[*i])
+        .map(|(_, &p)| p)
+        .collect();
+    let mut why = format!(
+        "setup timed out after {timeout:?}: no hello from ranks {missing:?}, hello not \
+         delivered to ranks {unsent:?}"
+    );
+    if !refused.is_empty() {
+        why += &format!("; refused: {}", refused.join("; "));
+    }
+    why
+}
+
+/// Records each peer's rings from its hello (`got[i]` for `peers[i]`, all present) and
+/// registers this side's send staging for it.
+fn install_remotes<F: Fabric>(
+    core: &mut Core<F>,
+    peers: &[usize],
+    got: &[Option<Hello>],
+) -> Result<(), String> {
+    for (i, &peer) in peers.iter().enumerate() {
+        let h = got[i].expect("all hellos came");
+        let p = core.peers[peer].as_mut().expect("peer state");
+        let tx = DmaBuf::new(h.slots as usize * h.slot_bytes as usize);
+        p.remote = Some(Remote {
+            ring_addr: h.ring_addr,
+            ring_key: h.ring_key,
+            ctrl_addr: h.ctrl_addr,
+            ctrl_key: h.ctrl_key,
+            slots: h.slots as usize,
+            slot_bytes: h.slot_bytes as usize,
+        });
+        p.granted = u64::from(h.slots);
+        p.tx_busy = vec![false; h.slots as usize];
+        let (_, desc, _) = core
+            .register_owned(&tx, Access::default())
+            .map_err(|e| format!("registering memory: {e}"))?;
+        core.peers[peer].as_mut().expect("peer state").tx = Some((tx, desc));
+    }
+    Ok(())
 }
 
 impl<F: Fabric> Endpoint for RdmaEndpoint<F> {
