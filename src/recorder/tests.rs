@@ -129,15 +129,29 @@ fn a_failure_dump_round_trips_through_the_parser() {
         .unwrap()
         .to_string_lossy()
         .starts_with("fr-rank1-pid"));
-    let back = parse_dump(&std::fs::read(&path).unwrap()).unwrap();
+    let mut back = parse_dump(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(back.reason, DumpReason::Timeout);
     assert_eq!((back.rank, back.world, back.comm), (1, 3, 7));
     assert_eq!(back.failure.as_deref(), Some(e.to_string().as_str()));
     assert_eq!(back.entries.len(), 2);
     assert_eq!(back.entries[1].state, EntryState::Failed);
-    // Same content as a fresh snapshot, apart from when it was taken.
+    // Same content as a fresh snapshot, apart from when it was taken. Each snapshot measures
+    // the tick rate anew, so the same tick can round to a microsecond either side: times are
+    // compared within that rounding, everything else exactly.
     let mut now = r.snapshot(DumpReason::Timeout, Some(e.to_string()));
     now.dumped_us = back.dumped_us;
+    assert_eq!(back.entries.len(), now.entries.len());
+    let close = |a: u64, b: u64| a.abs_diff(b) <= 2 + a / 100;
+    let close_opt = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => close(a, b),
+        (a, b) => a == b,
+    };
+    for (b, n) in back.entries.iter_mut().zip(&now.entries) {
+        assert!(close(b.queued_us, n.queued_us), "{b:?} vs {n:?}");
+        assert!(close_opt(b.started_us, n.started_us), "{b:?} vs {n:?}");
+        assert!(close_opt(b.finished_us, n.finished_us), "{b:?} vs {n:?}");
+        (b.queued_us, b.started_us, b.finished_us) = (n.queued_us, n.started_us, n.finished_us);
+    }
     assert_eq!(back, now);
     // One failure dump per communicator; no temporary file left behind.
     std::fs::remove_file(&path).unwrap();
