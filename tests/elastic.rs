@@ -128,6 +128,10 @@ fn works(c: &Communicator) -> Result<(), String> {
 fn rank(scenario: &str) -> i32 {
     let c = Communicator::from_env().unwrap_or_else(|e| panic!("from_env: {e}"));
     let me = c.rank();
+    if let Some(dir) = std::env::var_os("FC_REPORT") {
+        // Tells the parent this rank is past bootstrap (`Job::wait_up`).
+        let _ = std::fs::write(Path::new(&dir).join(format!("up-{me}")), "");
+    }
     let v = victims();
     match scenario {
         "mismatch" => return mismatch_rank(&c),
@@ -218,7 +222,7 @@ fn rank(scenario: &str) -> i32 {
             };
             die(me, sig);
         }
-        let n = c.shrink().map_err(|e| format!("shrink: {e}"))?;
+        let n = c.shrink().map_err(|e| format!("shrink: {e}: {e:?}"))?;
         works(&n)?;
         let ms = t_err.elapsed().as_millis();
         Ok(format!("ok {} {} {ms}", csv(&failed), n.world_size()))
@@ -446,6 +450,20 @@ impl Job {
                 self.logs.dump()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until ranks `0..n` are past bootstrap (each wrote `up-RANK`); panics with the
+    /// logs after `limit`.
+    fn wait_up(&self, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !(0..n).all(|r| self.dir.join(format!("up-{r}")).exists()) {
+            assert!(
+                Instant::now() < deadline,
+                "ranks not up after {limit:?}\n{}",
+                self.logs.dump()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -701,7 +719,8 @@ fn across_two_hosts() {
 fn store_gone() {
     let store = ferrocoll::launch::LocalStore::start().unwrap();
     let mut job = Job::start_on(4, "store_gone", &[], "auto", Some(&store.spec()));
-    std::thread::sleep(Duration::from_millis(800));
+    // Every rank is past bootstrap and in its loop of all-reduces before the store goes.
+    job.wait_up(4, Duration::from_secs(20));
     drop(store);
     std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
@@ -723,7 +742,12 @@ fn mismatched_shrink() {
     let mut job = Job::start(4, "mismatch", &[], "auto");
     let st = job.wait(&[]);
     for r in 0..3 {
-        assert_eq!(job.report(&format!("rank-{r}")), "ok mismatch", "rank {r}");
+        assert_eq!(
+            job.report(&format!("rank-{r}")),
+            "ok mismatch",
+            "rank {r}\n{}",
+            job.logs.dump()
+        );
         assert!(st[r].is_some_and(|s| s.success()), "rank {r}: {st:?}");
     }
 }

@@ -14,6 +14,11 @@ use crate::error::Error;
 const GENERATION_KEY: &str = "fc/generation";
 /// How often a waiting proposer looks at the store.
 const POLL: Duration = Duration::from_millis(5);
+/// How many heartbeat timeouts a proposer waits for a rank that neither registered nor is
+/// suspected. A failed rank is suspected within one; a live rank is never suspected and
+/// registers as soon as its agreement thread runs, which on a loaded host can take longer
+/// than one timeout: leaving it out then would shrink the job by a healthy rank.
+const REGISTER_WAIT: u32 = 5;
 
 /// The outcome of one epoch: the ranks (of the revoked communicator) that go on, and the
 /// store prefix under which they build the next communicator.
@@ -157,7 +162,7 @@ fn agree_epoch(h: &Health, store: &dyn Store, prefix: &str, epoch: u64) -> Resul
     let decision_key = format!("{base}decision");
     let alive = |r: usize| format!("{base}alive/{r}");
     store.set(&alive(h.rank), b"1")?;
-    let deadline = Instant::now() + h.hb_timeout;
+    let deadline = Instant::now() + h.hb_timeout * REGISTER_WAIT;
     let mut registered = BTreeSet::from([h.rank]);
     let unsettled = |registered: &BTreeSet<usize>| -> Vec<usize> {
         let st = lock(&h.st);

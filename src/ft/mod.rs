@@ -34,7 +34,9 @@
 //! # Agreement (`agree.rs`)
 //! Once revoked, every survivor's agreement thread registers the rank as alive for epoch `E`
 //! in the store, waits until every rank of the communicator has registered or is suspected
-//! (at most one heartbeat timeout), and proposes "the registered ranks minus the suspected
+//! (a failed rank is suspected within one heartbeat timeout and a live one is not, so the
+//! wait ends when the last survivor registers; it is bounded by five heartbeat timeouts for
+//! a rank that does neither), and proposes "the registered ranks minus the suspected
 //! ones" with one compare-and-set on the epoch's decision key. The first proposal wins;
 //! everyone adopts the value that key holds.
 //!
@@ -43,7 +45,7 @@
 //!   compare-and-set; every survivor adopts exactly that value, so all hold the same set.
 //! - **Validity:** a decided member registered in epoch `E`, so it was alive and knew of the
 //!   revocation; a rank that failed before registering is not a member.
-//! - **Termination:** a proposer waits at most one heartbeat timeout, then makes one store
+//! - **Termination:** a proposer waits at most five heartbeat timeouts, then makes one store
 //!   call; a proposer that dies before its compare-and-set wrote nothing, one that dies after
 //!   it left a complete decision. No rank waits on another rank's progress.
 //! - **Failures during agreement:** a member that fails after the decision is suspected by
@@ -165,9 +167,6 @@ impl Health {
 
     /// The error calls report once revoked.
     pub(crate) fn revoked_error(&self) -> Option<Error> {
-        if !self.is_revoked() {
-            return None;
-        }
         let st = lock(&self.st);
         st.revoked_by.as_ref().map(|(by, _)| Error::Revoked {
             rank: self.rank,
@@ -192,6 +191,8 @@ impl Health {
             let first = st.revoked_by.is_none();
             if first {
                 st.revoked_by = Some((by, failed.to_vec()));
+                // Under the lock: whoever sees `revoked_by` set also sees the flag.
+                self.revoked.store(true, Ordering::Release);
             }
             let by = st.revoked_by.as_ref().map_or(by, |(b, _)| *b);
             (first, news, by, st.suspects.clone())
@@ -205,7 +206,6 @@ impl Health {
                 "communicator revoked by rank {by}: failed ranks {all:?}"
             );
         }
-        self.revoked.store(true, Ordering::Release);
         // The news goes out before the engine closes any link (see the module docs).
         self.flood(by, &all);
         self.cv.notify_all();
@@ -245,13 +245,45 @@ impl Health {
             _ => return e,
         };
         let grace = (self.hb_timeout / 4).min(Duration::from_millis(100));
-        if !self.wait_revoked(grace) {
+        if !self.wait_revoked(grace) && !self.drain_revokes() {
             if matches!(e, Error::Aborted) {
                 return e;
             }
             self.revoke(self.rank, &at_fault);
         }
         self.revoked_error().unwrap_or(e)
+    }
+
+    /// Handles, on the calling thread, the datagrams already waiting on the socket; whether
+    /// the communicator is revoked afterwards. A peer that revokes sends its revoke
+    /// datagrams before it closes its links, so a link that broke because of a revocation is
+    /// explained by one of them, even when the detector thread has not run since it arrived
+    /// (a loaded host): without this, the peer would be blamed as failed. A heartbeat read
+    /// here is not seen by the detector, which is harmless: the timeout spans six of them.
+    fn drain_revokes(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            // SAFETY: recv(2) into `buf`, of its length, on our own socket; MSG_DONTWAIT
+            // keeps it from blocking (the detector thread's read timeout is not touched).
+            let n = unsafe {
+                libc::recv(
+                    self.socket.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            if let Ok(d) = Datagram::decode(&buf[..n as usize], self.world) {
+                if d.token == self.token {
+                    self.on_datagram(d);
+                }
+            }
+        }
+        self.is_revoked()
     }
 
     /// Waits up to `d` for a revocation; whether there is one.
