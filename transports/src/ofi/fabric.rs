@@ -1,12 +1,13 @@
 //! [`OfiFabric`]: the [`Fabric`] of the RDMA core over one libfabric RDM endpoint.
 
 use std::ffi::{c_void, CString};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::ffi;
-use crate::rdma_core::{Access, Completion, Fabric, FabricCaps, FabricError, MemRegion, RmaOp};
+use crate::rdma_core::{
+    Access, Completion, Fabric, FabricCaps, FabricError, MemRegion, RmaOp, Wakeup,
+};
 
 /// A libfabric endpoint (fabric, domain, CQ, AV, RDM endpoint) reaching peers by rank.
 pub struct OfiFabric {
@@ -18,7 +19,7 @@ pub struct OfiFabric {
     addrs: Vec<Option<u64>>,
     next_key: u64,
     /// Written by the waker; watched by `wait` next to the CQ's fd.
-    wake: Arc<OwnedFd>,
+    wake: Wakeup,
     cqes: Vec<ffi::FcCqe>,
 }
 
@@ -73,24 +74,21 @@ impl OfiFabric {
         if ret != 0 {
             return Err(fab_err("opening the endpoint", i64::from(ret)));
         }
-        // SAFETY: plain syscall.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if efd < 0 {
-            // SAFETY: `ep` was opened above and is not used again.
-            unsafe { ffi::fc_close(ep) };
-            return Err(FabricError::other(
-                0,
-                format!("eventfd: {}", std::io::Error::last_os_error()),
-            ));
-        }
+        let wake = match Wakeup::new() {
+            Ok(w) => w,
+            Err(e) => {
+                // SAFETY: `ep` was opened above and is not used again.
+                unsafe { ffi::fc_close(ep) };
+                return Err(e);
+            }
+        };
         let fabric = OfiFabric {
             ep,
             attr,
             rank: rank as u32,
             addrs: vec![None; world],
             next_key: 1,
-            // SAFETY: a fresh fd we own.
-            wake: Arc::new(unsafe { OwnedFd::from_raw_fd(efd) }),
+            wake,
             cqes: vec![ffi::FcCqe::default(); 64],
         };
         if fabric.attr.cq_data_size < 8 {
@@ -338,55 +336,22 @@ impl Fabric for OfiFabric {
     fn wait(&mut self, timeout: Duration) -> Result<(), FabricError> {
         // SAFETY: the endpoint is open.
         let cq_fd = unsafe { ffi::fc_wait_fd(self.ep) };
-        let mut fds = [
-            libc::pollfd {
-                fd: self.wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: cq_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let (nfds, ms) = if cq_fd >= 0 {
+        if cq_fd >= 0 {
             // SAFETY: the endpoint is open.
             if unsafe { ffi::fc_trywait(self.ep) } != 0 {
                 // Completions (or progress) pending: the caller should poll, not sleep.
                 return Ok(());
             }
-            (2, timeout.as_millis().min(i32::MAX as u128) as i32)
+            self.wake.sleep(Some(cq_fd), timeout)?;
         } else {
             // No wait object: sleep in short slices, polling in between.
-            (1, timeout.as_millis().clamp(0, 1) as i32)
-        };
-        // SAFETY: `fds` holds `nfds` valid entries.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), nfds, ms) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(FabricError::other(
-                    e.raw_os_error().unwrap_or(0),
-                    format!("poll: {e}"),
-                ));
-            }
-        }
-        if fds[0].revents != 0 {
-            let mut v = 0u64;
-            // SAFETY: reads 8 bytes into `v` from our non-blocking eventfd.
-            unsafe { libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            self.wake
+                .sleep(None, timeout.min(Duration::from_millis(1)))?;
         }
         Ok(())
     }
 
     fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
-        let fd = self.wake.clone();
-        Arc::new(move || {
-            let v = 1u64;
-            // SAFETY: writes 8 bytes to our eventfd (a full counter just fails: it is
-            // already signalled).
-            unsafe { libc::write(fd.as_raw_fd(), (&v as *const u64).cast(), 8) };
-        })
+        self.wake.waker()
     }
 }

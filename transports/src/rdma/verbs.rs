@@ -20,14 +20,15 @@
 //! `--features rdma`, its no-device path tested.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdma_sys::*;
 
 use super::device::Device;
-use crate::rdma_core::{Access, Completion, Fabric, FabricCaps, FabricError, MemRegion, RmaOp};
+use crate::rdma_core::{
+    Access, Completion, Fabric, FabricCaps, FabricError, MemRegion, RmaOp, Wakeup,
+};
 
 /// Bytes of each internal receive buffer (the largest setup message).
 pub const MSG_BYTES: usize = 256;
@@ -60,22 +61,21 @@ pub struct Verbs {
     user_recvs: VecDeque<(*mut u8, usize, u64)>,
     /// Messages that arrived before the core posted a receive.
     held: VecDeque<Vec<u8>>,
-    event: Arc<OwnedFd>,
+    /// Written by the waker; watched by `wait` next to the completion channel.
+    wake: Wakeup,
 }
 
 // SAFETY: all handles are used by the one owner of this value (the core's mutex serialises
 // calls); libibverbs objects may be used from any thread.
 unsafe impl Send for Verbs {}
 
-/// A non-blocking eventfd (the waker's).
-fn eventfd() -> Result<OwnedFd, FabricError> {
-    // SAFETY: eventfd(2) with valid flags; the fd is owned below only when valid.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(os_err("eventfd"));
+/// One scatter-gather entry: `len` bytes at `addr`, registered under local key `desc`.
+fn sge(addr: u64, len: usize, desc: usize) -> ibv_sge {
+    ibv_sge {
+        addr,
+        length: len as u32,
+        lkey: desc as u32,
     }
-    // SAFETY: a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn os_err(what: &str) -> FabricError {
@@ -107,7 +107,7 @@ impl Verbs {
                 pool_mr: std::ptr::null_mut(),
                 user_recvs: VecDeque::new(),
                 held: VecDeque::new(),
-                event: Arc::new(eventfd()?),
+                wake: Wakeup::new()?,
             };
             v.channel = ibv_create_comp_channel(ctx);
             if v.channel.is_null() {
@@ -382,11 +382,7 @@ impl Fabric for Verbs {
         } else {
             ibv_wr_opcode::IBV_WR_RDMA_WRITE
         };
-        let sge = ibv_sge {
-            addr: op.local as u64,
-            length: op.len as u32,
-            lkey: op.desc as u32,
-        };
+        let sge = sge(op.local as u64, op.len, op.desc);
         // SAFETY: forwarded contract.
         unsafe {
             self.post(
@@ -401,11 +397,7 @@ impl Fabric for Verbs {
     }
 
     unsafe fn read(&mut self, op: &RmaOp) -> Result<bool, FabricError> {
-        let sge = ibv_sge {
-            addr: op.local as u64,
-            length: op.len as u32,
-            lkey: op.desc as u32,
-        };
+        let sge = sge(op.local as u64, op.len, op.desc);
         // SAFETY: forwarded contract.
         unsafe {
             self.post(
@@ -433,11 +425,7 @@ impl Fabric for Verbs {
                 format!("a {len}-byte message exceeds the {MSG_BYTES}-byte receive buffers"),
             ));
         }
-        let sge = ibv_sge {
-            addr: buf as u64,
-            length: len as u32,
-            lkey: desc as u32,
-        };
+        let sge = sge(buf as u64, len, desc);
         // SAFETY: forwarded contract.
         unsafe { self.post(peer, ibv_wr_opcode::IBV_WR_SEND, sge, None, None, ctx) }
     }
@@ -473,25 +461,9 @@ impl Fabric for Verbs {
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<(), FabricError> {
-        let mut fds = [
-            libc::pollfd {
-                // SAFETY: a live channel.
-                fd: unsafe { (*self.channel).fd },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.event.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: two valid pollfds.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) } < 0 {
-            return Ok(()); // EINTR: the caller polls again.
-        }
-        if fds[0].revents != 0 {
+        // SAFETY: a live channel.
+        let channel_fd = unsafe { (*self.channel).fd };
+        if self.wake.sleep(Some(channel_fd), timeout)? {
             let mut cq = std::ptr::null_mut();
             let mut cq_ctx = std::ptr::null_mut();
             // SAFETY: the channel has an event (poll said so); ack and re-arm.
@@ -502,21 +474,11 @@ impl Fabric for Verbs {
                 ibv_req_notify_cq(self.cq, 0);
             }
         }
-        if fds[1].revents != 0 {
-            let mut v = 0u64;
-            // SAFETY: reads 8 bytes into `v` from our eventfd.
-            unsafe { libc::read(self.event.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-        }
         Ok(())
     }
 
     fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
-        let fd = self.event.clone();
-        Arc::new(move || {
-            let one = 1u64;
-            // SAFETY: writes 8 bytes to an eventfd we keep alive.
-            unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        })
+        self.wake.waker()
     }
 }
 

@@ -55,12 +55,14 @@ mod endpoint;
 mod fabric;
 mod link;
 mod regcache;
+mod wakeup;
 mod wire;
 
 pub use endpoint::{RdmaEndpoint, RdmaParams};
 pub use fabric::{Access, Completion, Fabric, FabricCaps, FabricError, MemRegion, RmaOp};
 pub use link::RdmaLink;
 pub use regcache::{page_range, CacheStats, RegCache, RegRef, PAGE};
+pub use wakeup::Wakeup;
 
 /// Bytes of unreferenced registrations the cache keeps by default.
 pub const DEFAULT_CACHE_BYTES: usize = 1 << 30;
