@@ -108,6 +108,13 @@ impl Communicator {
         }
     }
 
+    /// What this rank's transports have counted so far: registrations made by the RDMA
+    /// transports' registration caches, and lookups they served without registering. Zero
+    /// for shared memory and TCP, which register nothing. Waits for a call in progress.
+    pub fn transport_counters(&self) -> ferrocoll_transports::EndpointCounters {
+        self.engine.transport_counters()
+    }
+
     /// The transport of every pair of ranks, `m[a][b]` (`"self"` on the diagonal): the same
     /// matrix on every rank, since every rank derives it from the same rendezvous records.
     pub fn transport_matrix(&self) -> Vec<Vec<&'static str>> {

@@ -476,6 +476,12 @@ impl Engine {
         lock(&self.shared.inner).planner.choice(spec, esize)
     }
 
+    /// What the endpoint has counted so far (registration-cache work); waits for a call in
+    /// progress to finish.
+    pub(crate) fn transport_counters(&self) -> ferrocoll_transports::EndpointCounters {
+        lock(&self.shared.inner).ep.counters()
+    }
+
     /// The topology this engine plans on.
     pub(crate) fn topology(&self) -> crate::topology::Topology {
         lock(&self.shared.inner).planner.topology().clone()

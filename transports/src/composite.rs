@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::link::{Endpoint, Link, LinkError};
+use crate::link::{Endpoint, EndpointCounters, Link, LinkError};
 
 /// Longest blocking wait on the first part before the others are polled again.
 const SLICE: Duration = Duration::from_micros(200);
@@ -186,6 +186,14 @@ impl Endpoint for CompositeEndpoint {
             }
             _ => self.wait(token, timeout),
         }
+    }
+
+    fn counters(&self) -> EndpointCounters {
+        self.parts
+            .iter()
+            .fold(EndpointCounters::default(), |sum, p| {
+                sum + p.endpoint.counters()
+            })
     }
 
     fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync> {

@@ -36,4 +36,4 @@ pub mod shm;
 pub mod tcp;
 
 pub use copy::Stores;
-pub use link::{Endpoint, Link, LinkCaps, LinkError, SingleCopy};
+pub use link::{Endpoint, EndpointCounters, Link, LinkCaps, LinkError, SingleCopy};

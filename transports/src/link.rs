@@ -193,6 +193,30 @@ pub trait SingleCopy {
     fn ack(&mut self);
 }
 
+/// Counters an endpoint keeps for benchmarks and tests ([`Endpoint::counters`]); an
+/// endpoint composed of several adds its parts' counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointCounters {
+    /// Memory registrations made by the registration cache (its misses).
+    pub registrations: u64,
+    /// Registration-cache lookups served by an existing registration.
+    pub reg_hits: u64,
+    /// Registrations dropped to stay within the cache's bound or replaced by a larger one.
+    pub reg_evictions: u64,
+}
+
+impl std::ops::Add for EndpointCounters {
+    type Output = EndpointCounters;
+
+    fn add(self, o: EndpointCounters) -> EndpointCounters {
+        EndpointCounters {
+            registrations: self.registrations + o.registrations,
+            reg_hits: self.reg_hits + o.reg_hits,
+            reg_evictions: self.reg_evictions + o.reg_evictions,
+        }
+    }
+}
+
 /// One rank's set of links, plus a way to sleep until one of them may have moved.
 pub trait Endpoint: Send {
     /// This endpoint's rank.
@@ -233,6 +257,13 @@ pub trait Endpoint: Send {
     /// the others' links ([`crate::composite::CompositeEndpoint`]). The default: none.
     fn needs_progress(&mut self) -> bool {
         false
+    }
+
+    /// What this endpoint has counted so far (its registration cache's work, for the
+    /// benchmarks that show a loop on the same buffers registers nothing new). The default:
+    /// nothing counted.
+    fn counters(&self) -> EndpointCounters {
+        EndpointCounters::default()
     }
 
     /// A handle that wakes this endpoint's `wait` from any thread (used by `abort`).

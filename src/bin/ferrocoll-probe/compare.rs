@@ -141,6 +141,7 @@ mod tests {
             busbw_gbps: 2.0 / t,
             wrong,
             rounds_us: Vec::new(),
+            registration: None,
         }
     }
 

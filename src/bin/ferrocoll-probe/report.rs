@@ -21,6 +21,40 @@ pub struct Half {
     /// With `--compare`: the time of each round, µs (`time_us` is their median).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rounds_us: Vec<f64>,
+    /// The registration cache's work during the timed calls, on this rank (RDMA transports
+    /// only; absent when nothing was looked up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration: Option<RegCount>,
+}
+
+/// What an RDMA transport's registration cache did during a row's timed calls (after the
+/// warm-up): new registrations there mean a loop on the same buffers kept registering.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct RegCount {
+    /// Registrations made during the timed calls.
+    pub new_registrations: u64,
+    /// Lookups the cache served without registering.
+    pub hits: u64,
+    /// Timed calls.
+    pub calls: u32,
+}
+
+impl RegCount {
+    /// The difference of two readings of the counters around `calls` calls; `None` when the
+    /// cache was not used.
+    pub fn between(
+        before: ferrocoll::transports::EndpointCounters,
+        after: ferrocoll::transports::EndpointCounters,
+        calls: u32,
+    ) -> Option<RegCount> {
+        let new_registrations = after.registrations.saturating_sub(before.registrations);
+        let hits = after.reg_hits.saturating_sub(before.reg_hits);
+        (new_registrations + hits > 0).then_some(RegCount {
+            new_registrations,
+            hits,
+            calls,
+        })
+    }
 }
 
 /// One size of one (type, operator).
@@ -120,6 +154,24 @@ pub fn row(r: &Row) -> String {
         half_str(r.out_of_place.as_ref()),
         half_str(r.in_place.as_ref())
     )
+}
+
+/// The footer line on the registration cache, summed over every measured half of every
+/// row: `None` when no transport registered memory.
+pub fn registration_line(rows: &[Row]) -> Option<String> {
+    let sum = rows
+        .iter()
+        .flat_map(|r| [&r.out_of_place, &r.in_place])
+        .filter_map(|h| h.as_ref().and_then(|h| h.registration))
+        .reduce(|a, b| RegCount {
+            new_registrations: a.new_registrations + b.new_registrations,
+            hits: a.hits + b.hits,
+            calls: a.calls + b.calls,
+        })?;
+    Some(format!(
+        "# {:<20} : {} new registrations, {} hits over {} timed calls (rank 0, after warm-up)",
+        "Registration cache", sum.new_registrations, sum.hits, sum.calls
+    ))
 }
 
 /// Total wrong elements of all rows.

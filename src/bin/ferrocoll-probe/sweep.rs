@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{type_name, SweepArgs};
 use crate::ranks::{self, RankInfo};
-use crate::report::{self, Doc, Half, Machine, Params, Row};
+use crate::report::{self, Doc, Half, Machine, Params, RegCount, Row};
 use crate::Res;
 
 /// The environment variable of the corruption hook: `RANK:BYTE` flips byte `BYTE` (modulo the
@@ -182,11 +182,13 @@ impl Case<'_> {
             lay.call(c, &self.spec, self.dtype, self.op)?;
         }
         ranks::barrier(c)?;
+        let before = c.transport_counters();
         let t0 = Instant::now();
         for _ in 0..a.iters {
             lay.call(c, &self.spec, self.dtype, self.op)?;
         }
         let mine = t0.elapsed().as_secs_f64() / f64::from(a.iters);
+        let registration = RegCount::between(before, c.transport_counters(), a.iters);
         let sec = ranks::combine(c, mine, a.average)?;
         let algbw = if sec > 0.0 {
             bytes as f64 / 1e9 / sec
@@ -204,6 +206,7 @@ impl Case<'_> {
             busbw_gbps: algbw * busbw_factor(self.spec.kind, c.world_size()),
             wrong,
             rounds_us: Vec::new(),
+            registration,
         })
     }
 
@@ -362,6 +365,9 @@ pub(crate) fn finish(
     let avg = report::avg_busbw(rows);
     if comm.rank() == 0 {
         println!("{}", report::footer(wrong, avg));
+        if let Some(line) = report::registration_line(rows) {
+            println!("{line}");
+        }
         if let Some(path) = &a.json {
             let doc = Doc {
                 tool: "ferrocoll-probe",

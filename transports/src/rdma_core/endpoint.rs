@@ -396,6 +396,15 @@ impl<F: Fabric> Endpoint for RdmaEndpoint<F> {
         Ok(())
     }
 
+    fn counters(&self) -> crate::link::EndpointCounters {
+        let s = self.cache_stats();
+        crate::link::EndpointCounters {
+            registrations: s.registrations,
+            reg_hits: s.hits,
+            reg_evictions: s.evictions,
+        }
+    }
+
     fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync> {
         let activity = lock(&self.core).activity.clone();
         let waker = self.waker.clone();
