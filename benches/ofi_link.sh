@@ -11,8 +11,10 @@
 # 2. Loopback: 2 ranks forked on this host, FERROCOLL_TRANSPORT=ofi against tcp, all-reduce of
 #    8 B (time), 1 MiB and 64 MiB (bus bandwidth), alternating per round; the per-round ratio
 #    ofi/tcp in speed, its median, minimum and maximum.
-# 3. The registration cache: 1,000 timed 1 MiB all-reduces over ofi on the same buffers after
-#    the warm-up; the probe counts the registrations made during them (target: none).
+# 3. The registration cache: 1,000 timed 1 MiB all-gathers over ofi on the same buffers after
+#    the warm-up (a collective that moves data by single copy, RDMA read from the sender's
+#    registered buffer; reductions go through the staging slots); the probe counts the
+#    registrations made during them (target: none).
 #
 # Needs root (namespaces) for part 1; without it part 1 is skipped and said so. The libfabric
 # provider is FERROCOLL_OFI_PROVIDER's (default `tcp;ofi_rxm`). Raw figures go to JSON
@@ -93,7 +95,7 @@ done
 
 # ---- part 3: the registration cache ---------------------------------------------------------
 REG="$OUT/reg.json"
-if FERROCOLL_TIMEOUT=120 timeout 600 "$PROBE" all_reduce --np 2 --transport ofi -b 1M -e 1M \
+if FERROCOLL_TIMEOUT=120 timeout 600 "$PROBE" all_gather --np 2 --transport ofi -b 1M -e 1M \
     -n 1000 -w 5 -c 1 --json "$REG" >"$OUT/reg.out" 2>&1 && grep -q '"ok": true' "$REG"; then
   grep "Registration cache" "$OUT/reg.out" || { echo "FAIL: the probe printed no registration counts"; fail=1; }
 else
@@ -101,7 +103,7 @@ else
 fi
 
 # ---- summary and JSON -----------------------------------------------------------------------
-python3 - "$RAW" "$REG" "$JSON" "${LINK_TCP:-}" "$ROUNDS" "$PROBE" <<'EOF' || fail=1
+(cd "$HERE" && python3 - "$RAW" "$REG" "$JSON" "${LINK_TCP:-}" "$ROUNDS" "$PROBE") <<'EOF' || fail=1
 import json, statistics as st, sys, subprocess, datetime, os
 raw, reg, out, link, rounds, probe = sys.argv[1:7]
 rows = [l.rstrip("\n").split("\t") for l in open(raw) if l.strip()]
@@ -115,7 +117,7 @@ res = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
        "link_tcp_stream_gbps": float(link) if link else None, "cases": []}
 try:
     res["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                   text=True, cwd=os.path.dirname(os.path.abspath(raw))).stdout.strip() or None
+                                   text=True).stdout.strip() or None
 except OSError:
     pass
 print("\n%-6s %-18s %14s %14s %22s" % ("part", "case", "ofi median", "tcp median", "ofi/tcp speed (min-max)"))
