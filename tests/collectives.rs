@@ -100,11 +100,17 @@ fn check_with(
         cfg = cfg.with_ring_order(order);
     }
     let outs = w.config(cfg).run(|c| run_case(c, &case, 7)).unwrap();
-    let outs: Vec<(Vec<u8>, usize)> = outs
-        .into_iter()
+    let failed: Vec<String> = outs
+        .iter()
         .enumerate()
-        .map(|(r, o)| o.unwrap_or_else(|e| panic!("rank {r}: {e} ({algo} {case:?} world {world})")))
+        .filter_map(|(r, o)| o.as_ref().err().map(|e| format!("rank {r}: {e:?}")))
         .collect();
+    assert!(
+        failed.is_empty(),
+        "{algo} {case:?} world {world}:\n{}",
+        failed.join("\n")
+    );
+    let outs: Vec<(Vec<u8>, usize)> = outs.into_iter().map(|o| o.unwrap()).collect();
     for (r, (_, wrong)) in outs.iter().enumerate() {
         assert_eq!(
             *wrong, 0,
