@@ -197,7 +197,7 @@ fn a_client_with_a_wrong_secret_is_refused() {
     );
     assert!(ended[0].status.is_some_and(|s| !s.success()));
     assert!(
-        ended[0].stderr.contains("missing or wrong secret"),
+        ended[0].stderr.contains("do not share the job's secret"),
         "{}",
         ended[0].stderr
     );

@@ -6,9 +6,12 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ferrocoll_transports::auth::{self, JobKey, NONCE_BYTES, PROOF_BYTES};
+
 use super::wire::{
-    check_key, encode_hello, read_frame, write_frame, Request, Response, HELLO_BAD_VERSION,
-    HELLO_OK, HELLO_UNAUTHORIZED, MAX_FRAME, MAX_KEY, MAX_SECRET,
+    check_key, encode_hello, read_frame, write_frame, Request, Response, AUTH_LABEL,
+    HELLO_BAD_VERSION, HELLO_CHALLENGE, HELLO_OK, HELLO_UNAUTHORIZED, MAX_FRAME, MAX_KEY,
+    MAX_SECRET,
 };
 use super::{Store, StoreError};
 
@@ -92,17 +95,43 @@ impl TcpStore {
             + SLACK;
         s.set_read_timeout(Some(wait))?;
         s.set_write_timeout(Some(wait))?;
-        s.write_all(&encode_hello(secret))?;
-        let mut answer = [0u8; 1];
-        match s.read_exact(&mut answer) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(StoreError::Protocol(format!(
+        let key = secret.map_or_else(JobKey::none, JobKey::new);
+        let ours = auth::nonce()?;
+        s.write_all(&encode_hello(&ours))?;
+        let closed = |e: io::Error| -> StoreError {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                StoreError::Protocol(format!(
                     "{addr} closed the connection during the hello (not a ferrocoll store?)"
+                ))
+            } else {
+                e.into()
+            }
+        };
+        let mut answer = [0u8; 1];
+        s.read_exact(&mut answer).map_err(closed)?;
+        match answer[0] {
+            HELLO_CHALLENGE => {}
+            HELLO_BAD_VERSION => {
+                return Err(StoreError::Protocol(format!(
+                    "the store at {addr} speaks another protocol version"
                 )))
             }
-            Err(e) => return Err(e.into()),
+            b => {
+                return Err(StoreError::Protocol(format!(
+                    "unexpected hello answer {b} from {addr}"
+                )))
+            }
         }
+        let mut challenge = [0u8; NONCE_BYTES + PROOF_BYTES];
+        s.read_exact(&mut challenge).map_err(closed)?;
+        let (theirs, proof) = challenge.split_at(NONCE_BYTES);
+        let theirs: [u8; NONCE_BYTES] = theirs.try_into().expect("split at NONCE_BYTES");
+        if !key.verify(AUTH_LABEL, b"server", &ours, &theirs, proof) {
+            // The store does not know this job's secret: say nothing more to it.
+            return Err(StoreError::Unauthorized);
+        }
+        s.write_all(&key.proof(AUTH_LABEL, b"client", &theirs, &ours))?;
+        s.read_exact(&mut answer).map_err(closed)?;
         match answer[0] {
             HELLO_OK => Ok(TcpStore {
                 conn: Mutex::new(Some(s)),
@@ -110,9 +139,6 @@ impl TcpStore {
                 addr,
             }),
             HELLO_UNAUTHORIZED => Err(StoreError::Unauthorized),
-            HELLO_BAD_VERSION => Err(StoreError::Protocol(format!(
-                "the store at {addr} speaks another protocol version"
-            ))),
             b => Err(StoreError::Protocol(format!(
                 "unexpected hello answer {b} from {addr}"
             ))),

@@ -11,9 +11,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ferrocoll_transports::auth::{self, JobKey, PROOF_BYTES};
+
 use super::wire::{
-    same_secret, write_frame, Request, Response, HELLO_BAD_VERSION, HELLO_OK, HELLO_UNAUTHORIZED,
-    MAX_FRAME, MAX_SECRET, STORE_MAGIC, STORE_PROTOCOL_VERSION,
+    write_frame, Request, Response, AUTH_LABEL, HELLO_BAD_VERSION, HELLO_CHALLENGE, HELLO_OK,
+    HELLO_UNAUTHORIZED, MAX_FRAME, MAX_SECRET, STORE_MAGIC, STORE_PROTOCOL_VERSION,
 };
 use super::{parse_counter, StoreError};
 
@@ -28,7 +30,7 @@ struct State {
     map: Mutex<HashMap<String, Vec<u8>>>,
     changed: Condvar,
     stop: AtomicBool,
-    secret: Option<Vec<u8>>,
+    key: JobKey,
     clients: AtomicUsize,
 }
 
@@ -158,32 +160,38 @@ fn read_full(
     Ok(())
 }
 
-/// Checks the client's hello; `Err` is the reason to drop it.
+/// Runs the server's side of the hello (see `wire.rs`); `Err` is the reason to drop the
+/// client.
 fn hello(s: &mut TcpStream, state: &State) -> Result<(), String> {
     let deadline = Some(Instant::now() + HELLO_TIMEOUT);
-    let mut head = [0u8; 12];
+    let mut head = [0u8; 8];
     read_full(s, &mut head, state, deadline).map_err(|e| format!("no hello: {e}"))?;
     if head[0..4] != STORE_MAGIC {
         return Err(format!("bad magic {:02x?}", &head[0..4]));
     }
-    let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-    let (version, secret_len) = (word(4), word(8) as usize);
+    let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     if version != STORE_PROTOCOL_VERSION {
         let _ = s.write_all(&[HELLO_BAD_VERSION]);
         return Err(format!(
             "protocol version {version}, expected {STORE_PROTOCOL_VERSION}"
         ));
     }
-    if secret_len > MAX_SECRET {
-        return Err(format!("secret of {secret_len} bytes (limit {MAX_SECRET})"));
-    }
-    let mut secret = vec![0u8; secret_len];
-    read_full(s, &mut secret, state, deadline).map_err(|e| format!("short hello: {e}"))?;
-    if let Some(want) = &state.secret {
-        if !same_secret(want, &secret) {
-            let _ = s.write_all(&[HELLO_UNAUTHORIZED]);
-            return Err("missing or wrong secret".into());
-        }
+    let mut theirs = [0u8; auth::NONCE_BYTES];
+    read_full(s, &mut theirs, state, deadline).map_err(|e| format!("short hello: {e}"))?;
+    let ours = auth::nonce().map_err(|e| format!("no random nonce: {e}"))?;
+    let mut challenge = vec![HELLO_CHALLENGE];
+    challenge.extend_from_slice(&ours);
+    challenge.extend_from_slice(&state.key.proof(AUTH_LABEL, b"server", &theirs, &ours));
+    s.write_all(&challenge)
+        .map_err(|e| format!("cannot send the challenge: {e}"))?;
+    let mut proof = [0u8; PROOF_BYTES];
+    read_full(s, &mut proof, state, deadline).map_err(|e| format!("no proof: {e}"))?;
+    if !state
+        .key
+        .verify(AUTH_LABEL, b"client", &ours, &theirs, &proof)
+    {
+        let _ = s.write_all(&[HELLO_UNAUTHORIZED]);
+        return Err("wrong proof of the job's secret (another job, or a replay)".into());
     }
     s.write_all(&[HELLO_OK])
         .map_err(|e| format!("cannot answer hello: {e}"))
@@ -254,9 +262,10 @@ impl TcpStoreServer {
     }
 
     /// Binds `addr` and serves on a background thread; when `secret` is given, clients must
-    /// present it (see [`super::TcpStore::connect_with_secret`]) or are refused. The secret
-    /// authenticates clients; it is sent in the clear, so it does not protect against
-    /// eavesdroppers.
+    /// prove that they hold it (see [`super::TcpStore::connect_with_secret`]) or are refused,
+    /// and the server proves it to them. The secret itself never crosses the wire (a
+    /// challenge–response over fresh nonces, `ferrocoll_transports::auth`); the requests
+    /// that follow are not encrypted.
     pub fn bind_with_secret(
         addr: impl ToSocketAddrs,
         secret: Option<&[u8]>,
@@ -272,7 +281,7 @@ impl TcpStoreServer {
             map: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
-            secret: secret.map(<[u8]>::to_vec),
+            key: secret.map_or_else(JobKey::none, JobKey::new),
             clients: AtomicUsize::new(0),
         });
         let st = state.clone();

@@ -1,12 +1,29 @@
 //! Tests of the TCP and file stores.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::wire::{encode_hello, write_frame};
+use super::wire::{encode_hello, write_frame, AUTH_LABEL, HELLO_CHALLENGE, HELLO_OK};
+use ferrocoll_transports::auth::{self, JobKey, NONCE_BYTES};
+
+/// The client's side of the store hello on a raw stream, with `key`; asserts it is accepted.
+fn raw_hello(s: &mut TcpStream, key: &JobKey) {
+    let ours = auth::nonce().unwrap();
+    s.write_all(&encode_hello(&ours)).unwrap();
+    let mut c = [0u8; 1 + 2 * NONCE_BYTES];
+    s.read_exact(&mut c).unwrap();
+    assert_eq!(c[0], HELLO_CHALLENGE);
+    let theirs: [u8; NONCE_BYTES] = c[1..1 + NONCE_BYTES].try_into().unwrap();
+    assert!(key.verify(AUTH_LABEL, b"server", &ours, &theirs, &c[1 + NONCE_BYTES..]));
+    s.write_all(&key.proof(AUTH_LABEL, b"client", &theirs, &ours))
+        .unwrap();
+    let mut ok = [0u8; 1];
+    s.read_exact(&mut ok).unwrap();
+    assert_eq!(ok[0], HELLO_OK);
+}
 use super::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -172,13 +189,10 @@ fn garbage_clients_do_not_kill_the_server() {
     let _ = s.write_all(&junk);
     // A valid hello, then a frame claiming 4 GiB, then a malformed frame on another.
     let mut s2 = TcpStream::connect(addr).unwrap();
-    s2.write_all(&encode_hello(None)).unwrap();
-    let mut ok = [0u8; 1];
-    s2.read_exact(&mut ok).unwrap();
+    raw_hello(&mut s2, &JobKey::none());
     s2.write_all(&u32::MAX.to_le_bytes()).unwrap();
     let mut s3 = TcpStream::connect(addr).unwrap();
-    s3.write_all(&encode_hello(None)).unwrap();
-    s3.read_exact(&mut ok).unwrap();
+    raw_hello(&mut s3, &JobKey::none());
     write_frame(&mut s3, &[4, 255, 255, 255, 255, 1]).unwrap();
     // A silent client.
     let _idle = TcpStream::connect(addr).unwrap();
@@ -236,6 +250,92 @@ fn secret_is_required_when_set() {
     let st = TcpStore::connect_with_secret(addr, T, Some(b"s3cret")).unwrap();
     st.set("a", b"1").unwrap();
     assert_eq!(st.get("a").unwrap(), b"1");
+    // A client with the secret refuses a store that cannot prove it (another job's store).
+    let other = TcpStoreServer::bind_with_secret("127.0.0.1:0", Some(b"other")).unwrap();
+    assert!(matches!(
+        TcpStore::connect_with_secret(other.local_addr(), T, Some(b"s3cret")),
+        Err(StoreError::Unauthorized)
+    ));
+}
+
+#[test]
+fn a_replayed_hello_is_refused_at_once() {
+    let key = JobKey::new(b"0123456789abcdef");
+    let srv = TcpStoreServer::bind_with_secret("127.0.0.1:0", Some(b"0123456789abcdef")).unwrap();
+    let addr = srv.local_addr();
+    // A legitimate hello, as an eavesdropper records it.
+    let mut s = TcpStream::connect(addr).unwrap();
+    let ours = auth::nonce().unwrap();
+    s.write_all(&encode_hello(&ours)).unwrap();
+    let mut c = [0u8; 1 + 2 * NONCE_BYTES];
+    s.read_exact(&mut c).unwrap();
+    let theirs: [u8; NONCE_BYTES] = c[1..1 + NONCE_BYTES].try_into().unwrap();
+    let proof = key.proof(AUTH_LABEL, b"client", &theirs, &ours);
+    s.write_all(&proof).unwrap();
+    let mut a = [0u8; 1];
+    s.read_exact(&mut a).unwrap();
+    assert_eq!(a[0], HELLO_OK);
+    // The same bytes again: the server's nonce is new, so the old proof fails.
+    let t0 = Instant::now();
+    let mut r = TcpStream::connect(addr).unwrap();
+    r.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    r.write_all(&encode_hello(&ours)).unwrap();
+    r.read_exact(&mut c).unwrap();
+    assert_ne!(&c[1..1 + NONCE_BYTES], &theirs[..]);
+    r.write_all(&proof).unwrap();
+    r.read_exact(&mut a).unwrap();
+    assert_eq!(a[0], super::wire::HELLO_UNAUTHORIZED);
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    // The server is unaffected.
+    let st = TcpStore::connect_with_secret(addr, T, Some(b"0123456789abcdef")).unwrap();
+    st.set("k", b"v").unwrap();
+}
+
+#[test]
+fn the_secret_never_crosses_the_wire() {
+    let secret = b"never-on-the-wire-0123456789";
+    let srv = TcpStoreServer::bind_with_secret("127.0.0.1:0", Some(secret)).unwrap();
+    // A relay between client and server that keeps every byte of both directions.
+    let relay = TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let to = srv.local_addr();
+    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let seen2 = seen.clone();
+    let pump = std::thread::spawn(move || {
+        let (c, _) = relay.accept().unwrap();
+        let s = TcpStream::connect(to).unwrap();
+        let copy = |mut from: TcpStream, mut into: TcpStream, seen: Arc<Mutex<Vec<u8>>>| {
+            std::thread::spawn(move || {
+                let mut b = [0u8; 4096];
+                while let Ok(n) = from.read(&mut b) {
+                    if n == 0 || into.write_all(&b[..n]).is_err() {
+                        break;
+                    }
+                    seen.lock().unwrap().extend_from_slice(&b[..n]);
+                }
+                let _ = into.shutdown(std::net::Shutdown::Write);
+            })
+        };
+        let a = copy(
+            c.try_clone().unwrap(),
+            s.try_clone().unwrap(),
+            seen2.clone(),
+        );
+        let b = copy(s, c, seen2);
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    let st = TcpStore::connect_with_secret(relay_addr, T, Some(secret)).unwrap();
+    st.set("key", b"value").unwrap();
+    assert_eq!(st.get("key").unwrap(), b"value");
+    drop(st);
+    pump.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.windows(5).any(|w| w == b"value"),
+        "the relay saw the traffic"
+    );
+    assert!(!seen.windows(secret.len()).any(|w| w == secret));
 }
 
 #[test]

@@ -1,9 +1,17 @@
 //! The TCP store's wire protocol (all integers little-endian).
 //!
-//! Connection hello, client to server: [`STORE_MAGIC`] `"FCST"`, [`STORE_PROTOCOL_VERSION`]
-//! (u32), secret length (u32, at most [`MAX_SECRET`]), secret bytes. The server answers one
-//! byte: [`HELLO_OK`], [`HELLO_BAD_VERSION`] or [`HELLO_UNAUTHORIZED`] (then closes). A hello
-//! without the magic is dropped without an answer.
+//! Connection hello, a mutual challenge–response with the job's secret
+//! (`ferrocoll_transports::auth`; the secret never crosses the wire):
+//! 1. client → server: [`STORE_MAGIC`] `"FCST"`, [`STORE_PROTOCOL_VERSION`] (u32), the
+//!    client's nonce (32 bytes);
+//! 2. server → client: [`HELLO_CHALLENGE`], the server's nonce (32 bytes), the server's proof
+//!    (32 bytes); or [`HELLO_BAD_VERSION`] and the end of the connection;
+//! 3. client → server: the client's proof (32 bytes), sent only when the server's proof
+//!    verified (a client never talks to a store that does not know the secret);
+//! 4. server → client: [`HELLO_OK`], or [`HELLO_UNAUTHORIZED`] and the end of the connection.
+//!
+//! A hello without the magic is dropped without an answer. A job without a secret runs the
+//! same exchange with the empty key.
 //!
 //! Then requests and responses alternate, each a frame: u32 body length (at most
 //! [`MAX_FRAME`]) and the body. Request bodies start with an op byte:
@@ -25,7 +33,9 @@ use std::time::Duration;
 /// First bytes a store client sends.
 pub const STORE_MAGIC: [u8; 4] = *b"FCST";
 /// Version of the store protocol; client and server must agree.
-pub const STORE_PROTOCOL_VERSION: u32 = 1;
+pub const STORE_PROTOCOL_VERSION: u32 = 2;
+/// The label of the store's proofs (see `ferrocoll_transports::auth`).
+pub(crate) const AUTH_LABEL: &[u8] = b"ferrocoll store";
 /// Largest frame body accepted.
 pub(crate) const MAX_FRAME: usize = 256 << 20;
 /// Largest key accepted.
@@ -36,6 +46,7 @@ pub(crate) const MAX_SECRET: usize = 4096;
 pub(crate) const HELLO_OK: u8 = 0;
 pub(crate) const HELLO_BAD_VERSION: u8 = 1;
 pub(crate) const HELLO_UNAUTHORIZED: u8 = 2;
+pub(crate) const HELLO_CHALLENGE: u8 = 3;
 
 const OP_SET: u8 = 1;
 const OP_GET: u8 = 2;
@@ -265,14 +276,12 @@ impl Response {
     }
 }
 
-/// The hello a client sends.
-pub(crate) fn encode_hello(secret: Option<&[u8]>) -> Vec<u8> {
-    let secret = secret.unwrap_or_default();
-    let mut b = Vec::with_capacity(12 + secret.len());
+/// The hello a client sends: magic, version, its nonce.
+pub(crate) fn encode_hello(nonce: &ferrocoll_transports::auth::Nonce) -> Vec<u8> {
+    let mut b = Vec::with_capacity(8 + nonce.len());
     b.extend_from_slice(&STORE_MAGIC);
     b.extend_from_slice(&STORE_PROTOCOL_VERSION.to_le_bytes());
-    b.extend_from_slice(&(secret.len() as u32).to_le_bytes());
-    b.extend_from_slice(secret);
+    b.extend_from_slice(nonce);
     b
 }
 
@@ -298,11 +307,6 @@ pub(crate) fn read_frame(r: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
     Ok(body)
-}
-
-/// Constant-time comparison of secrets (no early exit on the first differing byte).
-pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -119,7 +119,8 @@ pub struct Config {
     pub hostname: Option<String>,
     /// Interface whose IPv4 address ranks listen on (`FERROCOLL_SOCKET_IFNAME`).
     pub socket_ifname: Option<String>,
-    /// Shared secret the store demands of clients (`FERROCOLL_SECRET`).
+    /// The job's secret (`FERROCOLL_SECRET`, or the file `FERROCOLL_SECRET_FILE` names): the
+    /// store and its clients prove it to each other without sending it.
     pub secret: Option<String>,
     /// Bytes per shared-memory ring (`FERROCOLL_SHM_RING_BYTES`, default 4 MiB).
     pub shm_ring_bytes: usize,
@@ -218,6 +219,45 @@ fn switch(var: &str, value: &str, empty: bool) -> Result<bool> {
         "0" | "false" | "no" => Ok(false),
         _ => Err(bad(var, value, "expected 0 or 1")),
     }
+}
+
+/// The job's secret: `FERROCOLL_SECRET`, or the content of the file `FERROCOLL_SECRET_FILE`
+/// names without its trailing newline (the file must not be readable by group or others, as
+/// ssh demands of its keys). Both set, an empty or unreadable file, or a file others can read
+/// is a [`Error::Config`].
+fn secret(get: &impl Fn(&str) -> Option<String>) -> Result<Option<String>> {
+    let direct = get("FERROCOLL_SECRET").filter(|s| !s.is_empty());
+    let Some(path) = get("FERROCOLL_SECRET_FILE").filter(|s| !s.is_empty()) else {
+        return Ok(direct);
+    };
+    const VAR: &str = "FERROCOLL_SECRET_FILE";
+    if direct.is_some() {
+        return Err(bad(
+            VAR,
+            &path,
+            "FERROCOLL_SECRET is set too: set one of them",
+        ));
+    }
+    let meta =
+        std::fs::metadata(&path).map_err(|e| bad(VAR, &path, format!("cannot read: {e}")))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(bad(
+                VAR,
+                &path,
+                format!("readable by others (mode {mode:04o}): chmod 600 it"),
+            ));
+        }
+    }
+    let bytes = std::fs::read(&path).map_err(|e| bad(VAR, &path, format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| bad(VAR, &path, "not UTF-8 text"))?;
+    let text = text.trim_end_matches(['\n', '\r']);
+    if text.is_empty() {
+        return Err(bad(VAR, &path, "the file is empty"));
+    }
+    Ok(Some(text.to_string()))
 }
 
 fn bad(var: &str, value: &str, reason: impl Into<String>) -> Error {
@@ -350,7 +390,7 @@ impl Config {
             .map(PathBuf::from);
         c.hostname = get("FERROCOLL_HOSTNAME").filter(|s| !s.is_empty());
         c.socket_ifname = get("FERROCOLL_SOCKET_IFNAME").filter(|s| !s.is_empty());
-        c.secret = get("FERROCOLL_SECRET").filter(|s| !s.is_empty());
+        c.secret = secret(&get)?;
         if let Some(v) = get("FERROCOLL_SHM_RING_BYTES") {
             let n: usize = v
                 .trim()
@@ -498,6 +538,47 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn the_secret_comes_from_the_variable_or_a_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("fc-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("secret");
+        let path = f.to_str().unwrap();
+        std::fs::write(&f, "from-the-file\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::from_vars(vars(&[("FERROCOLL_SECRET_FILE", path)])).unwrap();
+        assert_eq!(c.secret.as_deref(), Some("from-the-file"));
+        let c = Config::from_vars(vars(&[("FERROCOLL_SECRET", "direct")])).unwrap();
+        assert_eq!(c.secret.as_deref(), Some("direct"));
+        let refused = |pairs: &[(&str, &str)], why: &str| {
+            let e = Config::from_vars(vars(pairs)).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                matches!(&e, Error::Config { var, .. } if var == "FERROCOLL_SECRET_FILE")
+                    && text.contains(why),
+                "{text}"
+            );
+        };
+        refused(
+            &[("FERROCOLL_SECRET", "x"), ("FERROCOLL_SECRET_FILE", path)],
+            "set one",
+        );
+        let missing = dir.join("missing");
+        refused(
+            &[("FERROCOLL_SECRET_FILE", missing.to_str().unwrap())],
+            "cannot read",
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        refused(&[("FERROCOLL_SECRET_FILE", path)], "chmod 600");
+        std::fs::write(&f, "\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        refused(&[("FERROCOLL_SECRET_FILE", path)], "empty");
+        std::fs::write(&f, [0xff, 0xfe]).unwrap();
+        refused(&[("FERROCOLL_SECRET_FILE", path)], "UTF-8");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

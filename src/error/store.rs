@@ -18,8 +18,9 @@ pub enum StoreError {
     /// (e.g. `add` on a key whose value is not an integer).
     #[error("store protocol error: {0}")]
     Protocol(String),
-    /// The store server refused this client: missing or wrong shared secret.
-    #[error("the store refused this client: missing or wrong secret")]
+    /// The store and this client do not hold the same secret: the store refused the
+    /// client's proof, or could not prove the secret to it (another job's store).
+    #[error("the store and this process do not share the job's secret (missing or wrong FERROCOLL_SECRET, or another job's store)")]
     Unauthorized,
     /// The connection to the store is closed (server gone, or an earlier error left it
     /// unusable).

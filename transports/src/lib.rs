@@ -12,6 +12,7 @@
 //! - [`shm`]: ranks on one host, over rings in a shared-memory segment, with futex doorbells
 //!   and peer-death detection.
 //! - [`tcp`]: ranks on other hosts, over a mio-driven TCP mesh.
+//! - [`auth`]: the challenge–response with the job's secret that every listener runs.
 //! - [`composite`]: one rank's endpoints of several transports behind one endpoint.
 //! - [`plugin`]: the factory every transport implements, and the registry.
 //! - [`rdma_core`]: the RDMA protocol (credits over registered slots, single copy by RDMA
@@ -19,6 +20,7 @@
 //! - `ofi` (feature `ofi`): that protocol over libfabric.
 //! - `rdma` (feature `rdma`): that protocol over ibverbs RC queue pairs (`rdma-sys`).
 
+pub mod auth;
 mod cma;
 pub mod composite;
 pub mod copy;
