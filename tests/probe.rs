@@ -422,7 +422,10 @@ fn in_process_ranks_print_the_same_table() {
     );
     let (out, err) = text(&o);
     assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.contains("transports mem 0-1 0-2 0-3 1-2 1-3 2-3"), "{out}");
+    assert!(
+        out.contains("transports mem 0-1 0-2 0-3 1-2 1-3 2-3"),
+        "{out}"
+    );
     let t = parse(&out);
     assert_eq!(t.rows.len(), 12 * 5 * 8, "every type x op x size");
     assert!(t.ok);
