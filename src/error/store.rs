@@ -20,7 +20,7 @@ pub enum StoreError {
     Protocol(String),
     /// The store and this client do not hold the same secret: the store refused the
     /// client's proof, or could not prove the secret to it (another job's store).
-    #[error("the store and this process do not share the job's secret (missing or wrong FERROCOLL_SECRET, or another job's store)")]
+    #[error("refused: the store and this process do not share the job's secret (missing or wrong FERROCOLL_SECRET, or another job's store)")]
     Unauthorized,
     /// The connection to the store is closed (server gone, or an earlier error left it
     /// unusable).
