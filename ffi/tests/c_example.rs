@@ -71,6 +71,14 @@ fn compile(dir: &Path, static_link: bool) -> Option<PathBuf> {
             "-lutil",
             "-lgcc_s",
         ]);
+        // A static library carries no dependencies: with the RDMA transports built in, the
+        // program links their system libraries itself.
+        if cfg!(feature = "ofi") {
+            c.arg("-lfabric");
+        }
+        if cfg!(feature = "rdma") {
+            c.args(["-libverbs", "-lrdmacm"]);
+        }
     } else {
         c.arg("-L")
             .arg(&lib)
