@@ -94,7 +94,10 @@ pub fn wait_children(mut children: Vec<Child>, grace: Duration) -> Result<Vec<Ex
 }
 
 /// Starts the `np` ranks like [`spawn_local_command`] and returns the children without
-/// waiting (the caller waits, or kills them).
+/// waiting (the caller waits, or kills them). Rank 0 serves the store on loopback; unless
+/// this process or `extra_env` sets `FERROCOLL_SECRET` or `FERROCOLL_SECRET_FILE`, the
+/// children get a fresh secret ([`fresh_secret`]), so that no other process of the host,
+/// another user's included, can join.
 pub fn spawn_children(
     np: usize,
     cmd: impl Fn() -> Command,
@@ -109,8 +112,22 @@ pub fn spawn_children(
         .and_then(|l| l.local_addr())
         .map_err(StoreError::Io)?
         .port();
-    let store = vec![("FERROCOLL_STORE".to_string(), format!("127.0.0.1:{port}"))];
+    let mut store = vec![("FERROCOLL_STORE".to_string(), format!("127.0.0.1:{port}"))];
+    let given = |k: &str| {
+        std::env::var_os(k).is_some_and(|v| !v.is_empty())
+            || extra_env.iter().any(|(n, v)| n == k && !v.is_empty())
+    };
+    if !given("FERROCOLL_SECRET") && !given("FERROCOLL_SECRET_FILE") {
+        store.push(("FERROCOLL_SECRET".to_string(), fresh_secret()?));
+    }
     spawn_ranks(np, cmd, args, &store, extra_env)
+}
+
+/// A fresh random job secret: 32 bytes from the operating system, as 64 hex digits (so it
+/// can travel in an environment variable).
+pub fn fresh_secret() -> Result<String> {
+    let b = ferrocoll_transports::auth::random_bytes(32).map_err(StoreError::Io)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Starts the `np` ranks like [`spawn_children`], meeting through `store`, served in this
@@ -187,12 +204,16 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// Serves a store on `127.0.0.1:<free port>`, demanding this process's
-    /// `FERROCOLL_SECRET` of clients when that is set (and not empty); a malformed
-    /// `FERROCOLL_*` variable is an error, as for the ranks.
+    /// Serves a store on `127.0.0.1:<free port>`, demanding this process's job secret
+    /// (`FERROCOLL_SECRET` or `FERROCOLL_SECRET_FILE`) of clients, or a fresh one
+    /// ([`fresh_secret`]) when neither is set; [`LocalStore::env`] hands it to the ranks. A
+    /// malformed `FERROCOLL_*` variable is an error, as for the ranks.
     pub fn start() -> Result<LocalStore> {
-        let secret = crate::config::Config::from_env()?.secret;
-        Self::with_secret(secret.as_deref())
+        let secret = match crate::config::Config::from_env()?.secret {
+            Some(s) => s,
+            None => fresh_secret()?,
+        };
+        Self::with_secret(Some(&secret))
     }
 
     /// Serves a store on `127.0.0.1:<free port>`, demanding `secret` of clients when given.

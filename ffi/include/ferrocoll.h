@@ -95,8 +95,9 @@ typedef fcComm *fcComm_t;
 
 // Where the ranks of a job meet: made by `fcGetUniqueId` in one process and passed, as
 // plain bytes, to every rank's `fcCommInitRank`. It holds the address of a rendezvous store
-// served by the process that made it and a random job token the store demands. Treat it as
-// opaque.
+// served by the process that made it and a random 32-byte job secret: the store and its
+// clients prove to each other that they hold it. Treat it as opaque, and as a password:
+// whoever holds it may join the job.
 typedef struct {
   // The encoded id.
   char internal[FC_UNIQUE_ID_BYTES];

@@ -115,8 +115,9 @@ pub const FC_VERSION_CODE: c_int = FC_MAJOR * 10000 + FC_MINOR * 100 + FC_PATCH;
 
 /// Where the ranks of a job meet: made by `fcGetUniqueId` in one process and passed, as
 /// plain bytes, to every rank's `fcCommInitRank`. It holds the address of a rendezvous store
-/// served by the process that made it and a random job token the store demands. Treat it as
-/// opaque.
+/// served by the process that made it and a random 32-byte job secret: the store and its
+/// clients prove to each other that they hold it. Treat it as opaque, and as a password:
+/// whoever holds it may join the job.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct fcUniqueId {

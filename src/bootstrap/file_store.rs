@@ -43,6 +43,20 @@ fn escape(key: &str) -> String {
     s
 }
 
+/// The file of the job's secret in the store's directory (see [`FileStore::job_secret`]).
+pub const SECRET_FILE: &str = "secret";
+
+/// Creates (truncating) `path` with mode 0600.
+fn owner_only_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Removes the lock file when dropped.
 struct LockGuard<'a>(&'a Path);
 
@@ -61,6 +75,57 @@ impl FileStore {
         let dir = dir.into();
         fs::create_dir_all(&dir)?;
         Ok(FileStore { dir, timeout })
+    }
+
+    /// The job's secret kept in the directory's [`SECRET_FILE`] (mode 0600): rank 0
+    /// (`create`) writes a fresh one, the others wait for it (up to the store's timeout)
+    /// and read it. A file that others than its owner may read is refused, as is one that
+    /// is not 64 hex digits.
+    pub fn job_secret(&self, create: bool) -> Result<String, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.dir.join(SECRET_FILE);
+        if create {
+            let hex: String = ferrocoll_transports::auth::random_bytes(32)?
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect();
+            let tmp = self.dir.join(format!("tmp-secret-{}", std::process::id()));
+            owner_only_file(&tmp)?.write_all(hex.as_bytes())?;
+            fs::rename(&tmp, &path)?;
+            return Ok(hex);
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut poll = Duration::from_millis(1);
+        let meta = loop {
+            match fs::metadata(&path) {
+                Ok(m) if m.len() > 0 => break m,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout {
+                    key: format!("{} (the job's secret file)", path.display()),
+                });
+            }
+            std::thread::sleep(poll);
+            poll = (poll * 2).min(MAX_POLL);
+        };
+        if meta.mode() & 0o077 != 0 {
+            return Err(StoreError::Protocol(format!(
+                "{} may be read by others than its owner (mode {:o}): chmod 600 it",
+                path.display(),
+                meta.mode() & 0o777
+            )));
+        }
+        let s = fs::read_to_string(&path)?;
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Protocol(format!(
+                "{} does not hold a job secret (64 hex digits)",
+                path.display()
+            )));
+        }
+        Ok(s)
     }
 
     /// The store's directory.
@@ -91,8 +156,9 @@ impl FileStore {
     /// Removes every key, lock and temporary file of the store (its other files and the
     /// directory stay). Whoever still waits on a key then waits for it to be set again.
     pub fn clear(&self) -> Result<(), StoreError> {
-        // Keys (`v-`), locks (`lock-`) and temporaries (`tmp-`); other files are not ours.
-        for p in self.files(&["v-", "lock-", "tmp-"])? {
+        // Keys (`v-`), locks (`lock-`), temporaries (`tmp-`) and the job's secret file;
+        // other files are not ours.
+        for p in self.files(&["v-", "lock-", "tmp-", SECRET_FILE])? {
             match fs::remove_file(&p) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
@@ -126,7 +192,8 @@ impl FileStore {
             TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let written = (|| {
-            let mut f = fs::File::create(&tmp)?;
+            // Owner-only: the values include the job's key material.
+            let mut f = owner_only_file(&tmp)?;
             f.write_all(value)?;
             f.sync_data()?;
             fs::rename(&tmp, path)

@@ -28,6 +28,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use ferrocoll_transports::auth::{self, JobKey};
 use ferrocoll_transports::composite::CompositeEndpoint;
 use ferrocoll_transports::plugin::SetupCtx;
 
@@ -90,6 +91,8 @@ pub(crate) struct Control {
     pub world: usize,
     /// The communicator's random token.
     pub token: u64,
+    /// The communicator's random key (its datagrams carry a tag under it).
+    pub key: JobKey,
     /// Each rank's heartbeat address (`None`: it published none).
     pub addrs: Vec<Option<SocketAddr>>,
     /// Each rank's pid if it runs on this host.
@@ -144,6 +147,15 @@ pub fn rendezvous(env: &LaunchEnv, cfg: &Config) -> Result<Rendezvous> {
                         .into(),
                 });
             }
+            // A job without a secret of its own keeps one in the directory (mode 0600).
+            let mut with_secret;
+            let cfg = if cfg.secret.is_none() {
+                with_secret = cfg.clone();
+                with_secret.secret = Some(store.job_secret(rank == 0)?);
+                &with_secret
+            } else {
+                cfg
+            };
             let store = MeetingStore::File {
                 store,
                 owner: rank == 0,
@@ -176,21 +188,23 @@ fn unused_by_another_job(env: &LaunchEnv, store: &dyn Store) -> Result<()> {
 fn served_by_rank0(env: &LaunchEnv, cfg: &Config, store_addr: SocketAddr) -> Result<Rendezvous> {
     let secret = cfg.secret.as_deref().map(str::as_bytes);
     let server = if env.rank == 0 {
-        // Listen on every interface at the store's port, so ranks on other hosts reach it.
-        let any: std::net::IpAddr = if store_addr.is_ipv4() {
-            std::net::Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        };
-        let bind = SocketAddr::new(
-            if store_addr.ip().is_loopback() {
-                store_addr.ip()
-            } else {
-                any
-            },
-            store_addr.port(),
-        );
-        Some(TcpStoreServer::bind_with_secret(bind, secret)?)
+        // Listen on the store's own address only (loopback for a job on one host, the
+        // interface the other hosts reach otherwise), never on every interface.
+        match TcpStoreServer::bind_with_secret(store_addr, secret) {
+            Ok(s) => Some(s),
+            Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                return Err(Error::Config {
+                    var: "FERROCOLL_STORE".into(),
+                    value: env.store.clone(),
+                    reason: format!(
+                        "rank 0 serves the store at this address, but {} is not an address \
+                         of this host ({e})",
+                        store_addr.ip()
+                    ),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
     } else {
         None
     };
@@ -233,6 +247,16 @@ fn finish(
         cfg,
         &|| false,
     )?;
+    let hosts: std::collections::BTreeSet<&String> = peers.hosts.iter().collect();
+    if rank == 0 && cfg.secret.is_none() && hosts.len() > 1 {
+        tracing::warn!(
+            "this job spans {} hosts without a secret: any process that reaches its store \
+             or its ports can join it or read its addresses. Give every rank the same \
+             FERROCOLL_SECRET (or FERROCOLL_SECRET_FILE, a file of mode 0600); see the \
+             README's security section",
+            hosts.len()
+        );
+    }
     tracing::info!(
         rank,
         world,
@@ -264,24 +288,24 @@ pub(crate) fn connect_ranks(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(CompositeEndpoint, Peers, Control)> {
     let get = |key: &str| get_until(store, key, cfg.timeout, cancelled);
+    // The communicator's token (unique: shared-memory names derive from it) and its key
+    // (links and datagrams prove they hold it), drawn by rank 0 and handed out through the
+    // store, which only the job's processes can read when the job has a secret.
     let token_key = format!("{prefix}job_token");
-    let token: u64 = if rank == 0 {
-        let t = random_token();
-        store.set(&token_key, &t.to_le_bytes())?;
-        t
+    let (token, key) = if rank == 0 {
+        let mut v = random_token().to_le_bytes().to_vec();
+        v.extend_from_slice(&auth::random_bytes(JOB_KEY_BYTES).map_err(StoreError::Io)?);
+        store.set(&token_key, &v)?;
+        parse_job_token(&v, cfg)?
     } else {
-        let b = get(&token_key)?;
-        u64::from_le_bytes(
-            b.get(..8)
-                .and_then(|s| s.try_into().ok())
-                .ok_or_else(|| StoreError::Protocol("bad job token".into()))?,
-        )
+        parse_job_token(&get(&token_key)?, cfg)?
     };
     let ip = listen_ip(cfg, route)?;
     let ctx = SetupCtx {
         rank,
         world,
         token,
+        key: key.clone(),
         ip,
         timeout: cfg.timeout,
         ring_bytes: cfg.shm_ring_bytes,
@@ -362,6 +386,7 @@ pub(crate) fn connect_ranks(
         rank,
         world,
         token,
+        key,
         addrs: hb_addrs,
         local_pids,
     };
@@ -376,6 +401,31 @@ pub(crate) fn connect_ranks(
         },
         control,
     ))
+}
+
+/// Bytes of a communicator's random key.
+const JOB_KEY_BYTES: usize = 32;
+
+/// The token and key rank 0 published: 8 bytes of token, then the key material. With a job
+/// secret the key is derived from both (HMAC under the secret), so that a reader of the
+/// store who lacks the secret (a file store's directory, an etcd user) cannot link to the
+/// ranks either.
+fn parse_job_token(v: &[u8], cfg: &Config) -> Result<(u64, JobKey)> {
+    if v.len() != 8 + JOB_KEY_BYTES {
+        return Err(StoreError::Protocol(format!(
+            "the job token in the store is {} bytes, {} expected (another ferrocoll version?)",
+            v.len(),
+            8 + JOB_KEY_BYTES
+        ))
+        .into());
+    }
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&v[..8]);
+    let key = match &cfg.secret {
+        Some(s) => JobKey::new(s.as_bytes()).derive(b"ferrocoll communicator key", &v[8..]),
+        None => JobKey::new(&v[8..]),
+    };
+    Ok((u64::from_le_bytes(t), key))
 }
 
 /// The value of `key`, waiting up to `timeout` in short slices so that `cancelled()` is

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 
 use ferrocoll_transports::Endpoint;
 
-use super::split::{secret, served, Bootstrap, UniqueId};
+use super::split::{served, Bootstrap, UniqueId};
 use super::Communicator;
 use crate::bootstrap::rendezvous::{connect_ranks, MeetingStore};
 use crate::bootstrap::TcpStore;
@@ -120,7 +120,7 @@ impl Communicator {
         let store = TcpStore::connect_with_secret(
             id.store,
             cfg.timeout,
-            Some(secret(id.token).as_bytes()),
+            Some(&id.secret),
         )?;
         let (ep, peers, control) =
             connect_ranks(&store, Some(id.store), "fc/", rank, world, &cfg, &|| false)?;

@@ -3,8 +3,8 @@
 //! ([`Communicator::split_by`], NCCL's `ncclCommSplit`).
 //!
 //! Both meet through a rendezvous store. A unique id names a store that the process which
-//! made the id serves, plus a random job token that the store demands of its clients (so a
-//! stray process cannot join). The children of a split meet through their parent's store,
+//! made the id serves, plus a random 32-byte secret: the store and its clients prove to each
+//! other that they hold it (it never crosses the wire), so a stray process cannot join. The children of a split meet through their parent's store,
 //! under keys of their own (`<parent prefix>split<n>/<color>/`), so one store serves a whole
 //! tree of communicators; every communicator of the tree holds the store (and, on the rank
 //! that serves it, the server) alive.
@@ -23,18 +23,38 @@ use crate::error::{Error, Result};
 pub const UNIQUE_ID_BYTES: usize = 128;
 
 const MAGIC: &[u8; 4] = b"FCID";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Bytes of the random secret a unique id carries.
+pub const UNIQUE_ID_SECRET_BYTES: usize = 32;
+/// Where the secret sits in the encoded id.
+const SECRET_AT: usize = 32;
 
-/// Where the ranks of a job meet: a store address and the job's random token, made by one
-/// process ([`UniqueId::new`], which also starts serving the store) and handed to every rank
-/// by any means (a file, MPI, an environment variable), which then calls
-/// [`Communicator::from_unique_id`]. Encodes to [`UNIQUE_ID_BYTES`] opaque bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where the ranks of a job meet: a store address, a random token naming the job, and the
+/// job's random secret, made by one process ([`UniqueId::new`], which also starts serving the
+/// store) and handed to every rank by any means (a file, MPI, an environment variable), which
+/// then calls [`Communicator::from_unique_id`]. Encodes to [`UNIQUE_ID_BYTES`] opaque bytes.
+///
+/// Whoever holds the id may join the job: hand it out as you would a password. `{:?}` never
+/// prints the secret.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct UniqueId {
     /// The store's address.
     pub store: SocketAddr,
-    /// The job's random token; the store refuses clients that do not present it.
+    /// The job's random token (which store server of this process the id names).
     pub token: u64,
+    /// The job's random secret: the store and its clients prove to each other that they hold
+    /// it.
+    pub secret: [u8; UNIQUE_ID_SECRET_BYTES],
+}
+
+impl std::fmt::Debug for UniqueId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UniqueId")
+            .field("store", &self.store)
+            .field("token", &format_args!("{:#018x}", self.token))
+            .field("secret", &"<32 bytes>")
+            .finish()
+    }
 }
 
 /// Stores served by this process for unique ids it made, by token, until a rank 0 of this
@@ -75,20 +95,22 @@ impl UniqueId {
     pub fn new(cfg: &Config) -> Result<UniqueId> {
         let ip = advertised_ip(cfg)?;
         let token = crate::bootstrap::rendezvous::random_token() | 1;
-        let server = TcpStoreServer::bind_with_secret(
-            SocketAddr::new(ip, 0),
-            Some(secret(token).as_bytes()),
-        )?;
+        let mut secret = [0u8; UNIQUE_ID_SECRET_BYTES];
+        let drawn = ferrocoll_transports::auth::random_bytes(UNIQUE_ID_SECRET_BYTES)
+            .map_err(crate::bootstrap::StoreError::Io)?;
+        secret.copy_from_slice(&drawn);
+        let server = TcpStoreServer::bind_with_secret(SocketAddr::new(ip, 0), Some(&secret))?;
         let id = UniqueId {
             store: server.local_addr(),
             token,
+            secret,
         };
         served().push((token, server));
         Ok(id)
     }
 
     /// The id as [`UNIQUE_ID_BYTES`] bytes: magic `FCID`, version, address family, port,
-    /// address, token, zeros.
+    /// address, token, secret, zeros.
     pub fn to_bytes(&self) -> [u8; UNIQUE_ID_BYTES] {
         let mut b = [0u8; UNIQUE_ID_BYTES];
         b[..4].copy_from_slice(MAGIC);
@@ -106,6 +128,7 @@ impl UniqueId {
         b[6..8].copy_from_slice(&self.store.port().to_le_bytes());
         b[8..24].copy_from_slice(&ip);
         b[24..32].copy_from_slice(&self.token.to_le_bytes());
+        b[SECRET_AT..SECRET_AT + UNIQUE_ID_SECRET_BYTES].copy_from_slice(&self.secret);
         b
     }
 
@@ -119,8 +142,14 @@ impl UniqueId {
         if b[4] != VERSION {
             return Err(Error::InvalidUniqueId("unknown version"));
         }
-        if b[32..].iter().any(|&x| x != 0) {
+        let end = SECRET_AT + UNIQUE_ID_SECRET_BYTES;
+        if b[end..].iter().any(|&x| x != 0) {
             return Err(Error::InvalidUniqueId("reserved bytes are not zero"));
+        }
+        let mut secret = [0u8; UNIQUE_ID_SECRET_BYTES];
+        secret.copy_from_slice(&b[SECRET_AT..end]);
+        if secret.iter().all(|&x| x == 0) {
+            return Err(Error::InvalidUniqueId("no secret (all zero)"));
         }
         let port = u16::from_le_bytes([b[6], b[7]]);
         let mut ip = [0u8; 16];
@@ -142,13 +171,9 @@ impl UniqueId {
         Ok(UniqueId {
             store: SocketAddr::new(ip, port),
             token,
+            secret,
         })
     }
-}
-
-/// The store secret of a job token.
-pub(super) fn secret(token: u64) -> String {
-    format!("fcid-{token:016x}")
 }
 
 /// What a communicator built through a store keeps: the store (shared with the other
@@ -266,15 +291,17 @@ mod tests {
             let id = UniqueId {
                 store: store.parse().unwrap(),
                 token: 0xdead_beef_0123_4567,
+                secret: [0xa5; 32],
             };
             assert_eq!(UniqueId::from_bytes(&id.to_bytes()).unwrap(), id);
         }
         let good = UniqueId {
             store: "10.0.0.1:80".parse().unwrap(),
             token: 7,
+            secret: [1; 32],
         }
         .to_bytes();
-        let cases: [(usize, u8); 5] = [(0, b'X'), (4, 9), (5, 5), (40, 1), (6, 0)];
+        let cases: [(usize, u8); 6] = [(0, b'X'), (4, 9), (5, 5), (64, 1), (127, 1), (6, 0)];
         for (at, v) in cases {
             let mut b = good;
             b[at] = v;
@@ -286,6 +313,27 @@ mod tests {
                 "byte {at} = {v} accepted"
             );
         }
+        let mut b = good;
+        b[32..64].fill(0);
+        assert!(matches!(
+            UniqueId::from_bytes(&b),
+            Err(Error::InvalidUniqueId("no secret (all zero)"))
+        ));
+    }
+
+    #[test]
+    fn a_new_id_carries_a_fresh_secret_that_debug_never_prints() {
+        let (a, b) = (
+            UniqueId::new(&Config::default()).unwrap(),
+            UniqueId::new(&Config::default()).unwrap(),
+        );
+        assert_ne!(a.secret, b.secret);
+        assert!(a.secret.iter().any(|&x| x != 0));
+        let shown = format!("{a:?}");
+        let derived = format!("{:?}", a.secret);
+        assert!(!shown.contains(&derived), "{shown}");
+        assert!(shown.contains("secret: \"<32 bytes>\""), "{shown}");
+        served().clear();
     }
 
     #[test]
@@ -299,6 +347,7 @@ mod tests {
         let id = UniqueId {
             store: "127.0.0.1:9".parse().unwrap(),
             token: 1,
+            secret: [1; 32],
         };
         for (rank, world) in [(0, 0), (3, 3)] {
             let r = Communicator::from_unique_id(&id, rank, world, Config::default());

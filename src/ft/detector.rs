@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::wire::{Datagram, Kind};
+use super::wire::Kind;
 use super::{lock, Health, K};
 
 /// The heartbeat period for a timeout: a sixth of it, between 5 ms and 500 ms.
@@ -19,12 +19,7 @@ fn ring(r: usize, world: usize, dir: usize) -> impl Iterator<Item = usize> {
 
 fn send(h: &Health, to: usize, kind: &Kind) {
     if let Some(a) = h.addrs.get(to).copied().flatten() {
-        let d = Datagram {
-            token: h.token,
-            from: h.rank,
-            kind: kind.clone(),
-        };
-        let _ = h.socket.send_to(&d.encode(), a);
+        let _ = h.socket.send_to(&h.datagram(kind.clone()), a);
     }
 }
 
@@ -51,12 +46,12 @@ pub(super) fn run(h: &Health, local_pids: &[Option<i32>]) {
         match h.socket.recv_from(&mut buf) {
             // The wake-up a dropping communicator sends itself.
             Ok((0, _)) => {}
-            Ok((n, from)) => match Datagram::decode(&buf[..n], h.world) {
-                Ok(d) if d.token == h.token => {
+            Ok((n, from)) => match h.receive(&buf[..n]) {
+                Ok(Some(d)) => {
                     last_seen[d.from] = Instant::now();
                     h.on_datagram(d);
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(why) => {
                     dropped += 1;
                     if dropped == 1 {

@@ -66,13 +66,14 @@ mod wire;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub(crate) use agree::Decision;
-use wire::{Datagram, Kind};
+use ferrocoll_transports::auth::JobKey;
+use wire::{Datagram, Kind, ReplayWindow};
 
 use crate::bootstrap::rendezvous::Control;
 use crate::bootstrap::Store;
@@ -93,6 +94,12 @@ pub(crate) struct Health {
     pub rank: usize,
     pub world: usize,
     token: u64,
+    /// The communicator's key: datagrams carry a tag under it.
+    key: JobKey,
+    /// The sequence number of the next datagram this rank sends.
+    seq: AtomicU64,
+    /// The sequence numbers seen from each rank.
+    windows: Mutex<Vec<ReplayWindow>>,
     hb_timeout: Duration,
     socket: UdpSocket,
     addrs: Vec<Option<SocketAddr>>,
@@ -132,6 +139,9 @@ impl Health {
             rank: m.rank,
             world: m.world,
             token: m.token,
+            key: m.key.clone(),
+            seq: AtomicU64::new(1),
+            windows: Mutex::new(vec![ReplayWindow::default(); m.world]),
             hb_timeout,
             socket,
             addrs: m.addrs.clone(),
@@ -218,15 +228,10 @@ impl Health {
 
     /// Sends a revoke datagram to every rank not known failed.
     fn flood(&self, by: usize, failed: &BTreeSet<usize>) {
-        let d = Datagram {
-            token: self.token,
-            from: self.rank,
-            kind: Kind::Revoke {
-                by,
-                failed: failed.iter().copied().collect(),
-            },
-        }
-        .encode();
+        let d = self.datagram(Kind::Revoke {
+            by,
+            failed: failed.iter().copied().collect(),
+        });
         for (r, a) in self.addrs.iter().enumerate() {
             if let Some(a) = a.filter(|_| r != self.rank && !failed.contains(&r)) {
                 let _ = self.socket.send_to(&d, a);
@@ -277,10 +282,8 @@ impl Health {
             if n <= 0 {
                 break;
             }
-            if let Ok(d) = Datagram::decode(&buf[..n as usize], self.world) {
-                if d.token == self.token {
-                    self.on_datagram(d);
-                }
+            if let Ok(Some(d)) = self.receive(&buf[..n as usize]) {
+                self.on_datagram(d);
             }
         }
         self.is_revoked()
@@ -302,6 +305,32 @@ impl Health {
                 .0;
         }
         true
+    }
+
+    /// The bytes of a datagram of `kind` from this rank, with the next sequence number.
+    fn datagram(&self, kind: Kind) -> Vec<u8> {
+        Datagram {
+            token: self.token,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            from: self.rank,
+            kind,
+        }
+        .encode(&self.key)
+    }
+
+    /// Decodes and checks received bytes: `Ok(None)` for a valid datagram of another
+    /// communicator of the job (a parent's or a child's, sharing the port), `Err` for bytes
+    /// to drop (with why), among them a datagram seen before (a replay).
+    fn receive(&self, b: &[u8]) -> std::result::Result<Option<Datagram>, &'static str> {
+        let d = Datagram::decode(b, self.world, &self.key)?;
+        if d.token != self.token {
+            return Ok(None);
+        }
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if !w[d.from].accept(d.seq) {
+            return Err("a datagram seen before (a replay)");
+        }
+        Ok(Some(d))
     }
 
     /// A datagram from a peer.

@@ -98,16 +98,41 @@ impl JobKey {
             .is_ok()
     }
 
+    /// A MAC of the one-shot message `message` bound to `label`: for messages whose
+    /// freshness comes from elsewhere (an address drawn anew for each job, under a key drawn
+    /// anew for each job), such as the RDMA hellos and the failure detector's datagrams.
+    pub fn tag(&self, label: &[u8], message: &[u8]) -> Proof {
+        self.mac_parts(&[label, b"tag", message])
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
+    /// A key derived from this one and `material` (HMAC-SHA256 under this key, bound to
+    /// `label`): for a key that only holders of both may compute.
+    pub fn derive(&self, label: &[u8], material: &[u8]) -> JobKey {
+        JobKey::new(&self.tag(label, material))
+    }
+
+    /// Whether `got` is the tag [`JobKey::tag`] computes (in constant time).
+    pub fn verify_tag(&self, label: &[u8], message: &[u8], got: &[u8]) -> bool {
+        self.mac_parts(&[label, b"tag", message])
+            .verify_slice(got)
+            .is_ok()
+    }
+
     fn mac(&self, label: &[u8], side: &[u8], first: &Nonce, second: &Nonce) -> Hmac<Sha256> {
+        self.mac_parts(&[label, side, first, second])
+    }
+
+    fn mac_parts(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
             .expect("HMAC accepts keys of any length");
-        // Length-prefixed, so that no two (label, side) pairs feed the MAC the same bytes.
-        for part in [label, side] {
+        // Length-prefixed, so that no two lists of parts feed the MAC the same bytes.
+        for part in parts {
             m.update(&(part.len() as u32).to_le_bytes());
             m.update(part);
         }
-        m.update(first);
-        m.update(second);
         m
     }
 }
@@ -157,6 +182,19 @@ mod tests {
         let k = JobKey::new(b"0123456789abcdef");
         let n = [7u8; NONCE_BYTES];
         assert_ne!(k.proof(b"ab", b"c", &n, &n), k.proof(b"a", b"bc", &n, &n));
+    }
+
+    #[test]
+    fn a_tag_verifies_only_with_the_same_key_label_and_message() {
+        let k = JobKey::new(b"0123456789abcdef");
+        let t = k.tag(L, b"message");
+        assert!(k.verify_tag(L, b"message", &t));
+        assert!(!k.verify_tag(L, b"messagf", &t));
+        assert!(!k.verify_tag(b"other", b"message", &t));
+        assert!(!JobKey::new(b"0123456789abcdeX").verify_tag(L, b"message", &t));
+        // A tag is never a proof, nor the other way round.
+        let n = [0u8; NONCE_BYTES];
+        assert_ne!(k.proof(L, b"tag", &n, &n), k.tag(L, &[0u8; 64]));
     }
 
     #[test]

@@ -163,8 +163,10 @@ pub struct SetupCtx {
     pub rank: usize,
     /// Ranks in the job.
     pub world: usize,
-    /// The job's token (links check it; shared-memory segment names derive from it).
+    /// The job's token: unique to the job (shared-memory segment names derive from it).
     pub token: u64,
+    /// The job's key: links to peers prove they hold it (see [`crate::auth`]).
+    pub key: crate::auth::JobKey,
     /// The address of the interface this rank was told to use between hosts.
     pub ip: IpAddr,
     /// How long connecting may take, and how long a link waits on a silent peer.

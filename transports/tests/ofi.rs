@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ferrocoll_transports::auth::JobKey;
 use ferrocoll_transports::ofi::{OfiFabric, OfiFactory, OfiPrepared, PROVIDER_ENV};
 use ferrocoll_transports::plugin::{
     AddressBlob, PreparedTransport, SetupCtx, SetupError, TransportFactory,
@@ -25,6 +26,8 @@ fn ctx(rank: usize, world: usize, token: u64) -> SetupCtx {
         rank,
         world,
         token,
+        // One key per job, as the store hands out.
+        key: JobKey::new(format!("job key {token}").as_bytes()),
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         timeout: Duration::from_secs(10),
         ring_bytes: 1 << 20,

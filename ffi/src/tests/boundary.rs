@@ -286,9 +286,9 @@ fn group_misuse_is_invalid_usage() {
 }
 
 #[test]
-fn an_id_with_a_forged_token_is_refused_by_the_store_also_in_a_group() {
+fn an_id_with_a_forged_secret_is_refused_by_the_store_also_in_a_group() {
     let mut id = unique_id();
-    id.internal[24] ^= 0x5a; // the token: the store demands the real one
+    id.internal[40] ^= 0x5a; // in the secret: the store demands proof of the real one
     let mut c: fcComm_t = null_mut();
     // SAFETY: valid out-pointer.
     let rc = unsafe { fcCommInitRank(&mut c, 1, id, 0) };

@@ -241,6 +241,7 @@ impl OfiPrepared {
             self.ctx.rank,
             self.ctx.world,
             self.ctx.token,
+            &self.ctx.key,
             &ranks,
             params,
         )

@@ -11,6 +11,7 @@ use super::dmabuf::DmaBuf;
 use super::fabric::{Access, Completion, Fabric};
 use super::link::{lock, RdmaLink};
 use super::wire::{Hello, HELLO_LEN, MAX_SLOTS, MAX_SLOT_BYTES};
+use crate::auth::JobKey;
 use crate::link::{Endpoint, Link, LinkError};
 use crate::plugin::SetupError;
 
@@ -53,7 +54,8 @@ pub struct RdmaEndpoint<F: Fabric> {
 
 impl<F: Fabric> RdmaEndpoint<F> {
     /// Connects to `peers` over `fabric` (which already reaches each of them by rank): sends
-    /// each a hello with the job token and where it may write, and waits for theirs, within
+    /// each a hello with the job token and where it may write, tagged under `key`, and
+    /// waits for theirs (refusing any without a valid tag), within
     /// `params.timeout`. `transport` names the transport in errors.
     pub fn connect(
         transport: &'static str,
@@ -61,6 +63,7 @@ impl<F: Fabric> RdmaEndpoint<F> {
         rank: usize,
         world: usize,
         token: u64,
+        key: &JobKey,
         peers: &[usize],
         params: RdmaParams,
     ) -> Result<RdmaEndpoint<F>, SetupError> {
@@ -127,7 +130,7 @@ impl<F: Fabric> RdmaEndpoint<F> {
                 ctrl_inflight: 0,
             });
         }
-        handshake(&mut core, peers, &hellos, token, params).map_err(failed)?;
+        handshake(&mut core, rank, peers, &hellos, (token, key), params).map_err(failed)?;
         let core = Arc::new(Mutex::new(core));
         let waker = lock(&core).fabric.waker();
         let links = (0..world)
@@ -158,9 +161,10 @@ impl<F: Fabric> RdmaEndpoint<F> {
 /// [`Remote`] and send staging.
 fn handshake<F: Fabric>(
     core: &mut Core<F>,
+    rank: usize,
     peers: &[usize],
     hellos: &[Hello],
-    token: u64,
+    (token, key): (u64, &JobKey),
     params: RdmaParams,
 ) -> Result<(), String> {
     let world = core.peers.len();
@@ -176,7 +180,11 @@ fn handshake<F: Fabric>(
     for (i, h) in hellos.iter().enumerate() {
         // SAFETY: `out` holds `peers.len()` hellos; nothing else writes it.
         unsafe {
-            std::ptr::copy_nonoverlapping(h.encode().as_ptr(), out.at(i * HELLO_LEN), HELLO_LEN)
+            std::ptr::copy_nonoverlapping(
+                h.encode(key, peers[i] as u32).as_ptr(),
+                out.at(i * HELLO_LEN),
+                HELLO_LEN,
+            )
         };
     }
     let deadline = Instant::now() + params.timeout;
@@ -258,6 +266,8 @@ fn handshake<F: Fabric>(
                                 &b[..if len == HELLO_LEN { HELLO_LEN } else { n }],
                                 token,
                                 world,
+                                key,
+                                rank as u32,
                             ) {
                                 Ok(h) => match peers.iter().position(|&p| p == h.rank as usize) {
                                     Some(k) if got[k].is_none() => got[k] = Some(h),

@@ -1,6 +1,8 @@
 //! What goes over the wire: the 32-bit immediate data of every write, the setup hello, and
 //! the single-copy announcement record. All integers little-endian.
 
+use crate::auth::JobKey;
+
 /// Kinds of immediate data (bits 29..31).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Imm {
@@ -54,11 +56,26 @@ impl Imm {
 /// First bytes of a hello.
 pub(crate) const HELLO_MAGIC: [u8; 4] = *b"FCRD";
 /// Protocol version of the RDMA core; both ends must agree.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
-/// Length of a hello.
-pub(crate) const HELLO_LEN: usize = 64;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
+/// Length of a hello's body (what the tag covers).
+const HELLO_BODY: usize = 64;
+/// Length of a hello: its body and the tag under the job key.
+pub(crate) const HELLO_LEN: usize = HELLO_BODY + crate::auth::PROOF_BYTES;
+/// What a hello's tag is bound to (with its sender and receiver).
+const HELLO_LABEL: &[u8] = b"ferrocoll rdma hello";
 
-/// One side's hello to one peer: who it is, and where the peer may write.
+/// The label of the tag on a hello from `from` to `to`.
+fn hello_label(from: u32, to: u32) -> Vec<u8> {
+    let mut l = HELLO_LABEL.to_vec();
+    l.extend_from_slice(&from.to_le_bytes());
+    l.extend_from_slice(&to.to_le_bytes());
+    l
+}
+
+/// One side's hello to one peer: who it is, and where the peer may write. It carries a tag
+/// under the job key bound to its sender and receiver: the remote keys it hands out grant
+/// writes into this process's memory, so only a holder of the key may hand them out. Its
+/// freshness comes from the key and the addresses, both drawn anew for every job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Hello {
     pub(crate) token: u64,
@@ -75,7 +92,8 @@ pub(crate) struct Hello {
 }
 
 impl Hello {
-    pub(crate) fn encode(&self) -> [u8; HELLO_LEN] {
+    /// The hello for rank `to`, tagged under `key`.
+    pub(crate) fn encode(&self, key: &JobKey, to: u32) -> [u8; HELLO_LEN] {
         let mut b = [0u8; HELLO_LEN];
         b[0..4].copy_from_slice(&HELLO_MAGIC);
         b[4..8].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
@@ -88,12 +106,20 @@ impl Hello {
         b[40..48].copy_from_slice(&self.ring_key.to_le_bytes());
         b[48..56].copy_from_slice(&self.ctrl_addr.to_le_bytes());
         b[56..64].copy_from_slice(&self.ctrl_key.to_le_bytes());
+        let tag = key.tag(&hello_label(self.rank, to), &b[..HELLO_BODY]);
+        b[HELLO_BODY..].copy_from_slice(&tag);
         b
     }
 
-    /// Parses a hello and checks it belongs to this job (`token`, `world`); returns it or
-    /// what is wrong.
-    pub(crate) fn decode(b: &[u8], token: u64, world: usize) -> Result<Hello, String> {
+    /// Parses a hello to rank `me` and checks it belongs to this job (`token`, `world`, a
+    /// tag under `key`); returns it or what is wrong.
+    pub(crate) fn decode(
+        b: &[u8],
+        token: u64,
+        world: usize,
+        key: &JobKey,
+        me: u32,
+    ) -> Result<Hello, String> {
         if b.len() != HELLO_LEN {
             return Err(format!("hello of {} bytes, expected {HELLO_LEN}", b.len()));
         }
@@ -125,6 +151,13 @@ impl Hello {
         };
         if h.token != token {
             return Err("wrong job token (another job?)".into());
+        }
+        if !key.verify_tag(&hello_label(h.rank, me), &b[..HELLO_BODY], &b[HELLO_BODY..]) {
+            return Err(format!(
+                "a hello that says it is from rank {} without a valid tag of the job's key \
+                 (another job's process, or a forged hello)",
+                h.rank
+            ));
         }
         if h.world as usize != world {
             return Err(format!("world size {}, expected {world}", h.world));
@@ -221,14 +254,22 @@ mod tests {
             ctrl_addr: 3,
             ctrl_key: 4,
         };
-        let b = h.encode();
-        assert_eq!(Hello::decode(&b, 42, 3), Ok(h));
-        assert!(Hello::decode(&b, 43, 3).unwrap_err().contains("token"));
-        assert!(Hello::decode(&b, 42, 4).unwrap_err().contains("world"));
-        assert!(Hello::decode(&b[..10], 42, 3).is_err());
+        let k = JobKey::new(b"0123456789abcdef");
+        let b = h.encode(&k, 2);
+        assert_eq!(Hello::decode(&b, 42, 3, &k, 2), Ok(h));
+        assert!(Hello::decode(&b, 43, 3, &k, 2).unwrap_err().contains("token"));
+        assert!(Hello::decode(&b, 42, 4, &k, 2).unwrap_err().contains("world"));
+        assert!(Hello::decode(&b[..10], 42, 3, &k, 2).is_err());
         let mut bad = b;
         bad[0] = b'X';
-        assert!(Hello::decode(&bad, 42, 3).unwrap_err().contains("magic"));
+        assert!(Hello::decode(&bad, 42, 3, &k, 2).unwrap_err().contains("magic"));
+        // Another key, another receiver, or a changed byte: no valid tag.
+        let other = JobKey::new(b"0123456789abcdeX");
+        assert!(Hello::decode(&b, 42, 3, &other, 2).unwrap_err().contains("tag"));
+        assert!(Hello::decode(&b, 42, 3, &k, 0).unwrap_err().contains("tag"));
+        let mut bad = b;
+        bad[40] ^= 1; // the ring key
+        assert!(Hello::decode(&bad, 42, 3, &k, 2).unwrap_err().contains("tag"));
     }
 
     #[test]

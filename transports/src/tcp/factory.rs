@@ -104,7 +104,7 @@ impl PreparedTransport for PreparedTcp {
             self.listener,
             &addrs,
             &wanted,
-            ctx.token,
+            &ctx.key,
             ctx.timeout,
         )?;
         Ok(Box::new(ep))

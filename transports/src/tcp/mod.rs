@@ -1,7 +1,7 @@
 //! TCP links over non-blocking [`mio`] sockets.
 //!
 //! A [`TcpEndpoint`] holds one TCP connection per peer (a full mesh), built by
-//! [`TcpEndpoint::connect`] with a small handshake that checks the job token, the world size
+//! [`TcpEndpoint::connect`] with a handshake that proves the job key both ways and checks the world size
 //! and the ranks (see [`setup`]). Each [`TcpLink`] is a plain byte stream:
 //! - [`Link::try_write`] writes straight to the socket (a partial write is fine, a full socket
 //!   buffer gives `Ok(0)`);
@@ -41,7 +41,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::link::{Endpoint, Link, LinkError};
 
-pub use setup::{HANDSHAKE_LEN, MAGIC, PROTOCOL_VERSION};
+pub use setup::{CLIENT_HELLO_LEN, HANDSHAKE_IDLE, MAGIC, PROTOCOL_VERSION, SERVER_HELLO_LEN};
 
 /// Bytes read from the socket into a link's receive buffer at most at a time.
 pub const RECV_CHUNK: usize = 1 << 20;

@@ -1,12 +1,22 @@
 //! Building the TCP mesh: every rank connects to each lower rank and accepts from each higher
-//! one, and both ends of every connection prove they belong to the same job.
+//! one, and both ends of every connection prove they hold the job's key.
 //!
-//! Handshake (fixed [`HANDSHAKE_LEN`] bytes, little-endian): [`MAGIC`] `"FCOL"`,
-//! [`PROTOCOL_VERSION`] (u32), job token (u64), sender rank (u32), world size (u32). The
-//! connecting rank sends its hello first; the accepting rank checks it and only then answers
-//! with its own, so a stranger never learns the job token. A connection whose hello is
-//! garbage, carries another job's token or world size, or names an unexpected rank is dropped
-//! with a warning and accepting goes on: a stranger cannot break the job.
+//! Handshake (little-endian; a header is [`MAGIC`] `"FCOL"`, [`PROTOCOL_VERSION`] (u32),
+//! sender rank (u32), world size (u32)), the challenge–response of [`crate::auth`]:
+//!
+//! ```text
+//! connecting rank → accepting rank   header, nonce Nc                       (48 bytes)
+//! accepting rank → connecting rank   header, nonce Ns, server proof         (80 bytes)
+//! connecting rank → accepting rank   client proof                           (32 bytes)
+//! accepting rank → connecting rank   0xA5: accepted                         (1 byte)
+//! ```
+//!
+//! The proofs are HMAC-SHA256s under the job key over both nonces, and over both ranks and
+//! the world size (the label), so neither a proof nor a header can be moved to another
+//! connection. The key never crosses the wire. A connection whose bytes are garbage, whose
+//! header names another world or an unexpected rank, whose proof is wrong (another job, a
+//! wrong secret, a replay), or that stays silent for [`HANDSHAKE_IDLE`] is dropped with one
+//! warning naming its address, and accepting goes on: a stranger cannot break the job.
 //!
 //! Everything runs on one non-blocking poll loop under one deadline: connects to a peer that
 //! is not listening yet are retried (with a growing back-off) until the deadline, and a peer
@@ -21,14 +31,25 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::{tune_socket, TcpEndpoint};
+use crate::auth::{nonce, JobKey, Nonce, NONCE_BYTES, PROOF_BYTES};
 use crate::link::LinkError;
 
 /// First bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"FCOL";
 /// Version of the handshake and link protocol; both ends must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
-/// Length in bytes of one hello.
-pub const HANDSHAKE_LEN: usize = 24;
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Length in bytes of a header.
+pub const HEADER_LEN: usize = 16;
+/// Length of the connecting side's first message: header and nonce.
+pub const CLIENT_HELLO_LEN: usize = HEADER_LEN + NONCE_BYTES;
+/// Length of the accepting side's answer: header, nonce and proof.
+pub const SERVER_HELLO_LEN: usize = HEADER_LEN + NONCE_BYTES + PROOF_BYTES;
+/// How long an accepted connection may take to finish its handshake before it is dropped.
+pub const HANDSHAKE_IDLE: Duration = Duration::from_secs(5);
+/// The accepting side's last byte: the connecting side proved the key.
+const ACK: u8 = 0xA5;
+/// What the proofs of this listener are bound to (with the ranks and world size).
+const LABEL: &[u8] = b"ferrocoll tcp link";
 
 const LISTENER: Token = Token(usize::MAX);
 const FIRST_RETRY: Duration = Duration::from_millis(10);
@@ -36,51 +57,83 @@ const MAX_RETRY: Duration = Duration::from_millis(500);
 /// How often the loop looks at every connection even without events.
 const TICK: Duration = Duration::from_millis(50);
 
-/// One side's hello.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Hello {
-    pub(crate) job_token: u64,
+/// This rank as the handshake sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Ours {
     pub(crate) rank: u32,
     pub(crate) world: u32,
+    pub(crate) key: JobKey,
 }
 
-impl Hello {
-    pub(crate) fn encode(&self) -> [u8; HANDSHAKE_LEN] {
-        let mut b = [0u8; HANDSHAKE_LEN];
-        b[0..4].copy_from_slice(&MAGIC);
-        b[4..8].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-        b[8..16].copy_from_slice(&self.job_token.to_le_bytes());
-        b[16..20].copy_from_slice(&self.rank.to_le_bytes());
-        b[20..24].copy_from_slice(&self.world.to_le_bytes());
-        b
-    }
+/// The header of rank `rank` of a `world`-rank job.
+pub(crate) fn header(rank: u32, world: u32) -> [u8; HEADER_LEN] {
+    let mut b = [0u8; HEADER_LEN];
+    b[0..4].copy_from_slice(&MAGIC);
+    b[4..8].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    b[8..12].copy_from_slice(&rank.to_le_bytes());
+    b[12..16].copy_from_slice(&world.to_le_bytes());
+    b
+}
 
-    /// Parses a hello and checks it against ours; `Err` says what is wrong.
-    fn check(b: &[u8; HANDSHAKE_LEN], ours: &Hello) -> Result<usize, String> {
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        if b[0..4] != MAGIC {
-            return Err(format!("bad magic {:02x?}", &b[0..4]));
+/// Parses a header and checks it against ours: the sender's rank, or what is wrong.
+pub(crate) fn check_header(b: &[u8], ours: &Ours) -> Result<usize, String> {
+    if b.len() < HEADER_LEN {
+        return Err(format!("header of {} bytes", b.len()));
+    }
+    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    if b[0..4] != MAGIC {
+        return Err(format!("bad magic {:02x?}", &b[0..4]));
+    }
+    let version = u32_at(4);
+    if version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {version}, expected {PROTOCOL_VERSION}"
+        ));
+    }
+    let world = u32_at(12);
+    if world != ours.world {
+        return Err(format!("world size {world}, expected {}", ours.world));
+    }
+    let rank = u32_at(8);
+    if rank >= ours.world || rank == ours.rank {
+        return Err(format!("sender rank {rank} is not a peer"));
+    }
+    Ok(rank as usize)
+}
+
+/// The label the proofs of the link between `client` and `server` are bound to.
+pub(crate) fn label(client: usize, server: usize, world: u32) -> Vec<u8> {
+    let mut l = LABEL.to_vec();
+    for v in [client as u32, server as u32, world] {
+        l.extend_from_slice(&v.to_le_bytes());
+    }
+    l
+}
+
+/// Where one connection's handshake stands: what it reads next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Connecting side: the answer (header, nonce, proof).
+    ServerHello,
+    /// Connecting side: the accept byte.
+    Ack,
+    /// Accepting side: the first message (header, nonce).
+    ClientHello,
+    /// Accepting side: the connecting side's proof.
+    ClientProof,
+    /// Finished with this peer once the last bytes are out.
+    Done(usize),
+}
+
+impl Step {
+    fn wants(self) -> usize {
+        match self {
+            Step::ServerHello => SERVER_HELLO_LEN,
+            Step::Ack => 1,
+            Step::ClientHello => CLIENT_HELLO_LEN,
+            Step::ClientProof => PROOF_BYTES,
+            Step::Done(_) => 0,
         }
-        let version = u32_at(4);
-        if version != PROTOCOL_VERSION {
-            return Err(format!(
-                "protocol version {version}, expected {PROTOCOL_VERSION}"
-            ));
-        }
-        let mut t = [0u8; 8];
-        t.copy_from_slice(&b[8..16]);
-        if u64::from_le_bytes(t) != ours.job_token {
-            return Err("wrong job token (another job?)".into());
-        }
-        let world = u32_at(20);
-        if world != ours.world {
-            return Err(format!("world size {world}, expected {}", ours.world));
-        }
-        let rank = u32_at(16);
-        if rank >= ours.world || rank == ours.rank {
-            return Err(format!("sender rank {rank} is not a peer"));
-        }
-        Ok(rank as usize)
     }
 }
 
@@ -91,14 +144,17 @@ struct Conn {
     /// `Some(peer)`: we connected to `peer`; `None`: accepted, sender not known yet.
     target: Option<usize>,
     connected: bool,
-    out: [u8; HANDSHAKE_LEN],
-    /// Bytes of `out` to send (0 for an accepted connection until its hello checked out).
-    out_len: usize,
+    started: Instant,
+    step: Step,
+    out: Vec<u8>,
     out_pos: usize,
-    inp: [u8; HANDSHAKE_LEN],
+    inp: [u8; SERVER_HELLO_LEN],
     inp_pos: usize,
-    /// The peer, once its hello checked out.
-    peer: Option<usize>,
+    /// The connecting side's and the accepting side's nonces.
+    nc: Nonce,
+    ns: Nonce,
+    /// The accepting side's peer, once its header checked out.
+    sender: usize,
 }
 
 enum Progress {
@@ -108,23 +164,37 @@ enum Progress {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, remote: SocketAddr, target: Option<usize>, hello: &Hello) -> Conn {
-        Conn {
+    fn new(stream: TcpStream, remote: SocketAddr, target: Option<usize>, ours: &Ours) -> Conn {
+        let mut c = Conn {
             stream,
             remote,
             target,
             connected: target.is_none(),
-            out: hello.encode(),
-            out_len: if target.is_some() { HANDSHAKE_LEN } else { 0 },
+            started: Instant::now(),
+            step: Step::ClientHello,
+            out: Vec::new(),
             out_pos: 0,
-            inp: [0; HANDSHAKE_LEN],
+            inp: [0; SERVER_HELLO_LEN],
             inp_pos: 0,
-            peer: None,
+            nc: [0; NONCE_BYTES],
+            ns: [0; NONCE_BYTES],
+            sender: usize::MAX,
+        };
+        if target.is_some() {
+            c.step = Step::ServerHello;
+            c.out.extend_from_slice(&header(ours.rank, ours.world));
+            // A failed draw leaves the step to fail at once in `progress`.
+            match nonce() {
+                Ok(n) => c.nc = n,
+                Err(_) => c.step = Step::Done(usize::MAX),
+            }
+            c.out.extend_from_slice(&c.nc);
         }
+        c
     }
 
     /// Moves the handshake as far as the socket allows.
-    fn progress(&mut self, ours: &Hello, taken: &[bool]) -> Progress {
+    fn progress(&mut self, ours: &Ours, taken: &[bool]) -> Progress {
         if !self.connected {
             match self.stream.take_error() {
                 Ok(Some(e)) | Err(e) => return Progress::Failed(format!("connect: {e}")),
@@ -138,8 +208,8 @@ impl Conn {
         }
         loop {
             // Send what is due.
-            while self.out_pos < self.out_len {
-                match self.stream.write(&self.out[self.out_pos..self.out_len]) {
+            while self.out_pos < self.out.len() {
+                match self.stream.write(&self.out[self.out_pos..]) {
                     Ok(0) => return Progress::Failed("connection closed while writing".into()),
                     Ok(n) => self.out_pos += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Pending,
@@ -147,14 +217,16 @@ impl Conn {
                     Err(e) => return Progress::Failed(format!("write: {e}")),
                 }
             }
-            if let Some(peer) = self.peer {
-                // Accepted side: done once the answer is out. Connecting side: `peer` is set
-                // only after the answer was read.
+            if let Step::Done(peer) = self.step {
+                if peer == usize::MAX {
+                    return Progress::Failed("no random nonce from the system".into());
+                }
                 return Progress::Done(peer);
             }
-            // Read the other side's hello.
-            while self.inp_pos < HANDSHAKE_LEN {
-                match self.stream.read(&mut self.inp[self.inp_pos..]) {
+            // Read exactly the next message: what follows it is the link's.
+            let want = self.step.wants();
+            while self.inp_pos < want {
+                match self.stream.read(&mut self.inp[self.inp_pos..want]) {
                     Ok(0) => return Progress::Failed("connection closed during handshake".into()),
                     Ok(n) => self.inp_pos += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Pending,
@@ -162,30 +234,87 @@ impl Conn {
                     Err(e) => return Progress::Failed(format!("read: {e}")),
                 }
             }
-            let sender = match Hello::check(&self.inp, ours) {
-                Ok(s) => s,
-                Err(why) => return Progress::Failed(why),
-            };
-            match self.target {
-                Some(t) if sender != t => {
-                    return Progress::Failed(format!("answered as rank {sender}, expected {t}"))
-                }
-                Some(_) => return Progress::Done(sender),
-                None if sender < ours.rank as usize => {
-                    return Progress::Failed(format!(
-                        "rank {sender} should accept from us, not connect"
-                    ))
-                }
-                None if taken[sender] => {
-                    return Progress::Failed(format!("rank {sender} is already connected"))
-                }
-                None => {
-                    self.peer = Some(sender);
-                    self.out_len = HANDSHAKE_LEN;
-                    // Loop to send the answer.
-                }
+            self.inp_pos = 0;
+            if let Err(why) = self.on_message(ours, taken) {
+                return Progress::Failed(why);
             }
         }
+    }
+
+    /// Handles the message now in `inp` and queues the answer.
+    fn on_message(&mut self, ours: &Ours, taken: &[bool]) -> Result<(), String> {
+        let me = ours.rank as usize;
+        self.out.clear();
+        self.out_pos = 0;
+        match self.step {
+            Step::ServerHello => {
+                let t = self.target.unwrap_or(usize::MAX);
+                let sender = check_header(&self.inp[..HEADER_LEN], ours)?;
+                if sender != t {
+                    return Err(format!("answered as rank {sender}, expected {t}"));
+                }
+                self.ns.copy_from_slice(&self.inp[HEADER_LEN..HEADER_LEN + NONCE_BYTES]);
+                let l = label(me, t, ours.world);
+                let proof = &self.inp[HEADER_LEN + NONCE_BYTES..SERVER_HELLO_LEN];
+                if !ours.key.verify(&l, b"server", &self.nc, &self.ns, proof) {
+                    return Err(format!(
+                        "rank {t} at {} could not prove the job's key (another job's process, \
+                         or a different FERROCOLL_SECRET)",
+                        self.remote
+                    ));
+                }
+                let p = ours.key.proof(&l, b"client", &self.ns, &self.nc);
+                self.out.extend_from_slice(&p);
+                self.step = Step::Ack;
+            }
+            Step::Ack => {
+                if self.inp[0] != ACK {
+                    return Err(format!("refused by the peer (answer {:#04x})", self.inp[0]));
+                }
+                self.step = Step::Done(self.target.unwrap_or(usize::MAX));
+            }
+            Step::ClientHello => {
+                let sender = check_header(&self.inp[..HEADER_LEN], ours)?;
+                if sender < me {
+                    return Err(format!("rank {sender} should accept from us, not connect"));
+                }
+                if taken[sender] {
+                    return Err(format!("rank {sender} is already connected"));
+                }
+                self.sender = sender;
+                self.nc.copy_from_slice(&self.inp[HEADER_LEN..CLIENT_HELLO_LEN]);
+                self.ns = nonce().map_err(|e| format!("no random nonce: {e}"))?;
+                let l = label(sender, me, ours.world);
+                let p = ours.key.proof(&l, b"server", &self.nc, &self.ns);
+                self.out.extend_from_slice(&header(ours.rank, ours.world));
+                self.out.extend_from_slice(&self.ns);
+                self.out.extend_from_slice(&p);
+                self.step = Step::ClientProof;
+            }
+            Step::ClientProof => {
+                let l = label(self.sender, me, ours.world);
+                let proof = &self.inp[..PROOF_BYTES];
+                if !ours.key.verify(&l, b"client", &self.ns, &self.nc, proof) {
+                    return Err(format!(
+                        "rank {} sent a wrong proof of the job's key (another job, a wrong \
+                         secret, or a replayed handshake)",
+                        self.sender
+                    ));
+                }
+                if taken[self.sender] {
+                    return Err(format!("rank {} is already connected", self.sender));
+                }
+                self.out.push(ACK);
+                self.step = Step::Done(self.sender);
+            }
+            Step::Done(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Whether an accepted connection has been silent or slow for too long.
+    fn stale(&self, now: Instant) -> bool {
+        self.target.is_none() && now.duration_since(self.started) > HANDSHAKE_IDLE
     }
 }
 
@@ -219,15 +348,15 @@ impl TcpEndpoint {
     ///
     /// `listener` is this rank's bound listening socket (its address is `peers[rank]`, which
     /// the other ranks learnt through the store); `peers[j]` is rank `j`'s listening address.
-    /// `job_token` must be the same on every rank of the job (e.g. drawn by rank 0 and
-    /// shared through the store). The whole setup finishes within `timeout`, or fails with
+    /// `key` must be the same on every rank of the job (e.g. drawn by rank 0 and shared
+    /// through the authenticated store); both ends of every link prove they hold it. The whole setup finishes within `timeout`, or fails with
     /// [`LinkError::Io`] of kind [`io::ErrorKind::TimedOut`] naming a missing peer.
     pub fn connect(
         rank: usize,
         world: usize,
         listener: StdTcpListener,
         peers: &[SocketAddr],
-        job_token: u64,
+        key: &JobKey,
         timeout: Duration,
     ) -> Result<TcpEndpoint, LinkError> {
         Self::connect_to(
@@ -236,7 +365,7 @@ impl TcpEndpoint {
             listener,
             peers,
             &vec![true; world],
-            job_token,
+            key,
             timeout,
         )
     }
@@ -250,7 +379,7 @@ impl TcpEndpoint {
         listener: StdTcpListener,
         peers: &[SocketAddr],
         wanted: &[bool],
-        job_token: u64,
+        key: &JobKey,
         timeout: Duration,
     ) -> Result<TcpEndpoint, LinkError> {
         if wanted.len() != world {
@@ -269,7 +398,7 @@ impl TcpEndpoint {
             ));
         }
         let deadline = Instant::now() + timeout;
-        let mut mesh = Mesh::new(rank, world, listener, peers, wanted, job_token)?;
+        let mut mesh = Mesh::new(rank, world, listener, peers, wanted, key)?;
         while mesh.taken.iter().any(|t| !t) {
             let now = Instant::now();
             if now >= deadline {
@@ -294,7 +423,7 @@ impl TcpEndpoint {
 struct Mesh<'a> {
     rank: usize,
     peers: &'a [SocketAddr],
-    ours: Hello,
+    ours: Ours,
     listener: TcpListener,
     poll: Poll,
     events: Events,
@@ -317,7 +446,7 @@ impl<'a> Mesh<'a> {
         listener: StdTcpListener,
         peers: &'a [SocketAddr],
         wanted: &[bool],
-        job_token: u64,
+        key: &JobKey,
     ) -> Result<Mesh<'a>, LinkError> {
         let io_err = |source| LinkError::Io { peer: rank, source };
         listener.set_nonblocking(true).map_err(io_err)?;
@@ -342,10 +471,10 @@ impl<'a> Mesh<'a> {
         Ok(Mesh {
             rank,
             peers,
-            ours: Hello {
-                job_token,
+            ours: Ours {
                 rank: rank as u32,
                 world: world as u32,
+                key: key.clone(),
             },
             listener,
             poll,
@@ -458,7 +587,13 @@ impl<'a> Mesh<'a> {
     fn move_handshakes(&mut self) {
         let mut i = 0;
         while i < self.conns.len() {
-            match self.conns[i].1.progress(&self.ours, &self.taken) {
+            let now = Instant::now();
+            let progress = if self.conns[i].1.stale(now) {
+                Progress::Failed(format!("no handshake within {HANDSHAKE_IDLE:?}"))
+            } else {
+                self.conns[i].1.progress(&self.ours, &self.taken)
+            };
+            match progress {
                 Progress::Pending => i += 1,
                 Progress::Done(peer) => {
                     let (_, mut c) = self.conns.swap_remove(i);

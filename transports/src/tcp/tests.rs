@@ -11,10 +11,15 @@ use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
 use tracing::{span, Event, Level, Metadata};
 
-use super::setup::Hello;
+use super::setup::{header, label, CLIENT_HELLO_LEN, SERVER_HELLO_LEN};
 use super::*;
+use crate::auth::{JobKey, PROOF_BYTES};
+use std::io::Read;
 
-const TOKEN: u64 = 0x5eed_f00d_1234_5678;
+/// The key every rank of the test job holds.
+fn key() -> JobKey {
+    JobKey::new(b"the test job's key, 32 bytes...")
+}
 
 fn listeners(n: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
     let ls: Vec<TcpListener> = (0..n)
@@ -92,7 +97,7 @@ fn mesh_logged(n: usize, before: impl FnOnce(&[SocketAddr]), log: &WarnLog) -> V
             let log = log.clone();
             thread::spawn(move || {
                 tracing::subscriber::with_default(log, || {
-                    TcpEndpoint::connect(r, n, l, &addrs, TOKEN, Duration::from_secs(20))
+                    TcpEndpoint::connect(r, n, l, &addrs, &key(), Duration::from_secs(20))
                 })
             })
         })
@@ -195,15 +200,20 @@ fn stranger_is_dropped_and_mesh_forms() {
                 // Left open: a silent stranger must not block the job either.
                 std::mem::forget(s);
             }
-            // A well-formed hello from another job.
+            // A well-formed hello from a process without the key, which then cannot prove
+            // it (its proof is sent at once: the rank reads it after answering the hello).
             let mut s = TcpStream::connect(addrs[0]).unwrap();
-            let other = Hello {
-                job_token: TOKEN ^ 1,
-                rank: 2,
-                world: 3,
-            };
-            s.write_all(&other.encode()).unwrap();
-            strangers.push((0, s.local_addr().unwrap(), "wrong job token"));
+            s.write_all(&header(2, 3)).unwrap();
+            s.write_all(&[7u8; CLIENT_HELLO_LEN - 16]).unwrap();
+            s.write_all(&[0u8; PROOF_BYTES]).unwrap();
+            strangers.push((0, s.local_addr().unwrap(), "wrong proof of the job's key"));
+            std::mem::forget(s);
+            // Another world size.
+            let mut s = TcpStream::connect(addrs[1]).unwrap();
+            s.write_all(&header(2, 4)).unwrap();
+            s.write_all(&[7u8; CLIENT_HELLO_LEN - 16]).unwrap();
+            strangers.push((1, s.local_addr().unwrap(), "world size 4"));
+            std::mem::forget(s);
             // A silent stranger holding a connection open.
             std::mem::forget(TcpStream::connect(addrs[0]).unwrap());
         },
@@ -277,7 +287,7 @@ fn setup_deadline_with_missing_peer() {
     drop(ls.remove(0));
     let start = Instant::now();
     let t = Duration::from_millis(500);
-    let err = TcpEndpoint::connect(1, 2, ls.remove(0), &addrs, TOKEN, t).err();
+    let err = TcpEndpoint::connect(1, 2, ls.remove(0), &addrs, &key(), t).err();
     let took = start.elapsed();
     assert!(took < t + Duration::from_millis(400), "took {took:?}");
     match err {
@@ -289,7 +299,7 @@ fn setup_deadline_with_missing_peer() {
     // Rank 0 of 2 waits for a rank 1 that never comes.
     let (mut ls, addrs) = listeners(2);
     let start = Instant::now();
-    let err = TcpEndpoint::connect(0, 2, ls.remove(0), &addrs, TOKEN, t).err();
+    let err = TcpEndpoint::connect(0, 2, ls.remove(0), &addrs, &key(), t).err();
     assert!(start.elapsed() < t + Duration::from_millis(400));
     assert!(
         matches!(err, Some(LinkError::Io { peer: 1, .. })),
@@ -306,10 +316,10 @@ fn late_peer_is_retried() {
     let l1 = ls.next().unwrap();
     let a = addrs.clone();
     let h1 =
-        thread::spawn(move || TcpEndpoint::connect(1, 2, l1, &a, TOKEN, Duration::from_secs(10)));
+        thread::spawn(move || TcpEndpoint::connect(1, 2, l1, &a, &key(), Duration::from_secs(10)));
     thread::sleep(Duration::from_millis(300));
     let l0 = TcpListener::bind(addrs[0]).unwrap();
-    let e0 = TcpEndpoint::connect(0, 2, l0, &addrs, TOKEN, Duration::from_secs(10)).unwrap();
+    let e0 = TcpEndpoint::connect(0, 2, l0, &addrs, &key(), Duration::from_secs(10)).unwrap();
     let e1 = h1.join().unwrap().unwrap();
     assert_eq!((e0.rank(), e1.rank()), (0, 1));
 }
@@ -318,11 +328,11 @@ fn late_peer_is_retried() {
 fn single_rank_and_bad_arguments() {
     let (mut ls, addrs) = listeners(1);
     let mut ep =
-        TcpEndpoint::connect(0, 1, ls.remove(0), &addrs, TOKEN, Duration::from_secs(1)).unwrap();
+        TcpEndpoint::connect(0, 1, ls.remove(0), &addrs, &key(), Duration::from_secs(1)).unwrap();
     assert!(ep.link(0).is_none());
     let (mut ls, addrs) = listeners(1);
     assert!(
-        TcpEndpoint::connect(3, 2, ls.remove(0), &addrs, TOKEN, Duration::from_secs(1)).is_err()
+        TcpEndpoint::connect(3, 2, ls.remove(0), &addrs, &key(), Duration::from_secs(1)).is_err()
     );
 }
 
@@ -356,6 +366,72 @@ fn interrupter_wakes_wait() {
 
 /// A header read leaves a large payload in the socket (at most `SMALL_FILL` of it passes
 /// through the receive buffer), and header + payload arrive intact.
+#[test]
+fn a_replayed_handshake_is_refused_within_a_second() {
+    let log = WarnLog::default();
+    let (mut ls, addrs) = listeners(2);
+    let l1 = ls.pop().unwrap();
+    let l0 = ls.pop().unwrap();
+    let (a, lg) = (addrs.clone(), log.clone());
+    let rank0 = thread::spawn(move || {
+        tracing::subscriber::with_default(lg, || {
+            TcpEndpoint::connect(0, 2, l0, &a, &key(), Duration::from_secs(20))
+        })
+    });
+    // What an eavesdropper kept of an earlier handshake of rank 1 with rank 0: its nonce and
+    // its proof over the server nonce of that connection.
+    let (nc, old_ns) = ([3u8; 32], [4u8; 32]);
+    let old_proof = key().proof(&label(1, 0, 2), b"client", &old_ns, &nc);
+    let mut s = TcpStream::connect(addrs[0]).unwrap();
+    let me = s.local_addr().unwrap();
+    let start = Instant::now();
+    s.write_all(&header(1, 2)).unwrap();
+    s.write_all(&nc).unwrap();
+    s.write_all(&old_proof).unwrap();
+    let mut answer = [0u8; SERVER_HELLO_LEN];
+    s.read_exact(&mut answer).unwrap();
+    assert_ne!(&answer[16..48], &old_ns, "the server draws a fresh nonce");
+    // Refused: the connection closes without the accept byte.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let took = start.elapsed();
+    assert!(rest.is_empty(), "no accept byte for a replay: {rest:?}");
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
+    // The job is unaffected: the real rank 1 links.
+    let e1 = TcpEndpoint::connect(1, 2, l1, &addrs, &key(), Duration::from_secs(20)).unwrap();
+    let e0 = rank0.join().unwrap().unwrap();
+    assert_eq!((e0.rank(), e1.rank()), (0, 1));
+    let lines = log.lines();
+    let remote = format!("remote={me}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("replayed") && l.split_whitespace().any(|w| w == remote))
+            .count(),
+        1,
+        "one warning naming the replay's address: {lines:#?}"
+    );
+}
+
+#[test]
+fn ranks_with_different_keys_never_link() {
+    let (mut ls, addrs) = listeners(2);
+    let l1 = ls.pop().unwrap();
+    let l0 = ls.pop().unwrap();
+    let a = addrs.clone();
+    let t = Duration::from_millis(800);
+    let rank0 = thread::spawn(move || {
+        let other = JobKey::new(b"another job's key, 32 bytes.....");
+        TcpEndpoint::connect(0, 2, l0, &a, &other, t).err()
+    });
+    let e1 = TcpEndpoint::connect(1, 2, l1, &addrs, &key(), t).err();
+    let e0 = rank0.join().unwrap();
+    assert!(matches!(e0, Some(LinkError::Io { peer: 1, .. })), "{e0:?}");
+    let why = format!("{:?}", e1.expect("rank 1 must not link"));
+    assert!(why.contains("could not prove the job's key"), "{why}");
+}
+
 #[test]
 fn header_read_leaves_the_payload_in_the_socket() {
     let (l, a) = listeners(1);
