@@ -18,6 +18,7 @@
 //! key returns e.g. `b"3"`.
 
 mod affinity;
+pub(crate) mod claims;
 mod endpoint;
 mod etcd;
 mod file_store;

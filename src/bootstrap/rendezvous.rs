@@ -22,8 +22,8 @@
 //!
 //! This file runs the exchange; the jobs it uses have their own files: the store choice
 //! (`bootstrap/meeting.rs`), the interface to listen on (`interfaces.rs`), the CPUs a rank
-//! publishes (`affinity.rs`), and the transport choice and endpoint building
-//! (`endpoint.rs`).
+//! publishes (`affinity.rs`), the transport choice and endpoint building (`endpoint.rs`), and
+//! the rank claims, which name processes that disagree about the ranks (`claims.rs`).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -301,6 +301,7 @@ pub(crate) fn connect_ranks(
         parse_job_token(&get(&token_key)?, cfg)?
     };
     let ip = listen_ip(cfg, route)?;
+    let claim = super::claims::claim(store, prefix, rank, world, cfg)?;
     let ctx = SetupCtx {
         rank,
         world,
@@ -316,14 +317,15 @@ pub(crate) fn connect_ranks(
     let cpu_list: Vec<String> = affinity_cpus().iter().map(usize::to_string).collect();
     // The record: host identity, the data address (TCP's, for people reading the store),
     // pid, core count, the affinity's CPU list, the heartbeat address, the transport list as
-    // configured, and the offers (`name=hex(address blob)` in preference order).
+    // configured, the offers (`name=hex(address blob)` in preference order) and the world size
+    // this rank was given (checked against the others' in `claims.rs`).
     let tcp_addr = offers
         .iter()
         .find(|o| o.name == "tcp")
         .and_then(|o| tcp_factory::decode_address(&o.prepared.address(), rank).ok())
         .map_or_else(|| "-".to_string(), |a| a.to_string());
     let me = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
         host_identity(cfg),
         tcp_addr,
         std::process::id(),
@@ -332,6 +334,7 @@ pub(crate) fn connect_ranks(
         socket.local_addr().map_err(StoreError::Io)?,
         cfg.transport.spec(),
         endpoint::offers_line(&offers),
+        claim.world_line(),
     );
     store.set(&format!("{prefix}rank/{rank}"), me.as_bytes())?;
     let mut hosts = Vec::with_capacity(world);
@@ -342,12 +345,11 @@ pub(crate) fn connect_ranks(
     let mut prefs = Vec::with_capacity(world);
     let mut published = Vec::with_capacity(world);
     for r in 0..world {
-        let v = get(&format!("{prefix}rank/{r}"))?;
-        let text = String::from_utf8_lossy(&v).into_owned();
+        let text = claim.record(r, cancelled)?;
         let lines: Vec<&str> = text.split('\n').collect();
-        if lines.len() < 8 {
+        if lines.len() < 9 {
             return Err(StoreError::Protocol(format!(
-                "rank {r} published a record of {} lines, 8 expected (another ferrocoll version?)",
+                "rank {r} published a record of {} lines, 9 expected (another ferrocoll version?)",
                 lines.len()
             ))
             .into());
@@ -360,6 +362,7 @@ pub(crate) fn connect_ranks(
         published.push(endpoint::parse_offers(r, lines[7])?);
         hosts.push(lines[0].to_string());
     }
+    claim.settle()?;
     let links = match endpoint::choose(&endpoint::order_of(&offers), &prefs, &hosts, &published) {
         Ok(l) => l,
         Err(e) => {

@@ -65,7 +65,7 @@ impl Communicator {
     pub fn from_env() -> Result<Communicator> {
         let cfg = Config::from_env()?;
         crate::init_logging(cfg.log_level);
-        let env = crate::config::launcher::from_env()?.ok_or_else(|| Error::Config {
+        let env = crate::config::launcher::from_env_unchecked()?.ok_or_else(|| Error::Config {
             var: "FERROCOLL_RANK".into(),
             value: String::new(),
             reason: "no launcher variables found (FERROCOLL_RANK/WORLD_SIZE/STORE, torchrun, mpirun or srun)".into(),
@@ -74,10 +74,18 @@ impl Communicator {
     }
 
     /// A communicator for the rank described by `env` (see [`Communicator::from_env`]).
+    ///
+    /// Processes of the job that disagree about the ranks get an [`Error::RankConflict`]
+    /// naming each side's rank, host and pid, within `cfg.timeout`: a rank not below the
+    /// world size (at once, and the others learn it), two processes with one rank, ranks
+    /// with different world sizes.
     pub fn from_launch(
         env: &crate::config::launcher::LaunchEnv,
         cfg: Config,
     ) -> Result<Communicator> {
+        if env.rank >= env.world {
+            return Err(crate::bootstrap::claims::out_of_range(env, &cfg));
+        }
         let rv = crate::bootstrap::rendezvous::rendezvous(env, &cfg)?;
         let mut cfg = cfg;
         let me = &rv.peers.hosts[env.rank];

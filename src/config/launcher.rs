@@ -64,8 +64,83 @@ fn store_from(get: impl Fn(&str) -> Option<String>) -> Result<String> {
     }
 }
 
-/// Reads the launcher variables through `get`; `Ok(None)` when none are set.
+/// Reads the launcher variables through `get`; `Ok(None)` when none are set. A rank not
+/// below the world size is an [`Error::Config`] naming the variable.
 pub fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>> {
+    let env = detect_unchecked(get)?;
+    if let Some(e) = &env {
+        if e.rank >= e.world {
+            let (rank_var, world_var) = variables(e.source);
+            return Err(bad(
+                rank_var,
+                &e.rank.to_string(),
+                &format!("not below {world_var}={}", e.world),
+            ));
+        }
+    }
+    Ok(env)
+}
+
+/// Like [`from_env`], but a rank not below the world size is returned as it is: the
+/// communicator's constructor refuses it with a [`crate::error::RankConflict`] that the
+/// job's other ranks learn too.
+pub(crate) fn from_env_unchecked() -> Result<Option<LaunchEnv>> {
+    detect_unchecked(|k| std::env::var(k).ok())
+}
+
+/// The rank and world-size variables of the launcher family `source`.
+fn variables(source: &str) -> (&'static str, &'static str) {
+    FAMILIES
+        .iter()
+        .find(|f| f.0 == source)
+        .map_or(("FERROCOLL_RANK", "FERROCOLL_WORLD_SIZE"), |f| (f.1, f.2))
+}
+
+/// A launcher family: (source, rank variable, world variable, local rank variable, local
+/// world variable).
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// The launcher families, in the order they are read.
+const FAMILIES: [Family; 5] = [
+    (
+        "ferrocoll",
+        "FERROCOLL_RANK",
+        "FERROCOLL_WORLD_SIZE",
+        Some("FERROCOLL_LOCAL_RANK"),
+        Some("FERROCOLL_LOCAL_WORLD_SIZE"),
+    ),
+    (
+        "torchrun",
+        "RANK",
+        "WORLD_SIZE",
+        Some("LOCAL_RANK"),
+        Some("LOCAL_WORLD_SIZE"),
+    ),
+    (
+        "openmpi",
+        "OMPI_COMM_WORLD_RANK",
+        "OMPI_COMM_WORLD_SIZE",
+        Some("OMPI_COMM_WORLD_LOCAL_RANK"),
+        Some("OMPI_COMM_WORLD_LOCAL_SIZE"),
+    ),
+    ("pmi", "PMI_RANK", "PMI_SIZE", None, None),
+    (
+        "slurm",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+        Some("SLURM_LOCALID"),
+        None,
+    ),
+];
+
+/// [`detect`] without the rank's range check.
+fn detect_unchecked(get: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>> {
     let num = |var: &str| -> Result<Option<usize>> {
         match get(var) {
             None => Ok(None),
@@ -76,46 +151,7 @@ pub fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>>
                 .map_err(|_| bad(var, &v, "not a non-negative integer")),
         }
     };
-    // (source, rank variable, world variable, local rank variable, local world variable)
-    type Family<'a> = (
-        &'static str,
-        &'a str,
-        &'a str,
-        Option<&'a str>,
-        Option<&'a str>,
-    );
-    let families: [Family; 5] = [
-        (
-            "ferrocoll",
-            "FERROCOLL_RANK",
-            "FERROCOLL_WORLD_SIZE",
-            Some("FERROCOLL_LOCAL_RANK"),
-            Some("FERROCOLL_LOCAL_WORLD_SIZE"),
-        ),
-        (
-            "torchrun",
-            "RANK",
-            "WORLD_SIZE",
-            Some("LOCAL_RANK"),
-            Some("LOCAL_WORLD_SIZE"),
-        ),
-        (
-            "openmpi",
-            "OMPI_COMM_WORLD_RANK",
-            "OMPI_COMM_WORLD_SIZE",
-            Some("OMPI_COMM_WORLD_LOCAL_RANK"),
-            Some("OMPI_COMM_WORLD_LOCAL_SIZE"),
-        ),
-        ("pmi", "PMI_RANK", "PMI_SIZE", None, None),
-        (
-            "slurm",
-            "SLURM_PROCID",
-            "SLURM_NTASKS",
-            Some("SLURM_LOCALID"),
-            None,
-        ),
-    ];
-    for (source, rank_var, world_var, local_var, local_world_var) in families {
+    for (source, rank_var, world_var, local_var, local_world_var) in FAMILIES {
         let (rank, world) = (num(rank_var)?, num(world_var)?);
         let (rank, world) = match (rank, world) {
             (None, None) => continue,
@@ -137,13 +173,6 @@ pub fn detect(get: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>>
         };
         if world == 0 {
             return Err(bad(world_var, "0", "a world needs at least one rank"));
-        }
-        if rank >= world {
-            return Err(bad(
-                rank_var,
-                &rank.to_string(),
-                &format!("not below {world_var}={world}"),
-            ));
         }
         let local_rank = local_var.map(num).transpose()?.flatten();
         let local_world = local_world_var.map(num).transpose()?.flatten();

@@ -12,9 +12,11 @@ use ferrocoll_transports::LinkError;
 use crate::schedule::Collective;
 use crate::types::DataType;
 
+mod conflict;
 mod store;
 mod topology;
 
+pub use conflict::{Process, RankConflict};
 pub use store::StoreError;
 pub use topology::TopologyError;
 
@@ -230,6 +232,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The processes of a job disagree about the ranks (world sizes, a rank claimed twice, a
+    /// rank out of range), found at rendezvous: names each side's rank, host and pid.
+    #[error(transparent)]
+    RankConflict(#[from] RankConflict),
     /// Rendezvous through the store failed.
     #[error("bootstrap failed")]
     Bootstrap(#[from] StoreError),
@@ -293,6 +299,7 @@ impl Error {
             | Error::Config { .. }
             | Error::InvalidCodec { .. }
             | Error::FeedbackMismatch { .. }
+            | Error::RankConflict(_)
             | Error::Topology(_) => ErrorKind::InvalidArgument,
             Error::AlgoNotSupported { .. } | Error::Mismatch { .. } | Error::NoStore => {
                 ErrorKind::InvalidUsage
@@ -444,6 +451,7 @@ impl Error {
                 what,
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
+            RankConflict(c) => RankConflict(c.clone()),
             Bootstrap(e) => Bootstrap(e.duplicate()),
             Transport(e) => Transport(e.duplicate()),
             TransportSetup(e) => TransportSetup(e.duplicate()),
