@@ -25,11 +25,11 @@ mod interfaces;
 mod meeting;
 pub mod rendezvous;
 mod serve;
-mod tcp_client;
-mod tcp_server;
+pub(crate) mod tcp_client;
+pub(crate) mod tcp_server;
 #[cfg(test)]
 mod tests;
-mod wire;
+pub(crate) mod wire;
 
 use std::time::Duration;
 
