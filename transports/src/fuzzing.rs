@@ -1,8 +1,8 @@
 //! Entry points of the fuzz targets (`fuzz/` of the workspace, run by `.ci/fuzz.sh`) for the
 //! decoders this crate keeps private. Each takes arbitrary bytes, feeds them to one decoder
 //! of bytes that come from outside the process, and panics when an invariant of that decoder
-//! breaks. Not an API: hidden from the docs, for the fuzz crate only. Public decoders (the
-//! address blobs) are fuzzed through their public API directly.
+//! breaks. Not an API: hidden from the docs, for the fuzz crate only (and for the corpus
+//! replay test of the `ferrocoll` crate).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use socket2::SockRef;
 
+use crate::plugin::AddressBlob;
 use crate::rdma_core::wire::{Announce, Hello as RdmaHello, Imm, ANNOUNCE_LEN};
+use crate::tcp::factory::decode_address;
 use crate::tcp::setup::{Hello as TcpHello, HANDSHAKE_LEN};
 use crate::tcp::TcpEndpoint;
 
@@ -116,4 +118,96 @@ pub fn rdma_wire(bytes: &[u8]) {
             }
         }
     }
+}
+
+/// Transport address blobs (transports/src/plugin.rs, tcp/factory.rs), as published in the
+/// store: `AddressBlob::open` only accepts the transport and version asked for and returns
+/// the rest, and a TCP address that decodes survives a round trip.
+pub fn address_blob(data: &[u8]) {
+    let blob = AddressBlob(data.to_vec());
+    let claimed = blob.transport();
+    for (name, version) in [("tcp", 1), ("shm", 1), ("ofi", 1), ("rdma", 1)] {
+        if let Ok(payload) = blob.open(name, version, 3) {
+            assert_eq!(claimed, Some(name));
+            assert_eq!(AddressBlob::new(name, version, payload), blob);
+        }
+    }
+    if let Ok(addr) = decode_address(&blob, 3) {
+        let again = AddressBlob::new("tcp", 1, addr.to_string().as_bytes());
+        assert_eq!(decode_address(&again, 3).ok(), Some(addr));
+    }
+}
+
+/// `(target, name, bytes)` for every seed of this crate's targets, made by the real
+/// encoders (`tests/fuzz_corpus.rs` of the `ferrocoll` crate writes and replays them).
+pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut s = Vec::new();
+    let mut add = |t: &'static str, name: &str, b: Vec<u8>| s.push((t, name.to_string(), b));
+    let hello = |job_token, rank, world| {
+        TcpHello {
+            job_token,
+            rank,
+            world,
+        }
+        .encode()
+        .to_vec()
+    };
+    add("tcp_handshake", "valid", hello(TOKEN, 1, 2));
+    add("tcp_handshake", "other_job", hello(TOKEN ^ 1, 1, 2));
+    add("tcp_handshake", "self", hello(TOKEN, 0, 2));
+    add("tcp_handshake", "short", hello(TOKEN, 1, 2)[..10].to_vec());
+
+    let h = RdmaHello {
+        token: TOKEN,
+        rank: 1,
+        world: 2,
+        slots: 16,
+        slot_bytes: 1 << 16,
+        ring_addr: 0x7f00_0000_1000,
+        ring_key: 0x1234,
+        ctrl_addr: 0x7f00_0000_9000,
+        ctrl_key: 0x5678,
+    };
+    let mut b = vec![0, 1];
+    b.extend(h.encode());
+    add("rdma_wire", "hello", b);
+    for (name, imm) in [
+        ("data", Imm::Data { slot: 3, len: 4096 }),
+        ("announce", Imm::Announce { slot: 255 }),
+        ("credit", Imm::Credit { n: 4 }),
+        ("close", Imm::Close),
+    ] {
+        let mut b = vec![1];
+        b.extend(imm.encode().to_le_bytes());
+        add("rdma_wire", name, b);
+    }
+    let a = Announce {
+        addr: 0x7f00_0000_0000,
+        len: 1 << 20,
+        remote_addr: 0x7f00_0000_0000,
+        rkey: 9,
+    };
+    let mut b = vec![2];
+    b.extend(a.encode());
+    b.extend((a.addr + 4096).to_le_bytes());
+    b.extend(4096u64.to_le_bytes());
+    add("rdma_wire", "announce_record", b);
+
+    add(
+        "address_blob",
+        "tcp",
+        AddressBlob::new("tcp", 1, b"10.0.0.1:41000").0,
+    );
+    add(
+        "address_blob",
+        "tcp_v6",
+        AddressBlob::new("tcp", 1, b"[::1]:9").0,
+    );
+    add("address_blob", "shm", AddressBlob::new("shm", 1, &[]).0);
+    add(
+        "address_blob",
+        "ofi",
+        AddressBlob::new("ofi", 1, &[3, b't', b'c', b'p', 4, 0, 1, 2, 3, 4]).0,
+    );
+    s
 }

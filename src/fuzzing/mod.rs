@@ -3,7 +3,7 @@
 //! come from outside the process, and panics when an invariant of that decoder breaks (a
 //! value that does not survive a round trip, an answer that contradicts the protocol); a
 //! decoder that refuses the bytes is fine. Not an API: hidden from the docs, for the fuzz
-//! crate only. Decoders that are public are fuzzed through their public API directly.
+//! crate only (and for `tests/fuzz_corpus.rs`, which replays the committed corpus).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -14,9 +14,18 @@ use ferrocoll_transports::auth::{JobKey, NONCE_BYTES};
 
 use crate::bootstrap::tcp_server::{self, State};
 use crate::bootstrap::wire::{self, Request, Response};
+use crate::compress::{chunk_codec, Codec};
+use crate::config::{launcher, CompressionSetting, Config, TransportChoice};
 use crate::exec::frame::{Frame, FRAME_BYTES};
 use crate::ft::agree::Decision;
 use crate::ft::wire::Datagram;
+use crate::recorder::doctor::diagnose;
+use crate::recorder::parse_dump;
+use crate::topology::{json, Placement, RingOrder, Topology};
+
+mod seeds;
+use seeds::CONFIG_VARS;
+pub use seeds::{seeds, Seed};
 
 /// The first `N` bytes of `bytes`, zero-padded.
 fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
@@ -258,6 +267,227 @@ pub fn store_values(bytes: &[u8]) {
                 assert!(rank < world && world <= u32::MAX as usize);
                 assert!(prefix.starts_with("fc/"));
             }
+        }
+    }
+}
+
+/// Topology files (src/topology/json.rs, `FERROCOLL_TOPO_FILE`): a file that loads is a
+/// consistent topology, its dump loads back to the same topology, and the ring placement
+/// built on it is a permutation of the ranks.
+pub fn topology_json(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(t) = json::from_json(text) else {
+        return;
+    };
+    let world = t.world();
+    assert_eq!(
+        world,
+        t.hosts().iter().map(|h| h.ranks.len()).sum::<usize>()
+    );
+    for r in 0..world {
+        let h = t.host_of(r);
+        assert_eq!(t.hosts()[h].ranks[t.local_of(r)], r);
+    }
+    let dumped = json::to_json(&t);
+    let back = json::from_json(&dumped)
+        .unwrap_or_else(|e| panic!("the dump does not load: {e}\n{dumped}"));
+    same_topology(&t, &back);
+    for order in [RingOrder::Rank, RingOrder::Topology] {
+        let p = Placement::new(&t, order);
+        permutation(&p.ring, world);
+        permutation(&crate::topology::host_order(&t), t.hosts().len());
+        for (i, &r) in p.ring.iter().enumerate() {
+            assert_eq!(p.pos[r], i);
+        }
+    }
+    let _ = crate::compress::slowest_link(&t);
+}
+
+/// Equal within a relative 1e-9 (the file's units are converted on load and dump).
+fn close(a: f64, b: f64) -> bool {
+    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
+fn same_topology(a: &Topology, b: &Topology) {
+    assert_eq!(a.world(), b.world());
+    assert_eq!(a.hosts().len(), b.hosts().len());
+    assert_eq!(a.source, b.source);
+    for (x, y) in a.hosts().iter().zip(b.hosts()) {
+        assert_eq!((&x.name, &x.ranks, x.cores), (&y.name, &y.ranks, y.cores));
+        for (p, q) in [(x.nic, y.nic), (x.intra_total, y.intra_total)] {
+            assert_eq!(p.is_some(), q.is_some());
+            assert!(close(p.unwrap_or(0.0), q.unwrap_or(0.0)), "{p:?} {q:?}");
+        }
+    }
+    assert!(close(a.nic, b.nic));
+    for h in 0..a.hosts().len() {
+        for g in 0..a.hosts().len() {
+            let (l, m) = (a.host_link(h, g), b.host_link(h, g));
+            assert!(
+                close(l.alpha, m.alpha) && close(l.bandwidth, m.bandwidth),
+                "{l:?} {m:?}"
+            );
+        }
+    }
+}
+
+fn permutation(v: &[usize], n: usize) {
+    let mut seen = vec![false; n];
+    assert_eq!(v.len(), n);
+    for &x in v {
+        assert!(x < n && !std::mem::replace(&mut seen[x], true), "{v:?}");
+    }
+}
+
+/// Codec payloads (src/compress): every chunk codec's decoder on a payload of the length
+/// its encoder produces. It never fails except on a top-k index outside the chunk, is a pure
+/// function of the bytes, `decode_add` adds exactly what `decode` gives, and fp16/bf16
+/// payloads re-encode to the same values.
+///
+/// Input: codec (1 byte), its parameter (1 byte), element count (2 bytes, at most 4096),
+/// then the payload (zero-padded or cut to the encoded length).
+pub fn codec(data: &[u8]) {
+    let Some((head, payload)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let p = usize::from(head[1]);
+    let codec = match head[0] % 6 {
+        0 => Codec::Fp16,
+        1 => Codec::Bf16,
+        2 => Codec::Fp8E4M3 { block: p + 1 },
+        3 => Codec::Fp8E5M2 { block: p + 1 },
+        4 => Codec::OneBit { block: p + 1 },
+        _ => Codec::TopK {
+            fraction: (p + 1) as f64 / 256.0,
+        },
+    };
+    let n = usize::from(u16::from_le_bytes([head[2], head[3]])) % 4097;
+    let c = chunk_codec(codec).expect("a valid codec");
+    let len = c.encoded_len(n);
+    let mut bytes = payload[..payload.len().min(len)].to_vec();
+    bytes.resize(len, 0);
+
+    let mut out = vec![0f32; n];
+    let r = c.decode(&bytes, &mut out);
+    if let Codec::TopK { .. } = codec {
+        // Indices first, then values; u32::MAX marks an unused slot.
+        let k = len / 8;
+        let bad = bytes[..4 * k]
+            .chunks(4)
+            .map(|i| u32::from_le_bytes([i[0], i[1], i[2], i[3]]))
+            .any(|i| i != u32::MAX && i as usize >= n);
+        assert_eq!(r.is_err(), bad, "{codec}: {r:?}");
+    } else {
+        assert!(r.is_ok(), "{codec}: {r:?}");
+    }
+    if r.is_err() {
+        return;
+    }
+    let mut again = vec![1f32; n];
+    c.decode(&bytes, &mut again).expect("decoded once");
+    assert!(
+        out.iter().zip(&again).all(|(a, b)| same_f32(*a, *b)),
+        "{codec}: not pure"
+    );
+
+    let base: Vec<f32> = (0..n).map(|i| i as f32 * 0.25 - 7.0).collect();
+    let mut sum = base.clone();
+    c.decode_add(&bytes, &mut sum).expect("decoded once");
+    for i in 0..n {
+        assert!(same_f32(sum[i], base[i] + out[i]), "{codec}: element {i}");
+    }
+
+    if matches!(codec, Codec::Fp16 | Codec::Bf16) {
+        let mut re = vec![0u8; len];
+        c.encode(&out, &mut re);
+        let mut back = vec![0f32; n];
+        c.decode(&re, &mut back).expect("an encoder's bytes decode");
+        assert!(
+            out.iter().zip(&back).all(|(a, b)| same_f32(*a, *b)),
+            "{codec}: re-encoding moved a value"
+        );
+    }
+}
+
+/// Equal bits, or both NaN.
+fn same_f32(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// Configuration values (src/config): `Config::from_vars` and the launcher variables'
+/// `launcher::detect` over arbitrary values of every variable they read (except
+/// `FERROCOLL_SECRET_FILE`, a path the fuzzer must not make them read). Accepted values are
+/// within their documented bounds, and the values with a spelling (codec, transport list)
+/// survive a round trip through it.
+///
+/// Input: records of (variable index, value length, value bytes).
+pub fn config(data: &[u8]) {
+    let mut vars: Vec<(&str, String)> = Vec::new();
+    let mut rest = data;
+    while let Some((&[var, len], tail)) = rest.split_first_chunk::<2>() {
+        let (value, tail) = tail.split_at(usize::from(len).min(tail.len()));
+        vars.push((
+            CONFIG_VARS[usize::from(var) % CONFIG_VARS.len()],
+            String::from_utf8_lossy(value).into(),
+        ));
+        rest = tail;
+    }
+    // The last value of a variable wins, as in an environment built by assignments.
+    let get = |k: &str| {
+        vars.iter()
+            .rev()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone())
+    };
+
+    if let Ok(c) = Config::from_vars(get) {
+        assert!(c.segment_bytes >= 1 && c.shm_ring_bytes >= 4096);
+        assert!(!c.timeout.is_zero());
+        assert!(c.fr_entries <= crate::config::FR_ENTRIES_MAX);
+        if let CompressionSetting::Fixed(codec) = c.compression {
+            codec.validate().expect("an accepted codec is valid");
+            let again: Codec = codec
+                .to_string()
+                .parse()
+                .expect("a codec's spelling parses");
+            assert_eq!(again, codec);
+        }
+        let spec = c.transport.spec();
+        assert_eq!(
+            TransportChoice::parse(&spec),
+            Ok(c.transport.clone()),
+            "{spec}"
+        );
+        if let Some(v) = get("FERROCOLL_ALGO") {
+            let again = Config::default().with_algo(&v).expect("accepted once");
+            assert_eq!(again.algo, c.algo);
+        }
+    }
+    if let Ok(Some(env)) = launcher::detect(get) {
+        assert!(env.rank < env.world, "{env:?}");
+        if let (Some(l), Some(w)) = (env.local_rank, env.local_world) {
+            assert!(l < w && w <= env.world, "{env:?}");
+        }
+        assert!(env.store.contains(':'), "{env:?}");
+    }
+}
+
+/// Flight-recorder dumps as `ferrocoll-probe doctor` reads them (src/recorder/dump.rs): a
+/// dump that parses has its rank inside its world and survives a round trip through JSON,
+/// and the doctor's analysis of it ends, naming only ranks of the world.
+pub fn flight_record(data: &[u8]) {
+    let Ok(r) = parse_dump(data) else {
+        return;
+    };
+    assert!(r.rank < r.world);
+    let text = serde_json::to_vec(&r).expect("a record serialises");
+    assert_eq!(parse_dump(&text).ok().as_ref(), Some(&r));
+    for report in diagnose(std::slice::from_ref(&r)) {
+        assert_eq!(report.world, r.world);
+        for f in &report.findings {
+            let _ = f.describe();
         }
     }
 }
