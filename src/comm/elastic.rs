@@ -416,3 +416,44 @@ impl Communicator {
         Communicator::join(&store, cfg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Grow decisions and admissions come from the store: counts that overflow or worlds
+    /// beyond the wire's u32 ranks are protocol errors, never a panic or a huge allocation.
+    #[test]
+    fn grow_decisions_and_admissions_are_bounded() {
+        let g = parse_grow(b"3\n5\nfc/g7/", 4).unwrap();
+        assert_eq!(
+            (g.from, g.to, g.world, g.prefix.as_str()),
+            (3, 5, 6, "fc/g7/")
+        );
+        assert_eq!(parse_grow(b"5\n5\nfc/g7/", 4).unwrap().world, 4);
+        let max = i64::MAX;
+        for bad in [
+            format!("-1\n{max}\nfc/x/"),
+            format!("0\n{max}\nfc/x/"),
+            "5\n3\nfc/x/".to_string(),
+            "1\n2\nother/".to_string(),
+            "1\n2".to_string(),
+        ] {
+            let e = parse_grow(bad.as_bytes(), 4).unwrap_err();
+            let ok = matches!(&e, Error::Bootstrap(StoreError::Protocol(m)) if m.contains("grow"));
+            assert!(ok, "{bad:?}: {e:?}");
+        }
+        assert_eq!(
+            parse_admission(b"fc/g7/\n4\n6").unwrap(),
+            ("fc/g7/".into(), 4, 6)
+        );
+        for bad in [
+            "fc/g7/\n6\n6",
+            "fc/g7/\n0\n18446744073709551615",
+            "x/\n0\n1",
+            "fc/\n0",
+        ] {
+            assert!(parse_admission(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+    }
+}
