@@ -9,8 +9,11 @@ use std::path::Path;
 use ferrocoll::fuzzing;
 use ferrocoll::transports::fuzzing as tfuzzing;
 
+/// A fuzz target's function.
+type Target = fn(&[u8]);
+
 /// Every fuzz target of `fuzz/Cargo.toml` and its function.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Target)] = &[
     ("unique_id", fuzzing::unique_id),
     ("frame", fuzzing::frame),
     ("store_request", fuzzing::store_request),
@@ -29,7 +32,7 @@ const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("rdma_wire", tfuzzing::rdma_wire),
 ];
 
-fn target(name: &str) -> fn(&[u8]) {
+fn target(name: &str) -> Target {
     TARGETS
         .iter()
         .find(|(t, _)| *t == name)
