@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("store_server", fuzzing::store_server),
     ("store_hello", fuzzing::store_hello),
     ("store_values", fuzzing::store_values),
+    ("etcd_answer", fuzzing::etcd_answer),
     ("heartbeat", fuzzing::heartbeat),
     ("decision", fuzzing::decision),
     ("topology_json", fuzzing::topology_json),

@@ -19,7 +19,7 @@
 
 mod affinity;
 mod endpoint;
-mod etcd;
+pub(crate) mod etcd;
 mod file_store;
 mod interfaces;
 mod meeting;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use ferrocoll_transports::auth::{JobKey, NONCE_BYTES};
 
+use crate::bootstrap::etcd;
 use crate::bootstrap::tcp_server::{self, State};
 use crate::bootstrap::wire::{self, Request, Response};
 use crate::compress::{chunk_codec, Codec};
@@ -167,6 +168,29 @@ fn model_answer(model: &mut HashMap<String, Vec<u8>>, req: &Request) -> Option<R
             }
         }
     })
+}
+
+/// The etcd store's readers of the gateway's JSON answers (src/bootstrap/etcd.rs) on
+/// `bytes` as JSON: a key read from a range answer survives a round trip through the
+/// gateway's encoding (base64 value, revision as a string), and reading a transaction's
+/// answer ends one way or the other.
+pub fn etcd_answer(bytes: &[u8]) {
+    use base64::Engine;
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return;
+    };
+    if let Ok(Some(e)) = etcd::first_kv(&answer) {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&e.value);
+        let kv = serde_json::json!({ "value": b64, "mod_revision": e.mod_revision.to_string() });
+        let again = serde_json::json!({ "kvs": [kv] });
+        assert_eq!(etcd::first_kv(&again), Ok(Some(e)));
+    }
+    if let Ok(etcd::Txn::Lost(Some(e))) = etcd::txn_outcome(&answer) {
+        assert_eq!(
+            etcd::first_kv(&answer["responses"][0]["response_range"]),
+            Ok(Some(e))
+        );
+    }
 }
 
 /// Both sides of the store's hello against a peer that sends `bytes[1..]` (the first byte

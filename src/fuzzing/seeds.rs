@@ -145,6 +145,24 @@ pub fn seeds() -> Vec<Seed> {
         vec![1, wire::HELLO_BAD_VERSION],
     );
 
+    for (name, answer) in [
+        (
+            "range",
+            r#"{"header":{"revision":"9"},"kvs":[{"key":"Zm9v","create_revision":"8","mod_revision":"9","version":"2","value":"NDI="}],"count":"1"}"#,
+        ),
+        ("range_empty", r#"{"header":{"revision":"9"}}"#),
+        (
+            "txn_done",
+            r#"{"header":{"revision":"10"},"succeeded":true,"responses":[{"response_put":{}}]}"#,
+        ),
+        (
+            "txn_lost",
+            r#"{"responses":[{"response_range":{"kvs":[{"key":"Zm9v","mod_revision":7}],"count":"1"}}]}"#,
+        ),
+    ] {
+        add("etcd_answer", name, answer.as_bytes().to_vec());
+    }
+
     let tcp = AddressBlob::new("tcp", 1, b"10.0.0.1:41000");
     let shm = AddressBlob::new("shm", 1, &[]);
     let record = format!(
