@@ -125,4 +125,9 @@ else
 fi
 # ---- issue 6: pytest suite and torch backend (end) ----------------------------------------
 
+# A short fuzzing pass over every decoder of outside bytes (.ci/fuzz.sh; the README's
+# "Fuzzing" has the long one): builds the instrumented fuzz crate, then a few seconds per
+# target from the committed corpus. Any crash, hang or broken invariant fails the suite.
+bash .ci/fuzz.sh "${FERROCOLL_FUZZ_SECONDS:-10}"
+
 echo "note: no GPU or RDMA device is used by this suite: the ofi transport ran over libfabric's tcp provider; the rdma (verbs) transport is built and its no-device path tested, not run on hardware; vendor-library (NCCL/HCCL) paths are not built yet."

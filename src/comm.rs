@@ -15,7 +15,7 @@ use crate::exec::frame::OpHeader;
 use crate::schedule::{CollSpec, Collective};
 use crate::types::{DataType, Element, ReduceOp};
 
-mod elastic;
+pub(crate) mod elastic;
 mod init;
 mod split;
 mod work;

@@ -27,6 +27,9 @@ pub mod error;
 mod exec;
 mod fp8;
 mod ft;
+/// Entry points of the fuzz targets in `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod launch;
 mod plan;
 pub mod recorder;

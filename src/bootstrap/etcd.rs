@@ -52,13 +52,17 @@ pub struct EtcdStore {
 }
 
 /// One key as etcd holds it.
-struct Entry {
-    value: Vec<u8>,
-    mod_revision: i64,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// Its value.
+    pub(crate) value: Vec<u8>,
+    /// Its modification revision.
+    pub(crate) mod_revision: i64,
 }
 
 /// How a transaction ended.
-enum Txn {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Txn {
     /// The compare held and the put was done.
     Done,
     /// The compare failed; the key as it is now (`None`: not set).
@@ -182,34 +186,9 @@ impl EtcdStore {
         StoreError::Protocol(format!("etcd at {}: {what}", self.base))
     }
 
-    /// The first key of a range answer (`kvs` absent: none).
-    fn first_kv(&self, answer: &Value) -> Result<Option<Entry>, StoreError> {
-        let Some(kv) = answer.get("kvs").and_then(|k| k.get(0)) else {
-            return Ok(None);
-        };
-        // The gateway leaves out fields at their default: an empty value has no `value`.
-        let value = match kv.get("value") {
-            None => Vec::new(),
-            Some(v) => v
-                .as_str()
-                .and_then(|s| B64.decode(s).ok())
-                .ok_or_else(|| self.bad_answer("a value is not base64 text"))?,
-        };
-        let mod_revision = match kv.get("mod_revision") {
-            Some(Value::String(s)) => s.parse().ok(),
-            Some(Value::Number(n)) => n.as_i64(),
-            _ => None,
-        }
-        .ok_or_else(|| self.bad_answer("a key has no mod_revision"))?;
-        Ok(Some(Entry {
-            value,
-            mod_revision,
-        }))
-    }
-
     fn range(&self, full: &str, timeout: Duration) -> Result<Option<Entry>, StoreError> {
         let answer = self.post("/v3/kv/range", &json!({ "key": B64.encode(full) }), timeout)?;
-        self.first_kv(&answer)
+        first_kv(&answer).map_err(|what| self.bad_answer(what))
     }
 
     /// Puts `new` at `full` if `compare` holds, else reads the key.
@@ -221,17 +200,47 @@ impl EtcdStore {
             "failure": [{ "request_range": { "key": key } }],
         });
         let answer = self.post("/v3/kv/txn", &body, self.timeout)?;
-        // `succeeded` is left out when false.
-        if answer.get("succeeded").and_then(Value::as_bool) == Some(true) {
-            return Ok(Txn::Done);
-        }
-        let range = answer
-            .get("responses")
-            .and_then(|r| r.get(0))
-            .and_then(|r| r.get("response_range"))
-            .ok_or_else(|| self.bad_answer("a failed transaction returned no range"))?;
-        Ok(Txn::Lost(self.first_kv(range)?))
+        txn_outcome(&answer).map_err(|what| self.bad_answer(what))
     }
+}
+
+/// The first key of a range answer (`kvs` absent: none); `Err` says what is wrong with it.
+pub(crate) fn first_kv(answer: &Value) -> Result<Option<Entry>, &'static str> {
+    let Some(kv) = answer.get("kvs").and_then(|k| k.get(0)) else {
+        return Ok(None);
+    };
+    // The gateway leaves out fields at their default: an empty value has no `value`.
+    let value = match kv.get("value") {
+        None => Vec::new(),
+        Some(v) => v
+            .as_str()
+            .and_then(|s| B64.decode(s).ok())
+            .ok_or("a value is not base64 text")?,
+    };
+    let mod_revision = match kv.get("mod_revision") {
+        Some(Value::String(s)) => s.parse().ok(),
+        Some(Value::Number(n)) => n.as_i64(),
+        _ => None,
+    }
+    .ok_or("a key has no mod_revision")?;
+    Ok(Some(Entry {
+        value,
+        mod_revision,
+    }))
+}
+
+/// How a transaction answer says it ended; `Err` says what is wrong with it.
+pub(crate) fn txn_outcome(answer: &Value) -> Result<Txn, &'static str> {
+    // `succeeded` is left out when false.
+    if answer.get("succeeded").and_then(Value::as_bool) == Some(true) {
+        return Ok(Txn::Done);
+    }
+    let range = answer
+        .get("responses")
+        .and_then(|r| r.get(0))
+        .and_then(|r| r.get("response_range"))
+        .ok_or("a failed transaction returned no range")?;
+    Ok(Txn::Lost(first_kv(range)?))
 }
 
 /// A compare that holds while `key` is not set.

@@ -20,17 +20,17 @@
 mod affinity;
 pub(crate) mod claims;
 mod endpoint;
-mod etcd;
+pub(crate) mod etcd;
 mod file_store;
 mod interfaces;
 mod meeting;
 pub mod rendezvous;
 mod serve;
-mod tcp_client;
-mod tcp_server;
+pub(crate) mod tcp_client;
+pub(crate) mod tcp_server;
 #[cfg(test)]
 mod tests;
-mod wire;
+pub(crate) mod wire;
 
 use std::time::Duration;
 

@@ -345,22 +345,14 @@ pub(crate) fn connect_ranks(
     let mut prefs = Vec::with_capacity(world);
     let mut published = Vec::with_capacity(world);
     for r in 0..world {
-        let text = claim.record(r, cancelled)?;
-        let lines: Vec<&str> = text.split('\n').collect();
-        if lines.len() < 9 {
-            return Err(StoreError::Protocol(format!(
-                "rank {r} published a record of {} lines, 9 expected (another ferrocoll version?)",
-                lines.len()
-            ))
-            .into());
-        }
-        pids.push(lines[2].trim().parse::<i32>().ok());
-        cores.push(lines[3].trim().parse().unwrap_or(0));
-        cpus.push(parse_cpus(r, lines[4])?);
-        hb_addrs.push(lines[5].trim().parse::<SocketAddr>().ok());
-        prefs.push(lines[6].trim().to_string());
-        published.push(endpoint::parse_offers(r, lines[7])?);
-        hosts.push(lines[0].to_string());
+        let rec = parse_record(r, claim.record(r, cancelled)?.as_bytes())?;
+        pids.push(rec.pid);
+        cores.push(rec.cores);
+        cpus.push(rec.cpus);
+        hb_addrs.push(rec.heartbeat);
+        prefs.push(rec.transports);
+        published.push(rec.offers);
+        hosts.push(rec.host);
     }
     claim.settle()?;
     let links = match endpoint::choose(&endpoint::order_of(&offers), &prefs, &hosts, &published) {
@@ -429,6 +421,48 @@ fn parse_job_token(v: &[u8], cfg: &Config) -> Result<(u64, JobKey)> {
         None => JobKey::new(&v[8..]),
     };
     Ok((u64::from_le_bytes(t), key))
+}
+
+/// What one rank published at rendezvous (see [`connect_ranks`]), as its peers read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RankRecord {
+    /// Host identity.
+    pub(crate) host: String,
+    /// Process id (`None`: unreadable).
+    pub(crate) pid: Option<i32>,
+    /// Cores it may use (0: unknown).
+    pub(crate) cores: usize,
+    /// The CPUs of its affinity mask.
+    pub(crate) cpus: Vec<usize>,
+    /// Its heartbeat address (`None`: unreadable).
+    pub(crate) heartbeat: Option<SocketAddr>,
+    /// Its `FERROCOLL_TRANSPORT`, as configured.
+    pub(crate) transports: String,
+    /// Its transport offers, in its preference order.
+    pub(crate) offers: Vec<(String, ferrocoll_transports::plugin::AddressBlob)>,
+}
+
+/// Parses the record rank `r` published (the store's value `v`): nine lines (the ninth, the world size, is [`super::claims`]'s), see
+/// [`connect_ranks`].
+pub(crate) fn parse_record(r: usize, v: &[u8]) -> Result<RankRecord> {
+    let text = String::from_utf8_lossy(v);
+    let lines: Vec<&str> = text.split('\n').collect();
+    if lines.len() < 9 {
+        return Err(StoreError::Protocol(format!(
+            "rank {r} published a record of {} lines, 9 expected (another ferrocoll version?)",
+            lines.len()
+        ))
+        .into());
+    }
+    Ok(RankRecord {
+        host: lines[0].to_string(),
+        pid: lines[2].trim().parse::<i32>().ok(),
+        cores: lines[3].trim().parse().unwrap_or(0),
+        cpus: parse_cpus(r, lines[4])?,
+        heartbeat: lines[5].trim().parse::<SocketAddr>().ok(),
+        transports: lines[6].trim().to_string(),
+        offers: endpoint::parse_offers(r, lines[7])?,
+    })
 }
 
 /// The value of `key`, waiting up to `timeout` in short slices so that `cancelled()` is

@@ -96,53 +96,12 @@ impl TcpStore {
         s.set_read_timeout(Some(wait))?;
         s.set_write_timeout(Some(wait))?;
         let key = secret.map_or_else(JobKey::none, JobKey::new);
-        let ours = auth::nonce()?;
-        s.write_all(&encode_hello(&ours))?;
-        let closed = |e: io::Error| -> StoreError {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                StoreError::Protocol(format!(
-                    "{addr} closed the connection during the hello (not a ferrocoll store?)"
-                ))
-            } else {
-                e.into()
-            }
-        };
-        let mut answer = [0u8; 1];
-        s.read_exact(&mut answer).map_err(closed)?;
-        match answer[0] {
-            HELLO_CHALLENGE => {}
-            HELLO_BAD_VERSION => {
-                return Err(StoreError::Protocol(format!(
-                    "the store at {addr} speaks another protocol version"
-                )))
-            }
-            b => {
-                return Err(StoreError::Protocol(format!(
-                    "unexpected hello answer {b} from {addr}"
-                )))
-            }
-        }
-        let mut challenge = [0u8; NONCE_BYTES + PROOF_BYTES];
-        s.read_exact(&mut challenge).map_err(closed)?;
-        let (theirs, proof) = challenge.split_at(NONCE_BYTES);
-        let theirs: [u8; NONCE_BYTES] = theirs.try_into().expect("split at NONCE_BYTES");
-        if !key.verify(AUTH_LABEL, b"server", &ours, &theirs, proof) {
-            // The store does not know this job's secret: say nothing more to it.
-            return Err(StoreError::Unauthorized);
-        }
-        s.write_all(&key.proof(AUTH_LABEL, b"client", &theirs, &ours))?;
-        s.read_exact(&mut answer).map_err(closed)?;
-        match answer[0] {
-            HELLO_OK => Ok(TcpStore {
-                conn: Mutex::new(Some(s)),
-                timeout,
-                addr,
-            }),
-            HELLO_UNAUTHORIZED => Err(StoreError::Unauthorized),
-            b => Err(StoreError::Protocol(format!(
-                "unexpected hello answer {b} from {addr}"
-            ))),
-        }
+        hello(&mut s, addr, &key)?;
+        Ok(TcpStore {
+            conn: Mutex::new(Some(s)),
+            timeout,
+            addr,
+        })
     }
 
     /// The server's address.
@@ -192,6 +151,58 @@ impl TcpStore {
             Response::Timeout(key) => Err(StoreError::Timeout { key }),
             Response::Error(m) => Err(StoreError::Protocol(m)),
         }
+    }
+}
+
+/// Runs the client's side of the hello (see `wire.rs`) with the store at `addr` over `s`,
+/// proving `key`; `Ok` once the server has accepted this client.
+pub(crate) fn hello(
+    s: &mut (impl Read + Write),
+    addr: SocketAddr,
+    key: &JobKey,
+) -> Result<(), StoreError> {
+    let ours = auth::nonce()?;
+    s.write_all(&encode_hello(&ours))?;
+    let closed = |e: io::Error| -> StoreError {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            StoreError::Protocol(format!(
+                "{addr} closed the connection during the hello (not a ferrocoll store?)"
+            ))
+        } else {
+            e.into()
+        }
+    };
+    let mut answer = [0u8; 1];
+    s.read_exact(&mut answer).map_err(closed)?;
+    match answer[0] {
+        HELLO_CHALLENGE => {}
+        HELLO_BAD_VERSION => {
+            return Err(StoreError::Protocol(format!(
+                "the store at {addr} speaks another protocol version"
+            )))
+        }
+        b => {
+            return Err(StoreError::Protocol(format!(
+                "unexpected hello answer {b} from {addr}"
+            )))
+        }
+    }
+    let mut challenge = [0u8; NONCE_BYTES + PROOF_BYTES];
+    s.read_exact(&mut challenge).map_err(closed)?;
+    let (theirs, proof) = challenge.split_at(NONCE_BYTES);
+    let theirs: [u8; NONCE_BYTES] = theirs.try_into().expect("split at NONCE_BYTES");
+    if !key.verify(AUTH_LABEL, b"server", &ours, &theirs, proof) {
+        // The store does not know this job's secret: say nothing more to it.
+        return Err(StoreError::Unauthorized);
+    }
+    s.write_all(&key.proof(AUTH_LABEL, b"client", &theirs, &ours))?;
+    s.read_exact(&mut answer).map_err(closed)?;
+    match answer[0] {
+        HELLO_OK => Ok(()),
+        HELLO_UNAUTHORIZED => Err(StoreError::Unauthorized),
+        b => Err(StoreError::Protocol(format!(
+            "unexpected hello answer {b} from {addr}"
+        ))),
     }
 }
 

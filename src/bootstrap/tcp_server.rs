@@ -26,7 +26,8 @@ const TICK: Duration = Duration::from_millis(200);
 /// Most clients served at once; more are refused (closed) with a warning.
 const MAX_CLIENTS: usize = 4096;
 
-struct State {
+/// What the server shares between its threads: the map, its waiters, the job's key.
+pub(crate) struct State {
     map: Mutex<HashMap<String, Vec<u8>>>,
     changed: Condvar,
     stop: AtomicBool,
@@ -35,6 +36,17 @@ struct State {
 }
 
 impl State {
+    /// A new server's state: an empty map, and the job's key that clients must prove.
+    pub(crate) fn new(key: JobKey) -> State {
+        State {
+            map: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            key,
+            clients: AtomicUsize::new(0),
+        }
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<String, Vec<u8>>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -64,7 +76,8 @@ impl State {
         }
     }
 
-    fn handle(&self, req: Request) -> Response {
+    /// Carries out one request (waiting up to its timeout for a GET or WAIT).
+    pub(crate) fn handle(&self, req: Request) -> Response {
         match req {
             Request::Set { key, value } => {
                 self.map().insert(key, value);
@@ -129,7 +142,7 @@ impl State {
 /// Reads exactly `buf.len()` bytes from a socket whose read timeout is [`TICK`], giving up
 /// when the server stops or (if given) the deadline passes.
 fn read_full(
-    s: &mut TcpStream,
+    s: &mut impl Read,
     buf: &mut [u8],
     state: &State,
     deadline: Option<Instant>,
@@ -162,7 +175,7 @@ fn read_full(
 
 /// Runs the server's side of the hello (see `wire.rs`); `Err` is the reason to drop the
 /// client.
-fn hello(s: &mut TcpStream, state: &State) -> Result<(), String> {
+pub(crate) fn hello(s: &mut (impl Read + Write), state: &State) -> Result<(), String> {
     let deadline = Some(Instant::now() + HELLO_TIMEOUT);
     let mut head = [0u8; 8];
     read_full(s, &mut head, state, deadline).map_err(|e| format!("no hello: {e}"))?;
@@ -277,13 +290,7 @@ impl TcpStoreServer {
         }
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(State {
-            map: Mutex::new(HashMap::new()),
-            changed: Condvar::new(),
-            stop: AtomicBool::new(false),
-            key: secret.map_or_else(JobKey::none, JobKey::new),
-            clients: AtomicUsize::new(0),
-        });
+        let state = Arc::new(State::new(secret.map_or_else(JobKey::none, JobKey::new)));
         let st = state.clone();
         let acceptor = std::thread::Builder::new()
             .name("ferrocoll-store".into())

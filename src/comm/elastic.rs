@@ -60,6 +60,71 @@ fn ranks_csv(r: &[usize]) -> String {
     r.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
 }
 
+/// Most ranks a communicator may have: ranks travel as u32 in frame headers and hellos.
+const MAX_WORLD: usize = u32::MAX as usize;
+
+/// A grow decision as the store holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct GrowDecision {
+    /// Tickets admitted before this grow.
+    pub(crate) from: i64,
+    /// Tickets admitted after it: this grow admits tickets `from + 1 ..= to`.
+    pub(crate) to: i64,
+    /// The key prefix the grown communicator meets under.
+    pub(crate) prefix: String,
+    /// The grown communicator's world size.
+    pub(crate) world: usize,
+}
+
+/// Parses a grow decision (`from\nto\nprefix`, as `grow` proposes it) for a communicator of
+/// `world` ranks; a decision that admits a negative number of tickets, or more ranks than
+/// fit a world, is a store protocol error.
+pub(crate) fn parse_grow(v: &[u8], world: usize) -> Result<GrowDecision> {
+    let text = String::from_utf8_lossy(v);
+    let bad = || protocol(format!("grow decision {text:?}"));
+    let mut parts = text.split('\n');
+    let from: i64 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    let to: i64 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    let prefix = parts
+        .next()
+        .filter(|p| p.starts_with("fc/"))
+        .ok_or_else(bad)?
+        .to_string();
+    if from < 0 || to < from {
+        return Err(bad());
+    }
+    let world = usize::try_from(to - from)
+        .ok()
+        .and_then(|joining| world.checked_add(joining))
+        .filter(|&w| w <= MAX_WORLD)
+        .ok_or_else(bad)?;
+    Ok(GrowDecision {
+        from,
+        to,
+        prefix,
+        world,
+    })
+}
+
+/// Parses a replacement's admission (`prefix\nrank\nworld`, as `grow` writes it): the prefix
+/// it meets under, its rank and the grown world size.
+pub(crate) fn parse_admission(v: &[u8]) -> Result<(String, usize, usize)> {
+    let text = String::from_utf8_lossy(v);
+    let bad = || protocol(format!("admission {text:?}"));
+    let mut parts = text.split('\n');
+    let prefix = parts
+        .next()
+        .filter(|p| p.starts_with("fc/"))
+        .ok_or_else(bad)?
+        .to_string();
+    let rank: usize = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    let world: usize = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    if rank >= world || world > MAX_WORLD {
+        return Err(bad());
+    }
+    Ok((prefix, rank, world))
+}
+
 impl Communicator {
     /// A communicator over links made through the job's store; starts its failure detector
     /// unless `cfg.heartbeat_timeout` is zero.
@@ -283,21 +348,15 @@ impl Communicator {
         let prefix = crate::ft::fresh_prefix(store)?;
         let proposal = format!("{from}\n{to}\n{prefix}");
         let v = store.compare_set(&key, None, proposal.as_bytes())?;
-        let text = String::from_utf8_lossy(&v).into_owned();
-        let mut parts = text.split('\n');
-        let bad = || protocol(format!("grow decision {text:?}"));
-        let from: i64 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        let to: i64 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        let prefix = parts
-            .next()
-            .filter(|p| p.starts_with("fc/"))
-            .ok_or_else(bad)?
-            .to_string();
-        let joining = usize::try_from(to - from).map_err(|_| bad())?;
-        if joining == 0 {
+        let GrowDecision {
+            from,
+            to,
+            prefix,
+            world,
+        } = parse_grow(&v, self.world)?;
+        if to == from {
             return Ok(None);
         }
-        let world = self.world + joining;
         for (i, t) in (from + 1..=to).enumerate() {
             let admit = format!("{prefix}\n{}\n{world}", self.world + i);
             store.set(&admission_key(t), admit.as_bytes())?;
@@ -339,19 +398,7 @@ impl Communicator {
         let st = meeting.store();
         let ticket = st.add(TICKETS, 1)?;
         let v = st.get_timeout(&admission_key(ticket), cfg.timeout)?;
-        let text = String::from_utf8_lossy(&v).into_owned();
-        let mut parts = text.split('\n');
-        let bad = || protocol(format!("admission {text:?}"));
-        let prefix = parts
-            .next()
-            .filter(|p| p.starts_with("fc/"))
-            .ok_or_else(bad)?
-            .to_string();
-        let rank: usize = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        let world: usize = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        if rank >= world {
-            return Err(bad());
-        }
+        let (prefix, rank, world) = parse_admission(&v)?;
         let links = connect_ranks(st, meeting.route(), &prefix, rank, world, &cfg, &|| false)?;
         let hosts = Topology::from_hosts(&links.1.hosts, &links.1.cores, &links.1.cpus);
         let mut cfg = cfg;
@@ -367,5 +414,46 @@ impl Communicator {
         let cfg = Config::from_env()?;
         let store = crate::config::launcher::store_from_env()?;
         Communicator::join(&store, cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Grow decisions and admissions come from the store: counts that overflow or worlds
+    /// beyond the wire's u32 ranks are protocol errors, never a panic or a huge allocation.
+    #[test]
+    fn grow_decisions_and_admissions_are_bounded() {
+        let g = parse_grow(b"3\n5\nfc/g7/", 4).unwrap();
+        assert_eq!(
+            (g.from, g.to, g.world, g.prefix.as_str()),
+            (3, 5, 6, "fc/g7/")
+        );
+        assert_eq!(parse_grow(b"5\n5\nfc/g7/", 4).unwrap().world, 4);
+        let max = i64::MAX;
+        for bad in [
+            format!("-1\n{max}\nfc/x/"),
+            format!("0\n{max}\nfc/x/"),
+            "5\n3\nfc/x/".to_string(),
+            "1\n2\nother/".to_string(),
+            "1\n2".to_string(),
+        ] {
+            let e = parse_grow(bad.as_bytes(), 4).unwrap_err();
+            let ok = matches!(&e, Error::Bootstrap(StoreError::Protocol(m)) if m.contains("grow"));
+            assert!(ok, "{bad:?}: {e:?}");
+        }
+        assert_eq!(
+            parse_admission(b"fc/g7/\n4\n6").unwrap(),
+            ("fc/g7/".into(), 4, 6)
+        );
+        for bad in [
+            "fc/g7/\n6\n6",
+            "fc/g7/\n0\n18446744073709551615",
+            "x/\n0\n1",
+            "fc/\n0",
+        ] {
+            assert!(parse_admission(bad.as_bytes()).is_err(), "{bad:?}");
+        }
     }
 }

@@ -125,11 +125,7 @@ impl Communicator {
         } else {
             None
         };
-        let store = TcpStore::connect_with_secret(
-            id.store,
-            cfg.timeout,
-            Some(&id.secret),
-        )?;
+        let store = TcpStore::connect_with_secret(id.store, cfg.timeout, Some(&id.secret))?;
         let (ep, peers, control) =
             connect_ranks(&store, Some(id.store), "fc/", rank, world, &cfg, &|| false)?;
         tracing::info!(

@@ -208,10 +208,12 @@ fn detect_unchecked(get: impl Fn(&str) -> Option<String>) -> Result<Option<Launc
                 let port = num("MASTER_PORT")?
                     .ok_or_else(|| bad("MASTER_PORT", "", "missing while MASTER_ADDR is set"))?;
                 // torchrun's agent serves its own store on MASTER_PORT: use the next port.
-                let port = if source == "torchrun" { port + 1 } else { port };
-                if port > u16::MAX as usize {
-                    return Err(bad("MASTER_PORT", &port.to_string(), "not a TCP port"));
+                let port = match source {
+                    "torchrun" => port.checked_add(1),
+                    _ => Some(port),
                 }
+                .filter(|&p| p <= u16::MAX as usize)
+                .ok_or_else(|| bad("MASTER_PORT", &port.to_string(), "not a TCP port"))?;
                 format!("{addr}:{port}")
             }
         };
@@ -331,6 +333,19 @@ mod tests {
             ("MASTER_PORT", "1")
         ])
         .contains("LOCAL_RANK"));
+        // torchrun's next port overflowed (a panic with overflow checks, port 0 without).
+        for port in ["18446744073709551615", "65535", "65536"] {
+            let m = msg(&[
+                ("RANK", "0"),
+                ("WORLD_SIZE", "1"),
+                ("MASTER_ADDR", "h"),
+                ("MASTER_PORT", port),
+            ]);
+            assert!(
+                m.contains("MASTER_PORT") && m.contains("not a TCP port"),
+                "{m}"
+            );
+        }
     }
 }
 

@@ -309,28 +309,33 @@ impl Config {
                 .trim()
                 .parse()
                 .map_err(|_| bad("FERROCOLL_TIMEOUT", &v, "not a number of seconds"))?;
-            if !(s > 0.0 && s.is_finite()) {
-                return Err(bad(
-                    "FERROCOLL_TIMEOUT",
-                    &v,
-                    "must be a positive number of seconds",
-                ));
-            }
-            c.timeout = Duration::from_secs_f64(s);
+            // Beyond ~584 billion years a Duration overflows; below a nanosecond it is 0.
+            c.timeout = Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| s > 0.0 && !d.is_zero())
+                .ok_or_else(|| {
+                    bad(
+                        "FERROCOLL_TIMEOUT",
+                        &v,
+                        "must be a positive number of seconds",
+                    )
+                })?;
         }
         if let Some(v) = get("FERROCOLL_HEARTBEAT_TIMEOUT") {
             let s: f64 = v
                 .trim()
                 .parse()
                 .map_err(|_| bad("FERROCOLL_HEARTBEAT_TIMEOUT", &v, "not a number of seconds"))?;
-            if !(s >= 0.0 && s.is_finite()) {
-                return Err(bad(
-                    "FERROCOLL_HEARTBEAT_TIMEOUT",
-                    &v,
-                    "must be 0 (off) or a positive number of seconds",
-                ));
-            }
-            c.heartbeat_timeout = Duration::from_secs_f64(s);
+            c.heartbeat_timeout = Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|_| s >= 0.0)
+                .ok_or_else(|| {
+                    bad(
+                        "FERROCOLL_HEARTBEAT_TIMEOUT",
+                        &v,
+                        "must be 0 (off) or a positive number of seconds",
+                    )
+                })?;
         }
         if let Some(v) = get("FERROCOLL_SPIN_US") {
             let us: u64 = v
@@ -597,6 +602,17 @@ mod tests {
             let e = Config::from_vars(vars(&[("FERROCOLL_HEARTBEAT_TIMEOUT", bad)])).unwrap_err();
             assert!(e.to_string().contains("FERROCOLL_HEARTBEAT_TIMEOUT"), "{e}");
         }
+        // Found by fuzzing (fuzz/corpus/config): seconds beyond what a Duration holds
+        // panicked, and a positive timeout below a nanosecond became zero.
+        for var in ["FERROCOLL_TIMEOUT", "FERROCOLL_HEARTBEAT_TIMEOUT"] {
+            for bad in [format!("0{}", "2".repeat(70)), "1e20".into()] {
+                let e = Config::from_vars(vars(&[(var, &bad)]))
+                    .map(|_| ())
+                    .unwrap_err();
+                assert!(e.to_string().contains(var), "{e}");
+            }
+        }
+        assert!(Config::from_vars(vars(&[("FERROCOLL_TIMEOUT", "1e-300")])).is_err());
         let c = Config::from_vars(vars(&[("FERROCOLL_HEARTBEAT_TIMEOUT", "0.5")])).unwrap();
         assert_eq!(c.heartbeat_timeout, Duration::from_millis(500));
         assert!(Config::from_vars(vars(&[("FERROCOLL_SEGMENT_BYTES", "0")])).is_err());

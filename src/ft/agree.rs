@@ -33,7 +33,8 @@ pub(crate) struct Decision {
 }
 
 impl Decision {
-    fn encode(&self) -> Vec<u8> {
+    /// The decision as the store holds it (what [`Decision::decode`] reads).
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let m: Vec<String> = self.members.iter().map(usize::to_string).collect();
         format!(
             "fc-decision-1\n{}\n{}\n{}",

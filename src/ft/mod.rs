@@ -58,10 +58,10 @@
 //! The store is trusted and must outlive the failure: with rank 0 serving it (a bare
 //! `FERROCOLL_STORE=host:port`), rank 0's death ends the job with a typed store error.
 
-mod agree;
+pub(crate) mod agree;
 pub(crate) use agree::fresh_prefix;
 mod detector;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};

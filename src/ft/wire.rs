@@ -18,7 +18,7 @@ const MAGIC: [u8; 4] = *b"FCHB";
 const VERSION: u8 = 2;
 const HEADER: usize = 4 + 1 + 1 + 8 + 8 + 4 + 4 + 4;
 /// What the tags of datagrams are bound to.
-const LABEL: &[u8] = b"ferrocoll heartbeat";
+pub(crate) const LABEL: &[u8] = b"ferrocoll heartbeat";
 /// Most failed ranks one datagram carries (a datagram stays under 64 KiB).
 pub(crate) const MAX_FAILED: usize = 8192;
 
@@ -196,7 +196,10 @@ mod tests {
         }
         let mut b = all[0].encode(&k);
         b[4] = 9;
-        assert_eq!(Datagram::decode(&b, 4, &k), Err("unknown heartbeat version"));
+        assert_eq!(
+            Datagram::decode(&b, 4, &k),
+            Err("unknown heartbeat version")
+        );
         let mut d = all[0].encode(&k);
         d.truncate(d.len() - PROOF_BYTES);
         d[5] = 7;

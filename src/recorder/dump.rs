@@ -152,7 +152,11 @@ pub enum DumpError {
     Inconsistent(String),
 }
 
-/// Parses one dump, checking its version and that its rank lies in its world.
+/// Largest world a dump may claim ([`parse_dump`] refuses more): 2^20 ranks.
+pub const MAX_DUMP_WORLD: usize = 1 << 20;
+
+/// Parses one dump, checking its version, that its rank lies in its world, and that the
+/// world is at most [`MAX_DUMP_WORLD`].
 pub fn parse_dump(bytes: &[u8]) -> std::result::Result<FlightRecord, DumpError> {
     #[derive(Deserialize)]
     struct Version {
@@ -167,6 +171,14 @@ pub fn parse_dump(bytes: &[u8]) -> std::result::Result<FlightRecord, DumpError> 
         return Err(DumpError::Inconsistent(format!(
             "rank {} of a world of {}",
             r.rank, r.world
+        )));
+    }
+    // The doctor lists the ranks of a world that sent no dump: a world claimed by a corrupt
+    // dump must not make that list (and its text) larger than any job.
+    if r.world > MAX_DUMP_WORLD {
+        return Err(DumpError::Inconsistent(format!(
+            "a world of {} ranks (at most {MAX_DUMP_WORLD})",
+            r.world
         )));
     }
     Ok(r)

@@ -37,7 +37,8 @@ use crate::schedule::Collective;
 use crate::types::{DataType, ReduceOp};
 
 pub use dump::{
-    parse_dump, DumpError, DumpReason, EntryState, FlightRecord, P2p, RecordEntry, SCHEMA_VERSION,
+    parse_dump, DumpError, DumpReason, EntryState, FlightRecord, P2p, RecordEntry, MAX_DUMP_WORLD,
+    SCHEMA_VERSION,
 };
 
 /// Peers kept per entry; a plan that talks to more keeps the first ones and the total.

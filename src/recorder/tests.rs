@@ -213,6 +213,21 @@ fn bad_dumps_are_typed_errors() {
     ));
 }
 
+/// Found by reading, confirmed with the flight_record fuzz target
+/// (fuzz/corpus/flight_record/regress-huge_world): the doctor lists the ranks of a world
+/// that sent no dump, so a dump claiming 10^12 ranks made it run out of time and memory.
+#[test]
+fn a_dump_of_a_huge_world_is_refused() {
+    let mut r = Recorder::new(2, 0, 2, 0, None).snapshot(DumpReason::Request, None);
+    r.world = MAX_DUMP_WORLD;
+    assert_eq!(parse_dump(&serde_json::to_vec(&r).unwrap()).unwrap(), r);
+    for world in [MAX_DUMP_WORLD + 1, 1_000_000_000_000, usize::MAX] {
+        r.world = world;
+        let e = parse_dump(&serde_json::to_vec(&r).unwrap()).unwrap_err();
+        assert!(matches!(e, DumpError::Inconsistent(_)), "{e}");
+    }
+}
+
 /// A synthetic dump of `rank` of `world`: completed collectives `0..done`, then the calls
 /// in `open` (started, not completed), each an all-reduce of 2 f32 unless `odd` names one.
 fn record(rank: usize, world: usize, done: u64, open: &[u64], odd: Option<u64>) -> FlightRecord {

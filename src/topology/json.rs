@@ -169,16 +169,21 @@ impl TopologyDoc {
         }
         let link = |l: &LinkDoc| LinkSpec::from_us_gbit(l.latency_us, l.bandwidth_gbit_s);
         if let Some(world) = self.world_size {
-            let mut seen = vec![false; world];
-            for h in &self.hosts {
-                for &r in &h.ranks {
-                    if r >= world {
-                        return Err(TopologyError::RankOutOfRange { rank: r, world });
-                    }
-                    seen[r] = true;
-                }
+            // Sized by the ranks the file lists, not by the world it claims (which may be
+            // anything up to usize::MAX).
+            let mut ranks: Vec<usize> = self.hosts.iter().flat_map(|h| h.ranks.clone()).collect();
+            if let Some(&rank) = ranks.iter().find(|&&r| r >= world) {
+                return Err(TopologyError::RankOutOfRange { rank, world });
             }
-            if let Some(rank) = seen.iter().position(|s| !s) {
+            ranks.sort_unstable();
+            ranks.dedup();
+            // The smallest rank below `world` that no host lists.
+            let rank = ranks
+                .iter()
+                .enumerate()
+                .position(|(i, &r)| i != r)
+                .unwrap_or(ranks.len());
+            if rank < world {
                 return Err(TopologyError::MissingRank { rank, world });
             }
         }
@@ -320,6 +325,24 @@ mod tests {
         assert_eq!(e, "bad hosts[a].cores = 0: a host needs at least one core");
         let e = err(&GOOD.replace("\"ranks\": [0, 2]", "\"ranks\": [0, 2], \"cores\": -2"));
         assert!(e.starts_with("malformed topology JSON"), "{e}");
+    }
+
+    /// Found by reading, confirmed with the topology_json fuzz target
+    /// (fuzz/corpus/topology_json/regress-*): a huge `world_size` sized a vector by it, so
+    /// usize::MAX panicked (capacity overflow) and 4e12 aborted (allocation failure).
+    #[test]
+    fn a_huge_world_size_is_an_error_not_an_allocation() {
+        let e = err(&GOOD.replace("4,", "18446744073709551615,"));
+        assert_eq!(
+            e,
+            "rank 4 is missing: no host lists it (world of 18446744073709551615 ranks)"
+        );
+        let e = err(&GOOD
+            .replace("4,", "4000000000000,")
+            .replace("[0, 2]", "[0, 2, 3999999999999]"));
+        assert!(e.contains("rank 4 is missing"), "{e}");
+        let e = err(&GOOD.replace("[3, 1]", "[3, 1, 1]"));
+        assert!(e.contains("rank 1"), "{e}");
     }
 
     #[test]

@@ -25,6 +25,9 @@ mod cma;
 pub mod composite;
 pub mod copy;
 pub mod doorbell;
+/// Entry points of the fuzz targets in the workspace's `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod link;
 pub mod mem;
 #[cfg(feature = "ofi")]

@@ -56,7 +56,7 @@ mod fabric;
 mod link;
 mod regcache;
 mod wakeup;
-mod wire;
+pub(crate) mod wire;
 
 pub use endpoint::{RdmaEndpoint, RdmaParams};
 pub use fabric::{Access, Completion, Fabric, FabricCaps, FabricError, MemRegion, RmaOp};

@@ -257,19 +257,29 @@ mod tests {
         let k = JobKey::new(b"0123456789abcdef");
         let b = h.encode(&k, 2);
         assert_eq!(Hello::decode(&b, 42, 3, &k, 2), Ok(h));
-        assert!(Hello::decode(&b, 43, 3, &k, 2).unwrap_err().contains("token"));
-        assert!(Hello::decode(&b, 42, 4, &k, 2).unwrap_err().contains("world"));
+        assert!(Hello::decode(&b, 43, 3, &k, 2)
+            .unwrap_err()
+            .contains("token"));
+        assert!(Hello::decode(&b, 42, 4, &k, 2)
+            .unwrap_err()
+            .contains("world"));
         assert!(Hello::decode(&b[..10], 42, 3, &k, 2).is_err());
         let mut bad = b;
         bad[0] = b'X';
-        assert!(Hello::decode(&bad, 42, 3, &k, 2).unwrap_err().contains("magic"));
+        assert!(Hello::decode(&bad, 42, 3, &k, 2)
+            .unwrap_err()
+            .contains("magic"));
         // Another key, another receiver, or a changed byte: no valid tag.
         let other = JobKey::new(b"0123456789abcdeX");
-        assert!(Hello::decode(&b, 42, 3, &other, 2).unwrap_err().contains("tag"));
+        assert!(Hello::decode(&b, 42, 3, &other, 2)
+            .unwrap_err()
+            .contains("tag"));
         assert!(Hello::decode(&b, 42, 3, &k, 0).unwrap_err().contains("tag"));
         let mut bad = b;
         bad[40] ^= 1; // the ring key
-        assert!(Hello::decode(&bad, 42, 3, &k, 2).unwrap_err().contains("tag"));
+        assert!(Hello::decode(&bad, 42, 3, &k, 2)
+            .unwrap_err()
+            .contains("tag"));
     }
 
     #[test]

@@ -253,7 +253,8 @@ impl Conn {
                 if sender != t {
                     return Err(format!("answered as rank {sender}, expected {t}"));
                 }
-                self.ns.copy_from_slice(&self.inp[HEADER_LEN..HEADER_LEN + NONCE_BYTES]);
+                self.ns
+                    .copy_from_slice(&self.inp[HEADER_LEN..HEADER_LEN + NONCE_BYTES]);
                 let l = label(me, t, ours.world);
                 let proof = &self.inp[HEADER_LEN + NONCE_BYTES..SERVER_HELLO_LEN];
                 if !ours.key.verify(&l, b"server", &self.nc, &self.ns, proof) {
@@ -282,7 +283,8 @@ impl Conn {
                     return Err(format!("rank {sender} is already connected"));
                 }
                 self.sender = sender;
-                self.nc.copy_from_slice(&self.inp[HEADER_LEN..CLIENT_HELLO_LEN]);
+                self.nc
+                    .copy_from_slice(&self.inp[HEADER_LEN..CLIENT_HELLO_LEN]);
                 self.ns = nonce().map_err(|e| format!("no random nonce: {e}"))?;
                 let l = label(sender, me, ours.world);
                 let p = ours.key.proof(&l, b"server", &self.nc, &self.ns);

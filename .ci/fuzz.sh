@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of every decoder of outside bytes (fuzz/fuzz_targets/), on the
+# stable toolchain: `bash .ci/fuzz.sh [SECONDS] [TARGET...]` builds the fuzz crate and runs
+# each target (default: all) for SECONDS (default 30) from its committed corpus
+# (fuzz/corpus/<target>/, read only: new inputs go to a scratch directory). Fails on any
+# crash, panic, broken invariant, hang (-timeout) or memory blow-up (-rss_limit_mb); the
+# input that did it is kept as fuzz/artifacts/<target>/crash-… (or timeout-…, oom-…) and
+# its backtrace is printed. One summary line per target: runs, coverage, features, corpus.
+#
+# The long pass (README, "Fuzzing"): `bash .ci/fuzz.sh 600`.
+#
+# How it works on stable Rust: libfuzzer-sys compiles libFuzzer (C++, with the cc crate),
+# and rustc instruments the code the way cargo-fuzz asks it to, through stable codegen
+# options only (LLVM's SanitizerCoverage pass with -C passes, its options with
+# -C llvm-args). No AddressSanitizer (that needs nightly's -Z sanitizer): Rust's bounds and
+# overflow checks (-C debug-assertions -C overflow-checks) turn memory and arithmetic bugs
+# into panics instead. --target keeps the flags off build scripts and proc macros, which
+# are not linked with libFuzzer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+secs=${1:-30}
+shift || true
+case $secs in '' | *[!0-9]*) echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2 ;; esac
+
+command -v c++ >/dev/null || {
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null
+    fi
+}
+
+host=$(rustc -vV | sed -n 's/^host: //p')
+export RUSTFLAGS="-Cpasses=sancov-module \
+-Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+-Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares \
+--cfg fuzzing -Cdebug-assertions -Coverflow-checks"
+# Ferrocoll's own build settings (e.g. a developer's RUSTFLAGS) must not leak in.
+unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
+(cd fuzz && cargo build --release --locked -j "${FUZZ_JOBS:-2}" --target "$host" --bins)
+bin=fuzz/target/$host/release
+
+if (($#)); then
+    targets=("$@")
+else
+    mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^ferrocoll-fuzz$')
+fi
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+failed=()
+for t in "${targets[@]}"; do
+    [ -x "$bin/$t" ] || { echo "error: no fuzz target $t" >&2; exit 2; }
+    mkdir -p "$scratch/$t" "fuzz/artifacts/$t" "fuzz/corpus/$t"
+    log=$scratch/$t.log
+    # A dictionary of the target's protocol words, where it has one.
+    dict=()
+    [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
+    rc=0
+    "$bin/$t" "$scratch/$t" "fuzz/corpus/$t" "${dict[@]}" \
+        -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 -max_len=8192 \
+        -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || rc=$?
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+    cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
+    ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+    corp=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
+    if ((rc != 0)); then
+        failed+=("$t")
+        printf '%-16s FAILED (exit %s) after %s runs\n' "$t" "$rc" "${runs:-?}"
+        # The panic or signal, the input that caused it, and the top of the backtrace.
+        grep -E -A40 "panicked at|ERROR: libFuzzer|SUMMARY|Test unit written" "$log" | head -60
+    else
+        printf '%-16s ok: %s runs in %ss, cov %s, ft %s, corpus %s\n' \
+            "$t" "${runs:-?}" "$secs" "${cov:-?}" "${ft:-?}" "${corp:-?}"
+    fi
+done
+if ((${#failed[@]})); then
+    echo "fuzzing found problems in: ${failed[*]} (inputs under fuzz/artifacts/)" >&2
+    exit 1
+fi
+echo "fuzzing: ${#targets[@]} targets ran ${secs}s each without a finding"
