@@ -240,8 +240,7 @@ impl OfiPrepared {
             self.fabric,
             self.ctx.rank,
             self.ctx.world,
-            self.ctx.token,
-            &self.ctx.key,
+            (self.ctx.token, &self.ctx.key),
             &ranks,
             params,
         )

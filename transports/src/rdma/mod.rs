@@ -186,7 +186,13 @@ impl PreparedTransport for RdmaPrepared {
             ctx.timeout.max(Duration::from_millis(100)),
         );
         let ep = RdmaEndpoint::connect(
-            NAME, self.verbs, ctx.rank, ctx.world, ctx.token, &ctx.key, &ranks, params,
+            NAME,
+            self.verbs,
+            ctx.rank,
+            ctx.world,
+            (ctx.token, &ctx.key),
+            &ranks,
+            params,
         )?;
         Ok(Box::new(ep))
     }

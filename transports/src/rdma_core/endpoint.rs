@@ -54,7 +54,7 @@ pub struct RdmaEndpoint<F: Fabric> {
 
 impl<F: Fabric> RdmaEndpoint<F> {
     /// Connects to `peers` over `fabric` (which already reaches each of them by rank): sends
-    /// each a hello with the job token and where it may write, tagged under `key`, and
+    /// each a hello with the job token and where it may write, tagged under the job key, and
     /// waits for theirs (refusing any without a valid tag), within
     /// `params.timeout`. `transport` names the transport in errors.
     pub fn connect(
@@ -62,8 +62,7 @@ impl<F: Fabric> RdmaEndpoint<F> {
         fabric: F,
         rank: usize,
         world: usize,
-        token: u64,
-        key: &JobKey,
+        (token, key): (u64, &JobKey),
         peers: &[usize],
         params: RdmaParams,
     ) -> Result<RdmaEndpoint<F>, SetupError> {
