@@ -48,12 +48,13 @@ fn main() {
         }),
         ("rank_0_killed_with_an_external_tcp_store", || {
             let store = ferrocoll::launch::LocalStore::start().unwrap();
-            shrink_case_on("kill_mid", &[0], "auto", Some(&store.spec()));
+            shrink_case_on("kill_mid", &[0], "auto", Some(&store.env()));
         }),
         ("rank_0_killed_with_an_etcd_store", || {
             if let Some(etcd) = common::etcd::Etcd::start("elastic") {
                 let spec = format!("etcd://{}/elastic-{}", etcd.authority, std::process::id());
-                shrink_case_on("kill_mid", &[0], "auto", Some(&spec));
+                let env = [("FERROCOLL_STORE".to_string(), spec)];
+                shrink_case_on("kill_mid", &[0], "auto", Some(&env));
             }
         }),
         ("killed_mid_ring_then_shrink_shm", || {
@@ -288,12 +289,30 @@ fn mismatch_rank(c: &Communicator) -> i32 {
     match c.shrink_excluding(ex) {
         Err(Error::ShrinkMismatch { .. }) => {
             report(me, "ok mismatch");
+            if me == 0 {
+                // Rank 0 owns the job's store directory and clears it on exit; the others may
+                // still be reading the shrink's keys, so it leaves once they have reported.
+                others_reported(&[1, 2]);
+            }
             0
         }
         other => {
             report(me, &format!("fail {:?}", other.map(|n| n.world_size())));
             1
         }
+    }
+}
+
+/// Waits (up to [`HANG`]) until each of `ranks` has written its report.
+fn others_reported(ranks: &[usize]) {
+    let dir = std::env::var_os("FC_REPORT").expect("FC_REPORT");
+    let t0 = Instant::now();
+    while t0.elapsed() < HANG
+        && !ranks
+            .iter()
+            .all(|r| Path::new(&dir).join(format!("rank-{r}")).exists())
+    {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -382,7 +401,7 @@ impl Job {
         scenario: &str,
         victims: &[usize],
         transport: &str,
-        store: Option<&str>,
+        store: StoreEnv,
     ) -> Job {
         let dir = std::env::temp_dir().join(format!(
             "ferrocoll-elastic-{scenario}-{}-{}-{}",
@@ -392,17 +411,10 @@ impl Job {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("store")).unwrap();
-        let env: Vec<(String, String)> = vec![
+        let mut env: Vec<(String, String)> = vec![
             ("FC_ELASTIC".into(), scenario.into()),
             ("FC_VICTIMS".into(), csv(victims)),
             ("FC_REPORT".into(), dir.to_string_lossy().into_owned()),
-            (
-                "FERROCOLL_STORE".into(),
-                store.map_or_else(
-                    || format!("file:{}", dir.join("store").display()),
-                    str::to_string,
-                ),
-            ),
             (
                 "FERROCOLL_TRANSPORT".into(),
                 transport.trim_end_matches("+tree").into(),
@@ -419,6 +431,13 @@ impl Job {
             ("FERROCOLL_TIMEOUT".into(), "20".into()),
             ("FERROCOLL_HEARTBEAT_TIMEOUT".into(), HB.to_string()),
         ];
+        match store {
+            Some(vars) => env.extend_from_slice(vars),
+            None => env.push((
+                "FERROCOLL_STORE".into(),
+                format!("file:{}", dir.join("store").display()),
+            )),
+        }
         let logs = RankLogs::new(&format!("elastic {scenario} {transport}"));
         let kids = spawn_children(np, logs.command(me), &[], &env).unwrap();
         Job {
@@ -489,9 +508,12 @@ fn shrink_case(scenario: &str, victims: &[usize], transport: &str) {
     shrink_case_on(scenario, victims, transport, None);
 }
 
-/// [`shrink_case`] meeting through `store` (a `FERROCOLL_STORE` value) instead of a
-/// directory.
-fn shrink_case_on(scenario: &str, victims: &[usize], transport: &str, store: Option<&str>) {
+/// The variables that reach a job's store (`FERROCOLL_STORE`, and `FERROCOLL_SECRET` when
+/// it demands one), for a job not meeting in a directory of its own.
+type StoreEnv<'a> = Option<&'a [(String, String)]>;
+
+/// [`shrink_case`] meeting through `store` instead of a directory.
+fn shrink_case_on(scenario: &str, victims: &[usize], transport: &str, store: StoreEnv) {
     let before = shm_files();
     shrink_job(scenario, victims, transport, store);
     no_new_segments(&before);
@@ -525,7 +547,7 @@ fn no_new_segments(before: &[String]) {
     }
 }
 
-fn shrink_job(scenario: &str, victims: &[usize], transport: &str, store: Option<&str>) {
+fn shrink_job(scenario: &str, victims: &[usize], transport: &str, store: StoreEnv) {
     let np = 4;
     let mut job = Job::start_on(np, scenario, victims, transport, store);
     let stopped: Vec<usize> = if scenario.starts_with("stop_") {
@@ -718,7 +740,7 @@ fn across_two_hosts() {
 /// survivor's shrink must fail with a store error, well within the timeout.
 fn store_gone() {
     let store = ferrocoll::launch::LocalStore::start().unwrap();
-    let mut job = Job::start_on(4, "store_gone", &[], "auto", Some(&store.spec()));
+    let mut job = Job::start_on(4, "store_gone", &[], "auto", Some(&store.env()));
     // Every rank is past bootstrap and in its loop of all-reduces before the store goes.
     job.wait_up(4, Duration::from_secs(20));
     drop(store);
