@@ -4,14 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each phase is announced with the minutes:seconds since the start, so that a slow run says
+# where its time went.
+phase() { printf '==> [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+phase "system packages"
+
 # System packages some tests use: iproute2 (network namespaces for the multi-host tests),
 # Open MPI (launcher test under mpirun), etcd (tests/etcd_store.rs starts its own server; the
-# package installs /usr/bin/etcd and starts no service here). Installed only when missing and
-# when we can.
+# package installs /usr/bin/etcd and starts no service here), tcpdump (tests/security.rs captures
+# loopback). Installed only when missing and when we can.
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v mpirun >/dev/null || need+=(openmpi-bin)
 command -v etcd >/dev/null || need+=(etcd-server)
+command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -19,6 +25,7 @@ if ((${#need[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
+phase "Python venv"
 # A cached Python venv with torch (default PyPI wheel, used on the CPU: torchrun launcher test,
 # torch backend), numpy and pytest. Created once; later runs reuse it.
 export FERROCOLL_VENV=${FERROCOLL_VENV:-$HOME/.cache/ferrocoll/venv}
@@ -49,7 +56,7 @@ fi
 # so that `cargo test` works anywhere, but in this suite a tool it should have installed and
 # could not is an error. FERROCOLL_ALLOW_SKIPS=1 runs anyway (the skips are then printed).
 missing=()
-for tool in ip unshare tc mpirun cc valgrind etcd; do
+for tool in ip ss unshare tc mpirun cc valgrind etcd tcpdump; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 [ "$(id -u)" = 0 ] || missing+=("root (network namespaces for the multi-host tests)")
@@ -75,17 +82,19 @@ done
 if ((${#rdma_need[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${rdma_need[@]}" >/dev/null
 fi
-FEATURES=ofi,rdma
+# `tls` (TLS on the TCP links, FERROCOLL_TLS=1) needs no system library: always on here.
+FEATURES=ofi,rdma,tls
 if ! pkg-config --exists libfabric libibverbs 2>/dev/null; then
     if [ "${FERROCOLL_ALLOW_SKIPS:-0}" = 1 ]; then
         echo "warning: libfabric/libibverbs missing: building without the ofi and rdma transports"
-        FEATURES=
+        FEATURES=tls
     else
         echo "error: missing: libfabric-dev, libibverbs-dev (FERROCOLL_ALLOW_SKIPS=1 runs the rest)" >&2
         exit 1
     fi
 fi
 
+phase "fmt, check, clippy"
 cargo fmt --all -- --check
 # The default build: no feature, no system library.
 cargo check --workspace --all-targets
@@ -93,19 +102,24 @@ cargo clippy --workspace --all-targets --features "$FEATURES" -- -D warnings
 # `cargo test` does not build a cdylib/staticlib-only crate for its integration tests (they
 # do not link it), so libferrocoll.so/.a are built first: the C example test and the Python
 # package below load them from target/debug.
+phase "build: ffi, example"
 cargo build -p ferrocoll-ffi --features "$FEATURES"
 # tests/train_dp_cli.rs runs the example binary, which `--all-targets` builds only as a test.
 cargo build -p ferrocoll --example train_dp --features "$FEATURES"
 # Every target but the criterion benchmarks, which run next in test mode (each benchmark once,
 # to check it runs): criterion prints two lines per benchmark, shown only when one fails.
+phase "tests"
 cargo test --workspace --lib --bins --tests --examples --features "$FEATURES"
+phase "benchmarks in test mode"
 if ! bench_out=$(cargo test --workspace --bench '*' --features "$FEATURES" 2>&1); then
     echo "$bench_out"
     echo "error: a benchmark failed in test mode (cargo test --workspace --bench '*')" >&2
     exit 1
 fi
 echo "benchmarks in test mode: ok ($(grep -c '^Success' <<<"$bench_out") run once each)"
+phase "doc tests"
 cargo test --workspace --doc --features "$FEATURES"
+phase "Python"
 
 # ---- issue 6 (C ABI, Python): pytest suite and torch backend (begin) ----------------------
 # The C example already ran above (cargo test -p ferrocoll-ffi --test c_example). Here the
@@ -128,6 +142,8 @@ fi
 # A short fuzzing pass over every decoder of outside bytes (.ci/fuzz.sh; the README's
 # "Fuzzing" has the long one): builds the instrumented fuzz crate, then a few seconds per
 # target from the committed corpus. Any crash, hang or broken invariant fails the suite.
+phase "fuzzing"
 bash .ci/fuzz.sh "${FERROCOLL_FUZZ_SECONDS:-10}"
+phase "done"
 
 echo "note: no GPU or RDMA device is used by this suite: the ofi transport ran over libfabric's tcp provider; the rdma (verbs) transport is built and its no-device path tested, not run on hardware; vendor-library (NCCL/HCCL) paths are not built yet."

@@ -203,6 +203,17 @@ fn served_by_rank0(env: &LaunchEnv, cfg: &Config, store_addr: SocketAddr) -> Res
                     ),
                 });
             }
+            Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(Error::Config {
+                    var: "FERROCOLL_STORE".into(),
+                    value: env.store.clone(),
+                    reason: format!(
+                        "rank 0 serves the store at this address, but another process already \
+                         listens on {store_addr} (another job's rank 0, a second process given \
+                         rank 0, or a store left running): give each job its own port ({e})"
+                    ),
+                });
+            }
             Err(e) => return Err(e.into()),
         }
     } else {
@@ -311,6 +322,7 @@ pub(crate) fn connect_ranks(
         timeout: cfg.timeout,
         ring_bytes: cfg.shm_ring_bytes,
         single_copy: cfg.shm_direct,
+        tls: cfg.tls,
     };
     let offers = endpoint::prepare(cfg, &ctx)?;
     let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).map_err(StoreError::Io)?;

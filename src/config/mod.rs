@@ -137,6 +137,10 @@ pub struct Config {
     /// default 64 KiB; below it the system call and acknowledgement cost more than the copy
     /// through the ring saves). Tests set small values to reach the single-copy paths.
     pub direct_min_bytes: usize,
+    /// Whether the TCP links run TLS 1.3 (`FERROCOLL_TLS=1|0`, default 0; needs a build with
+    /// the `tls` feature): encrypted and authenticated data between hosts, at a CPU cost
+    /// (see `PERFORMANCE.md`). Shared-memory links stay on the host and need none.
+    pub tls: bool,
     /// Whether collectives whose receivers reduce also use single copy
     /// (`FERROCOLL_SINGLE_COPY_REDUCTIONS=0|1`, default 0): reducing straight out of the
     /// ring that the sender fills in parallel is faster on shared memory than a cross-memory
@@ -200,6 +204,7 @@ impl Default for Config {
             shm_ring_bytes: 4 << 20,
             yield_when_idle: None,
             shm_direct: true,
+            tls: false,
             direct_min_bytes: 64 << 10,
             single_copy_reductions: false,
             streaming_min_bytes: 8 << 20,
@@ -209,6 +214,28 @@ impl Default for Config {
             fr_entries: 1024,
         }
     }
+}
+
+/// A duration variable in seconds: positive, or also 0 when `zero_ok` (`what` describes the
+/// accepted values in the error).
+fn seconds(var: &str, value: &str, zero_ok: bool, what: &str) -> Result<Duration> {
+    let s: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| bad(var, value, "not a number of seconds"))?;
+    // Beyond ~584 billion years a Duration overflows; below a nanosecond it is 0.
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| s >= 0.0 && (zero_ok || (s > 0.0 && !d.is_zero())))
+        .ok_or_else(|| bad(var, value, what))
+}
+
+/// A count variable (bytes, entries): a non-negative integer (`unit` names it in the error).
+fn count(var: &str, value: &str, unit: &str) -> Result<usize> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| bad(var, value, format!("not a number of {unit}")))
 }
 
 /// An on/off variable: `1`/`true`/`yes` or `0`/`false`/`no`; empty means `empty`.
@@ -295,47 +322,19 @@ impl Config {
             c = c.with_algo(&v)?;
         }
         if let Some(v) = get("FERROCOLL_SEGMENT_BYTES") {
-            let n: usize = v
-                .trim()
-                .parse()
-                .map_err(|_| bad("FERROCOLL_SEGMENT_BYTES", &v, "not a byte count"))?;
+            let n = count("FERROCOLL_SEGMENT_BYTES", &v, "bytes")?;
             if n == 0 {
                 return Err(bad("FERROCOLL_SEGMENT_BYTES", &v, "must be at least 1"));
             }
             c.segment_bytes = n;
         }
         if let Some(v) = get("FERROCOLL_TIMEOUT") {
-            let s: f64 = v
-                .trim()
-                .parse()
-                .map_err(|_| bad("FERROCOLL_TIMEOUT", &v, "not a number of seconds"))?;
-            // Beyond ~584 billion years a Duration overflows; below a nanosecond it is 0.
-            c.timeout = Duration::try_from_secs_f64(s)
-                .ok()
-                .filter(|d| s > 0.0 && !d.is_zero())
-                .ok_or_else(|| {
-                    bad(
-                        "FERROCOLL_TIMEOUT",
-                        &v,
-                        "must be a positive number of seconds",
-                    )
-                })?;
+            let what = "must be a positive number of seconds";
+            c.timeout = seconds("FERROCOLL_TIMEOUT", &v, false, what)?;
         }
         if let Some(v) = get("FERROCOLL_HEARTBEAT_TIMEOUT") {
-            let s: f64 = v
-                .trim()
-                .parse()
-                .map_err(|_| bad("FERROCOLL_HEARTBEAT_TIMEOUT", &v, "not a number of seconds"))?;
-            c.heartbeat_timeout = Duration::try_from_secs_f64(s)
-                .ok()
-                .filter(|_| s >= 0.0)
-                .ok_or_else(|| {
-                    bad(
-                        "FERROCOLL_HEARTBEAT_TIMEOUT",
-                        &v,
-                        "must be 0 (off) or a positive number of seconds",
-                    )
-                })?;
+            let what = "must be 0 (off) or a positive number of seconds";
+            c.heartbeat_timeout = seconds("FERROCOLL_HEARTBEAT_TIMEOUT", &v, true, what)?;
         }
         if let Some(v) = get("FERROCOLL_SPIN_US") {
             let us: u64 = v
@@ -362,19 +361,23 @@ impl Config {
             c.shm_direct = switch("FERROCOLL_SHM_DIRECT", &v, true)?;
         }
         if let Some(v) = get("FERROCOLL_DIRECT_MIN_BYTES") {
-            c.direct_min_bytes = v
-                .trim()
-                .parse()
-                .map_err(|_| bad("FERROCOLL_DIRECT_MIN_BYTES", &v, "not a number of bytes"))?;
+            c.direct_min_bytes = count("FERROCOLL_DIRECT_MIN_BYTES", &v, "bytes")?;
+        }
+        if let Some(v) = get("FERROCOLL_TLS") {
+            c.tls = switch("FERROCOLL_TLS", &v, false)?;
+            if c.tls && !ferrocoll_transports::tcp::tls::AVAILABLE {
+                return Err(bad(
+                    "FERROCOLL_TLS",
+                    &v,
+                    "this build has no TLS: build ferrocoll with the `tls` feature",
+                ));
+            }
         }
         if let Some(v) = get("FERROCOLL_SINGLE_COPY_REDUCTIONS") {
             c.single_copy_reductions = switch("FERROCOLL_SINGLE_COPY_REDUCTIONS", &v, false)?;
         }
         if let Some(v) = get("FERROCOLL_STREAMING_MIN_BYTES") {
-            c.streaming_min_bytes = v
-                .trim()
-                .parse()
-                .map_err(|_| bad("FERROCOLL_STREAMING_MIN_BYTES", &v, "not a number of bytes"))?;
+            c.streaming_min_bytes = count("FERROCOLL_STREAMING_MIN_BYTES", &v, "bytes")?;
         }
         if let Some(v) = get("FERROCOLL_TRANSPORT") {
             c.transport =
@@ -397,10 +400,7 @@ impl Config {
         c.socket_ifname = get("FERROCOLL_SOCKET_IFNAME").filter(|s| !s.is_empty());
         c.secret = secret(&get)?;
         if let Some(v) = get("FERROCOLL_SHM_RING_BYTES") {
-            let n: usize = v
-                .trim()
-                .parse()
-                .map_err(|_| bad("FERROCOLL_SHM_RING_BYTES", &v, "not a byte count"))?;
+            let n = count("FERROCOLL_SHM_RING_BYTES", &v, "bytes")?;
             if n < 4096 {
                 return Err(bad("FERROCOLL_SHM_RING_BYTES", &v, "must be at least 4096"));
             }
@@ -426,10 +426,7 @@ impl Config {
             .filter(|s| !s.trim().is_empty())
             .map(PathBuf::from);
         if let Some(v) = get("FERROCOLL_FR_ENTRIES") {
-            let n: usize = v
-                .trim()
-                .parse()
-                .map_err(|_| bad("FERROCOLL_FR_ENTRIES", &v, "not a number of entries"))?;
+            let n = count("FERROCOLL_FR_ENTRIES", &v, "entries")?;
             if n > FR_ENTRIES_MAX {
                 return Err(bad(
                     "FERROCOLL_FR_ENTRIES",

@@ -175,6 +175,8 @@ pub struct SetupCtx {
     pub ring_bytes: usize,
     /// Whether links may offer single-copy transfers (`FERROCOLL_SHM_DIRECT`).
     pub single_copy: bool,
+    /// Whether the TCP links run TLS (`FERROCOLL_TLS`; see `tcp::tls`).
+    pub tls: bool,
 }
 
 /// A transport: see the module docs.

@@ -32,6 +32,7 @@ fn ctx(rank: usize, world: usize, token: u64) -> SetupCtx {
         timeout: Duration::from_secs(10),
         ring_bytes: 1 << 20,
         single_copy: true,
+        tls: false,
     }
 }
 

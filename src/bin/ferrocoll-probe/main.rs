@@ -111,9 +111,12 @@ pub fn row_transports(row: &[&str]) -> Vec<String> {
 /// (a transport with more than [`PAIRS_LISTED`] pairs shows their count; the `links`
 /// subcommand prints the whole matrix).
 pub fn pair_summary(m: &[Vec<&str>]) -> String {
+    // TCP links of a job run with FERROCOLL_TLS=1 carry TLS: say so where they are named.
+    let tls = ferrocoll::Config::from_env().is_ok_and(|c| c.tls);
     let mut by: Vec<(&str, Vec<String>)> = Vec::new();
     for (a, row) in m.iter().enumerate() {
         for (b, t) in row.iter().enumerate().skip(a + 1) {
+            let t = if tls && *t == "tcp" { &"tcp+tls" } else { t };
             match by.iter_mut().find(|(n, _)| n == t) {
                 Some((_, pairs)) => pairs.push(format!("{a}-{b}")),
                 None => by.push((t, vec![format!("{a}-{b}")])),

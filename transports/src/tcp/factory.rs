@@ -2,8 +2,9 @@
 //!
 //! `prepare` binds the listening socket on the job's interface; the address blob is its
 //! `ip:port` as text. `connect` forms the mesh with the peers routed to TCP
-//! ([`TcpEndpoint::connect_to`]: lower ranks dial, higher ranks accept, each connection
-//! checked by the job-token handshake).
+//! ([`TcpEndpoint::connect_to`]: higher ranks dial, lower ranks accept, each connection
+//! checked by the job key's handshake), then runs TLS on it when the job asks for it
+//! ([`TcpEndpoint::with_tls`]).
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -107,6 +108,11 @@ impl PreparedTransport for PreparedTcp {
             &ctx.key,
             ctx.timeout,
         )?;
+        let ep = if ctx.tls {
+            ep.with_tls(&ctx.key, ctx.timeout)?
+        } else {
+            ep
+        };
         Ok(Box::new(ep))
     }
 }

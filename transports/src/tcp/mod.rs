@@ -29,6 +29,10 @@ pub mod factory;
 pub mod setup;
 #[cfg(test)]
 mod tests;
+#[cfg_attr(not(feature = "tls"), path = "no_tls.rs")]
+pub mod tls;
+#[cfg(all(test, feature = "tls"))]
+mod tls_tests;
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -108,6 +112,8 @@ pub struct TcpLink {
     eof: bool,
     /// This side was closed with [`Link::close`].
     closed: bool,
+    /// The link's TLS session, when the endpoint runs TLS ([`TcpEndpoint::with_tls`]).
+    tls: Option<Box<tls::Session>>,
 }
 
 impl TcpLink {
@@ -121,7 +127,13 @@ impl TcpLink {
             end: 0,
             eof: false,
             closed: false,
+            tls: None,
         }
+    }
+
+    /// Whether the link's bytes go through TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The underlying stream (e.g. to read its addresses).
@@ -161,6 +173,22 @@ impl TcpLink {
         }
     }
 
+    /// Reads from the peer into `dst`: from the socket, or through the TLS session.
+    fn read_raw(
+        stream: &mut TcpStream,
+        tls: &mut Option<Box<tls::Session>>,
+        eof: &mut bool,
+        peer: usize,
+        dst: &mut [u8],
+    ) -> Result<usize, LinkError> {
+        match tls {
+            Some(s) => s.read(stream, eof, peer, dst),
+            None => {
+                Self::read_socket(stream, eof, dst).map_err(|source| LinkError::Io { peer, source })
+            }
+        }
+    }
+
     /// Refills the (empty) receive buffer from the socket with at most `limit` bytes.
     fn fill(&mut self, limit: usize) -> Result<(), LinkError> {
         debug_assert_eq!(self.start, self.end);
@@ -173,13 +201,14 @@ impl TcpLink {
         self.start = 0;
         self.end = 0;
         let limit = limit.min(self.buf.len());
-        match Self::read_socket(&mut self.stream, &mut self.eof, &mut self.buf[..limit]) {
-            Ok(n) => {
-                self.end = n;
-                Ok(())
-            }
-            Err(e) => Err(self.io_err(e)),
-        }
+        self.end = Self::read_raw(
+            &mut self.stream,
+            &mut self.tls,
+            &mut self.eof,
+            self.peer,
+            &mut self.buf[..limit],
+        )?;
+        Ok(())
     }
 }
 
@@ -195,6 +224,9 @@ impl Link for TcpLink {
         }
         if buf.is_empty() {
             return Ok(0);
+        }
+        if let Some(s) = &mut self.tls {
+            return s.try_write(&mut self.stream, &mut self.eof, self.peer, buf);
         }
         loop {
             return match self.stream.write(buf) {
@@ -248,10 +280,15 @@ impl Link for TcpLink {
         if self.eof {
             return Err(self.closed_err());
         }
-        match Self::read_socket(&mut self.stream, &mut self.eof, dst) {
-            Ok(0) if self.eof => Err(self.closed_err()),
-            Ok(n) => Ok(n),
-            Err(e) => Err(self.io_err(e)),
+        match Self::read_raw(
+            &mut self.stream,
+            &mut self.tls,
+            &mut self.eof,
+            self.peer,
+            dst,
+        )? {
+            0 if self.eof => Err(self.closed_err()),
+            n => Ok(n),
         }
     }
 
@@ -267,6 +304,9 @@ impl Link for TcpLink {
     fn close(&mut self) {
         if !self.closed {
             self.closed = true;
+            if let Some(s) = &mut self.tls {
+                s.close(&mut self.stream, &mut self.eof, self.peer);
+            }
             // NotConnected when the peer already reset the connection: nothing to do then.
             let _ = self.stream.shutdown(Shutdown::Both);
         }
@@ -352,6 +392,13 @@ impl Endpoint for TcpEndpoint {
         // (edge-triggered events are kept until polled), so none is lost here.
         if self.activity.load(Ordering::SeqCst) != token {
             return Ok(());
+        }
+        // Records a TLS session queued on its own (answers to the peer) go out before we
+        // sleep; a full socket wakes us when it drains.
+        for l in self.links.iter_mut().flatten() {
+            if let Some(s) = &mut l.tls {
+                s.flush(&mut l.stream, &mut l.eof, l.peer);
+            }
         }
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}

@@ -17,11 +17,11 @@ use crate::auth::{JobKey, PROOF_BYTES};
 use std::io::Read;
 
 /// The key every rank of the test job holds.
-fn key() -> JobKey {
+pub(super) fn key() -> JobKey {
     JobKey::new(b"the test job's key, 32 bytes...")
 }
 
-fn listeners(n: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
+pub(super) fn listeners(n: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
     let ls: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -105,12 +105,12 @@ fn mesh_logged(n: usize, before: impl FnOnce(&[SocketAddr]), log: &WarnLog) -> V
     hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
 }
 
-fn byte(from: usize, to: usize, i: usize) -> u8 {
+pub(super) fn byte(from: usize, to: usize, i: usize) -> u8 {
     (i.wrapping_mul(31) ^ (from * 7 + to * 13) ^ (i >> 11)) as u8
 }
 
 /// Sends `bytes` to every peer and receives as many from each, checking every byte.
-fn exchange(ep: &mut TcpEndpoint, bytes: usize) {
+pub(super) fn exchange(ep: &mut TcpEndpoint, bytes: usize) {
     let (me, n) = (ep.rank(), ep.world_size());
     let out: Vec<Vec<u8>> = (0..n)
         .map(|p| (0..bytes).map(|i| byte(me, p, i)).collect())
@@ -307,12 +307,22 @@ fn setup_deadline_with_missing_peer() {
     );
 }
 
+/// A loopback port below the kernel's ephemeral range that is free now: while a test keeps
+/// it closed, no other test's connection can be given it as its local port.
+fn quiet_port() -> u16 {
+    let start = 20_000 + (std::process::id() % 8_000) as u16;
+    (start..start + 2_000)
+        .find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port below 30000")
+}
+
 #[test]
 fn late_peer_is_retried() {
-    let (ls, addrs) = listeners(2);
+    let (ls, mut addrs) = listeners(2);
     let mut ls = ls.into_iter();
-    // Rank 0 is not listening yet: its port refuses connections until it binds again.
+    // Rank 0 is not listening yet: its port refuses connections until it binds it.
     drop(ls.next());
+    addrs[0] = SocketAddr::from(([127, 0, 0, 1], quiet_port()));
     let l1 = ls.next().unwrap();
     let a = addrs.clone();
     let h1 =
