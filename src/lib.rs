@@ -16,6 +16,7 @@
 //! describes the inside: a call is checked by the communicator, planned by the planner,
 //! queued by the engine and run by the executor over the links of `ferrocoll_transports`.
 
+pub mod accel;
 mod algo;
 mod bootstrap;
 mod comm;

@@ -15,10 +15,12 @@ use crate::types::DataType;
 mod conflict;
 mod store;
 mod topology;
+mod vendor;
 
 pub use conflict::{Process, RankConflict};
 pub use store::StoreError;
 pub use topology::TopologyError;
+pub use vendor::VendorError;
 
 /// Everything that can go wrong in a ferrocoll call.
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +262,10 @@ pub enum Error {
     /// A schedule broke an invariant (a bug in ferrocoll, reported instead of hanging).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A vendor library (NCCL, HCCL, their runtimes) could not be used, or a call into it
+    /// failed: names the library, the call and the vendor's own code and message.
+    #[error(transparent)]
+    Vendor(#[from] VendorError),
 }
 
 /// Broad classes of [`Error`], numbered like NCCL's `ncclResult_t`.
@@ -316,6 +322,8 @@ impl Error {
             | Error::TransportSetup(_) => ErrorKind::System,
             Error::CommFailed(cause) => cause.kind(),
             Error::Internal(_) => ErrorKind::Internal,
+            Error::Vendor(VendorError::Unsupported { .. }) => ErrorKind::InvalidUsage,
+            Error::Vendor(_) => ErrorKind::System,
         }
     }
 }
@@ -457,6 +465,7 @@ impl Error {
             TransportSetup(e) => TransportSetup(e.duplicate()),
             CommFailed(c) => CommFailed(c.clone()),
             Internal(m) => Internal(m.clone()),
+            Vendor(v) => Vendor(v.clone()),
             Topology(e) => Topology(e.clone()),
         }
     }
