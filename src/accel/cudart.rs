@@ -6,7 +6,7 @@
 use std::ffi::{c_char, c_int, c_void};
 
 use super::loader::{c_text, load, Loaded};
-use super::{MemoryKind, RawStream};
+use super::{CopyKind, MemoryKind, RawEvent, RawStream, Runtime};
 use crate::error::VendorError;
 
 const LIBRARY: &str = "CUDA runtime";
@@ -14,18 +14,6 @@ const LIBRARY: &str = "CUDA runtime";
 pub const LIBRARY_VAR: &str = "FERROCOLL_CUDART_LIBRARY";
 
 type Err = c_int;
-
-/// `cudaMemcpyKind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(i32)]
-pub enum CopyKind {
-    /// `cudaMemcpyHostToDevice`.
-    HostToDevice = 1,
-    /// `cudaMemcpyDeviceToHost`.
-    DeviceToHost = 2,
-    /// `cudaMemcpyDeviceToDevice`.
-    DeviceToDevice = 3,
-}
 
 /// `struct cudaPointerAttributes` (CUDA 11+).
 #[repr(C)]
@@ -49,6 +37,10 @@ struct Fns {
     malloc: unsafe extern "C" fn(*mut *mut c_void, usize) -> Err,
     free: unsafe extern "C" fn(*mut c_void) -> Err,
     pointer_get_attributes: unsafe extern "C" fn(*mut PointerAttributes, *const c_void) -> Err,
+    event_create: unsafe extern "C" fn(*mut RawEvent) -> Err,
+    event_record: unsafe extern "C" fn(RawEvent, RawStream) -> Err,
+    event_synchronize: unsafe extern "C" fn(RawEvent) -> Err,
+    event_destroy: unsafe extern "C" fn(RawEvent) -> Err,
 }
 
 /// A loaded CUDA runtime.
@@ -92,6 +84,10 @@ impl CudaRuntime {
                 malloc: lib.get("cudaMalloc")?,
                 free: lib.get("cudaFree")?,
                 pointer_get_attributes: lib.get("cudaPointerGetAttributes")?,
+                event_create: lib.get("cudaEventCreate")?,
+                event_record: lib.get("cudaEventRecord")?,
+                event_synchronize: lib.get("cudaEventSynchronize")?,
+                event_destroy: lib.get("cudaEventDestroy")?,
             }
         };
         let mut v = 0;
@@ -142,80 +138,6 @@ impl CudaRuntime {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    /// Makes `device` this thread's current device.
-    pub fn set_device(&self, device: u32) -> Result<(), VendorError> {
-        let d = c_int::try_from(device).unwrap_or(c_int::MAX);
-        // SAFETY: takes an int.
-        let r = unsafe { (self.f.set_device)(d) };
-        self.check("cudaSetDevice", r)
-    }
-
-    /// A new stream on the current device.
-    pub fn stream_create(&self) -> Result<RawStream, VendorError> {
-        let mut s: RawStream = std::ptr::null_mut();
-        // SAFETY: writes one cudaStream_t.
-        let r = unsafe { (self.f.stream_create)(&mut s) };
-        self.check("cudaStreamCreate", r)?;
-        Ok(s)
-    }
-
-    /// Destroys a stream made by [`CudaRuntime::stream_create`].
-    ///
-    /// # Safety
-    /// `s` is a live stream not used afterwards.
-    pub unsafe fn stream_destroy(&self, s: RawStream) -> Result<(), VendorError> {
-        // SAFETY: the caller's contract.
-        let r = unsafe { (self.f.stream_destroy)(s) };
-        self.check("cudaStreamDestroy", r)
-    }
-
-    /// Waits until everything queued on `s` has run.
-    ///
-    /// # Safety
-    /// `s` is a live stream (or NULL, the legacy default stream).
-    pub unsafe fn synchronize(&self, s: RawStream) -> Result<(), VendorError> {
-        // SAFETY: the caller's contract.
-        let r = unsafe { (self.f.stream_synchronize)(s) };
-        self.check("cudaStreamSynchronize", r)
-    }
-
-    /// Queues a copy of `bytes` on `s`.
-    ///
-    /// # Safety
-    /// `dst` and `src` are valid for `bytes` in the memory `kind` says, until `s` reaches
-    /// the copy; `s` is a live stream.
-    pub unsafe fn copy_async(
-        &self,
-        dst: *mut c_void,
-        src: *const c_void,
-        bytes: usize,
-        kind: CopyKind,
-        s: RawStream,
-    ) -> Result<(), VendorError> {
-        // SAFETY: the caller's contract.
-        let r = unsafe { (self.f.memcpy_async)(dst, src, bytes, kind as c_int, s) };
-        self.check("cudaMemcpyAsync", r)
-    }
-
-    /// `bytes` of device memory on the current device.
-    pub fn malloc(&self, bytes: usize) -> Result<*mut c_void, VendorError> {
-        let mut p = std::ptr::null_mut();
-        // SAFETY: writes one pointer.
-        let r = unsafe { (self.f.malloc)(&mut p, bytes) };
-        self.check("cudaMalloc", r)?;
-        Ok(p)
-    }
-
-    /// Frees memory from [`CudaRuntime::malloc`].
-    ///
-    /// # Safety
-    /// `p` came from `malloc` and is not used afterwards.
-    pub unsafe fn free(&self, p: *mut c_void) -> Result<(), VendorError> {
-        // SAFETY: the caller's contract.
-        let r = unsafe { (self.f.free)(p) };
-        self.check("cudaFree", r)
-    }
-
     /// What memory the address `addr` lies in, as the runtime knows it
     /// (`cudaPointerGetAttributes`, which only looks the address up): plain host memory the
     /// runtime never saw is [`MemoryKind::Host`].
@@ -234,5 +156,91 @@ impl CudaRuntime {
             2 | 3 => MemoryKind::Cuda(u32::try_from(a.device).unwrap_or(0)),
             _ => MemoryKind::Host,
         })
+    }
+}
+
+impl Runtime for CudaRuntime {
+    fn name(&self) -> &'static str {
+        LIBRARY
+    }
+
+    fn set_device(&self, device: u32) -> Result<(), VendorError> {
+        let d = c_int::try_from(device).unwrap_or(c_int::MAX);
+        // SAFETY: takes an int.
+        let r = unsafe { (self.f.set_device)(d) };
+        self.check("cudaSetDevice", r)
+    }
+
+    fn stream_create(&self) -> Result<RawStream, VendorError> {
+        let mut s: RawStream = std::ptr::null_mut();
+        // SAFETY: writes one cudaStream_t.
+        let r = unsafe { (self.f.stream_create)(&mut s) };
+        self.check("cudaStreamCreate", r)?;
+        Ok(s)
+    }
+
+    unsafe fn stream_destroy(&self, s: RawStream) -> Result<(), VendorError> {
+        // SAFETY: the caller's contract.
+        let r = unsafe { (self.f.stream_destroy)(s) };
+        self.check("cudaStreamDestroy", r)
+    }
+
+    unsafe fn synchronize(&self, s: RawStream) -> Result<(), VendorError> {
+        // SAFETY: the caller's contract.
+        let r = unsafe { (self.f.stream_synchronize)(s) };
+        self.check("cudaStreamSynchronize", r)
+    }
+
+    unsafe fn copy_async(
+        &self,
+        dst: *mut c_void,
+        src: *const c_void,
+        bytes: usize,
+        kind: CopyKind,
+        s: RawStream,
+    ) -> Result<(), VendorError> {
+        // SAFETY: the caller's contract.
+        let r = unsafe { (self.f.memcpy_async)(dst, src, bytes, kind as c_int, s) };
+        self.check("cudaMemcpyAsync", r)
+    }
+
+    fn malloc(&self, bytes: usize) -> Result<*mut c_void, VendorError> {
+        let mut p = std::ptr::null_mut();
+        // SAFETY: writes one pointer.
+        let r = unsafe { (self.f.malloc)(&mut p, bytes) };
+        self.check("cudaMalloc", r)?;
+        Ok(p)
+    }
+
+    unsafe fn free(&self, p: *mut c_void) -> Result<(), VendorError> {
+        // SAFETY: the caller's contract.
+        let r = unsafe { (self.f.free)(p) };
+        self.check("cudaFree", r)
+    }
+
+    fn event_create(&self) -> Result<RawEvent, VendorError> {
+        let mut e = std::ptr::null_mut();
+        // SAFETY: writes one cudaEvent_t.
+        let r = unsafe { (self.f.event_create)(&mut e) };
+        self.check("cudaEventCreate", r)?;
+        Ok(e)
+    }
+
+    unsafe fn event_record(&self, e: RawEvent, s: RawStream) -> Result<(), VendorError> {
+        // SAFETY: the caller's contract.
+        let r = unsafe { (self.f.event_record)(e, s) };
+        self.check("cudaEventRecord", r)
+    }
+
+    unsafe fn event_synchronize(&self, e: RawEvent) -> Result<(), VendorError> {
+        // SAFETY: the caller's contract.
+        let r = unsafe { (self.f.event_synchronize)(e) };
+        self.check("cudaEventSynchronize", r)
+    }
+
+    unsafe fn event_destroy(&self, e: RawEvent) -> Result<(), VendorError> {
+        // SAFETY: the caller's contract.
+        let r = unsafe { (self.f.event_destroy)(e) };
+        self.check("cudaEventDestroy", r)
     }
 }

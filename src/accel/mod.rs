@@ -7,18 +7,101 @@
 //!   enums mapped in one table, its errors carrying NCCL's own message.
 //! - [`cudart`]: the CUDA runtime (`FERROCOLL_CUDART_LIBRARY`) for the streams and copies of
 //!   the staging path, and the query that tells device memory from host memory.
+//! - [`hccl`] and [`acl`]: HCCL (`libhccl.so`, `FERROCOLL_HCCL_LIBRARY`) and Ascend's ACL
+//!   runtime (`libascendcl.so`, `FERROCOLL_ACL_LIBRARY`), the same way. HCCL's enums are
+//!   ordered differently from NCCL's and it has no average: each has its own table.
+//! - [`Runtime`] is what both runtimes offer the staging path.
+//! - [`composed`]: one communicator over NVIDIA, Ascend and CPU hosts: the vendor inside a
+//!   host, ferrocoll between hosts from staging buffers.
 //!
 //! Device buffers are raw device pointers and streams raw `cudaStream_t`/`aclrtStream`
 //! handles, as the vendors' C APIs take them.
 
+pub mod acl;
+pub mod composed;
 pub mod cudart;
+pub mod hccl;
 mod loader;
 pub mod nccl;
 
 use std::ffi::c_void;
 
+use crate::error::VendorError;
+
 /// A vendor's stream handle (`cudaStream_t`, `aclrtStream`); null is the default stream.
 pub type RawStream = *mut c_void;
+/// A vendor's event handle (`cudaEvent_t`, `aclrtEvent`).
+pub type RawEvent = *mut c_void;
+
+/// The direction of a copy (`cudaMemcpyKind` and `aclrtMemcpyKind` number them alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum CopyKind {
+    /// Host to device.
+    HostToDevice = 1,
+    /// Device to host.
+    DeviceToHost = 2,
+    /// Device to device.
+    DeviceToDevice = 3,
+}
+
+/// A device runtime (the CUDA runtime, ACL): what the staging path needs of it. Every call
+/// that takes a stream queues work on it; nothing waits unless it says so.
+pub trait Runtime: Send + Sync {
+    /// The library's name ("CUDA runtime", "ACL runtime").
+    fn name(&self) -> &'static str;
+    /// Makes `device` the calling thread's current device.
+    fn set_device(&self, device: u32) -> Result<(), VendorError>;
+    /// A new stream on the current device.
+    fn stream_create(&self) -> Result<RawStream, VendorError>;
+    /// Destroys a stream.
+    ///
+    /// # Safety
+    /// `s` came from [`Runtime::stream_create`] and is not used afterwards.
+    unsafe fn stream_destroy(&self, s: RawStream) -> Result<(), VendorError>;
+    /// Waits until everything queued on `s` has run.
+    ///
+    /// # Safety
+    /// `s` is a live stream (or null, the default stream).
+    unsafe fn synchronize(&self, s: RawStream) -> Result<(), VendorError>;
+    /// Queues a copy of `bytes` on `s`.
+    ///
+    /// # Safety
+    /// `dst` and `src` are valid for `bytes` in the memory `kind` says until `s` reaches the
+    /// copy; `s` is a live stream.
+    unsafe fn copy_async(
+        &self,
+        dst: *mut c_void,
+        src: *const c_void,
+        bytes: usize,
+        kind: CopyKind,
+        s: RawStream,
+    ) -> Result<(), VendorError>;
+    /// `bytes` of device memory on the current device.
+    fn malloc(&self, bytes: usize) -> Result<*mut c_void, VendorError>;
+    /// Frees device memory.
+    ///
+    /// # Safety
+    /// `p` came from [`Runtime::malloc`] and is not used afterwards.
+    unsafe fn free(&self, p: *mut c_void) -> Result<(), VendorError>;
+    /// A new event.
+    fn event_create(&self) -> Result<RawEvent, VendorError>;
+    /// Marks the point `s` has reached in its queue with `e`.
+    ///
+    /// # Safety
+    /// `e` and `s` are live.
+    unsafe fn event_record(&self, e: RawEvent, s: RawStream) -> Result<(), VendorError>;
+    /// Waits until the stream `e` was recorded on has passed it.
+    ///
+    /// # Safety
+    /// `e` is live and recorded.
+    unsafe fn event_synchronize(&self, e: RawEvent) -> Result<(), VendorError>;
+    /// Destroys an event.
+    ///
+    /// # Safety
+    /// `e` came from [`Runtime::event_create`] and is not used afterwards.
+    unsafe fn event_destroy(&self, e: RawEvent) -> Result<(), VendorError>;
+}
 
 /// Where a buffer lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,785 @@
+//! One communicator over hosts with different accelerators: on each host the vendor's
+//! library (NCCL on NVIDIA hosts, HCCL on Ascend hosts; ferrocoll itself on CPU hosts) does
+//! the part between the host's ranks on device memory, and ferrocoll does the part between
+//! hosts over its own transports from host staging buffers, with its topology-aware order
+//! and optional compression.
+//!
+//! Every host must run the same number of ranks. Rank `(h, l)` is local rank `l` of host
+//! `h`; the ranks with one local index across the hosts form the *cross* communicator
+//! (ordered by host), the ranks of a host the *local* one.
+//!
+//! - **all-reduce** of `n` elements, `n` a multiple of the local size `L`: the vendor's
+//!   reduce-scatter leaves each local rank one `n/L` shard (on device), which goes to host
+//!   staging chunk by chunk (copies queued on the caller's stream, each chunk waited on by
+//!   its event, so the next chunk's copy runs while this one crosses hosts), is all-reduced
+//!   across hosts, and comes back; the vendor's all-gather then assembles the result. Other
+//!   sizes: the vendor's all-reduce, then the whole buffer across hosts. Average is a sum
+//!   everywhere, scaled once by `1/world` in staging (HCCL has no average).
+//! - **reduce-scatter**: the send buffer is rearranged on device so that the vendor's
+//!   reduce-scatter leaves local rank `l` the host's partial sums for every `(h, l)`; a
+//!   reduce-scatter across hosts finishes them.
+//! - **all-gather**: the vendor's all-gather within the host, then across hosts, and each
+//!   block copied to its global rank's place.
+//!
+//! Each final element is computed once, by one path, and copied to the others: every rank
+//! holds identical bits, whatever vendor its host runs. Calls return once the work between
+//! hosts is done and the last vendor call is queued on `stream`: synchronise the stream
+//! before reading the result.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use super::acl::AclRuntime;
+use super::cudart::CudaRuntime;
+use super::hccl::{Hccl, HcclComm, HcclRootInfo, ROOT_INFO_BYTES};
+use super::nccl::{Nccl, NcclComm, NcclUniqueId, UNIQUE_ID_BYTES};
+use super::{CopyKind, RawStream, Runtime};
+use crate::compress::{Codec, CompressedCollectives, ErrorFeedback};
+use crate::error::VendorError;
+use crate::{Collective, Communicator, DataType, Error, RawCall, ReduceOp, Result};
+
+/// Bytes crossing hosts per pipeline chunk of the all-reduce.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// The library that does a host's part.
+#[derive(Clone)]
+pub enum Backend {
+    /// NCCL with the CUDA runtime.
+    Nccl(Arc<Nccl>, Arc<CudaRuntime>),
+    /// HCCL with the ACL runtime.
+    Hccl(Arc<Hccl>, Arc<AclRuntime>),
+    /// No accelerator: buffers are host memory and ferrocoll does the host's part too.
+    Cpu,
+}
+
+impl Backend {
+    /// The backend of `--device cuda|npu|cpu`, its libraries loaded from their variables'
+    /// paths or the default names.
+    pub fn load(device: &str) -> Result<Backend> {
+        Ok(match device {
+            "cuda" => Backend::Nccl(
+                Arc::new(Nccl::open(None)?),
+                Arc::new(CudaRuntime::open(None)?),
+            ),
+            "npu" => Backend::Hccl(
+                Arc::new(Hccl::open(None)?),
+                Arc::new(AclRuntime::open(None)?),
+            ),
+            "cpu" => Backend::Cpu,
+            other => {
+                return Err(Error::Config {
+                    var: "device".into(),
+                    value: other.into(),
+                    reason: "expected cuda, npu or cpu".into(),
+                })
+            }
+        })
+    }
+
+    /// "NCCL 2.30.7", "HCCL", "cpu": the library and its version where it has one.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Nccl(n, _) => format!("NCCL {}", super::nccl::version_text(n.version())),
+            Backend::Hccl(_, a) => format!("HCCL (ACL runtime {})", a.version()),
+            Backend::Cpu => "cpu".into(),
+        }
+    }
+
+    fn runtime(&self) -> Option<&dyn Runtime> {
+        match self {
+            Backend::Nccl(_, r) => Some(r.as_ref()),
+            Backend::Hccl(_, r) => Some(r.as_ref()),
+            Backend::Cpu => None,
+        }
+    }
+}
+
+/// The host's part.
+enum Local {
+    Nccl(NcclComm),
+    Hccl(HcclComm),
+    Cpu,
+}
+
+/// See the module docs.
+pub struct DeviceComm {
+    backend: Backend,
+    local: Local,
+    local_comm: Communicator,
+    cross: Communicator,
+    world: usize,
+    local_size: usize,
+    /// Global rank of `(host, local index)`.
+    global: Vec<Vec<usize>>,
+    codec: Option<Codec>,
+    ef: ErrorFeedback,
+    scratch: Vec<(*mut c_void, usize)>,
+    staging: Vec<u8>,
+}
+
+impl DeviceComm {
+    /// Builds the composed communicator over `comm`'s ranks (collective: every rank calls
+    /// it), each rank on `device` of its host with its host's `backend`. `codec`, when
+    /// given, compresses f32 sums and averages between hosts.
+    pub fn new(
+        comm: &Communicator,
+        backend: Backend,
+        device: u32,
+        codec: Option<Codec>,
+    ) -> Result<DeviceComm> {
+        let topo = comm.topology();
+        let (rank, world) = (comm.rank(), comm.world_size());
+        let hosts = topo.hosts().len();
+        let mut global = vec![Vec::new(); hosts];
+        for r in 0..world {
+            global[topo.host_of(r)].push(r);
+        }
+        let local_size = global[0].len();
+        if global.iter().any(|g| g.len() != local_size) {
+            let per: Vec<usize> = global.iter().map(Vec::len).collect();
+            return Err(VendorError::Unsupported {
+                library: "ferrocoll",
+                what: format!("compose hosts with different rank counts ({per:?})"),
+            }
+            .into());
+        }
+        let (host, local_rank) = (topo.host_of(rank), topo.local_of(rank));
+        let split = |color: usize, key: usize| -> Result<Communicator> {
+            comm.split_by(Some(color as u32), key as i32)?
+                .ok_or_else(|| Error::Internal("a split without this rank".into()))
+        };
+        let local_comm = split(host, local_rank)?;
+        let cross = split(local_rank, host)?;
+        if let Some(rt) = backend.runtime() {
+            rt.set_device(device)?;
+        }
+        let local = match &backend {
+            Backend::Nccl(nccl, _) => {
+                let mut id = [0u8; UNIQUE_ID_BYTES];
+                if local_rank == 0 {
+                    id = nccl.unique_id()?.internal;
+                }
+                local_comm.broadcast(&mut id, 0)?;
+                let id = NcclUniqueId { internal: id };
+                Local::Nccl(NcclComm::init_rank(
+                    nccl.clone(),
+                    local_size,
+                    &id,
+                    local_rank,
+                )?)
+            }
+            Backend::Hccl(hccl, _) => {
+                let mut info = vec![0u8; ROOT_INFO_BYTES];
+                if local_rank == 0 {
+                    info.copy_from_slice(&hccl.root_info()?.internal);
+                }
+                local_comm.broadcast(&mut info, 0)?;
+                let mut root = HcclRootInfo {
+                    internal: [0; ROOT_INFO_BYTES],
+                };
+                root.internal.copy_from_slice(&info);
+                Local::Hccl(HcclComm::init_root_info(
+                    hccl.clone(),
+                    local_size,
+                    &root,
+                    local_rank,
+                )?)
+            }
+            Backend::Cpu => Local::Cpu,
+        };
+        Ok(DeviceComm {
+            backend,
+            local,
+            local_comm,
+            cross,
+            world,
+            local_size,
+            global,
+            codec,
+            ef: ErrorFeedback::new(),
+            scratch: Vec::new(),
+            staging: Vec::new(),
+        })
+    }
+
+    /// The library doing this host's part, described ("NCCL 2.30.7").
+    pub fn backend(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// The vendor's asynchronous error, polled (`Ok` on CPU hosts).
+    pub fn async_error(&self) -> Result<()> {
+        match &self.local {
+            Local::Nccl(c) => c.async_error().map(|_| ()).map_err(Into::into),
+            Local::Hccl(c) => c.async_error().map_err(Into::into),
+            Local::Cpu => Ok(()),
+        }
+    }
+
+    /// Device scratch buffer `i` of at least `bytes` (host memory on CPU hosts).
+    fn scratch(&mut self, i: usize, bytes: usize) -> Result<*mut c_void> {
+        while self.scratch.len() <= i {
+            self.scratch.push((std::ptr::null_mut(), 0));
+        }
+        if self.scratch[i].1 < bytes {
+            let old = self.scratch[i];
+            let p = match self.backend.runtime() {
+                Some(rt) => {
+                    if !old.0.is_null() {
+                        // SAFETY: `old` came from this runtime's malloc, and no queued work
+                        // uses it: every call synchronises its stream before it returns.
+                        unsafe { rt.free(old.0)? };
+                    }
+                    rt.malloc(bytes)?
+                }
+                None => {
+                    if !old.0.is_null() {
+                        // SAFETY: allocated below with this size and alignment.
+                        unsafe { dealloc_host(old.0, old.1) };
+                    }
+                    alloc_host(bytes)
+                }
+            };
+            self.scratch[i] = (p, bytes);
+        }
+        Ok(self.scratch[i].0)
+    }
+
+    /// Queues (device) or does (CPU) a copy.
+    ///
+    /// # Safety
+    /// As [`Runtime::copy_async`].
+    unsafe fn copy(
+        &self,
+        dst: *mut c_void,
+        src: *const c_void,
+        bytes: usize,
+        kind: CopyKind,
+        stream: RawStream,
+    ) -> Result<()> {
+        match self.backend.runtime() {
+            // SAFETY: the caller's contract.
+            Some(rt) => unsafe { rt.copy_async(dst, src, bytes, kind, stream)? },
+            // SAFETY: the caller's contract; host memory on both sides.
+            None => unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) },
+        }
+        Ok(())
+    }
+
+    /// Waits for everything queued on `stream` (nothing to wait for on CPU hosts).
+    ///
+    /// # Safety
+    /// `stream` is live.
+    unsafe fn sync(&self, stream: RawStream) -> Result<()> {
+        if let Some(rt) = self.backend.runtime() {
+            // SAFETY: the caller's contract.
+            unsafe { rt.synchronize(stream)? };
+        }
+        Ok(())
+    }
+
+    /// The host's part of `kind` on device pointers, queued on `stream` (CPU: run now by
+    /// the local ferrocoll communicator).
+    ///
+    /// # Safety
+    /// The pointers hold what `kind` reads and writes for `count` elements of `dt`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn local_call(
+        &self,
+        kind: Collective,
+        send: *const c_void,
+        recv: *mut c_void,
+        count: usize,
+        dt: DataType,
+        op: ReduceOp,
+        stream: RawStream,
+    ) -> Result<()> {
+        match (&self.local, kind) {
+            // SAFETY: the caller's contract.
+            (Local::Nccl(c), Collective::AllReduce) => unsafe {
+                c.all_reduce(send, recv, count, dt, op, stream)?
+            },
+            // SAFETY: the caller's contract.
+            (Local::Nccl(c), Collective::ReduceScatter) => unsafe {
+                c.reduce_scatter(send, recv, count, dt, op, stream)?
+            },
+            // SAFETY: the caller's contract.
+            (Local::Nccl(c), Collective::AllGather) => unsafe {
+                c.all_gather(send, recv, count, dt, stream)?
+            },
+            // SAFETY: the caller's contract.
+            (Local::Hccl(c), Collective::AllReduce) => unsafe {
+                c.all_reduce(send, recv, count, dt, op, stream)?
+            },
+            // SAFETY: the caller's contract.
+            (Local::Hccl(c), Collective::ReduceScatter) => unsafe {
+                c.reduce_scatter(send, recv, count, dt, op, stream)?
+            },
+            // SAFETY: the caller's contract.
+            (Local::Hccl(c), Collective::AllGather) => unsafe {
+                c.all_gather(send, recv, count, dt, stream)?
+            },
+            (Local::Cpu, _) => {
+                let call = RawCall {
+                    kind,
+                    input: send,
+                    output: recv,
+                    count,
+                    dtype: dt,
+                    op,
+                    root: 0,
+                };
+                // SAFETY: the caller's contract.
+                unsafe { self.local_comm.collective_raw(call)? }
+            }
+            (_, k) => return Err(Error::Internal(format!("no host part for {k:?}"))),
+        }
+        Ok(())
+    }
+
+    /// The part between hosts, on host staging memory (in place unless `out` is given).
+    /// `key` names the tensor's error feedback when the call is compressed.
+    #[allow(clippy::too_many_arguments)]
+    fn cross_call(
+        &mut self,
+        kind: Collective,
+        buf: &mut [u8],
+        out: Option<&mut [u8]>,
+        count: usize,
+        dt: DataType,
+        op: ReduceOp,
+        key: &str,
+    ) -> Result<()> {
+        let sum_op = if op == ReduceOp::Avg {
+            ReduceOp::Sum
+        } else {
+            op
+        };
+        match (self.codec, kind, dt, sum_op) {
+            (Some(codec), Collective::AllReduce, DataType::F32, ReduceOp::Sum) => {
+                let v = as_f32(buf);
+                self.cross
+                    .all_reduce_compressed(v, &mut self.ef, key, codec)?;
+            }
+            _ => {
+                let output = match out {
+                    Some(o) => o.as_mut_ptr() as *mut c_void,
+                    None => buf.as_mut_ptr() as *mut c_void,
+                };
+                let call = RawCall {
+                    kind,
+                    input: buf.as_ptr() as *const c_void,
+                    output,
+                    count,
+                    dtype: dt,
+                    op: sum_op,
+                    root: 0,
+                };
+                // SAFETY: `buf` (and `out`) are host buffers sized by the callers for
+                // `count` elements of `dt` as `kind` reads and writes them.
+                unsafe { self.cross.collective_raw(call)? };
+            }
+        }
+        Ok(())
+    }
+
+    /// Sums (or averages, max, …) `count` elements of `dt` from `send` into `recv` over
+    /// every rank; see the module docs.
+    ///
+    /// # Safety
+    /// `send` and `recv` are buffers of `count` elements of `dt` in this host's device
+    /// memory (host memory on CPU hosts), valid until `stream` has run the work queued;
+    /// `stream` is a live stream of this rank's device (null: the default stream).
+    pub unsafe fn all_reduce(
+        &mut self,
+        send: *const c_void,
+        recv: *mut c_void,
+        count: usize,
+        dt: DataType,
+        op: ReduceOp,
+        stream: RawStream,
+    ) -> Result<()> {
+        let es = dt.size();
+        let sum_op = if op == ReduceOp::Avg {
+            ReduceOp::Sum
+        } else {
+            op
+        };
+        let l = self.local_size;
+        let sharded = count % l == 0 && count >= l;
+        let (shard_dev, shard) = if sharded {
+            let shard = count / l;
+            let s = self.scratch(0, shard * es)?;
+            // SAFETY: `send` holds `count` = l × shard elements; `s` holds `shard`.
+            unsafe {
+                self.local_call(
+                    Collective::ReduceScatter,
+                    send,
+                    s,
+                    shard,
+                    dt,
+                    sum_op,
+                    stream,
+                )?
+            };
+            (s, shard)
+        } else {
+            // SAFETY: `send` and `recv` hold `count` elements.
+            unsafe {
+                self.local_call(Collective::AllReduce, send, recv, count, dt, sum_op, stream)?
+            };
+            (recv, count)
+        };
+        let bytes = shard * es;
+        let mut staging = std::mem::take(&mut self.staging);
+        staging.resize(bytes, 0);
+        let chunk = (CHUNK_BYTES / es).max(1) * es;
+        // Every chunk's copy out is queued at once; each is waited for by its event, so the
+        // next chunks copy while this one crosses hosts.
+        let events = self.queue_out(&mut staging, shard_dev, bytes, chunk, stream)?;
+        let mut result = Ok(());
+        for (i, off) in (0..bytes).step_by(chunk).enumerate() {
+            let end = (off + chunk).min(bytes);
+            if let (Some(rt), Some(e)) = (self.backend.runtime(), events.get(i)) {
+                // SAFETY: recorded on `stream` after this chunk's copy.
+                unsafe { rt.event_synchronize(*e)? };
+            }
+            let part = &mut staging[off..end];
+            // Error feedback is kept per tensor; without the caller's name for it, a
+            // tensor is known by its length (and the chunk by its offset).
+            let key = format!("device all-reduce of {count} from {off}");
+            let n = part.len() / es;
+            result = self.cross_call(Collective::AllReduce, part, None, n, dt, op, &key);
+            if result.is_err() {
+                break;
+            }
+            if op == ReduceOp::Avg {
+                scale(part, dt, self.world);
+            }
+            // SAFETY: the chunk lies within the shard on both sides; `staging` outlives
+            // the copy (it is synchronised below before it is reused).
+            unsafe {
+                self.copy(
+                    (shard_dev as *mut u8).add(off) as *mut c_void,
+                    part.as_ptr() as *const c_void,
+                    end - off,
+                    CopyKind::HostToDevice,
+                    stream,
+                )?
+            };
+        }
+        self.drop_events(events);
+        result?;
+        if !sharded {
+            // The fallback: the host's all-reduce left its sum in `recv`, and the sum across
+            // hosts went back into `recv` in place. The copies back read `staging`.
+            // SAFETY: a live stream.
+            unsafe { self.sync(stream)? };
+        } else {
+            // SAFETY: `shard_dev` holds this rank's `shard`, `recv` holds l × shard.
+            unsafe {
+                self.local_call(
+                    Collective::AllGather,
+                    shard_dev,
+                    recv,
+                    shard,
+                    dt,
+                    op,
+                    stream,
+                )?;
+                // `staging` must outlive the copies back.
+                self.sync(stream)?;
+            }
+        }
+        self.staging = staging;
+        Ok(())
+    }
+
+    /// Queues the copies of `bytes` from `dev` into `staging`, chunk by chunk, each followed
+    /// by an event (none on CPU hosts, where the copies are done now).
+    fn queue_out(
+        &self,
+        staging: &mut [u8],
+        dev: *const c_void,
+        bytes: usize,
+        chunk: usize,
+        stream: RawStream,
+    ) -> Result<Vec<super::RawEvent>> {
+        let mut events = Vec::new();
+        for off in (0..bytes).step_by(chunk) {
+            let end = (off + chunk).min(bytes);
+            // SAFETY: both ranges lie within their buffers of `bytes`.
+            unsafe {
+                self.copy(
+                    staging[off..end].as_mut_ptr() as *mut c_void,
+                    (dev as *const u8).add(off) as *const c_void,
+                    end - off,
+                    CopyKind::DeviceToHost,
+                    stream,
+                )?
+            };
+            if let Some(rt) = self.backend.runtime() {
+                let e = rt.event_create()?;
+                // SAFETY: a live event and stream.
+                unsafe { rt.event_record(e, stream)? };
+                events.push(e);
+            }
+        }
+        Ok(events)
+    }
+
+    fn drop_events(&self, events: Vec<super::RawEvent>) {
+        if let Some(rt) = self.backend.runtime() {
+            for e in events {
+                // SAFETY: created by `queue_out`, not used afterwards.
+                let _ = unsafe { rt.event_destroy(e) };
+            }
+        }
+    }
+
+    /// Gathers `count` elements from every rank into `recv` (world × count, in rank order).
+    ///
+    /// # Safety
+    /// As [`DeviceComm::all_reduce`], with `recv` of world × `count` elements.
+    pub unsafe fn all_gather(
+        &mut self,
+        send: *const c_void,
+        recv: *mut c_void,
+        count: usize,
+        dt: DataType,
+        stream: RawStream,
+    ) -> Result<()> {
+        let es = dt.size();
+        let (l, hosts) = (self.local_size, self.global.len());
+        let block = l * count * es;
+        let gathered = self.scratch(0, block)?;
+        // SAFETY: `send` holds `count`, `gathered` l × count elements.
+        unsafe {
+            self.local_call(
+                Collective::AllGather,
+                send,
+                gathered,
+                count,
+                dt,
+                ReduceOp::Sum,
+                stream,
+            )?;
+        }
+        let mut mine = vec![0u8; block];
+        // SAFETY: both hold `block` bytes; synchronised before `mine` is read.
+        unsafe {
+            self.copy(
+                mine.as_mut_ptr() as *mut c_void,
+                gathered,
+                block,
+                CopyKind::DeviceToHost,
+                stream,
+            )?;
+            self.sync(stream)?;
+        }
+        let mut all = vec![0u8; hosts * block];
+        self.cross_call(
+            Collective::AllGather,
+            &mut mine,
+            Some(&mut all),
+            l * count,
+            dt,
+            ReduceOp::Sum,
+            "",
+        )?;
+        for (h, ranks) in self.global.iter().enumerate() {
+            for (j, &g) in ranks.iter().enumerate() {
+                let src = &all[h * block + j * count * es..][..count * es];
+                // SAFETY: rank `g`'s block lies within `recv`'s world × count elements;
+                // `all` outlives the copy (synchronised below).
+                unsafe {
+                    self.copy(
+                        (recv as *mut u8).add(g * count * es) as *mut c_void,
+                        src.as_ptr() as *const c_void,
+                        count * es,
+                        CopyKind::HostToDevice,
+                        stream,
+                    )?;
+                }
+            }
+        }
+        // SAFETY: live stream; `all` must outlive the copies.
+        unsafe { self.sync(stream) }
+    }
+
+    /// Reduces `send` (world × count, chunk `r` for rank `r`) over every rank; this rank's
+    /// chunk of the result goes to `recv` (`count` elements).
+    ///
+    /// # Safety
+    /// As [`DeviceComm::all_reduce`], with `send` of world × `count` elements.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn reduce_scatter(
+        &mut self,
+        send: *const c_void,
+        recv: *mut c_void,
+        count: usize,
+        dt: DataType,
+        op: ReduceOp,
+        stream: RawStream,
+    ) -> Result<()> {
+        let es = dt.size();
+        let sum_op = if op == ReduceOp::Avg {
+            ReduceOp::Sum
+        } else {
+            op
+        };
+        let (l, hosts) = (self.local_size, self.global.len());
+        let c = count * es;
+        // Local rank j's block holds, host by host, the chunks of ranks (h, j).
+        let arranged = self.scratch(0, self.world * c)?;
+        let partial = self.scratch(1, hosts * c)?;
+        for j in 0..l {
+            for h in 0..hosts {
+                let g = self.global[h][j];
+                // SAFETY: chunk `g` of `send` and slot (j, h) of `arranged` hold `c` bytes.
+                unsafe {
+                    self.copy(
+                        (arranged as *mut u8).add((j * hosts + h) * c) as *mut c_void,
+                        (send as *const u8).add(g * c) as *const c_void,
+                        c,
+                        CopyKind::DeviceToDevice,
+                        stream,
+                    )?;
+                }
+            }
+        }
+        // SAFETY: `arranged` holds l × (hosts × count), `partial` hosts × count elements.
+        unsafe {
+            self.local_call(
+                Collective::ReduceScatter,
+                arranged,
+                partial,
+                hosts * count,
+                dt,
+                sum_op,
+                stream,
+            )?;
+        }
+        let mut staged = vec![0u8; hosts * c];
+        // SAFETY: both hold hosts × c bytes; synchronised before `staged` is read.
+        unsafe {
+            self.copy(
+                staged.as_mut_ptr() as *mut c_void,
+                partial,
+                hosts * c,
+                CopyKind::DeviceToHost,
+                stream,
+            )?;
+            self.sync(stream)?;
+        }
+        let mut mine = vec![0u8; c];
+        self.cross_call(
+            Collective::ReduceScatter,
+            &mut staged,
+            Some(&mut mine),
+            count,
+            dt,
+            op,
+            "",
+        )?;
+        if op == ReduceOp::Avg {
+            scale(&mut mine, dt, self.world);
+        }
+        // SAFETY: `recv` holds `count` elements; `mine` outlives the copy (synchronised).
+        unsafe {
+            self.copy(
+                recv,
+                mine.as_ptr() as *const c_void,
+                c,
+                CopyKind::HostToDevice,
+                stream,
+            )?;
+            self.sync(stream)
+        }
+    }
+}
+
+impl Drop for DeviceComm {
+    fn drop(&mut self) {
+        for &(p, n) in &self.scratch {
+            if p.is_null() {
+                continue;
+            }
+            match self.backend.runtime() {
+                Some(rt) => {
+                    // SAFETY: allocated by this runtime; every call synchronised its stream.
+                    let _ = unsafe { rt.free(p) };
+                }
+                // SAFETY: allocated by `alloc_host` with `n` bytes.
+                None => unsafe { dealloc_host(p, n) },
+            }
+        }
+    }
+}
+
+fn host_layout(bytes: usize) -> std::alloc::Layout {
+    std::alloc::Layout::from_size_align(bytes.max(1), 64).expect("a valid layout")
+}
+
+fn alloc_host(bytes: usize) -> *mut c_void {
+    // SAFETY: a non-zero size.
+    let p = unsafe { std::alloc::alloc_zeroed(host_layout(bytes)) };
+    if p.is_null() {
+        std::alloc::handle_alloc_error(host_layout(bytes));
+    }
+    p as *mut c_void
+}
+
+/// # Safety
+/// `p` came from [`alloc_host`] with `bytes`.
+unsafe fn dealloc_host(p: *mut c_void, bytes: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { std::alloc::dealloc(p as *mut u8, host_layout(bytes)) }
+}
+
+/// The f32 view of a staging buffer (whose length is a multiple of 4).
+fn as_f32(b: &mut [u8]) -> &mut [f32] {
+    // SAFETY: f32 has no invalid bit patterns; the staging buffers are `Vec<u8>` whose
+    // allocation the global allocator aligns to at least 8 bytes for these sizes, and
+    // `align_to_mut` checks it.
+    let (pre, mid, post) = unsafe { b.align_to_mut::<f32>() };
+    assert!(pre.is_empty() && post.is_empty(), "misaligned f32 staging");
+    mid
+}
+
+/// Divides every element of `b` (of type `dt`) by `n`, in place, rounding once in the
+/// element's type (integers truncate, as NCCL's average does).
+fn scale(b: &mut [u8], dt: DataType, n: usize) {
+    use half::{bf16, f16};
+    let es = dt.size();
+    for x in b.chunks_exact_mut(es) {
+        match dt {
+            DataType::F32 => {
+                let v = f32::from_le_bytes(x.try_into().unwrap()) / n as f32;
+                x.copy_from_slice(&v.to_le_bytes());
+            }
+            DataType::F64 => {
+                let v = f64::from_le_bytes(x.try_into().unwrap()) / n as f64;
+                x.copy_from_slice(&v.to_le_bytes());
+            }
+            DataType::F16 => {
+                let v = f16::from_le_bytes(x.try_into().unwrap()).to_f32() / n as f32;
+                x.copy_from_slice(&f16::from_f32(v).to_le_bytes());
+            }
+            DataType::BF16 => {
+                let v = bf16::from_le_bytes(x.try_into().unwrap()).to_f32() / n as f32;
+                x.copy_from_slice(&bf16::from_f32(v).to_le_bytes());
+            }
+            DataType::I32 => {
+                let v = i32::from_le_bytes(x.try_into().unwrap()) / n as i32;
+                x.copy_from_slice(&v.to_le_bytes());
+            }
+            DataType::I64 => {
+                let v = i64::from_le_bytes(x.try_into().unwrap()) / n as i64;
+                x.copy_from_slice(&v.to_le_bytes());
+            }
+            // The other types have no average in ferrocoll's own path either.
+            _ => {}
+        }
+    }
+}
