@@ -42,6 +42,7 @@ fn main() {
         ("hccl_double_two_ranks_every_case", || two_ranks("npu")),
         ("vendor_errors_async_errors_and_abort", vendor_errors),
         ("mixed_nvidia_ascend_cpu_hosts", mixed_hosts),
+        ("the_probe_sweeps_device_memory", probe_on_devices),
     ]);
 }
 
@@ -158,6 +159,35 @@ fn mixed_hosts() {
             "mixed hosts failed ({c:?}):\n{text}{}",
             String::from_utf8_lossy(&out.stderr)
         ),
+    }
+}
+
+/// `ferrocoll-probe --device cuda|npu` against the doubles: the header names the library
+/// and its version, and every size is exact.
+fn probe_on_devices() {
+    if skip_without_cc("probe_on_devices") {
+        return;
+    }
+    for (device, names) in [("cuda", "NCCL 2.23.4"), ("npu", "HCCL")] {
+        for kind in ["all_reduce", "all_gather", "reduce_scatter"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_ferrocoll-probe"))
+                .args([
+                    kind, "--device", device, "--np", "2", "-b", "1K", "-e", "256K",
+                ])
+                .args(["-f", "16", "-n", "2", "-w", "1"])
+                .envs(double_env(device))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{device} {kind}: {text}{err}");
+            let head = text.lines().next().unwrap_or("");
+            assert!(
+                head.contains(&format!("device {device} ({names}")),
+                "{head}"
+            );
+            assert!(text.contains("Out of bounds values : 0 OK"), "{text}");
+        }
     }
 }
 

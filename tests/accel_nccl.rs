@@ -171,3 +171,48 @@ fn a_library_that_is_not_the_vendor_s_is_refused() {
     let e = CudaRuntime::open(Some("libc.so.6")).err().unwrap();
     assert!(matches!(e, VendorError::MissingSymbol { .. }), "{e:?}");
 }
+
+#[test]
+fn the_probe_on_cuda_without_a_gpu_fails_with_the_vendor_s_message_in_time() {
+    let (Some(nccl), Some(cudart)) = (
+        nccl_path("the_probe_on_cuda"),
+        library(
+            "the_probe_on_cuda",
+            "FERROCOLL_CUDART_LIBRARY",
+            "nvidia/cu13/lib/libcudart.so.13",
+        ),
+    ) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrocoll-probe"))
+        .args([
+            "all_reduce",
+            "--device",
+            "cuda",
+            "--np",
+            "2",
+            "-b",
+            "8",
+            "-e",
+            "8",
+        ])
+        .env("FERROCOLL_NCCL_LIBRARY", nccl)
+        .env("FERROCOLL_CUDART_LIBRARY", cudart)
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        println!("a GPU is present: the probe ran on it");
+        return;
+    }
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The vendor's words, through the typed error (CUDA's runtime is called first).
+    assert!(
+        err.contains("CUDA runtime") || err.contains("NCCL"),
+        "no vendor error: {err}"
+    );
+    assert!(err.contains("failed: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

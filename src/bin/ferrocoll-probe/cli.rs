@@ -181,6 +181,11 @@ pub struct SweepArgs {
     /// Rounds per size with `--compare` (each: the warm-up, then `-n` timed calls).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), requires = "compare")]
     pub rounds: u32,
+    /// Where the buffers live: `cpu` (host memory, the default), `cuda` (NCCL within a host,
+    /// ferrocoll between hosts) or `npu` (HCCL within a host); all_reduce, all_gather and
+    /// reduce_scatter of f32 sums. The header names the library and its version.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "npu"], conflicts_with_all = ["compression", "compare"])]
+    pub device: String,
     /// Where the ranks come from.
     #[command(flatten)]
     pub common: Common,

@@ -16,6 +16,7 @@
 mod cli;
 mod compare;
 mod compressed;
+mod device;
 mod doctor;
 mod links;
 mod plot;

@@ -304,6 +304,9 @@ impl Plan {
 
 /// Runs the sweep of `kind` on this rank; rank 0 prints. `Ok(false)` when results were wrong.
 pub fn run(comm: &Communicator, kind: Collective, a: &SweepArgs) -> Res<bool> {
+    if a.device != "cpu" {
+        return crate::device::run(comm, kind, a);
+    }
     if let Some(setting) = a.compression {
         return crate::compressed::run(comm, kind, setting, a);
     }
