@@ -28,11 +28,24 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Adds one seed: its target, its name, its bytes.
+type Add<'a> = dyn FnMut(&'static str, &str, Vec<u8>) + 'a;
+
 /// `(target, name, bytes)` for every seed of this crate's targets.
 pub fn seeds() -> Vec<Seed> {
     let mut s: Vec<Seed> = Vec::new();
     let mut add = |t: &'static str, name: &str, b: Vec<u8>| s.push((t, name.to_string(), b));
+    ids_and_frames(&mut add);
+    store_protocol(&mut add);
+    store_values_and_ft(&mut add);
+    topology_and_codecs(&mut add);
+    config_vars(&mut add);
+    flight_records(&mut add);
+    s
+}
 
+/// The unique ids and the frames of the data links.
+fn ids_and_frames(add: &mut Add) {
     for (name, store, token) in [
         ("v4", "10.0.0.7:29500", 0x1234_5678_9abc_def1),
         ("v6", "[fe80::1]:1", u64::MAX),
@@ -72,7 +85,10 @@ pub fn seeds() -> Vec<Seed> {
         };
         add("frame", name, frame.encode().to_vec());
     }
+}
 
+/// The store's requests, sessions, answers and hellos, and etcd's answers.
+fn store_protocol(add: &mut Add) {
     let requests = [
         Request::Set {
             key: "fc/rank/0".into(),
@@ -163,7 +179,10 @@ pub fn seeds() -> Vec<Seed> {
     ] {
         add("etcd_answer", name, answer.as_bytes().to_vec());
     }
+}
 
+/// The values ranks keep in the store, and the failure detector's datagrams and decisions.
+fn store_values_and_ft(add: &mut Add) {
     let tcp = AddressBlob::new("tcp", 1, b"10.0.0.1:41000");
     let shm = AddressBlob::new("shm", 1, &[]);
     let record = format!(
@@ -217,7 +236,10 @@ pub fn seeds() -> Vec<Seed> {
     let mut b = vec![2, 0, 2]; // a world of 3, epoch 2
     b.extend(d.encode());
     add("decision", "members", b);
+}
 
+/// Topology files and codec payloads.
+fn topology_and_codecs(add: &mut Add) {
     let mut t = Topology::uniform(2, 2, true);
     t.source = Some("seed".into());
     add("topology_json", "uniform", json::to_json(&t).into_bytes());
@@ -253,7 +275,10 @@ pub fn seeds() -> Vec<Seed> {
         c.encode(&x, &mut b[start..]);
         add("codec", &codec.to_string().replace(':', "_"), b);
     }
+}
 
+/// Configuration values.
+fn config_vars(add: &mut Add) {
     let config = |pairs: &[(&str, &str)]| {
         let mut b = Vec::new();
         for (var, value) in pairs {
@@ -295,7 +320,10 @@ pub fn seeds() -> Vec<Seed> {
         "timeout_overflow",
         config(&[("FERROCOLL_HEARTBEAT_TIMEOUT", &long)]),
     );
+}
 
+/// A flight recorder dump.
+fn flight_records(add: &mut Add) {
     let entry = RecordEntry {
         id: 7,
         seq: 7,
@@ -339,7 +367,6 @@ pub fn seeds() -> Vec<Seed> {
     };
     let text = serde_json::to_vec_pretty(&record).expect("a record serialises");
     add("flight_record", "timeout", text);
-    s
 }
 
 /// The variables of the `config` target, by index (an input names a variable by its index).
@@ -386,4 +413,5 @@ pub(super) const CONFIG_VARS: &[&str] = &[
     "SLURM_PROCID",
     "SLURM_NTASKS",
     "SLURM_LOCALID",
+    "FERROCOLL_TLS",
 ];
