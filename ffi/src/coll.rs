@@ -2,8 +2,8 @@
 //!
 //! Every call checks its handle, stream, data type, operator, ranks and count here, then
 //! either runs at once (blocking until this rank's part is done) or, inside
-//! `fcGroupStart`/`fcGroupEnd`, is queued for `fcGroupEnd`. Buffers are host memory; `stream`
-//! must be NULL. In-place calls pass NCCL's pointers: `sendbuff == recvbuff`, or for
+//! `fcGroupStart`/`fcGroupEnd`, is queued for `fcGroupEnd`. With `stream` NULL buffers are
+//! host memory; with a stream they are device memory (`FERROCOLL_DEVICE`, see `device.rs`). In-place calls pass NCCL's pointers: `sendbuff == recvbuff`, or for
 //! all-gather `sendbuff == recvbuff + rank * sendcount`, for reduce-scatter
 //! `recvbuff == sendbuff + rank * recvcount` (elements).
 
@@ -40,11 +40,6 @@ struct Args {
 unsafe fn issue(name: &str, comm: fcComm_t, stream: *mut c_void, a: Args) -> fcResult_t {
     guard(name, || {
         let c = registry::get(comm)?;
-        if !stream.is_null() {
-            return Err(Failure::arg(
-                "stream must be NULL: buffers are host memory (device streams are not supported yet)",
-            ));
-        }
         let dtype = DataType::from_code(a.datatype.into())
             .ok_or_else(|| Failure::from(fc::Error::InvalidDataType(a.datatype.into())))?;
         let op = match a.op {
@@ -92,6 +87,10 @@ unsafe fn issue(name: &str, comm: fcComm_t, stream: *mut c_void, a: Args) -> fcR
             op,
             root,
         };
+        if !stream.is_null() {
+            // SAFETY: the caller's contract: device buffers valid until the stream has run.
+            return unsafe { crate::device::issue(comm, &c, call, stream) };
+        }
         if group::active() {
             group::push(c, call);
             return Ok(());

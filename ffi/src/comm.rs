@@ -208,6 +208,7 @@ pub extern "C" fn fcCommDestroy(comm: fcComm_t) -> fcResult_t {
     guard("fcCommDestroy", || {
         drop(registry::remove(comm)?);
         crate::compress::forget(comm);
+        crate::device::forget(comm);
         Ok(())
     })
 }
@@ -222,6 +223,7 @@ pub extern "C" fn fcCommAbort(comm: fcComm_t) -> fcResult_t {
         let c = registry::remove(comm)?;
         c.abort();
         crate::compress::forget(comm);
+        crate::device::forget(comm);
         Ok(())
     })
 }

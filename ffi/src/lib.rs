@@ -5,13 +5,15 @@
 //!
 //! Safety at the boundary: every export runs inside a panic boundary (a panic returns
 //! `fcInternalError`); NULL pointers, unknown data types or operators, negative or oversized
-//! counts and ranks, non-NULL streams and destroyed communicators return typed codes, with
+//! counts and ranks, streams without `FERROCOLL_DEVICE` and destroyed communicators return typed codes, with
 //! the message in `fcGetLastError`. Communicator handles are opaque tokens looked up among
 //! the live communicators, never dereferenced.
 //!
-//! Calls are synchronous: a collective returns when this rank's part is done (`stream` must be
-//! NULL; buffers are host memory). `fcGroupStart`/`fcGroupEnd` queue calls and issue them
-//! together.
+//! Calls are synchronous: a collective returns when this rank's part is done. With `stream`
+//! NULL, buffers are host memory; with a stream, device memory of the library
+//! `FERROCOLL_DEVICE=cuda|npu` names (all-reduce, all-gather, reduce-scatter; the vendor's
+//! last part is queued on the stream). `fcGroupStart`/`fcGroupEnd` queue calls and issue
+//! them together.
 //!
 //! Failures: a failed peer revokes the communicator on every survivor (`fcRemoteError`,
 //! "communicator revoked"); `fcCommShrink` makes a communicator of the survivors or of all
@@ -23,6 +25,7 @@ mod boundary;
 mod coll;
 mod comm;
 mod compress;
+mod device;
 mod elastic;
 mod group;
 mod registry;

@@ -21,7 +21,7 @@ pub enum fcResult_t {
     /// A bug in ferrocoll (including a panic caught at the boundary).
     fcInternalError = 7003,
     /// An argument is wrong: a NULL pointer, an unknown data type or operator, a negative or
-    /// oversized count or rank, a stream that is not NULL, a handle that is no communicator.
+    /// oversized count or rank, a stream without FERROCOLL_DEVICE, a handle that is no communicator.
     fcInvalidArgument = 7004,
     /// The library was used wrongly: a destroyed communicator, mismatched calls across ranks,
     /// a forced algorithm that does not apply, a call that is not allowed inside a group.

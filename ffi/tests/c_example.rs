@@ -45,6 +45,12 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Compiles the example into `dir`; `None` (with a message) when there is no C compiler.
 fn compile(dir: &Path, static_link: bool) -> Option<PathBuf> {
+    compile_example(dir, "allreduce", static_link, &[])
+}
+
+/// Compiles `examples/c/<name>.c` into `dir`, with `extra` arguments at the end of the
+/// command line; `None` (with a message) when there is no C compiler.
+fn compile_example(dir: &Path, name: &str, static_link: bool, extra: &[String]) -> Option<PathBuf> {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     if !have(&cc) {
         eprintln!("SKIPPED: no C compiler ({cc}); apt-get install gcc to run the C example");
@@ -52,14 +58,14 @@ fn compile(dir: &Path, static_link: bool) -> Option<PathBuf> {
     }
     let lib = lib_dir();
     let out = dir.join(if static_link {
-        "allreduce_static"
+        format!("{name}_static")
     } else {
-        "allreduce"
+        name.to_string()
     });
     let mut c = Command::new(&cc);
     c.args(["-O1", "-g", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
         .arg(root().join("ffi/include"))
-        .arg(root().join("examples/c/allreduce.c"))
+        .arg(root().join(format!("examples/c/{name}.c")))
         .arg("-o")
         .arg(&out);
     if static_link {
@@ -85,6 +91,7 @@ fn compile(dir: &Path, static_link: bool) -> Option<PathBuf> {
             .arg("-lferrocoll")
             .arg(format!("-Wl,-rpath,{}", lib.display()));
     }
+    c.args(extra);
     let o = c.output().expect("run the C compiler");
     assert!(
         o.status.success(),
@@ -103,6 +110,18 @@ fn run_ranks(
     dir: &Path,
     limit: Duration,
 ) -> Vec<(bool, String, String)> {
+    run_ranks_with(exe, wrapper, np, dir, limit, &[])
+}
+
+/// [`run_ranks`] with `env` added to every rank's environment.
+fn run_ranks_with(
+    exe: &Path,
+    wrapper: &[&str],
+    np: usize,
+    dir: &Path,
+    limit: Duration,
+    env: &[(String, String)],
+) -> Vec<(bool, String, String)> {
     let idfile = dir.join("unique.id");
     let mut children: Vec<Child> = (0..np)
         .map(|r| {
@@ -120,6 +139,7 @@ fn run_ranks(
                 .env("FERROCOLL_SOCKET_IFNAME", "lo")
                 .env("FERROCOLL_TIMEOUT", "60")
                 .env("FERROCOLL_SPIN_US", "0")
+                .envs(env.iter().cloned())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -205,6 +225,46 @@ fn c_example_is_clean_under_valgrind() {
         );
         assert!(!err.contains("definitely lost"), "rank {r} leaks:\n{err}");
     }
+    assert_all_ok(&res);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `examples/c/device_allreduce.c`: device buffers from `cudaMalloc` and a `cudaStream_t`
+/// passed to the collectives, as NCCL is called, with `FERROCOLL_DEVICE=cuda`. The CUDA
+/// runtime and NCCL here are the TEST DOUBLE of `tests/doubles/vendor_double.c` (host memory,
+/// streams run at synchronisation), which the program links and ferrocoll loads.
+#[test]
+fn c_device_example_runs_against_the_cuda_double() {
+    let dir = scratch("device");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    if !have(&cc) {
+        eprintln!("SKIPPED: no C compiler ({cc})");
+        return;
+    }
+    let double = dir.join("libnccl-double.so");
+    let st = Command::new(&cc)
+        .args(["-O1", "-shared", "-fPIC", "-DDOUBLE_NCCL", "-o"])
+        .arg(&double)
+        .arg(root().join("tests/doubles/vendor_double.c"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "building the double");
+    let extra = vec![
+        "-L".to_string(),
+        dir.display().to_string(),
+        "-l:libnccl-double.so".to_string(),
+        format!("-Wl,-rpath,{}", dir.display()),
+    ];
+    let Some(exe) = compile_example(&dir, "device_allreduce", false, &extra) else {
+        return;
+    };
+    let lib = double.display().to_string();
+    let env = [
+        ("FERROCOLL_DEVICE".to_string(), "cuda".to_string()),
+        ("FERROCOLL_NCCL_LIBRARY".to_string(), lib.clone()),
+        ("FERROCOLL_CUDART_LIBRARY".to_string(), lib),
+    ];
+    let res = run_ranks_with(&exe, &[], 2, &dir, Duration::from_secs(60), &env);
     assert_all_ok(&res);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -117,6 +117,11 @@ pub struct DeviceComm {
     staging: Vec<u8>,
 }
 
+// SAFETY: the raw pointers are this communicator's own device (or host) allocations, usable
+// from any thread of the process; the vendor communicators are `Send`, and `&mut self` on
+// every call serialises their use.
+unsafe impl Send for DeviceComm {}
+
 impl DeviceComm {
     /// Builds the composed communicator over `comm`'s ranks (collective: every rank calls
     /// it), each rank on `device` of its host with its host's `backend`. `codec`, when

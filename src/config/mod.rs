@@ -137,6 +137,10 @@ pub struct Config {
     /// default 64 KiB; below it the system call and acknowledgement cost more than the copy
     /// through the ring saves). Tests set small values to reach the single-copy paths.
     pub direct_min_bytes: usize,
+    /// Where the C ABI's buffers live when a call passes a stream (`FERROCOLL_DEVICE=cpu|cuda|npu`,
+    /// default `cpu`: a non-NULL stream is refused). `cuda` and `npu` route such calls to the
+    /// composed communicator of `crate::accel::composed` (NCCL or HCCL within a host).
+    pub device: Device,
     /// Whether the TCP links run TLS 1.3 (`FERROCOLL_TLS=1|0`, default 0; needs a build with
     /// the `tls` feature): encrypted and authenticated data between hosts, at a CPU cost
     /// (see `PERFORMANCE.md`). Shared-memory links stay on the host and need none.
@@ -205,6 +209,7 @@ impl Default for Config {
             yield_when_idle: None,
             shm_direct: true,
             tls: false,
+            device: Device::Cpu,
             direct_min_bytes: 64 << 10,
             single_copy_reductions: false,
             streaming_min_bytes: 8 << 20,
@@ -212,6 +217,29 @@ impl Default for Config {
             compression: CompressionSetting::Fixed(Codec::None),
             fr_dir: None,
             fr_entries: 1024,
+        }
+    }
+}
+
+/// Where buffers live (`FERROCOLL_DEVICE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// Host memory.
+    #[default]
+    Cpu,
+    /// CUDA device memory (NCCL and the CUDA runtime).
+    Cuda,
+    /// Ascend NPU memory (HCCL and the ACL runtime).
+    Npu,
+}
+
+impl Device {
+    /// Its `FERROCOLL_DEVICE` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+            Device::Npu => "npu",
         }
     }
 }
@@ -362,6 +390,14 @@ impl Config {
         }
         if let Some(v) = get("FERROCOLL_DIRECT_MIN_BYTES") {
             c.direct_min_bytes = count("FERROCOLL_DIRECT_MIN_BYTES", &v, "bytes")?;
+        }
+        if let Some(v) = get("FERROCOLL_DEVICE") {
+            c.device = match v.trim().to_ascii_lowercase().as_str() {
+                "" | "cpu" => Device::Cpu,
+                "cuda" => Device::Cuda,
+                "npu" => Device::Npu,
+                _ => return Err(bad("FERROCOLL_DEVICE", &v, "expected cpu, cuda or npu")),
+            };
         }
         if let Some(v) = get("FERROCOLL_TLS") {
             c.tls = switch("FERROCOLL_TLS", &v, false)?;
@@ -646,6 +682,15 @@ mod tests {
         assert!(e.to_string().contains("FERROCOLL_TIMEOUT"), "{e}");
         let e = Config::from_vars(vars(&[("FERROCOLL_SHM_DIRECT", "2")])).unwrap_err();
         assert!(e.to_string().contains("FERROCOLL_SHM_DIRECT"), "{e}");
+        for (var, value) in [("FERROCOLL_DEVICE", "gpu"), ("FERROCOLL_TLS", "maybe")] {
+            let e = Config::from_vars(vars(&[(var, value)])).unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
+        let c = Config::from_vars(vars(&[("FERROCOLL_DEVICE", " CUDA ")])).unwrap();
+        assert_eq!(c.device, Device::Cuda);
+        // TLS asked of a build without it is an error naming the feature.
+        let tls = Config::from_vars(vars(&[("FERROCOLL_TLS", "1")]));
+        assert_eq!(tls.is_ok(), ferrocoll_transports::tcp::tls::AVAILABLE, "{tls:?}");
         for bad in ["infiniband", "shm,,tcp", "tcp,tcp", "auto,tcp"] {
             let e = Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", bad)])).unwrap_err();
             assert!(e.to_string().contains("FERROCOLL_TRANSPORT"), "{bad}: {e}");
