@@ -155,7 +155,8 @@ fn three_ranks_meet_through_etcd() {
     assert_job_passed(&ended, "3 ranks over etcd://");
     // The ranks met under the prefix.
     let st = etcd.store("/job1");
-    assert_eq!(st.get("fc/job_token").unwrap().len(), 8);
+    // The job token (8 bytes) and the key material of the communicator's key (32).
+    assert_eq!(st.get("fc/job_token").unwrap().len(), 8 + 32);
     assert!(st.get("fc/rank/2").is_ok());
 }
 
