@@ -38,8 +38,11 @@ export RUSTFLAGS="-Cpasses=sancov-module \
 --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 # Ferrocoll's own build settings (e.g. a developer's RUSTFLAGS) must not leak in.
 unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
-(cd fuzz && cargo build --release --locked -j "${FUZZ_JOBS:-2}" --target "$host" --bins)
-bin=fuzz/target/$host/release
+# FUZZ_PROFILE=ci (the test command's short pass) builds with less optimisation and no debug
+# information, which halves the build; the long pass keeps the release profile.
+profile=${FUZZ_PROFILE:-release}
+(cd fuzz && cargo build --profile "$profile" --locked -j "${FUZZ_JOBS:-2}" --target "$host" --bins)
+bin=fuzz/target/$host/$profile
 
 if (($#)); then
     targets=("$@")

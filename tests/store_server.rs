@@ -118,7 +118,8 @@ fn a_probe_job_meets_through_the_external_store_which_outlives_it() {
     // The ranks met in the external server (no rank served a store of its own), which is
     // still up with the job's keys after every rank ended.
     let st = TcpStore::connect(server.addr.as_str(), T).unwrap();
-    assert_eq!(st.get("fc/job_token").unwrap().len(), 8);
+    // The job token (8 bytes) and the key material of the communicator's key (32).
+    assert_eq!(st.get("fc/job_token").unwrap().len(), 8 + 32);
     assert!(st.get("fc/rank/2").is_ok());
     // A second job on the same store would read the first one's addresses: refused.
     let ended = finish(
@@ -224,7 +225,8 @@ fn local_store_serves_a_spawned_job_in_the_launcher() {
     );
     assert_job_passed(&ended, "3 ranks over launch::LocalStore");
     let st = TcpStore::connect_with_secret(store.addr(), T, Some(b"launcher-secret")).unwrap();
-    assert_eq!(st.get("fc/job_token").unwrap().len(), 8);
+    // The job token (8 bytes) and the key material of the communicator's key (32).
+    assert_eq!(st.get("fc/job_token").unwrap().len(), 8 + 32);
     // No ranks: the typed error of spawn_children.
     assert!(spawn_children_with_store(0, probe_command, &[], &extra, &store).is_err());
     assert!(spawn_children(0, probe_command, &[], &extra).is_err());

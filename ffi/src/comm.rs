@@ -208,7 +208,7 @@ pub extern "C" fn fcCommDestroy(comm: fcComm_t) -> fcResult_t {
     guard("fcCommDestroy", || {
         drop(registry::remove(comm)?);
         crate::compress::forget(comm);
-        crate::device::forget(comm);
+        crate::device::forget(comm, false);
         Ok(())
     })
 }
@@ -223,7 +223,7 @@ pub extern "C" fn fcCommAbort(comm: fcComm_t) -> fcResult_t {
         let c = registry::remove(comm)?;
         c.abort();
         crate::compress::forget(comm);
-        crate::device::forget(comm);
+        crate::device::forget(comm, true);
         Ok(())
     })
 }
@@ -242,7 +242,11 @@ pub unsafe extern "C" fn fcCommGetAsyncError(
 ) -> fcResult_t {
     guard("fcCommGetAsyncError", || {
         let c = registry::get(comm)?;
-        let code = c.failure().map_or(fcSuccess, |e| code_of(e.kind()));
+        let code = match c.failure() {
+            Some(e) => code_of(e.kind()),
+            // The vendor's own asynchronous error, when device calls have run.
+            None => crate::device::async_error(comm).map_or_else(|f| f.code, |()| fcSuccess),
+        };
         // SAFETY: the caller's contract on `asyncError`.
         unsafe { write_out(asyncError, "asyncError", code) }
     })

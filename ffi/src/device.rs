@@ -86,7 +86,30 @@ pub(crate) unsafe fn issue(
     Ok(())
 }
 
-/// Drops the composed communicator of a destroyed handle.
-pub(crate) fn forget(h: fcComm_t) {
-    comms().remove(&h.addr());
+/// Drops the composed communicator of a destroyed handle; with `abort`, stops the vendor's
+/// work first (`fcCommAbort`).
+pub(crate) fn forget(h: fcComm_t, abort: bool) {
+    let Some(d) = comms().remove(&h.addr()) else {
+        return;
+    };
+    if abort {
+        if let Ok(m) = Arc::try_unwrap(d) {
+            let d = m.into_inner().unwrap_or_else(|e| e.into_inner());
+            // fcCommAbort has succeeded whatever the vendor says: its handle is gone, and
+            // there is no one left to tell.
+            let _ = d.abort();
+        }
+    }
+}
+
+/// The vendor's asynchronous error of `h`'s composed communicator, if it has one.
+pub(crate) fn async_error(h: fcComm_t) -> Result<(), Failure> {
+    let Some(d) = comms().get(&h.addr()).cloned() else {
+        return Ok(());
+    };
+    // A call in progress holds the lock: its own result will carry any error.
+    let Ok(d) = d.try_lock() else {
+        return Ok(());
+    };
+    d.async_error().map_err(Failure::from)
 }

@@ -221,6 +221,19 @@ impl DeviceComm {
         }
     }
 
+    /// Stops the vendor's work now (`ncclCommAbort`; HCCL: its communicator destroyed) and
+    /// frees this communicator: after a peer's failure, where finishing would wait for it.
+    pub fn abort(mut self) -> Result<()> {
+        match std::mem::replace(&mut self.local, Local::Cpu) {
+            Local::Nccl(c) => c.abort()?,
+            Local::Hccl(c) => c.abort()?,
+            Local::Cpu => {}
+        }
+        self.local_comm.abort();
+        self.cross.abort();
+        Ok(())
+    }
+
     /// Device scratch buffer `i` of at least `bytes` (host memory on CPU hosts).
     fn scratch(&mut self, i: usize, bytes: usize) -> Result<*mut c_void> {
         while self.scratch.len() <= i {

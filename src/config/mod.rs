@@ -690,7 +690,11 @@ mod tests {
         assert_eq!(c.device, Device::Cuda);
         // TLS asked of a build without it is an error naming the feature.
         let tls = Config::from_vars(vars(&[("FERROCOLL_TLS", "1")]));
-        assert_eq!(tls.is_ok(), ferrocoll_transports::tcp::tls::AVAILABLE, "{tls:?}");
+        assert_eq!(
+            tls.is_ok(),
+            ferrocoll_transports::tcp::tls::AVAILABLE,
+            "{tls:?}"
+        );
         for bad in ["infiniband", "shm,,tcp", "tcp,tcp", "auto,tcp"] {
             let e = Config::from_vars(vars(&[("FERROCOLL_TRANSPORT", bad)])).unwrap_err();
             assert!(e.to_string().contains("FERROCOLL_TRANSPORT"), "{bad}: {e}");
