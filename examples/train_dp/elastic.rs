@@ -312,15 +312,16 @@ fn grow_world(comm: Communicator, state: &mut State) -> Result<Communicator, Str
 /// The launcher of an elastic job: see the module docs.
 pub fn launch(np: usize, args: &[std::ffi::OsString], replace: bool) -> Result<(), String> {
     use std::process::Command;
-    let cfg = ferrocoll::Config::from_env().map_err(|e| e.to_string())?;
-    // The job's store lives in this process: it outlives every rank.
-    let store = ferrocoll::launch::LocalStore::with_secret(cfg.secret.as_deref())
-        .map_err(|e| e.to_string())?;
+    // The job's store lives in this process: it outlives every rank. It demands this
+    // process's secret, or a fresh one, which the ranks and replacements get with its address.
+    let store = ferrocoll::launch::LocalStore::start().map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let t0 = [("TRAIN_DP_T0".to_string(), format!("{:.6}", unix_now()))];
+    let kids =
+        ferrocoll::launch::spawn_children_with_store(np, || Command::new(&exe), args, &t0, &store)
+            .map_err(|e| e.to_string())?;
     let mut env = store.env();
-    env.push(("TRAIN_DP_T0".to_string(), format!("{:.6}", unix_now())));
-    let kids = ferrocoll::launch::spawn_children(np, || Command::new(&exe), args, &env)
-        .map_err(|e| e.to_string())?;
+    env.extend_from_slice(&t0);
     let result = supervise(kids, replace, || {
         let mut c = Command::new(&exe);
         c.args(args).env("TRAIN_DP_JOIN", "1");
