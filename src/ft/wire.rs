@@ -96,10 +96,11 @@ impl Datagram {
         if from >= world || by >= world || failed.iter().any(|&r| r >= world) {
             return Err("rank out of range");
         }
+        // Heartbeats and goodbyes carry neither a revoker nor failed ranks: one encoding each.
         let kind = match b[5] {
-            1 if n == 0 => Kind::Heartbeat,
+            1 if n == 0 && by == 0 => Kind::Heartbeat,
             2 => Kind::Revoke { by, failed },
-            3 if n == 0 => Kind::Goodbye,
+            3 if n == 0 && by == 0 => Kind::Goodbye,
             _ => return Err("unknown kind"),
         };
         Ok(Datagram {
@@ -146,6 +147,27 @@ impl ReplayWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `heartbeat` fuzz target: a goodbye with a revoker field set decoded, and
+    /// encoded back to other bytes. Only the one encoding is accepted now.
+    #[test]
+    fn a_heartbeat_or_goodbye_with_a_revoker_is_refused() {
+        let k = JobKey::new(b"0123456789abcdef");
+        for kind in [Kind::Heartbeat, Kind::Goodbye] {
+            let d = Datagram {
+                token: 7,
+                seq: 1,
+                from: 1,
+                kind,
+            };
+            let mut b = d.encode(&k);
+            b.truncate(b.len() - PROOF_BYTES);
+            b[26] = 1;
+            let tag = k.tag(LABEL, &b);
+            b.extend_from_slice(&tag);
+            assert_eq!(Datagram::decode(&b, 4, &k).err(), Some("unknown kind"));
+        }
+    }
 
     #[test]
     fn datagrams_round_trip_and_garbage_is_refused() {
