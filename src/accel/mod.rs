@@ -23,6 +23,7 @@ pub mod cudart;
 pub mod hccl;
 mod loader;
 pub mod nccl;
+mod staging;
 
 use std::ffi::c_void;
 
