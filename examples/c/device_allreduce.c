@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "ferrocoll.h"
+#include "common.h"
 
 typedef void *cudaStream_t;
 int cudaSetDevice(int device);
@@ -28,15 +29,6 @@ int cudaFree(void *ptr);
 int cudaMemcpyAsync(void *dst, const void *src, size_t bytes, int kind, cudaStream_t stream);
 enum { H2D = 1, D2H = 2 };
 
-#define CHECK(call)                                                                    \
-    do {                                                                               \
-        fcResult_t r_ = (call);                                                        \
-        if (r_ != fcSuccess) {                                                         \
-            fprintf(stderr, "%s:%d %s: %s (%s)\n", __FILE__, __LINE__, #call,          \
-                    fcGetErrorString(r_), fcGetLastError(NULL));                       \
-            exit(2);                                                                   \
-        }                                                                              \
-    } while (0)
 #define CUDA(call)                                                                     \
     do {                                                                               \
         if ((call) != 0) {                                                             \
@@ -44,31 +36,6 @@ enum { H2D = 1, D2H = 2 };
             exit(2);                                                                   \
         }                                                                              \
     } while (0)
-
-static void share_id(fcUniqueId *id, int rank, const char *path) {
-    if (rank == 0) {
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        FILE *f = fopen(tmp, "wb");
-        if (!f || fwrite(id, sizeof *id, 1, f) != 1 || fclose(f) != 0 || rename(tmp, path) != 0) {
-            perror("writing the unique id");
-            exit(2);
-        }
-        return;
-    }
-    for (int tries = 0; tries < 3000; tries++) {
-        FILE *f = fopen(path, "rb");
-        if (f) {
-            size_t n = fread(id, sizeof *id, 1, f);
-            fclose(f);
-            if (n == 1) return;
-        }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    fprintf(stderr, "rank %d: no unique id in %s after 30 s\n", rank, path);
-    exit(2);
-}
 
 int main(int argc, char **argv) {
     if (argc != 4) {
