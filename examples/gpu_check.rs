@@ -18,7 +18,7 @@ use std::time::Instant;
 use ferrocoll::accel::composed::{Backend, DeviceComm};
 use ferrocoll::accel::cudart::CudaRuntime;
 use ferrocoll::accel::nccl::Nccl;
-use ferrocoll::accel::{CopyKind, Runtime};
+use ferrocoll::accel::{CopyKind, DeviceBuffer, Runtime};
 use ferrocoll::{Communicator, DataType, ReduceOp};
 
 fn main() {
@@ -106,8 +106,15 @@ fn rank(mib: usize, iters: usize) -> Result<(), String> {
         let t0 = Instant::now();
         // SAFETY: both device buffers hold `count` f32; the stream is live.
         unsafe {
-            dc.all_reduce(send, recv, count, DataType::F32, ReduceOp::Sum, st)
-                .map_err(s)?;
+            dc.all_reduce(
+                DeviceBuffer::cuda(send, 0),
+                DeviceBuffer::cuda(recv, 0),
+                count,
+                DataType::F32,
+                ReduceOp::Sum,
+                st,
+            )
+            .map_err(s)?;
             cuda.synchronize(st).map_err(v)?;
         }
         if i >= 2 {

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use common::logs::RankLogs;
 use ferrocoll::accel::composed::{Backend, DeviceComm};
 use ferrocoll::accel::nccl::NcclComm;
-use ferrocoll::accel::{CopyKind, RawStream, Runtime};
+use ferrocoll::accel::{CopyKind, DeviceBuffer, MemoryKind, RawStream, Runtime};
 use ferrocoll::error::VendorError;
 use ferrocoll::launch::spawn_local_command;
 use ferrocoll::{Codec, Communicator, DataType, Error, ReduceOp};
@@ -211,6 +211,14 @@ impl<'a> DevBuf<'a> {
         DevBuf { rt, p, host }
     }
 
+    /// The buffer as `dc`'s device calls take it.
+    fn on(&self, dc: &DeviceComm) -> DeviceBuffer {
+        DeviceBuffer {
+            ptr: self.p,
+            memory: dc.memory(),
+        }
+    }
+
     fn put(&mut self, b: &[u8], s: RawStream) {
         match self.rt {
             // SAFETY: `p` holds at least `b.len()` bytes; synchronised before `b` goes.
@@ -349,7 +357,7 @@ fn rank(what: &str) -> Result<(), String> {
             let mut recv = DevBuf::new(rt, count * es);
             send.put(&encode(dt, &mine), stream);
             // SAFETY: both buffers hold `count` elements of `dt` on this backend.
-            unsafe { dc.all_reduce(send.p, recv.p, count, dt, op, stream) }
+            unsafe { dc.all_reduce(send.on(&dc), recv.on(&dc), count, dt, op, stream) }
                 .map_err(|e| format!("all-reduce {dt:?} {op:?} {count}: {e}"))?;
             let got = recv.get(count * es, stream);
             digest(&mut hash, &got);
@@ -390,7 +398,7 @@ fn rank(what: &str) -> Result<(), String> {
             let mut recv = DevBuf::new(rt, n * count * es);
             send.put(&encode(dt, &mine), stream);
             // SAFETY: `send` holds count, `recv` world × count elements.
-            unsafe { dc.all_gather(send.p, recv.p, count, dt, stream) }.map_err(s)?;
+            unsafe { dc.all_gather(send.on(&dc), recv.on(&dc), count, dt, stream) }.map_err(s)?;
             let got = recv.get(n * count * es, stream);
             digest(&mut hash, &got);
             if got != encode(dt, &want) {
@@ -411,7 +419,8 @@ fn rank(what: &str) -> Result<(), String> {
             let mut recv = DevBuf::new(rt, count * es);
             send.put(&encode(dt, &mine), stream);
             // SAFETY: `send` holds world × count, `recv` count elements.
-            unsafe { dc.reduce_scatter(send.p, recv.p, count, dt, op, stream) }.map_err(s)?;
+            unsafe { dc.reduce_scatter(send.on(&dc), recv.on(&dc), count, dt, op, stream) }
+                .map_err(s)?;
             let got = recv.get(count * es, stream);
             if got != encode(dt, &want) {
                 return Err(format!("reduce-scatter {dt:?} {op:?}: wrong result"));
@@ -421,6 +430,8 @@ fn rank(what: &str) -> Result<(), String> {
             comm.all_gather(&got, &mut all).map_err(s)?;
             digest(&mut hash, &all);
         }
+        rooted_and_staged(&comm, &mut dc, rt, stream, &mut hash)?;
+        wrong_memory(&mut dc, rt, stream)?;
         dc.async_error().map_err(s)?;
     }
     if let Some(dir) = std::env::var_os("FC_ACCEL_OUT") {
@@ -429,6 +440,161 @@ fn rank(what: &str) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Broadcast, reduce, all-to-all and send/recv on device buffers, each checked exactly.
+fn rooted_and_staged(
+    comm: &Communicator,
+    dc: &mut DeviceComm,
+    rt: Option<&dyn Runtime>,
+    stream: RawStream,
+    hash: &mut u64,
+) -> Result<(), String> {
+    let s = |e: Error| e.to_string();
+    let (me, n) = (comm.rank(), comm.world_size());
+    let dt = DataType::I32;
+    // Broadcast: sharded (256 divides among 2 local ranks) and not (257), in place and not.
+    for &(count, root, in_place) in &[(256usize, 0usize, true), (257, n - 1, false)] {
+        let mine: Vec<f64> = (0..count).map(|i| value(me, i, ReduceOp::Sum)).collect();
+        let want: Vec<f64> = (0..count).map(|i| value(root, i, ReduceOp::Sum)).collect();
+        let mut send = DevBuf::new(rt, count * 4);
+        let mut recv = DevBuf::new(rt, count * 4);
+        send.put(&encode(dt, &mine), stream);
+        recv.put(&encode(dt, &vec![-1.0; count]), stream);
+        let from = if in_place { recv.on(dc) } else { send.on(dc) };
+        if in_place && me == root {
+            recv.put(&encode(dt, &mine), stream);
+        }
+        // SAFETY: both hold `count` elements.
+        unsafe { dc.broadcast(from, recv.on(dc), count, dt, root, stream) }.map_err(s)?;
+        let got = recv.get(count * 4, stream);
+        if got != encode(dt, &want) {
+            return Err(format!("broadcast of {count} from {root}: wrong result"));
+        }
+        digest(hash, &got);
+    }
+    // Reduce to the last rank; the others pass no receive buffer, as NCCL allows.
+    for &(op, count) in &[(ReduceOp::Sum, 300usize), (ReduceOp::Max, 61)] {
+        let root = n - 1;
+        let mine: Vec<f64> = (0..count).map(|i| value(me, i, op)).collect();
+        let want: Vec<f64> = (0..count)
+            .map(|i| reduce(op, n, (0..n).map(|r| value(r, i, op))))
+            .collect();
+        let mut send = DevBuf::new(rt, count * 4);
+        let mut recv = DevBuf::new(rt, count * 4);
+        send.put(&encode(dt, &mine), stream);
+        let out = if me == root {
+            recv.on(dc)
+        } else {
+            DeviceBuffer {
+                ptr: std::ptr::null_mut(),
+                memory: dc.memory(),
+            }
+        };
+        // SAFETY: `send` holds `count` elements, and `recv` on the root.
+        unsafe { dc.reduce(send.on(dc), out, count, dt, op, root, stream) }.map_err(s)?;
+        if me == root && recv.get(count * 4, stream) != encode(dt, &want) {
+            return Err(format!("reduce {op:?} of {count}: wrong result"));
+        }
+    }
+    // All-to-all: block j of rank r holds value(r, j * count + i).
+    let count = 33;
+    let mine: Vec<f64> = (0..n * count)
+        .map(|i| value(me, i, ReduceOp::Sum))
+        .collect();
+    let want: Vec<f64> = (0..n)
+        .flat_map(|r| (0..count).map(move |i| value(r, me * count + i, ReduceOp::Sum)))
+        .collect();
+    let mut send = DevBuf::new(rt, n * count * 4);
+    let mut recv = DevBuf::new(rt, n * count * 4);
+    send.put(&encode(dt, &mine), stream);
+    // SAFETY: both hold world × count elements.
+    unsafe { dc.all_to_all(send.on(dc), recv.on(dc), count, dt, stream) }.map_err(s)?;
+    if recv.get(n * count * 4, stream) != encode(dt, &want) {
+        return Err("all-to-all: wrong result".into());
+
+    }
+    // Send/recv around the ring (even ranks send first, odd ranks receive first).
+    let (next, prev) = ((me + 1) % n, (me + n - 1) % n);
+    let count = 100;
+    let mine: Vec<f64> = (0..count).map(|i| value(me, i, ReduceOp::Sum)).collect();
+    let want: Vec<f64> = (0..count).map(|i| value(prev, i, ReduceOp::Sum)).collect();
+    let mut send = DevBuf::new(rt, count * 4);
+    let mut recv = DevBuf::new(rt, count * 4);
+    send.put(&encode(dt, &mine), stream);
+    for step in 0..2 {
+        // SAFETY: both hold `count` elements.
+        unsafe {
+            if (step == 0) == (me % 2 == 0) {
+                dc.send(send.on(dc), count, dt, next, stream)
+            } else {
+                dc.recv(recv.on(dc), count, dt, prev, stream)
+            }
+        }
+        .map_err(s)?;
+    }
+    if recv.get(count * 4, stream) != encode(dt, &want) {
+        return Err("send/recv: wrong result".into());
+    }
+    Ok(())
+}
+
+/// Buffers declared in the wrong memory, or found elsewhere by the runtime, are refused
+/// before any work is queued, naming the buffer.
+fn wrong_memory(
+    dc: &mut DeviceComm,
+    rt: Option<&dyn Runtime>,
+    stream: RawStream,
+) -> Result<(), String> {
+    let buf = DevBuf::new(rt, 64);
+    let other = match dc.memory() {
+        MemoryKind::Host => MemoryKind::Cuda(0),
+        _ => MemoryKind::Host,
+    };
+    let declared = DeviceBuffer {
+        ptr: buf.p,
+        memory: other,
+    };
+    let mut cases = vec![("declared", declared)];
+    // The CUDA runtime can tell: host memory declared as the device's is found out.
+    if let (MemoryKind::Cuda(_), Some(_)) = (dc.memory(), rt) {
+        let mut host = vec![0u8; 64];
+        cases.push((
+            "found",
+            DeviceBuffer {
+                ptr: host.as_mut_ptr() as *mut c_void,
+                memory: dc.memory(),
+            },
+        ));
+        // SAFETY: refused before anything is read or written (checked below).
+        let r = unsafe {
+            dc.all_reduce(
+                cases[1].1,
+                buf.on(dc),
+                16,
+                DataType::F32,
+                ReduceOp::Sum,
+                stream,
+            )
+        };
+        check_wrong(r, "found", "sendbuff")?;
+        cases.pop();
+    }
+    for (what, b) in cases {
+        // SAFETY: refused before anything is read or written (checked below).
+        let r = unsafe { dc.all_reduce(buf.on(dc), b, 16, DataType::F32, ReduceOp::Sum, stream) };
+        check_wrong(r, what, "recvbuff")?;
+    }
+    Ok(())
+}
+
+fn check_wrong(r: ferrocoll::Result<()>, case: &str, buffer: &str) -> Result<(), String> {
+    match r {
+        Err(Error::Vendor(VendorError::WrongMemory { what, .. })) if what == buffer => Ok(()),
+        other => Err(format!(
+            "{case} wrong memory: want WrongMemory for {buffer}, got {other:?}"
+        )),
+    }
 }
 
 /// The error paths through the NCCL double: an injected failure, group calls, an

@@ -1,6 +1,8 @@
 /*
  * device_allreduce.c - ferrocoll from C on device memory, as NCCL is called: buffers from
- * cudaMalloc, a cudaStream_t, the collectives queued on it, then cudaStreamSynchronize.
+ * cudaMalloc, a cudaStream_t, the collectives queued on it, then cudaStreamSynchronize;
+ * all-reduce, all-gather, broadcast, reduce, a group of sends and receives, the default
+ * stream, and host buffers beside them.
  * Run with FERROCOLL_DEVICE=cuda (NCCL inside the host, ferrocoll between hosts):
  *
  *   cc -I ffi/include examples/c/device_allreduce.c -L target/release -lferrocoll -lcudart -o dev
@@ -81,12 +83,63 @@ int main(int argc, char **argv) {
     for (int q = 0; q < nranks; q++)
         for (int i = 0; i < M; i++) bad |= all[q * M + i] != q * 1000 + i;
 
-    /* Broadcast on device buffers is not supported yet: a typed error, not a crash. */
-    bad |= fcBroadcast(x, y, N, fcFloat32, 0, comm, s) != fcInvalidUsage;
+    /* Broadcast from the last rank, out of place: every y becomes its x. */
+    int root = nranks - 1;
+    CHECK(fcBroadcast(x, y, N, fcFloat32, root, comm, s));
+    CUDA(cudaMemcpyAsync(host, y, sizeof host, D2H, s));
+    CUDA(cudaStreamSynchronize(s));
+    for (int i = 0; i < N; i++) bad |= host[i] != (float)(i % 7 + root);
+
+    /* Reduce to rank 0 (max); the other ranks' y is not written. */
+    CHECK(fcReduce(x, y, N, fcFloat32, fcMax, 0, comm, s));
+    CUDA(cudaMemcpyAsync(host, y, sizeof host, D2H, s));
+    CUDA(cudaStreamSynchronize(s));
+    for (int i = 0; i < N; i++)
+        bad |= host[i] != (float)(i % 7 + (rank == 0 ? nranks - 1 : root));
+
+    /* All-to-all as NCCL users write it: a group of sends and receives, one pair per peer.
+     * Block q of this rank's `src` goes to rank q, which keeps it as its block `rank`. */
+    int *src = malloc((size_t)nranks * M * sizeof *src), *out = malloc((size_t)nranks * M * sizeof *out);
+    int *dev_src, *dev_out;
+    for (int q = 0; q < nranks; q++)
+        for (int i = 0; i < M; i++) src[q * M + i] = rank * 100000 + q * 1000 + i;
+    CUDA(cudaMalloc((void **)&dev_src, (size_t)nranks * M * sizeof *src));
+    CUDA(cudaMalloc((void **)&dev_out, (size_t)nranks * M * sizeof *out));
+    CUDA(cudaMemcpyAsync(dev_src, src, (size_t)nranks * M * sizeof *src, H2D, s));
+    CHECK(fcGroupStart());
+    for (int q = 0; q < nranks; q++) {
+        if (q == rank) continue;
+        CHECK(fcSend(dev_src + q * M, M, fcInt32, q, comm, s));
+        CHECK(fcRecv(dev_out + q * M, M, fcInt32, q, comm, s));
+    }
+    CHECK(fcGroupEnd());
+    CUDA(cudaMemcpyAsync(out, dev_out, (size_t)nranks * M * sizeof *out, D2H, s));
+    CUDA(cudaStreamSynchronize(s));
+    for (int q = 0; q < nranks; q++)
+        for (int i = 0; q != rank && i < M; i++) bad |= out[q * M + i] != q * 100000 + rank * 1000 + i;
+
+    /* A NULL stream on device buffers: the runtime tells device memory, the default stream
+     * runs the call. */
+    CHECK(fcAllReduce(x, y, N, fcFloat32, fcSum, comm, NULL));
+    CUDA(cudaMemcpyAsync(host, y, sizeof host, D2H, NULL));
+    CUDA(cudaStreamSynchronize(NULL));
+    for (int i = 0; i < N; i++) bad |= host[i] != want[i];
+
+    /* Host buffers with a NULL stream run on the host, unchanged. */
+    float h_in[4] = {1, 2, 3, (float)rank}, h_out[4];
+    CHECK(fcAllReduce(h_in, h_out, 4, fcFloat32, fcSum, comm, NULL));
+    bad |= h_out[0] != (float)nranks || h_out[3] != (float)(nranks * (nranks - 1) / 2);
+
+    /* Host memory with a stream: refused as an invalid argument, before anything runs. */
+    bad |= fcAllReduce(h_in, h_out, 4, fcFloat32, fcSum, comm, s) != fcInvalidArgument;
 
     CUDA(cudaFree(x));
     CUDA(cudaFree(y));
     CUDA(cudaFree(dev_all));
+    CUDA(cudaFree(dev_src));
+    CUDA(cudaFree(dev_out));
+    free(src);
+    free(out);
     CUDA(cudaStreamDestroy(s));
     free(all);
     CHECK(fcCommDestroy(comm));

@@ -3,9 +3,10 @@
 //! Every call checks its handle, stream, data type, operator, ranks and count here, then
 //! either runs at once (blocking until this rank's part is done) or, inside
 //! `fcGroupStart`/`fcGroupEnd`, is queued for `fcGroupEnd`. With `stream` NULL buffers are
-//! host memory; with a stream they are device memory (`FERROCOLL_DEVICE`, see `device.rs`). In-place calls pass NCCL's pointers: `sendbuff == recvbuff`, or for
-//! all-gather `sendbuff == recvbuff + rank * sendcount`, for reduce-scatter
-//! `recvbuff == sendbuff + rank * recvcount` (elements).
+//! host memory unless the runtime finds them on the device; with a stream they are device
+//! memory (`FERROCOLL_DEVICE`, see `device.rs`). In-place calls pass NCCL's pointers:
+//! `sendbuff == recvbuff`, or for all-gather `sendbuff == recvbuff + rank * sendcount`, for
+//! reduce-scatter `recvbuff == sendbuff + rank * recvcount` (elements).
 
 use std::ffi::c_void;
 use std::os::raw::c_int;
@@ -87,8 +88,9 @@ unsafe fn issue(name: &str, comm: fcComm_t, stream: *mut c_void, a: Args) -> fcR
             op,
             root,
         };
-        if !stream.is_null() {
-            // SAFETY: the caller's contract: device buffers valid until the stream has run.
+        if !stream.is_null() || crate::device::detect(&c, &[call.input, a.recv as *const c_void])? {
+            // SAFETY: the caller's contract: device buffers valid until the stream has run
+            // (NULL: the default stream).
             return unsafe { crate::device::issue(comm, &c, call, stream) };
         }
         if group::active() {

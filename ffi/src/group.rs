@@ -13,6 +13,7 @@
 //! their communicators concurrently at its end, before its other calls run.
 
 use std::cell::RefCell;
+use std::ffi::c_void;
 use std::sync::Arc;
 
 use fc::{Collective, Communicator, RawCall};
@@ -32,6 +33,8 @@ struct Group {
     depth: usize,
     inits: Vec<Init>,
     calls: Vec<(Arc<Communicator>, RawCall)>,
+    /// The calls on device buffers: their place in `calls`, handle and stream.
+    device: Vec<(usize, fcComm_t, *mut c_void)>,
 }
 
 thread_local! {
@@ -46,6 +49,22 @@ pub(crate) fn active() -> bool {
 /// Queues a checked call for the group's end.
 pub(crate) fn push(comm: Arc<Communicator>, call: RawCall) {
     GROUP.with(|g| g.borrow_mut().calls.push((comm, call)));
+}
+
+/// Queues a checked call on device buffers: at the group's end it is staged through host
+/// memory and runs with the host calls, in its place (see `device.rs`).
+pub(crate) fn push_device(
+    h: fcComm_t,
+    comm: Arc<Communicator>,
+    call: RawCall,
+    stream: *mut c_void,
+) {
+    GROUP.with(|g| {
+        let mut g = g.borrow_mut();
+        let at = g.calls.len();
+        g.calls.push((comm, call));
+        g.device.push((at, h, stream));
+    });
 }
 
 /// Defers the creation of the communicator of handle `h` to the group's end.
@@ -81,6 +100,7 @@ pub extern "C" fn fcGroupEnd() -> fcResult_t {
                     Ok(Some((
                         std::mem::take(&mut g.inits),
                         std::mem::take(&mut g.calls),
+                        std::mem::take(&mut g.device),
                     )))
                 }
                 _ => {
@@ -90,10 +110,19 @@ pub extern "C" fn fcGroupEnd() -> fcResult_t {
             }
         })?;
         match calls {
-            Some((inits, calls)) => {
+            Some((inits, mut calls, device)) => {
                 let first = init_all(inits);
+                let mut staged = Vec::new();
+                for (at, h, stream) in device {
+                    let (comm, call) = &mut calls[at];
+                    // SAFETY: the buffers were promised valid until fcGroupEnd returns.
+                    staged.push(unsafe { crate::device::stage(h, comm, call, stream) }?);
+                }
                 let rest = run(calls);
-                first.and(rest)
+                let back = staged
+                    .into_iter()
+                    .try_for_each(crate::device::Staged::finish);
+                first.and(rest).and(back)
             }
             None => Ok(()),
         }

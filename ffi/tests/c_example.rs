@@ -264,7 +264,8 @@ fn c_device_example_runs_against_the_cuda_double() {
         ("FERROCOLL_NCCL_LIBRARY".to_string(), lib.clone()),
         ("FERROCOLL_CUDART_LIBRARY".to_string(), lib),
     ];
-    let res = run_ranks_with(&exe, &[], 2, &dir, Duration::from_secs(60), &env);
+    // Three ranks: the group's sends and receives then pair each rank with two peers.
+    let res = run_ranks_with(&exe, &[], 3, &dir, Duration::from_secs(60), &env);
     assert_all_ok(&res);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -137,26 +137,6 @@ impl CudaRuntime {
         self.check("cudaGetDeviceCount", r)?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
-
-    /// What memory the address `addr` lies in, as the runtime knows it
-    /// (`cudaPointerGetAttributes`, which only looks the address up): plain host memory the
-    /// runtime never saw is [`MemoryKind::Host`].
-    pub fn memory_kind(&self, addr: usize) -> Result<MemoryKind, VendorError> {
-        let p = addr as *const c_void;
-        let mut a = PointerAttributes {
-            kind: 0,
-            device: 0,
-            device_pointer: std::ptr::null_mut(),
-            host_pointer: std::ptr::null_mut(),
-        };
-        // SAFETY: writes one attribute struct; the pointer is only looked up.
-        let r = unsafe { (self.f.pointer_get_attributes)(&mut a, p) };
-        self.check("cudaPointerGetAttributes", r)?;
-        Ok(match a.kind {
-            2 | 3 => MemoryKind::Cuda(u32::try_from(a.device).unwrap_or(0)),
-            _ => MemoryKind::Host,
-        })
-    }
 }
 
 impl Runtime for CudaRuntime {
@@ -242,5 +222,24 @@ impl Runtime for CudaRuntime {
         // SAFETY: the caller's contract.
         let r = unsafe { (self.f.event_destroy)(e) };
         self.check("cudaEventDestroy", r)
+    }
+
+    /// `cudaPointerGetAttributes`, which only looks the address up: plain host memory the
+    /// runtime never saw is [`MemoryKind::Host`].
+    fn memory_kind(&self, addr: usize) -> Result<Option<MemoryKind>, VendorError> {
+        let p = addr as *const c_void;
+        let mut a = PointerAttributes {
+            kind: 0,
+            device: 0,
+            device_pointer: std::ptr::null_mut(),
+            host_pointer: std::ptr::null_mut(),
+        };
+        // SAFETY: writes one attribute struct; the pointer is only looked up.
+        let r = unsafe { (self.f.pointer_get_attributes)(&mut a, p) };
+        self.check("cudaPointerGetAttributes", r)?;
+        Ok(Some(match a.kind {
+            2 | 3 => MemoryKind::Cuda(u32::try_from(a.device).unwrap_or(0)),
+            _ => MemoryKind::Host,
+        }))
     }
 }

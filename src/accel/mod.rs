@@ -102,6 +102,12 @@ pub trait Runtime: Send + Sync {
     /// # Safety
     /// `e` came from [`Runtime::event_create`] and is not used afterwards.
     unsafe fn event_destroy(&self, e: RawEvent) -> Result<(), VendorError>;
+    /// Where `addr` lives, where the runtime can say (the CUDA runtime can; `None` where it
+    /// cannot, and the caller's declaration stands).
+    fn memory_kind(&self, addr: usize) -> Result<Option<MemoryKind>, VendorError> {
+        let _ = addr;
+        Ok(None)
+    }
 }
 
 /// Where a buffer lives.
@@ -113,4 +119,63 @@ pub enum MemoryKind {
     Cuda(u32),
     /// Memory of Ascend NPU `n`.
     Npu(u32),
+}
+
+impl std::fmt::Display for MemoryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemoryKind::Host => write!(f, "host memory"),
+            MemoryKind::Cuda(n) => write!(f, "memory of CUDA device {n}"),
+            MemoryKind::Npu(n) => write!(f, "memory of NPU {n}"),
+        }
+    }
+}
+
+/// A buffer given to a device call: its address and the memory it is in, as the caller
+/// declares it. A [`composed::DeviceComm`] checks the declaration against its own device
+/// (and, where the runtime can tell, against the address itself) before any work is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceBuffer {
+    /// The address (a device pointer, or a host pointer for host memory).
+    pub ptr: *mut c_void,
+    /// Where it lives.
+    pub memory: MemoryKind,
+}
+
+impl DeviceBuffer {
+    /// A buffer in the memory of CUDA device `device`.
+    pub fn cuda(ptr: *mut c_void, device: u32) -> DeviceBuffer {
+        DeviceBuffer {
+            ptr,
+            memory: MemoryKind::Cuda(device),
+        }
+    }
+
+    /// A buffer in the memory of Ascend NPU `device`.
+    pub fn npu(ptr: *mut c_void, device: u32) -> DeviceBuffer {
+        DeviceBuffer {
+            ptr,
+            memory: MemoryKind::Npu(device),
+        }
+    }
+
+    /// A buffer in host memory (the buffers of a CPU host's rank).
+    pub fn host(ptr: *mut c_void) -> DeviceBuffer {
+        DeviceBuffer {
+            ptr,
+            memory: MemoryKind::Host,
+        }
+    }
+
+    /// The same buffer `bytes` further on.
+    ///
+    /// # Safety
+    /// The result lies within the caller's allocation.
+    pub unsafe fn add(self, bytes: usize) -> DeviceBuffer {
+        DeviceBuffer {
+            // SAFETY: the caller's contract.
+            ptr: unsafe { (self.ptr as *mut u8).add(bytes) } as *mut c_void,
+            memory: self.memory,
+        }
+    }
 }

@@ -323,6 +323,7 @@ impl Error {
             Error::CommFailed(cause) => cause.kind(),
             Error::Internal(_) => ErrorKind::Internal,
             Error::Vendor(VendorError::Unsupported { .. }) => ErrorKind::InvalidUsage,
+            Error::Vendor(VendorError::WrongMemory { .. }) => ErrorKind::InvalidArgument,
             Error::Vendor(_) => ErrorKind::System,
         }
     }

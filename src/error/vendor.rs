@@ -47,6 +47,17 @@ pub enum VendorError {
         /// What it cannot do.
         what: String,
     },
+    /// A buffer is not in the memory this communicator's device calls take (declared
+    /// otherwise, or found elsewhere by the runtime's pointer query).
+    #[error("{what} is {found}, but this communicator's device calls take {expected}")]
+    WrongMemory {
+        /// Which buffer ("sendbuff", "recvbuff").
+        what: &'static str,
+        /// Where the buffer is, as declared (and as the runtime says, where it can).
+        found: String,
+        /// Where its buffers must be.
+        expected: String,
+    },
     /// A call returned an error: the vendor's code, its name and its message.
     #[error("{library} {call} failed: {name} ({code}): {message}")]
     Call {

@@ -299,15 +299,21 @@ static void group_end_(void) {
 
 /* Device allocations, so that the pointer query can tell them from host memory. */
 static void *allocs[4096];
+static size_t alloc_sizes[4096];
 #ifdef DOUBLE_NCCL
+/* The device set last (one process drives one device). */
+static int current_device;
+/* Any address inside an allocation is device memory, as the real query says. */
 static int is_device(const void *p) {
-    for (int i = 0; i < 4096; i++) if (allocs[i] && allocs[i] == p) return 1;
+    const char *c = p;
+    for (int i = 0; i < 4096; i++)
+        if (allocs[i] && c >= (char *)allocs[i] && c < (char *)allocs[i] + alloc_sizes[i]) return 1;
     return 0;
 }
 #endif
 static void *dev_alloc(size_t n) {
     void *p = malloc(n ? n : 1);
-    for (int i = 0; i < 4096; i++) if (!allocs[i]) { allocs[i] = p; break; }
+    for (int i = 0; i < 4096; i++) if (!allocs[i]) { allocs[i] = p; alloc_sizes[i] = n ? n : 1; break; }
     return p;
 }
 static void dev_free(void *p) {
@@ -370,7 +376,7 @@ int cudaRuntimeGetVersion(int *v) { *v = 12080; return 0; }
 const char *cudaGetErrorName(int e) { return e ? "cudaErrorDouble" : "cudaSuccess"; }
 const char *cudaGetErrorString(int e) { return e ? last_error : "no error"; }
 int cudaGetDeviceCount(int *n) { *n = 1; return 0; }
-int cudaSetDevice(int d) { (void)d; return 0; }
+int cudaSetDevice(int d) { current_device = d; return 0; }
 int cudaStreamCreate(void **s) { *s = calloc(1, sizeof(struct stream)); return 0; }
 int cudaStreamDestroy(void *s) { free(S(s)->ops); free(s); return 0; }
 int cudaStreamSynchronize(void *s) { return run_until(S(s), (size_t)-1) ? 1 : 0; }
@@ -381,7 +387,7 @@ int cudaMemcpyAsync(void *d, const void *s, size_t n, int kind, void *st) {
 int cudaMalloc(void **p, size_t n) { *p = dev_alloc(n); return 0; }
 int cudaFree(void *p) { dev_free(p); return 0; }
 struct attrs { int type, device; void *dp, *hp; };
-int cudaPointerGetAttributes(struct attrs *a, const void *p) { a->type = is_device(p) ? 2 : 0; a->device = 0; a->dp = a->hp = (void *)p; return 0; }
+int cudaPointerGetAttributes(struct attrs *a, const void *p) { a->type = is_device(p) ? 2 : 0; a->device = is_device(p) ? current_device : -1; a->dp = a->hp = (void *)p; return 0; }
 int cudaEventCreate(void **e) { *e = calloc(1, sizeof(struct event)); return 0; }
 int cudaEventRecord(void *e, void *s) { struct event *ev = e; ev->s = S(s); ev->mark = S(s)->base + S(s)->len; return 0; }
 int cudaEventSynchronize(void *e) { struct event *ev = e; return ev->s && run_until(ev->s, ev->mark) ? 1 : 0; }

@@ -9,7 +9,7 @@ use std::ffi::c_void;
 use std::time::Instant;
 
 use ferrocoll::accel::composed::{Backend, DeviceComm};
-use ferrocoll::accel::{CopyKind, RawStream, Runtime};
+use ferrocoll::accel::{CopyKind, DeviceBuffer, RawStream, Runtime};
 use ferrocoll::{Collective, Communicator, DataType, ReduceOp};
 
 use crate::cli::SweepArgs;
@@ -125,19 +125,26 @@ pub fn run(comm: &Communicator, kind: Collective, a: &SweepArgs) -> Res<bool> {
         let recv = Dev(rt, rt.malloc(4 * outs)?);
         let mine: Vec<f32> = (0..ins).map(|i| value(me, i)).collect();
         put(rt, &send, &mine, s)?;
+        let mem = dc.memory();
+        let (sb, rb) = (
+            DeviceBuffer {
+                ptr: send.1,
+                memory: mem,
+            },
+            DeviceBuffer {
+                ptr: recv.1,
+                memory: mem,
+            },
+        );
         let mut call = || -> Res<()> {
             // SAFETY: `send` and `recv` hold what `kind` reads and writes for `count`.
             unsafe {
                 match kind {
                     Collective::AllReduce => {
-                        dc.all_reduce(send.1, recv.1, count, DataType::F32, ReduceOp::Sum, s)?
+                        dc.all_reduce(sb, rb, count, DataType::F32, ReduceOp::Sum, s)?
                     }
-                    Collective::AllGather => {
-                        dc.all_gather(send.1, recv.1, count, DataType::F32, s)?
-                    }
-                    _ => {
-                        dc.reduce_scatter(send.1, recv.1, count, DataType::F32, ReduceOp::Sum, s)?
-                    }
+                    Collective::AllGather => dc.all_gather(sb, rb, count, DataType::F32, s)?,
+                    _ => dc.reduce_scatter(sb, rb, count, DataType::F32, ReduceOp::Sum, s)?,
                 }
                 rt.synchronize(s)?;
             }

@@ -20,6 +20,16 @@
 //!   reduce-scatter across hosts finishes them.
 //! - **all-gather**: the vendor's all-gather within the host, then across hosts, and each
 //!   block copied to its global rank's place.
+//! - **broadcast** and **reduce** ([`rooted`]): the vendor's broadcast inside the root's
+//!   host, one shard per local rank across hosts, the vendor's all-gather on the other
+//!   hosts; reduce is the all-reduce kept by the root alone.
+//! - **all-to-all**, **send** and **recv** ([`staged`]): staged through host memory and
+//!   carried by ferrocoll between every pair of ranks (the vendor's part is not used), as
+//!   are device calls inside a C ABI group.
+//!
+//! Buffers are [`DeviceBuffer`]s: each declares its memory, checked against this
+//! communicator's device (and, where the runtime can tell, against the address) before any
+//! work is queued.
 //!
 //! Each final element is computed once, by one path, and copied to the others: every rank
 //! holds identical bits, whatever vendor its host runs. Calls return once the work between
@@ -34,10 +44,14 @@ use super::cudart::CudaRuntime;
 use super::hccl::{Hccl, HcclComm, HcclRootInfo, ROOT_INFO_BYTES};
 use super::nccl::{Nccl, NcclComm, NcclUniqueId, UNIQUE_ID_BYTES};
 use super::staging::{alloc_host, as_f32, dealloc_host, scale};
-use super::{CopyKind, RawStream, Runtime};
+use super::{CopyKind, DeviceBuffer, MemoryKind, RawStream, Runtime};
 use crate::compress::{Codec, CompressedCollectives, ErrorFeedback};
 use crate::error::VendorError;
 use crate::{Collective, Communicator, DataType, Error, RawCall, ReduceOp, Result};
+
+mod blocks;
+mod rooted;
+mod staged;
 
 /// Bytes crossing hosts per pipeline chunk of the all-reduce.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -86,6 +100,14 @@ impl Backend {
         }
     }
 
+    /// Where `addr` lives, where this backend's runtime can say (the CUDA runtime can).
+    pub fn memory_kind(&self, addr: usize) -> Result<Option<MemoryKind>> {
+        match self.runtime() {
+            Some(rt) => Ok(rt.memory_kind(addr)?),
+            None => Ok(None),
+        }
+    }
+
     fn runtime(&self) -> Option<&dyn Runtime> {
         match self {
             Backend::Nccl(_, r) => Some(r.as_ref()),
@@ -108,6 +130,10 @@ pub struct DeviceComm {
     local: Local,
     local_comm: Communicator,
     cross: Communicator,
+    /// Every rank, for what is staged through host memory (all-to-all, send/recv).
+    whole: Communicator,
+    /// This rank's device index on its host.
+    device: u32,
     world: usize,
     local_size: usize,
     /// Global rank of `(host, local index)`.
@@ -156,6 +182,7 @@ impl DeviceComm {
         };
         let local_comm = split(host, local_rank)?;
         let cross = split(local_rank, host)?;
+        let whole = split(0, rank)?;
         if let Some(rt) = backend.runtime() {
             rt.set_device(device)?;
         }
@@ -198,6 +225,8 @@ impl DeviceComm {
             local,
             local_comm,
             cross,
+            whole,
+            device,
             world,
             local_size,
             global,
@@ -232,7 +261,45 @@ impl DeviceComm {
         }
         self.local_comm.abort();
         self.cross.abort();
+        self.whole.abort();
         Ok(())
+    }
+
+    /// Where this communicator's buffers live: its device's memory (host memory on CPU
+    /// hosts).
+    pub fn memory(&self) -> MemoryKind {
+        match self.backend {
+            Backend::Nccl(..) => MemoryKind::Cuda(self.device),
+            Backend::Hccl(..) => MemoryKind::Npu(self.device),
+            Backend::Cpu => MemoryKind::Host,
+        }
+    }
+
+    /// The address of `b` once its memory is checked: declared as [`DeviceComm::memory`],
+    /// and found there by the runtime where the runtime can say. `what` names the buffer in
+    /// the error.
+    fn addr(&self, b: DeviceBuffer, what: &'static str) -> Result<*mut c_void> {
+        let expected = self.memory();
+        let wrong = |found: String| -> Error {
+            VendorError::WrongMemory {
+                what,
+                found,
+                expected: expected.to_string(),
+            }
+            .into()
+        };
+        if b.memory != expected {
+            return Err(wrong(format!("declared as {}", b.memory)));
+        }
+        if let (Some(rt), false) = (self.backend.runtime(), b.ptr.is_null()) {
+            match rt.memory_kind(b.ptr as usize)? {
+                Some(k) if k != expected => {
+                    return Err(wrong(format!("{k}, as the {} says", rt.name())))
+                }
+                _ => {}
+            }
+        }
+        Ok(b.ptr)
     }
 
     /// Device scratch buffer `i` of at least `bytes` (host memory on CPU hosts).
@@ -406,10 +473,29 @@ impl DeviceComm {
     /// every rank; see the module docs.
     ///
     /// # Safety
-    /// `send` and `recv` are buffers of `count` elements of `dt` in this host's device
+    /// `send` and `recv` are buffers of `count` elements of `dt` in this rank's device
     /// memory (host memory on CPU hosts), valid until `stream` has run the work queued;
     /// `stream` is a live stream of this rank's device (null: the default stream).
     pub unsafe fn all_reduce(
+        &mut self,
+        send: DeviceBuffer,
+        recv: DeviceBuffer,
+        count: usize,
+        dt: DataType,
+        op: ReduceOp,
+        stream: RawStream,
+    ) -> Result<()> {
+        let send = self.addr(send, "sendbuff")? as *const c_void;
+        let recv = self.addr(recv, "recvbuff")?;
+        // SAFETY: the caller's contract, the memory checked.
+        unsafe { self.all_reduce_ptr(send, recv, count, dt, op, stream) }
+    }
+
+    /// [`DeviceComm::all_reduce`] on checked addresses.
+    ///
+    /// # Safety
+    /// As [`DeviceComm::all_reduce`].
+    unsafe fn all_reduce_ptr(
         &mut self,
         send: *const c_void,
         recv: *mut c_void,
@@ -553,167 +639,6 @@ impl DeviceComm {
                 // SAFETY: created by `queue_out`, not used afterwards.
                 let _ = unsafe { rt.event_destroy(e) };
             }
-        }
-    }
-
-    /// Gathers `count` elements from every rank into `recv` (world × count, in rank order).
-    ///
-    /// # Safety
-    /// As [`DeviceComm::all_reduce`], with `recv` of world × `count` elements.
-    pub unsafe fn all_gather(
-        &mut self,
-        send: *const c_void,
-        recv: *mut c_void,
-        count: usize,
-        dt: DataType,
-        stream: RawStream,
-    ) -> Result<()> {
-        let es = dt.size();
-        let (l, hosts) = (self.local_size, self.global.len());
-        let block = l * count * es;
-        let gathered = self.scratch(0, block)?;
-        // SAFETY: `send` holds `count`, `gathered` l × count elements.
-        unsafe {
-            self.local_call(
-                Collective::AllGather,
-                send,
-                gathered,
-                count,
-                dt,
-                ReduceOp::Sum,
-                stream,
-            )?;
-        }
-        let mut mine = vec![0u8; block];
-        // SAFETY: both hold `block` bytes; synchronised before `mine` is read.
-        unsafe {
-            self.copy(
-                mine.as_mut_ptr() as *mut c_void,
-                gathered,
-                block,
-                CopyKind::DeviceToHost,
-                stream,
-            )?;
-            self.sync(stream)?;
-        }
-        let mut all = vec![0u8; hosts * block];
-        self.cross_call(
-            Collective::AllGather,
-            &mut mine,
-            Some(&mut all),
-            l * count,
-            dt,
-            ReduceOp::Sum,
-            "",
-        )?;
-        for (h, ranks) in self.global.iter().enumerate() {
-            for (j, &g) in ranks.iter().enumerate() {
-                let src = &all[h * block + j * count * es..][..count * es];
-                // SAFETY: rank `g`'s block lies within `recv`'s world × count elements;
-                // `all` outlives the copy (synchronised below).
-                unsafe {
-                    self.copy(
-                        (recv as *mut u8).add(g * count * es) as *mut c_void,
-                        src.as_ptr() as *const c_void,
-                        count * es,
-                        CopyKind::HostToDevice,
-                        stream,
-                    )?;
-                }
-            }
-        }
-        // SAFETY: live stream; `all` must outlive the copies.
-        unsafe { self.sync(stream) }
-    }
-
-    /// Reduces `send` (world × count, chunk `r` for rank `r`) over every rank; this rank's
-    /// chunk of the result goes to `recv` (`count` elements).
-    ///
-    /// # Safety
-    /// As [`DeviceComm::all_reduce`], with `send` of world × `count` elements.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn reduce_scatter(
-        &mut self,
-        send: *const c_void,
-        recv: *mut c_void,
-        count: usize,
-        dt: DataType,
-        op: ReduceOp,
-        stream: RawStream,
-    ) -> Result<()> {
-        let es = dt.size();
-        let sum_op = if op == ReduceOp::Avg {
-            ReduceOp::Sum
-        } else {
-            op
-        };
-        let (l, hosts) = (self.local_size, self.global.len());
-        let c = count * es;
-        // Local rank j's block holds, host by host, the chunks of ranks (h, j).
-        let arranged = self.scratch(0, self.world * c)?;
-        let partial = self.scratch(1, hosts * c)?;
-        for j in 0..l {
-            for h in 0..hosts {
-                let g = self.global[h][j];
-                // SAFETY: chunk `g` of `send` and slot (j, h) of `arranged` hold `c` bytes.
-                unsafe {
-                    self.copy(
-                        (arranged as *mut u8).add((j * hosts + h) * c) as *mut c_void,
-                        (send as *const u8).add(g * c) as *const c_void,
-                        c,
-                        CopyKind::DeviceToDevice,
-                        stream,
-                    )?;
-                }
-            }
-        }
-        // SAFETY: `arranged` holds l × (hosts × count), `partial` hosts × count elements.
-        unsafe {
-            self.local_call(
-                Collective::ReduceScatter,
-                arranged,
-                partial,
-                hosts * count,
-                dt,
-                sum_op,
-                stream,
-            )?;
-        }
-        let mut staged = vec![0u8; hosts * c];
-        // SAFETY: both hold hosts × c bytes; synchronised before `staged` is read.
-        unsafe {
-            self.copy(
-                staged.as_mut_ptr() as *mut c_void,
-                partial,
-                hosts * c,
-                CopyKind::DeviceToHost,
-                stream,
-            )?;
-            self.sync(stream)?;
-        }
-        let mut mine = vec![0u8; c];
-        self.cross_call(
-            Collective::ReduceScatter,
-            &mut staged,
-            Some(&mut mine),
-            count,
-            dt,
-            op,
-            "",
-        )?;
-        if op == ReduceOp::Avg {
-            scale(&mut mine, dt, self.world);
-        }
-        // SAFETY: `recv` holds `count` elements; `mine` outlives the copy (synchronised).
-        unsafe {
-            self.copy(
-                recv,
-                mine.as_ptr() as *const c_void,
-                c,
-                CopyKind::HostToDevice,
-                stream,
-            )?;
-            self.sync(stream)
         }
     }
 }
