@@ -136,7 +136,15 @@ if command -v python3 >/dev/null && python3 -m venv --help >/dev/null 2>&1; then
         "$ffi_venv/bin/pip" install -q numpy pytest ml_dtypes setuptools
     FERROCOLL_LIBRARY="$PWD/target/debug/libferrocoll.so" \
         "$ffi_venv/bin/pip" install -q --no-build-isolation --no-deps --force-reinstall ./ffi/python
-    (cd ffi/python && FERROCOLL_LIBRARY= "$ffi_venv/bin/python" -m pytest -q -rs tests)
+    # FERROCOLL_WHEEL_TEST=1: tests/test_wheel.py runs ffi/python/build_wheel.sh (pip wheel
+    # into a manylinux wheel, installed into a fresh venv and run);
+    # auditwheel, when pip can install it, cross-checks the wheel's tag.
+    "$ffi_venv/bin/python" -c "import auditwheel" 2>/dev/null || "$ffi_venv/bin/pip" install -q auditwheel ||
+        echo "warning: pip could not install auditwheel: the wheel's tag is checked without it"
+    # The wheel packages the library built above (a release build would cost minutes here).
+    (cd ffi/python && FERROCOLL_LIBRARY= FERROCOLL_WHEEL_TEST=1 \
+        FERROCOLL_WHEEL_LIBRARY="$PWD/../../target/debug/libferrocoll.so" \
+        "$ffi_venv/bin/python" -m pytest -q -rs tests)
 else
     echo "SKIPPED: Python package tests: python3 with venv is not available"
 fi

@@ -3,12 +3,14 @@
     import numpy as np, ferrocoll
     comm = ferrocoll.init()            # launcher variables: torchrun, mpirun, srun, FERROCOLL_*
     grads = np.ones(1 << 20, np.float32)
-    comm.all_reduce(grads, ferrocoll.ReduceOp.AVG)   # in place
+    comm.all_reduce(grads, ferrocoll.ReduceOp.AVG)   # in place; op="avg" works too
 
 Buffers are NumPy arrays or anything NumPy can view without copying (``__array_interface__``,
 the buffer protocol); they must be C-contiguous, and writable where written. bfloat16 and fp8
-(e4m3fn, e5m2) arrays need ``ml_dtypes``. Failures raise :class:`FerrocollError` subclasses
-that carry the C result code and the library's message.
+(e4m3fn, e5m2) arrays need ``ml_dtypes``. A reduce operator is a :class:`ReduceOp`, its name
+(``"sum"``, ``"max"``, any case), or torch's ``torch.distributed.ReduceOp``. Failures raise
+:class:`FerrocollError` subclasses that carry the C result code and a message; a bad argument
+is named in it, with what was expected and what was given.
 
 Surviving a failed rank (the job's store must outlive it: ``FERROCOLL_STORE=file:DIR``)::
 
@@ -21,8 +23,10 @@ Surviving a failed rank (the job's store must outlive it: ``FERROCOLL_STORE=file
 import contextlib
 import ctypes
 import enum
+import os
+import sys
 import threading
-from typing import Iterable, Optional
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, TypeVar, Union, overload
 
 import numpy as np
 
@@ -33,6 +37,7 @@ from ._errors import (  # noqa: F401  (re-exported)
     FerrocollError,
     InternalError,
     InvalidArgumentError,
+    InvalidReduceOpError,
     InvalidUsageError,
     RemoteError,
     RevokedError,
@@ -45,6 +50,7 @@ __all__ = [
     "FerrocollError", "InvalidArgumentError", "InvalidUsageError", "RemoteError",
     "CommTimeoutError", "SystemFailureError", "InternalError", "SPLIT_NOCOLOR",
     "RevokedError", "ExcludedError", "join", "SHRINK_DEFAULT", "SHRINK_ABORT",
+    "InvalidReduceOpError", "BufferLike", "ReduceOpLike",
 ]
 
 _LIB = _lib.load()
@@ -54,7 +60,10 @@ SHRINK_ABORT = _lib.SHRINK_ABORT
 
 
 class ReduceOp(enum.IntEnum):
-    """Reduction operators (the C ABI's fcRedOp_t numbers)."""
+    """Reduction operators (the C ABI's fcRedOp_t numbers). Wherever one is taken, its name
+    as a string (``"sum"``, ``"prod"``/``"product"``, ``"max"``, ``"min"``, ``"avg"``, any
+    case) and torch's ``torch.distributed.ReduceOp`` (SUM, PRODUCT, MAX, MIN, AVG) are
+    accepted too."""
 
     SUM = 0
     PROD = 1
@@ -63,8 +72,89 @@ class ReduceOp(enum.IntEnum):
     AVG = 4
 
 
-def _dtype_codes():
-    codes = {
+#: A buffer the collectives read or write: a NumPy array, or any object NumPy can view
+#: without copying (``__array_interface__``, the buffer protocol: memoryview, bytearray, a
+#: CPU torch tensor, ...), C-contiguous.
+BufferLike = Any
+
+#: A reduce operator: a :class:`ReduceOp` (or its number), its name as a string, or a
+#: ``torch.distributed.ReduceOp`` (not named here: torch is an optional dependency).
+ReduceOpLike = Union[ReduceOp, str, int, Any]
+
+_B = TypeVar("_B")
+
+_OP_NAMES = {
+    "sum": ReduceOp.SUM,
+    "prod": ReduceOp.PROD,
+    "product": ReduceOp.PROD,
+    "max": ReduceOp.MAX,
+    "min": ReduceOp.MIN,
+    "avg": ReduceOp.AVG,
+}
+# torch.distributed.ReduceOp's names for the operators ferrocoll has.
+_TORCH_OPS = {
+    "SUM": ReduceOp.SUM,
+    "PRODUCT": ReduceOp.PROD,
+    "MAX": ReduceOp.MAX,
+    "MIN": ReduceOp.MIN,
+    "AVG": ReduceOp.AVG,
+}
+_ACCEPTED_OPS = (
+    "accepted: ferrocoll.ReduceOp.{SUM, PROD, MAX, MIN, AVG} (or its number 0-4), "
+    "torch.distributed.ReduceOp.{SUM, PRODUCT, MAX, MIN, AVG}, or a string: "
+    + ", ".join(repr(k) for k in _OP_NAMES)
+    + " (any case)"
+)
+
+
+def _bad_op(op: Any, why: str = "is not a reduce operator") -> InvalidReduceOpError:
+    return InvalidReduceOpError(7004, f"op={op!r} {why}; {_ACCEPTED_OPS}")
+
+
+def _torch_op(op: Any) -> Optional[ReduceOp]:
+    """``op`` as a ReduceOp if it is torch's ReduceOp (or its RedOpType), else None. Looks
+    only when torch.distributed is already imported: never imports torch."""
+    dist = sys.modules.get("torch.distributed")
+    torch_op = getattr(dist, "ReduceOp", None)
+    if torch_op is None or not isinstance(torch_op, type):
+        return None
+    red_op_type = getattr(torch_op, "RedOpType", None)
+    if red_op_type is None:
+        return None
+    # (torch's metaclass makes RedOpType values instances of ReduceOp too.)
+    if not isinstance(op, red_op_type):
+        if not isinstance(op, torch_op):
+            return None
+        op = getattr(op, "op", None)  # the RedOpType a ReduceOp object wraps
+    name = getattr(op, "name", None)
+    if name in _TORCH_OPS:
+        return _TORCH_OPS[name]
+    raise _bad_op(op, f"(torch.distributed.ReduceOp.{name}) has no ferrocoll counterpart")
+
+
+def _reduce_op(op: ReduceOpLike) -> ReduceOp:
+    """``op`` as a :class:`ReduceOp`, or :class:`InvalidReduceOpError` listing the accepted
+    values."""
+    if isinstance(op, ReduceOp):
+        return op
+    if isinstance(op, str):
+        found = _OP_NAMES.get(op.strip().lower())
+        if found is None:
+            raise _bad_op(op, "is not the name of a reduce operator")
+        return found
+    from_torch = _torch_op(op)
+    if from_torch is not None:
+        return from_torch
+    if isinstance(op, (int, np.integer)) and not isinstance(op, (bool, np.bool_)):
+        try:
+            return ReduceOp(int(op))
+        except ValueError:
+            raise _bad_op(op, "is not the number of a reduce operator") from None
+    raise _bad_op(op)
+
+
+def _dtype_codes() -> Dict[np.dtype, int]:
+    codes: Dict[np.dtype, int] = {
         np.dtype(np.int8): 0,
         np.dtype(np.uint8): 1,
         np.dtype(np.int32): 2,
@@ -76,7 +166,7 @@ def _dtype_codes():
         np.dtype(np.float64): 8,
     }
     try:
-        import ml_dtypes
+        import ml_dtypes  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return codes
     codes[np.dtype(ml_dtypes.bfloat16)] = 9
@@ -86,6 +176,9 @@ def _dtype_codes():
 
 
 _CODES = _dtype_codes()
+# bfloat16, when ml_dtypes is installed (and with it fp8)
+_LOW_PRECISION = next((d for d, code in _CODES.items() if code == 9), None)
+_DTYPE_NAMES = ", ".join(str(d) for d in _CODES)
 
 
 def _check(rc: int) -> None:
@@ -109,53 +202,155 @@ def get_unique_id() -> bytes:
     return ctypes.string_at(ctypes.addressof(uid), _lib.UNIQUE_ID_BYTES)
 
 
-def _view(buf, writable: bool, what: str) -> np.ndarray:
-    """`buf` as an ndarray over the same memory (never a copy)."""
+def _bad_arg(message: str) -> InvalidArgumentError:
+    return InvalidArgumentError(7004, message)
+
+
+def _view(buf: BufferLike, writable: bool, what: str) -> np.ndarray:
+    """`buf` as an ndarray over the same memory (never a copy). Every refusal names the
+    argument (`what`), what it must be and what it is."""
     arr = buf if isinstance(buf, np.ndarray) else np.asarray(buf)
+    if arr.dtype == object and arr is not buf:  # NumPy wrapped an object it cannot view
+        raise _bad_arg(
+            f"{what} must be a NumPy array or a buffer (memoryview, bytearray, any object "
+            f"with __array_interface__), got {type(buf).__name__}"
+        )
     if writable and arr is not buf and arr.flags.owndata:
         # NumPy had to copy (a list, say): results written there would be lost.
-        raise InvalidArgumentError(7004, f"{what} is not a buffer NumPy can view in place")
+        raise _bad_arg(
+            f"{what} must be a buffer NumPy can view in place, to hold the results (a NumPy "
+            f"array, a writable buffer), got a {type(buf).__name__}, which NumPy can only copy"
+        )
     if not arr.flags.c_contiguous:
-        raise InvalidArgumentError(7004, f"{what} is not C-contiguous")
+        raise _bad_arg(
+            f"{what} must be C-contiguous, got an array of shape {arr.shape} with strides "
+            f"{arr.strides} (a slice or transpose; np.ascontiguousarray makes a contiguous "
+            f"copy{', then copy the result back' if writable else ''})"
+        )
     if writable and not arr.flags.writeable:
-        raise InvalidArgumentError(7004, f"{what} is read-only")
+        raise _bad_arg(f"{what} must be writable, got a read-only {type(buf).__name__}")
     if arr.dtype not in _CODES:
-        hint = " (install ml_dtypes for bfloat16/fp8)" if arr.dtype.kind == "V" else ""
-        raise InvalidArgumentError(7004, f"{what} has unsupported dtype {arr.dtype}{hint}")
+        hint = ""
+        if arr.dtype.kind == "V" and _LOW_PRECISION is None:
+            hint = " (install ml_dtypes for bfloat16/fp8)"
+        raise _bad_arg(
+            f"{what} has unsupported dtype {arr.dtype}{hint}; expected one of {_DTYPE_NAMES}"
+        )
     return arr
 
 
 _TLS = threading.local()
 
 
-def _keep(*arrays) -> None:
+def _keep(*arrays: np.ndarray) -> None:
     """Inside a group, keeps the arrays of a queued call alive until the group ends."""
     kept = getattr(_TLS, "kept", None)
     if kept is not None:
         kept.extend(arrays)
 
 
-def _ptr(arr: np.ndarray):
+def _ptr(arr: np.ndarray) -> Optional[ctypes.c_void_p]:
     return ctypes.c_void_p(arr.ctypes.data) if arr.size else None
 
 
 def _same_type(a: np.ndarray, b: np.ndarray) -> None:
     if a.dtype != b.dtype:
-        raise InvalidArgumentError(7004, f"input is {a.dtype} but output is {b.dtype}")
+        raise _bad_arg(f"out has dtype {b.dtype}, expected {a.dtype} (the dtype of buf)")
+
+
+def _room(out: np.ndarray, needed: int, why: str) -> None:
+    """`out` holds at least `needed` elements."""
+    if out.size < needed:
+        raise _bad_arg(f"out has {out.size} elements, expected at least {needed} ({why})")
+
+
+def _ranks(n: int) -> str:
+    return f"{n} rank" if n == 1 else f"{n} ranks"
+
+
+def _splits(buf: np.ndarray, ranks: int) -> int:
+    """The block size when `buf` splits into `ranks` equal blocks."""
+    if buf.size % ranks:
+        raise _bad_arg(
+            f"buf has {buf.size} elements, expected a multiple of {ranks}, the number of "
+            "ranks (one equal block per rank)"
+        )
+    return buf.size // ranks
+
+
+# -- launcher variables: checked here, so that a missing one is named as missing ------------
+
+# The families the C library reads (src/config/launcher.rs), in its order: the first whose
+# rank or world-size variable is set is used, and then needs both.
+_LAUNCHERS = (
+    ("FERROCOLL_*", "FERROCOLL_RANK", "FERROCOLL_WORLD_SIZE"),
+    ("torchrun", "RANK", "WORLD_SIZE"),
+    ("Open MPI mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+    ("PMI", "PMI_RANK", "PMI_SIZE"),
+    ("Slurm srun", "SLURM_PROCID", "SLURM_NTASKS"),
+)
+_STORE_FORMS = "host:port, tcp://host:port, etcd://host:port/prefix or file:DIR"
+
+
+def _launch_env_error(env: Mapping[str, str]) -> Optional[str]:
+    """What is missing or empty among the launcher variables of `env`, or None when the C
+    library has what it needs to start (it checks the values themselves)."""
+    for launcher, rank_var, world_var in _LAUNCHERS:
+        rank, world = env.get(rank_var), env.get(world_var)
+        if rank is None and world is None:
+            continue
+        for var, val, other in ((rank_var, rank, world_var), (world_var, world, rank_var)):
+            if val is None:
+                return (
+                    f"{var} is missing: {other} is set, so this process reads the "
+                    f"{launcher} launcher variables, which need both {rank_var} and {world_var}"
+                )
+            if not val.strip():
+                return f"{var} is set but empty, expected a non-negative integer"
+        store = env.get("FERROCOLL_STORE")
+        if store is not None:
+            if not store.strip():
+                return f"FERROCOLL_STORE is set but empty, expected {_STORE_FORMS}"
+            return None
+        addr, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
+        if addr is None and port is None:
+            return (
+                f"FERROCOLL_STORE is missing, and so are MASTER_ADDR and MASTER_PORT (its "
+                f"fallback): the ranks ({rank_var}, {world_var} from {launcher}) need a place "
+                f"to meet, FERROCOLL_STORE={_STORE_FORMS}"
+            )
+        for var, val in (("MASTER_ADDR", addr), ("MASTER_PORT", port)):
+            if val is None:
+                return f"{var} is missing: MASTER_ADDR and MASTER_PORT go together"
+            if not val.strip():
+                return f"{var} is set but empty"
+        return None
+    return (
+        "no launcher variables are set: FERROCOLL_RANK, FERROCOLL_WORLD_SIZE and "
+        "FERROCOLL_STORE are missing, and so are those of torchrun (RANK, WORLD_SIZE, "
+        "MASTER_ADDR, MASTER_PORT), Open MPI's mpirun (OMPI_COMM_WORLD_RANK, "
+        "OMPI_COMM_WORLD_SIZE), PMI (PMI_RANK, PMI_SIZE) and Slurm's srun (SLURM_PROCID, "
+        "SLURM_NTASKS). Start the program under one of these launchers, set the FERROCOLL_* "
+        "variables, or use Communicator.init_rank with an id from get_unique_id()"
+    )
 
 
 class Communicator:
     """One rank's handle on a group of ranks. Calls on a communicator must be made in the same
     order on every rank; they block until this rank's part is done."""
 
-    def __init__(self, handle: int):
+    def __init__(self, handle: Optional[int]) -> None:
         self._h = ctypes.c_void_p(handle)
 
     # -- construction --------------------------------------------------------------------
     @classmethod
     def from_env(cls) -> "Communicator":
         """This process's rank from launcher variables (torchrun, mpirun, srun, or
-        FERROCOLL_RANK / FERROCOLL_WORLD_SIZE / FERROCOLL_STORE)."""
+        FERROCOLL_RANK / FERROCOLL_WORLD_SIZE / FERROCOLL_STORE). A missing variable raises
+        :class:`InvalidArgumentError` naming it."""
+        problem = _launch_env_error(os.environ)
+        if problem is not None:
+            raise _bad_arg(f"ferrocoll.init: {problem}")
         h = ctypes.c_void_p()
         _check(_LIB.fcCommInitFromEnv(ctypes.byref(h)))
         return cls(h.value)
@@ -164,13 +359,16 @@ class Communicator:
     def init_rank(cls, nranks: int, unique_id: bytes, rank: int) -> "Communicator":
         """Rank ``rank`` of ``nranks`` meeting through ``unique_id`` (:func:`get_unique_id`)."""
         if len(unique_id) != _lib.UNIQUE_ID_BYTES:
-            raise InvalidArgumentError(7004, f"a unique id has {_lib.UNIQUE_ID_BYTES} bytes")
+            raise _bad_arg(
+                f"unique_id has {len(unique_id)} bytes, expected {_lib.UNIQUE_ID_BYTES} "
+                "(from get_unique_id())"
+            )
         uid = _lib.UniqueIdStruct.from_buffer_copy(bytes(unique_id))
         h = ctypes.c_void_p()
         _check(_LIB.fcCommInitRank(ctypes.byref(h), nranks, uid, rank))
         return cls(h.value)
 
-    def split(self, color: int, key: int = 0):
+    def split(self, color: Optional[int], key: int = 0) -> Optional["Communicator"]:
         """Ranks passing the same ``color`` form a new communicator ordered by ``key``;
         ``SPLIT_NOCOLOR`` (or None) joins none and returns None. Collective."""
         h = ctypes.c_void_p()
@@ -184,6 +382,13 @@ class Communicator:
         ``FERROCOLL_STORE`` (the other ``FERROCOLL_*`` variables as the members had them).
         Blocks, up to ``FERROCOLL_TIMEOUT``, until the members call :meth:`grow`; returns this
         process's rank of the grown communicator."""
+        store = os.environ.get("FERROCOLL_STORE")
+        if not store or not store.strip():
+            state = "missing" if store is None else "set but empty"
+            raise _bad_arg(
+                f"ferrocoll.join: FERROCOLL_STORE is {state}: a replacement joins through "
+                f"the running job's store ({_STORE_FORMS}, as the job's ranks have it)"
+            )
         h = ctypes.c_void_p()
         _check(_LIB.fcCommJoin(ctypes.byref(h)))
         return cls(h.value)
@@ -239,10 +444,10 @@ class Communicator:
         """Fails the call in progress (from another thread) and every later one; frees it."""
         _check(_LIB.fcCommAbort(self._h))
 
-    def __enter__(self):
+    def __enter__(self) -> "Communicator":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         with contextlib.suppress(InvalidUsageError):
             self.destroy()
 
@@ -259,102 +464,127 @@ class Communicator:
         return v.value
 
     @property
-    def async_error(self):
+    def async_error(self) -> Optional[int]:
         """None while healthy, else the fcResult_t code of the failure that stopped it."""
         v = ctypes.c_int()
         _check(_LIB.fcCommGetAsyncError(self._h, ctypes.byref(v)))
         return v.value or None
 
     # -- collectives -----------------------------------------------------------------------
-    def all_reduce(self, buf, op=ReduceOp.SUM, out=None):
-        """Reduces ``buf`` over all ranks into ``out`` (in place when ``out`` is None)."""
+    @overload
+    def all_reduce(self, buf: _B, op: ReduceOpLike = ..., out: None = ...) -> _B: ...
+
+    @overload
+    def all_reduce(self, buf: BufferLike, op: ReduceOpLike, out: BufferLike) -> np.ndarray: ...
+
+    @overload
+    def all_reduce(self, buf: BufferLike, *, out: BufferLike) -> np.ndarray: ...
+
+    def all_reduce(self, buf: Any, op: ReduceOpLike = ReduceOp.SUM, out: Any = None) -> Any:
+        """Reduces ``buf`` over all ranks into ``out`` (in place when ``out`` is None);
+        returns ``buf`` (in place) or the array view of ``out``."""
+        o = _reduce_op(op)
         x = _view(buf, out is None, "buf")
         y = x if out is None else _view(out, True, "out")
         _same_type(x, y)
-        if y.size < x.size:
-            raise InvalidArgumentError(7004, f"out holds {y.size} elements, {x.size} needed")
+        _room(y, x.size, "as many as buf")
         _keep(x, y)
-        _check(_LIB.fcAllReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(op), self._h, None))
+        _check(_LIB.fcAllReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(o), self._h, None))
         return y if out is not None else buf
 
-    def all_gather(self, buf, out=None):
+    def all_gather(self, buf: BufferLike, out: Optional[BufferLike] = None) -> np.ndarray:
         """Every rank's ``buf`` in rank order: ``out`` (new, shape ``(size, *buf.shape)``,
         when None) holds ``size × buf.size`` elements."""
         x = _view(buf, False, "buf")
-        y = np.empty((self.size,) + x.shape, x.dtype) if out is None else _view(out, True, "out")
+        p = self.size
+        y = np.empty((p,) + x.shape, x.dtype) if out is None else _view(out, True, "out")
         _same_type(x, y)
-        if y.size < x.size * self.size:
-            raise InvalidArgumentError(7004, f"out holds {y.size} elements, {x.size * self.size} needed")
+        _room(y, x.size * p, f"buf's {x.size} from each of {_ranks(p)}")
         _keep(x, y)
         _check(_LIB.fcAllGather(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], self._h, None))
         return y
 
-    def reduce_scatter(self, buf, op=ReduceOp.SUM, out=None):
+    def reduce_scatter(
+        self, buf: BufferLike, op: ReduceOpLike = ReduceOp.SUM, out: Optional[BufferLike] = None
+    ) -> np.ndarray:
         """Block ``rank`` of the reduction of every rank's ``buf`` (``size`` equal blocks)."""
+        o = _reduce_op(op)
         x = _view(buf, False, "buf")
         p = self.size
-        if x.size % p:
-            raise InvalidArgumentError(7004, f"buf of {x.size} elements does not split over {p} ranks")
-        n = x.size // p
+        n = _splits(x, p)
         y = np.empty(n, x.dtype) if out is None else _view(out, True, "out")
         _same_type(x, y)
-        if y.size < n:
-            raise InvalidArgumentError(7004, f"out holds {y.size} elements, {n} needed")
+        _room(y, n, f"one block of buf over {_ranks(p)}")
         _keep(x, y)
-        _check(_LIB.fcReduceScatter(_ptr(x), _ptr(y), n, _CODES[x.dtype], int(op), self._h, None))
+        _check(_LIB.fcReduceScatter(_ptr(x), _ptr(y), n, _CODES[x.dtype], int(o), self._h, None))
         return y
 
-    def broadcast(self, buf, root=0):
+    def broadcast(self, buf: _B, root: int = 0) -> _B:
         """Every rank's ``buf`` becomes ``root``'s (in place)."""
         x = _view(buf, True, "buf")
         _keep(x)
         _check(_LIB.fcBroadcast(_ptr(x), _ptr(x), x.size, _CODES[x.dtype], root, self._h, None))
         return buf
 
-    def reduce(self, buf, op=ReduceOp.SUM, root=0, out=None):
+    @overload
+    def reduce(
+        self, buf: _B, op: ReduceOpLike = ..., root: int = ..., out: None = ...
+    ) -> _B: ...
+
+    @overload
+    def reduce(
+        self, buf: BufferLike, op: ReduceOpLike, root: int, out: BufferLike
+    ) -> np.ndarray: ...
+
+    @overload
+    def reduce(
+        self, buf: BufferLike, op: ReduceOpLike = ..., root: int = ..., *, out: BufferLike
+    ) -> np.ndarray: ...
+
+    def reduce(
+        self, buf: Any, op: ReduceOpLike = ReduceOp.SUM, root: int = 0, out: Any = None
+    ) -> Any:
         """``root``'s ``out`` (``buf`` in place when None) becomes the reduction of all ranks'
         ``buf``; other ranks' output is untouched."""
+        o = _reduce_op(op)
         x = _view(buf, out is None, "buf")
         y = x if out is None else _view(out, True, "out")
         _same_type(x, y)
-        if y.size < x.size:
-            raise InvalidArgumentError(7004, f"out holds {y.size} elements, {x.size} needed")
+        _room(y, x.size, "as many as buf")
         _keep(x, y)
-        _check(_LIB.fcReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(op), root, self._h, None))
+        _check(_LIB.fcReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(o), root, self._h, None))
         return y if out is not None else buf
 
-    def all_to_all(self, buf, out=None):
+    def all_to_all(self, buf: BufferLike, out: Optional[BufferLike] = None) -> np.ndarray:
         """Block ``j`` of ``buf`` goes to rank ``j``, which stores it as block ``rank``."""
         x = _view(buf, False, "buf")
         p = self.size
-        if x.size % p:
-            raise InvalidArgumentError(7004, f"buf of {x.size} elements does not split over {p} ranks")
+        n = _splits(x, p)
         y = np.empty_like(x) if out is None else _view(out, True, "out")
         _same_type(x, y)
-        if y.size < x.size:
-            raise InvalidArgumentError(7004, f"out holds {y.size} elements, {x.size} needed")
+        _room(y, x.size, "as many as buf")
         _keep(x, y)
-        _check(_LIB.fcAllToAll(_ptr(x), _ptr(y), x.size // p, _CODES[x.dtype], self._h, None))
+        _check(_LIB.fcAllToAll(_ptr(x), _ptr(y), n, _CODES[x.dtype], self._h, None))
         return y
 
-    def send(self, buf, peer):
+    def send(self, buf: BufferLike, peer: int) -> None:
         """Sends ``buf`` to ``peer`` (matched by its :meth:`recv`)."""
         x = _view(buf, False, "buf")
         _keep(x)
         _check(_LIB.fcSend(_ptr(x), x.size, _CODES[x.dtype], peer, self._h, None))
 
-    def recv(self, buf, peer):
+    def recv(self, buf: _B, peer: int) -> _B:
         """Receives into ``buf`` from ``peer``; returns ``buf``."""
         x = _view(buf, True, "buf")
         _keep(x)
         _check(_LIB.fcRecv(_ptr(x), x.size, _CODES[x.dtype], peer, self._h, None))
         return buf
 
-    def barrier(self):
+    def barrier(self) -> None:
         """Returns once every rank has entered the barrier."""
         _check(_LIB.fcBarrier(self._h, None))
 
-    def all_reduce_compressed(self, buf, key: str, codec=None):
+    def all_reduce_compressed(self, buf: _B, key: str, codec: Optional[str] = None) -> _B:
         """Lossy sum over all ranks of the float32 array ``buf``, in place, compressed with
         ``codec`` (a ``FERROCOLL_COMPRESSION`` spelling: ``"fp16"``, ``"bf16"``, ``"fp8"``,
         ``"fp8e5m2"``, ``"topk:0.01"``, ``"onebit"``, ``"none"``, ``"auto"``; None: the
@@ -364,12 +594,12 @@ class Communicator:
         matrix shape, which a flat array does not carry (Rust API only)."""
         x = _view(buf, True, "buf")
         if x.dtype != np.float32:
-            raise InvalidArgumentError(7004, f"compressed all-reduce takes float32, not {x.dtype}")
+            raise _bad_arg(f"buf has dtype {x.dtype}, expected float32 (compressed all-reduce)")
         c = None if codec is None else str(codec).encode()
         _check(_LIB.fcAllReduceCompressed(_ptr(x), x.size, _CODES[x.dtype], str(key).encode(), c, self._h, None))
         return buf
 
-    def reset_compression(self, key=None) -> None:
+    def reset_compression(self, key: Optional[str] = None) -> None:
         """Forgets the carried compression error of ``key`` (None: of every key)."""
         _check(_LIB.fcCompressionReset(self._h, None if key is None else str(key).encode()))
 
@@ -386,7 +616,7 @@ def join() -> Communicator:
 
 
 @contextlib.contextmanager
-def group():
+def group() -> Iterator[None]:
     """Calls made inside ``with ferrocoll.group():`` (on this thread) are issued together when
     it exits (fcGroupStart/fcGroupEnd): sends and receives between ranks then never deadlock.
     Results (and arrays returned by the calls) are valid once the block has ended; the

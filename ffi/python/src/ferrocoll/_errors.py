@@ -26,6 +26,14 @@ class InvalidArgumentError(FerrocollError, ValueError):
     code_name = "fcInvalidArgument"
 
 
+class InvalidReduceOpError(InvalidArgumentError, TypeError):
+    """A reduce operator that is none of the accepted ones (see :class:`ferrocoll.ReduceOp`).
+    A ``TypeError``, and also an :class:`InvalidArgumentError` (fcInvalidArgument) like the
+    package's other argument errors; the message lists the accepted values."""
+
+    code_name = "fcInvalidArgument"
+
+
 class InvalidUsageError(FerrocollError):
     """fcInvalidUsage: a destroyed communicator, mismatched calls, unsupported combination."""
 

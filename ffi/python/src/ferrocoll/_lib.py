@@ -4,6 +4,7 @@ import ctypes
 import ctypes.util
 import os
 from pathlib import Path
+from typing import Iterator
 
 UNIQUE_ID_BYTES = 128
 SPLIT_NOCOLOR = -1
@@ -17,7 +18,7 @@ class UniqueIdStruct(ctypes.Structure):
     _fields_ = [("internal", ctypes.c_char * UNIQUE_ID_BYTES)]
 
 
-def _candidates():
+def _candidates() -> Iterator[Path]:
     given = os.environ.get("FERROCOLL_LIBRARY")
     if given:
         yield Path(given)

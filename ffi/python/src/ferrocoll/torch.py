@@ -22,7 +22,18 @@ import itertools
 import os
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ModuleNotFoundError as _e:  # torch is an optional dependency: the `torch` extra
+    if _e.name != "torch":
+        raise
+    raise ImportError(
+        "ferrocoll.torch needs PyTorch, which is not installed: install ferrocoll with its "
+        "`torch` extra, pip install 'ferrocoll[torch]' (from a checkout: "
+        "pip install './ffi/python[torch]'), or pip install torch",
+        name="torch",
+    ) from _e
 import torch.distributed as dist
 from torch._C._distributed_c10d import _create_work_from_future
 
