@@ -74,12 +74,18 @@ typedef enum {
   fcInvalidUsage = 7005,
   // A remote rank failed (crashed, exited, closed its links).
   fcRemoteError = 7006,
+  // An asynchronous work is not complete yet (`fcWorkWait` with a timeout; NCCL's
+  // `ncclInProgress`).
+  fcInProgress = 7007,
   // A call made no progress within `FERROCOLL_TIMEOUT` (no NCCL counterpart).
   fcTimeout = 7100,
 } fcResult_t;
 
 // Opaque communicator type; only pointers to it (`fcComm_t`) exist.
 typedef struct fcComm fcComm;
+
+// Opaque work type; only pointers to it (`fcWork_t`) exist.
+typedef struct fcWork fcWork;
 
 // Element type of a buffer: an integer holding one of the `fc*` type codes below (NCCL's
 // numbers). Any other value is refused with `fcInvalidArgument`.
@@ -103,6 +109,10 @@ typedef struct {
   // The encoded id.
   char internal[FC_UNIQUE_ID_BYTES];
 } fcUniqueId;
+
+// An asynchronous group's handle (`fcGroupEndAsync`): an opaque token, never dereferenced,
+// looked up among the live works.
+typedef fcWork *fcWork_t;
 
 // `int8_t`.
 #define fcInt8 0
@@ -560,6 +570,44 @@ fcResult_t fcGroupStart(void);
 //
 // Thread safety: per thread, as `fcGroupStart`.
 fcResult_t fcGroupEnd(void);
+
+// Ends a group like `fcGroupEnd`, but returns as soon as its calls are issued: `*work`
+// completes when every one of them has. The buffers of the group's calls must stay valid
+// until then. Device calls in the group (staged through host memory) and communicator
+// creations run before it returns; an inner (nested) end sets `*work` to NULL and issues
+// nothing, as `fcGroupEnd` would.
+//
+// Thread safety: per thread, as `fcGroupStart`.
+//
+// # Safety
+// `work` must be NULL (refused) or valid for a write of one `fcWork_t`.
+fcResult_t fcGroupEndAsync(fcWork_t *work);
+
+// Whether `work` has completed: `*done` becomes 1 (and the call returns the work's result:
+// the first failure of its calls, if any) or 0 (and it returns `fcSuccess`). Never blocks.
+//
+// Thread safety: safe from any thread.
+//
+// # Safety
+// `done` must be NULL (refused) or valid for a write of one `int`.
+fcResult_t fcWorkTest(fcWork_t work,
+                      int *done);
+
+// Waits until `work` has completed and returns its result (the first failure of its
+// calls, if any), or `fcInProgress` once `timeout_ms` milliseconds have passed without it
+// (negative: no limit; 0: a test). A timed-out work is still live: wait again, or abort
+// its communicator. Calls stuck on a failed peer end with the communicator's own error
+// (`FERROCOLL_TIMEOUT`) whatever the timeout here.
+//
+// Thread safety: safe from any thread; one waiter per work at a time.
+fcResult_t fcWorkWait(fcWork_t work,
+                      int64_t timeout_ms);
+
+// Releases `work`, first waiting for its calls (their buffers are in use until then). Its
+// result is not reported: test or wait first to learn it.
+//
+// Thread safety: safe from any thread; the handle is invalid afterwards.
+fcResult_t fcWorkFree(fcWork_t work);
 
 #ifdef __cplusplus
 }  // extern "C"

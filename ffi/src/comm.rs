@@ -298,6 +298,7 @@ pub extern "C" fn fcGetErrorString(result: c_int) -> *const c_char {
         7004 => b"invalid argument\0",
         7005 => b"invalid usage\0",
         7006 => b"remote process exited or there was a network error\0",
+        7007 => b"operation in progress\0",
         7100 => b"timeout: no progress within FERROCOLL_TIMEOUT\0",
         _ => b"unknown result code\0",
     };
@@ -329,6 +330,7 @@ mod tests {
             fcInvalidArgument,
             fcInvalidUsage,
             fcRemoteError,
+            fcInProgress,
             fcTimeout,
         ];
         let unknown = fcGetErrorString(1);

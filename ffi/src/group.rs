@@ -21,6 +21,7 @@ use fc::{Collective, Communicator, RawCall};
 use crate::boundary::{guard, Failure};
 use crate::registry;
 use crate::types::{fcComm_t, fcResult_t};
+use crate::work::WorkState;
 
 /// A communicator creation deferred to the group's end, with the handle it will fill.
 type Init = (
@@ -90,43 +91,70 @@ pub extern "C" fn fcGroupStart() -> fcResult_t {
 /// Thread safety: per thread, as `fcGroupStart`.
 #[no_mangle]
 pub extern "C" fn fcGroupEnd() -> fcResult_t {
-    guard("fcGroupEnd", || {
-        let calls = GROUP.with(|g| {
-            let mut g = g.borrow_mut();
-            match g.depth {
-                0 => Err(Failure::usage("fcGroupEnd without fcGroupStart")),
-                1 => {
-                    g.depth = 0;
-                    Ok(Some((
-                        std::mem::take(&mut g.inits),
-                        std::mem::take(&mut g.calls),
-                        std::mem::take(&mut g.device),
-                    )))
-                }
-                _ => {
-                    g.depth -= 1;
-                    Ok(None)
-                }
+    guard("fcGroupEnd", || match take("fcGroupEnd")? {
+        Some(g) => run_blocking(g),
+        None => Ok(()),
+    })
+}
+
+/// What the outermost end of a group runs.
+type Ended = (
+    Vec<Init>,
+    Vec<(Arc<Communicator>, RawCall)>,
+    Vec<(usize, fcComm_t, *mut c_void)>,
+);
+
+/// Leaves a group level; at the outermost, takes what the group queued.
+fn take(name: &str) -> Result<Option<Ended>, Failure> {
+    GROUP.with(|g| {
+        let mut g = g.borrow_mut();
+        match g.depth {
+            0 => Err(Failure::usage(format!("{name} without fcGroupStart"))),
+            1 => {
+                g.depth = 0;
+                Ok(Some((
+                    std::mem::take(&mut g.inits),
+                    std::mem::take(&mut g.calls),
+                    std::mem::take(&mut g.device),
+                )))
             }
-        })?;
-        match calls {
-            Some((inits, mut calls, device)) => {
-                let first = init_all(inits);
-                let mut staged = Vec::new();
-                for (at, h, stream) in device {
-                    let (comm, call) = &mut calls[at];
-                    // SAFETY: the buffers were promised valid until fcGroupEnd returns.
-                    staged.push(unsafe { crate::device::stage(h, comm, call, stream) }?);
-                }
-                let rest = run(calls);
-                let back = staged
-                    .into_iter()
-                    .try_for_each(crate::device::Staged::finish);
-                first.and(rest).and(back)
+            _ => {
+                g.depth -= 1;
+                Ok(None)
             }
-            None => Ok(()),
         }
     })
+}
+
+/// Runs an ended group to completion.
+fn run_blocking((inits, mut calls, device): Ended) -> Result<(), Failure> {
+    let first = init_all(inits);
+    let mut staged = Vec::new();
+    for (at, h, stream) in device {
+        let (comm, call) = &mut calls[at];
+        // SAFETY: the buffers were promised valid until the group's end returns.
+        staged.push(unsafe { crate::device::stage(h, comm, call, stream) }?);
+    }
+    let rest = run(calls);
+    let back = staged
+        .into_iter()
+        .try_for_each(crate::device::Staged::finish);
+    first.and(rest).and(back)
+}
+
+/// `fcGroupEndAsync`'s end: the group's calls issued, not waited for (`None` for an inner
+/// end). Communicator creations and device calls run to completion first: the work then
+/// holds nothing more.
+pub(crate) fn end_async() -> Result<Option<WorkState>, Failure> {
+    let Some(g) = take("fcGroupEndAsync")? else {
+        return Ok(None);
+    };
+    if !g.0.is_empty() || !g.2.is_empty() {
+        let r = run_blocking(g);
+        return Ok(Some(WorkState::new(Vec::new(), r.err())));
+    }
+    let (works, failed) = submit(g.1);
+    Ok(Some(WorkState::new(works, failed)))
 }
 
 /// Where a call goes in its communicator's issue order (see the module docs).
@@ -179,6 +207,18 @@ fn init_all(inits: Vec<Init>) -> Result<(), Failure> {
 }
 
 fn run(calls: Vec<(Arc<Communicator>, RawCall)>) -> Result<(), Failure> {
+    let (works, mut first_err) = submit(calls);
+    for w in works {
+        if let Err(e) = w.wait() {
+            first_err.get_or_insert(e.into());
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Issues the calls in the group's order (see the module docs); stops at the first that
+/// cannot be issued, and returns the works issued with that failure.
+fn submit(calls: Vec<(Arc<Communicator>, RawCall)>) -> (Vec<fc::Work<()>>, Option<Failure>) {
     // Per communicator, in first-use order; a stable sort keeps same-key calls in order.
     let mut per_comm: Vec<(Arc<Communicator>, Vec<RawCall>)> = Vec::new();
     for (comm, call) in calls {
@@ -192,8 +232,8 @@ fn run(calls: Vec<(Arc<Communicator>, RawCall)>) -> Result<(), Failure> {
     'submit: for (comm, mut v) in per_comm {
         v.sort_by_key(|c| order_key(&comm, c));
         for call in v {
-            // SAFETY: the buffers were promised valid until fcGroupEnd returns, and every work
-            // is waited for below before it does.
+            // SAFETY: the buffers were promised valid until the group's calls complete, and
+            // every work is waited for (fcGroupEnd) or owned by an fcWork_t (fcGroupEndAsync).
             match unsafe { comm.collective_raw_async(call) } {
                 Ok(w) => works.push(w),
                 Err(e) => {
@@ -203,10 +243,5 @@ fn run(calls: Vec<(Arc<Communicator>, RawCall)>) -> Result<(), Failure> {
             }
         }
     }
-    for w in works {
-        if let Err(e) = w.wait() {
-            first_err.get_or_insert(e.into());
-        }
-    }
-    first_err.map_or(Ok(()), Err)
+    (works, first_err)
 }

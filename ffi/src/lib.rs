@@ -10,10 +10,10 @@
 //! the live communicators, never dereferenced.
 //!
 //! Calls are synchronous: a collective returns when this rank's part is done. With `stream`
-//! NULL, buffers are host memory; with a stream, device memory of the library
-//! `FERROCOLL_DEVICE=cuda|npu` names (all-reduce, all-gather, reduce-scatter; the vendor's
-//! last part is queued on the stream). `fcGroupStart`/`fcGroupEnd` queue calls and issue
-//! them together.
+//! NULL, buffers are host memory (unless the CUDA runtime finds them on the device); with a
+//! stream, device memory of the library `FERROCOLL_DEVICE=cuda|npu` names (the vendor's last
+//! part is queued on the stream). `fcGroupStart`/`fcGroupEnd` queue calls and issue them
+//! together; `fcGroupEndAsync` issues them and returns an `fcWork_t` at once (`work.rs`).
 //!
 //! Failures: a failed peer revokes the communicator on every survivor (`fcRemoteError`,
 //! "communicator revoked"); `fcCommShrink` makes a communicator of the survivors or of all
@@ -30,6 +30,7 @@ mod elastic;
 mod group;
 mod registry;
 mod types;
+mod work;
 
 pub use coll::*;
 pub use comm::*;
@@ -37,6 +38,7 @@ pub use compress::{fcAllReduceCompressed, fcCompressionReset};
 pub use elastic::*;
 pub use group::{fcGroupEnd, fcGroupStart};
 pub use types::*;
+pub use work::*;
 
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,9 @@ pub enum fcResult_t {
     fcInvalidUsage = 7005,
     /// A remote rank failed (crashed, exited, closed its links).
     fcRemoteError = 7006,
+    /// An asynchronous work is not complete yet (`fcWorkWait` with a timeout; NCCL's
+    /// `ncclInProgress`).
+    fcInProgress = 7007,
     /// A call made no progress within `FERROCOLL_TIMEOUT` (no NCCL counterpart).
     fcTimeout = 7100,
 }
@@ -134,6 +137,15 @@ pub struct fcComm {
 /// among the live communicators, so a destroyed or made-up handle is reported
 /// (`fcInvalidUsage` / `fcInvalidArgument`) instead of being used.
 pub type fcComm_t = *mut fcComm;
+
+/// Opaque work type; only pointers to it (`fcWork_t`) exist.
+pub struct fcWork {
+    _private: [u8; 0],
+}
+
+/// An asynchronous group's handle (`fcGroupEndAsync`): an opaque token, never dereferenced,
+/// looked up among the live works.
+pub type fcWork_t = *mut fcWork;
 
 const _: () = assert!(FC_UNIQUE_ID_BYTES == fc::UNIQUE_ID_BYTES);
 const _: () = assert!(fcNumTypes as usize == fc::DataType::ALL.len());
