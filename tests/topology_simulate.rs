@@ -70,6 +70,113 @@ fn large_all_reduce_across_hosts_is_hierarchical_and_forcing_works() {
     assert!(row.split_whitespace().rev().nth(1) == Some("ring"), "{out}");
 }
 
+/// A time as `simulate` prints it ("12.3 us", "4.567 ms", "1.2 s"), in seconds.
+fn seconds(v: &str, unit: &str) -> f64 {
+    let x: f64 = v.parse().unwrap();
+    match unit {
+        "us" => x * 1e-6,
+        "ms" => x * 1e-3,
+        "s" => x,
+        u => panic!("unit {u}"),
+    }
+}
+
+#[test]
+fn the_composed_plan_is_priced_at_256_by_8() {
+    for file in ["dgx-h100-256x8.json", "ascend-910b-256x8.json"] {
+        let path = format!("{}/examples/topologies/{file}", env!("CARGO_MANIFEST_DIR"));
+        for coll in ["all_reduce", "all_gather", "reduce_scatter", "broadcast"] {
+            let (ok, out, err, _) = probe(&[
+                "simulate",
+                "--composed",
+                "--topo",
+                &path,
+                coll,
+                "1M",
+                "256M",
+            ]);
+            assert!(ok, "{file} {coll}: {err}");
+            assert!(
+                out.contains("# composed plan: the vendor inside each host (8 ranks)"),
+                "{out}"
+            );
+            let rows: Vec<&str> = out
+                .lines()
+                .skip_while(|l| !l.starts_with("# composed plan"))
+                .filter(|l| !l.starts_with('#'))
+                .collect();
+            assert_eq!(rows.len(), 2, "{out}");
+            for row in rows {
+                // size, then (value unit) × 3, the cross algorithm, (value unit) × 2, busbw,
+                // (value unit): the flat alternative.
+                let c: Vec<&str> = row.split_whitespace().collect();
+                assert_eq!(c.len(), 15, "{row}");
+                let parts: f64 = [(1, 2), (3, 4), (5, 6), (8, 9)]
+                    .iter()
+                    .map(|&(v, u)| seconds(c[v], c[u]))
+                    .sum();
+                let total = seconds(c[10], c[11]);
+                assert!((parts - total).abs() <= total * 0.01 + 2e-7, "{row}");
+                assert!(ferrocoll::AlgoId::by_name(c[7]).is_some(), "{row}");
+                assert!(seconds(c[13], c[14]) > 0.0, "{row}");
+                let busbw: f64 = c[12].parse().unwrap();
+                assert!(busbw > 0.0, "{row}");
+            }
+        }
+        // Large all-reduces: composing beats staging every rank's buffer for a flat job.
+        let (ok, out, err, _) = probe(&[
+            "simulate",
+            "--composed",
+            "--topo",
+            &path,
+            "all_reduce",
+            "256M",
+        ]);
+        assert!(ok, "{err}");
+        let row = out.lines().rfind(|l| !l.starts_with('#')).unwrap();
+        let c: Vec<&str> = row.split_whitespace().collect();
+        let n = c.len();
+        let (total, flat) = (seconds(c[10], c[11]), seconds(c[n - 2], c[n - 1]));
+        assert!(
+            total < flat,
+            "{file}: composed {total} s, flat {flat} s: {row}"
+        );
+    }
+}
+
+#[test]
+fn composed_pricing_refuses_what_it_cannot_price() {
+    let path = format!(
+        "{}/examples/topologies/dgx-h100-256x8.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (ok, _, err, _) = probe(&[
+        "simulate",
+        "--composed",
+        "--topo",
+        &path,
+        "all_to_all",
+        "1M",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("the composed plan composes all_reduce"),
+        "{err}"
+    );
+    let (ok, _, err, _) = probe(&[
+        "simulate",
+        "--composed",
+        "--staging-gbit-s",
+        "0",
+        "--topo",
+        &path,
+        "all_reduce",
+        "1M",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("staging"), "{err}");
+}
+
 #[test]
 fn bad_topology_and_collective_are_refused() {
     let bad = std::env::temp_dir().join(format!("ferrocoll-sim-{}.json", std::process::id()));

@@ -12,7 +12,8 @@
 //!   ordered differently from NCCL's and it has no average: each has its own table.
 //! - [`Runtime`] is what both runtimes offer the staging path.
 //! - [`composed`]: one communicator over NVIDIA, Ascend and CPU hosts: the vendor inside a
-//!   host, ferrocoll between hosts from staging buffers.
+//!   host, ferrocoll between hosts from staging buffers; [`price`] prices its plan with the
+//!   cost model.
 //!
 //! Device buffers are raw device pointers and streams raw `cudaStream_t`/`aclrtStream`
 //! handles, as the vendors' C APIs take them.
@@ -23,6 +24,7 @@ pub mod cudart;
 pub mod hccl;
 mod loader;
 pub mod nccl;
+pub mod price;
 mod staging;
 
 use std::ffi::c_void;

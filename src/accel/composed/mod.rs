@@ -54,7 +54,7 @@ mod rooted;
 mod staged;
 
 /// Bytes crossing hosts per pipeline chunk of the all-reduce.
-const CHUNK_BYTES: usize = 4 << 20;
+pub(crate) const CHUNK_BYTES: usize = 4 << 20;
 
 /// The library that does a host's part.
 #[derive(Clone)]

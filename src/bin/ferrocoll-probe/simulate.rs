@@ -5,12 +5,18 @@
 //!
 //! ```text
 //! ferrocoll-probe simulate --topo examples/topologies/dgx-h100-256x8.json all_reduce 8 1M 64M
+//! ferrocoll-probe simulate --composed --topo examples/topologies/dgx-h100-256x8.json all_reduce
 //! ```
+//!
+//! `--composed` also prices the composed plan of device memory
+//! (`ferrocoll::accel::price`): the vendor inside each host on the topology's intra-host
+//! link, the staging copies, ferrocoll between hosts; next to the flat alternative.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use ferrocoll::accel::price::{ComposedPricer, Staging};
 use ferrocoll::topology::json;
 use ferrocoll::{AlgoId, CollSpec, Tuner};
 use ferrocoll::{Collective, Config, RingOrder};
@@ -41,6 +47,17 @@ pub struct SimulateArgs {
     /// Largest segment in bytes (as FERROCOLL_SEGMENT_BYTES).
     #[arg(long, default_value = "512K", value_parser = parse_size)]
     pub segment_bytes: u64,
+    /// Also price the composed plan of device memory: the vendor's library inside each host
+    /// (on the topology's intra-host link), ferrocoll between hosts from staging buffers.
+    #[arg(long)]
+    pub composed: bool,
+    /// Host–device copy bandwidth of one rank for `--composed`, Gbit/s each way (400: PCIe
+    /// Gen5 x16 as measured in practice).
+    #[arg(long, default_value_t = 400.0)]
+    pub staging_gbit_s: f64,
+    /// Latency of one staging copy for `--composed`, µs.
+    #[arg(long, default_value_t = 10.0)]
+    pub staging_latency_us: f64,
     /// `--algo` forces the choice as FERROCOLL_ALGO would; the other options are unused.
     #[command(flatten)]
     pub common: Common,
@@ -78,6 +95,16 @@ pub fn run(a: &SimulateArgs) -> Res<bool> {
     let world = topo.world();
     let hosts = topo.hosts().len();
     let source = topo.source.clone().unwrap_or_default();
+    let composed = if a.composed {
+        let staging = Staging {
+            bandwidth: a.staging_gbit_s * 1e9 / 8.0,
+            latency: a.staging_latency_us * 1e-6,
+            ..Staging::default()
+        };
+        Some(ComposedPricer::new(&cfg, &topo, staging)?)
+    } else {
+        None
+    };
     let tuner = Tuner::new(&cfg, topo)?;
     let built = started.elapsed();
     let es = a.elem_bytes as usize;
@@ -131,10 +158,75 @@ pub fn run(a: &SimulateArgs) -> Res<bool> {
         }
         println!("{line}");
     }
+    if let Some(p) = &composed {
+        print_composed(a, p, &cfg, kind, &sizes, es, world)?;
+    }
     println!(
         "# priced in {:.3} s (topology and ring order {:.3} s)",
         started.elapsed().as_secs_f64(),
         built.as_secs_f64()
     );
     Ok(true)
+}
+
+/// The composed plan's table: each part's time, the total and its bus bandwidth, and the
+/// flat alternative's total.
+fn print_composed(
+    a: &SimulateArgs,
+    p: &ComposedPricer,
+    cfg: &Config,
+    kind: Collective,
+    sizes: &[u64],
+    es: usize,
+    world: usize,
+) -> Res<()> {
+    println!(
+        "# composed plan: the vendor inside each host ({} ranks), ferrocoll between hosts; \
+         staging {} Gbit/s, {} us per copy",
+        p.local_size(),
+        a.staging_gbit_s,
+        a.staging_latency_us
+    );
+    println!(
+        "# {:>12} {:>12} {:>12} {:>12} {:>17} {:>12} {:>12} {:>9} {:>12}",
+        "size",
+        "vendor",
+        "staging",
+        "cross",
+        "cross algo",
+        "vendor",
+        "total",
+        "busbw",
+        "flat staged"
+    );
+    for &size in sizes {
+        let count = match kind {
+            Collective::AllGather | Collective::ReduceScatter => size as usize / es / world,
+            _ => size as usize / es,
+        };
+        if count == 0 {
+            continue;
+        }
+        let c = p.price(kind, count, es)?;
+        let flat = p.flat(cfg, kind, count, es)?;
+        let factor = match kind {
+            Collective::AllReduce => 2.0 * (world as f64 - 1.0) / world as f64,
+            Collective::Broadcast => 1.0,
+            _ => (world as f64 - 1.0) / world as f64,
+        };
+        let busbw = size as f64 / c.total * factor / 1e9;
+        println!(
+            "  {:>12} {:>12} {:>12} {:>12} {:>17} {:>12} {:>12} {:>9.2} {:>12}",
+            size,
+            fmt_time(c.vendor_before),
+            fmt_time(c.staging),
+            fmt_time(c.cross),
+            c.cross_algo.map_or("-", |x| x.name()),
+            fmt_time(c.vendor_after),
+            fmt_time(c.total),
+            busbw,
+            fmt_time(flat)
+        );
+    }
+    Ok(())
 }
