@@ -108,7 +108,7 @@ cargo clippy --workspace --all-targets --features "$FEATURES" -- -D warnings
 phase "build: ffi, example"
 cargo build -p ferrocoll-ffi --features "$FEATURES"
 # tests/train_dp_cli.rs runs the example binary, which `--all-targets` builds only as a test.
-cargo build -p ferrocoll --example train_dp --features "$FEATURES"
+cargo build -p ferrocoll --example train_dp --example gpu_check --features "$FEATURES"
 # Every target but the criterion benchmarks, which run next in test mode (each benchmark once,
 # to check it runs): criterion prints two lines per benchmark, shown only when one fails.
 phase "tests"

@@ -43,6 +43,10 @@ fn main() {
         ("vendor_errors_async_errors_and_abort", vendor_errors),
         ("mixed_nvidia_ascend_cpu_hosts", mixed_hosts),
         ("the_probe_sweeps_device_memory", probe_on_devices),
+        (
+            "the_gpu_check_program_runs_on_the_double",
+            gpu_check_on_the_double,
+        ),
     ]);
 }
 
@@ -189,6 +193,49 @@ fn probe_on_devices() {
             assert!(text.contains("Out of bounds values : 0 OK"), "{text}");
         }
     }
+}
+
+/// `examples/gpu_check.rs`, the program `benches/gpu_check.sh` runs on a real GPU, end to
+/// end against the NCCL double: its two processes, exact results, the JSON line. (The
+/// timings mean nothing here.) The example is built by `cargo test --examples` and by
+/// `.ci/test.sh`.
+fn gpu_check_on_the_double() {
+    if skip_without_cc("gpu_check") {
+        return;
+    }
+    // target/<profile>/deps/accel_doubles-… → target/<profile>/examples/gpu_check
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .with_file_name("examples")
+        .join("gpu_check");
+    if !bin.exists() {
+        let why = format!(
+            "{} is not built (cargo build --example gpu_check)",
+            bin.display()
+        );
+        assert!(
+            std::env::var_os("FERROCOLL_REQUIRE_VENDOR_LIBS").is_none(),
+            "{why}"
+        );
+        println!("SKIPPED: the_gpu_check_program_runs_on_the_double: {why}");
+        return;
+    }
+    let out = Command::new(&bin)
+        .args(["1", "2"])
+        .envs(double_env("cuda"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text.lines().last().unwrap_or("");
+    assert!(line.contains("\"backend\": \"NCCL 2.23.4\""), "{text}");
+    assert!(line.contains("\"exact\": true"), "{text}");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -512,7 +559,6 @@ fn rooted_and_staged(
     unsafe { dc.all_to_all(send.on(dc), recv.on(dc), count, dt, stream) }.map_err(s)?;
     if recv.get(n * count * 4, stream) != encode(dt, &want) {
         return Err("all-to-all: wrong result".into());
-
     }
     // Send/recv around the ring (even ranks send first, odd ranks receive first).
     let (next, prev) = ((me + 1) % n, (me + n - 1) % n);
