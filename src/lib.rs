@@ -44,14 +44,14 @@ pub mod verify;
 mod world;
 
 pub use algo::AlgoId;
-pub use comm::{Communicator, RawCall, UniqueId, Work, UNIQUE_ID_BYTES};
+pub use comm::{Communicator, RawCall, RawExtra, UniqueId, Work, UNIQUE_ID_BYTES};
 pub use compress::{Codec, CompressedCollectives, ErrorFeedback};
 pub use config::{AlgoChoice, Config, RingOrder};
 pub use error::{Error, ErrorKind, Result};
 pub use exec::frame::OpHeader;
 pub use ferrocoll_transports as transports;
 pub use fp8::{F8E4M3, F8E5M2};
-pub use schedule::{CollSpec, Collective};
+pub use schedule::{CollSpec, Collective, Uneven};
 pub use topology::{Topology, TopologyError};
 pub use tune::{Choice, Tuner};
 pub use types::{DataType, Element, ReduceOp};

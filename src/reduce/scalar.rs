@@ -18,6 +18,10 @@ pub trait Arith: Element {
     fn combine(op: ReduceOp, a: Self, b: Self) -> Self;
     /// `self / n` (truncating for integers).
     fn div_count(self, n: usize) -> Self;
+    /// `self × s`, premul-sum's pre-step: integers multiply (wrapping) by `s` converted to
+    /// their type (saturating, truncating toward zero), f32 and f64 by `s` rounded to their
+    /// type, the reduced-precision floats in f32 (rounded once when stored).
+    fn mul_scalar(self, s: f64) -> Self;
     /// The value as f64, for error bounds in tests.
     fn to_f64(self) -> f64;
 }
@@ -50,6 +54,9 @@ macro_rules! int_arith {
                     Ok(d) if d != 0 => self.wrapping_div(d),
                     _ => 0,
                 }
+            }
+            fn mul_scalar(self, s: f64) -> Self {
+                self.wrapping_mul(s as $t)
             }
             fn to_f64(self) -> f64 {
                 self as f64
@@ -107,6 +114,9 @@ macro_rules! native_float {
             fn div_count(self, n: usize) -> Self {
                 self / n as $t
             }
+            fn mul_scalar(self, s: f64) -> Self {
+                self * s as $t
+            }
             fn to_f64(self) -> f64 {
                 self as f64
             }
@@ -137,6 +147,9 @@ macro_rules! widened_float {
             fn div_count(self, n: usize) -> Self {
                 <$t>::from_f32(self.to_f32() / n as f32)
             }
+            fn mul_scalar(self, s: f64) -> Self {
+                <$t>::from_f32(self.to_f32() * s as f32)
+            }
             fn to_f64(self) -> f64 {
                 self.to_f32() as f64
             }
@@ -164,6 +177,19 @@ pub fn reduce3(dtype: DataType, op: ReduceOp, dst: &mut [u8], a: &[u8], b: &[u8]
 /// Element-by-element `dst[i] = dst[i] / n`: the reference for [`super::divide`].
 pub fn divide(dtype: DataType, dst: &mut [u8], n: usize) {
     dispatch!(dtype, divide_t, dst, n)
+}
+
+/// Element-by-element `dst[i] = src[i] × s` (see [`Arith::mul_scalar`]): premul-sum's
+/// pre-step. Both slices hold the same whole number of elements.
+pub fn premultiply(dtype: DataType, dst: &mut [u8], src: &[u8], s: f64) {
+    dispatch!(dtype, premultiply_t, dst, src, s)
+}
+
+fn premultiply_t<T: Arith>(dst: &mut [u8], src: &[u8], s: f64) {
+    let n = T::SIZE;
+    for (d, x) in dst.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
+        T::load(x).mul_scalar(s).store(d);
+    }
 }
 
 fn reduce_t<T: Arith>(op: ReduceOp, dst: &mut [u8], src: &[u8]) {
