@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use fc::{Collective, Communicator, RawCall};
+use fc::{Collective, Communicator, RawCall, RawExtra};
 
 use crate::boundary::{guard, Failure};
 use crate::registry;
@@ -27,11 +27,14 @@ type Init = (
     Box<dyn FnOnce() -> fc::Result<Communicator> + Send>,
 );
 
+/// A call queued for the group's end.
+type Call = (Arc<Communicator>, RawCall, RawExtra);
+
 #[derive(Default)]
 struct Group {
     depth: usize,
     inits: Vec<Init>,
-    calls: Vec<(Arc<Communicator>, RawCall)>,
+    calls: Vec<Call>,
 }
 
 thread_local! {
@@ -43,9 +46,9 @@ pub(crate) fn active() -> bool {
     GROUP.with(|g| g.borrow().depth > 0)
 }
 
-/// Queues a checked call for the group's end.
-pub(crate) fn push(comm: Arc<Communicator>, call: RawCall) {
-    GROUP.with(|g| g.borrow_mut().calls.push((comm, call)));
+/// Queues a call (with its uneven layout or premul-sum scalar) for the group's end.
+pub(crate) fn push(comm: Arc<Communicator>, call: RawCall, extra: RawExtra) {
+    GROUP.with(|g| g.borrow_mut().calls.push((comm, call, extra)));
 }
 
 /// Defers the creation of the communicator of handle `h` to the group's end.
@@ -149,23 +152,24 @@ fn init_all(inits: Vec<Init>) -> Result<(), Failure> {
     results.into_iter().collect()
 }
 
-fn run(calls: Vec<(Arc<Communicator>, RawCall)>) -> Result<(), Failure> {
+fn run(calls: Vec<Call>) -> Result<(), Failure> {
     // Per communicator, in first-use order; a stable sort keeps same-key calls in order.
-    let mut per_comm: Vec<(Arc<Communicator>, Vec<RawCall>)> = Vec::new();
-    for (comm, call) in calls {
+    type Calls = Vec<(RawCall, RawExtra)>;
+    let mut per_comm: Vec<(Arc<Communicator>, Calls)> = Vec::new();
+    for (comm, call, extra) in calls {
         match per_comm.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &comm)) {
-            Some((_, v)) => v.push(call),
-            None => per_comm.push((comm, vec![call])),
+            Some((_, v)) => v.push((call, extra)),
+            None => per_comm.push((comm, vec![(call, extra)])),
         }
     }
     let mut works = Vec::new();
     let mut first_err: Option<Failure> = None;
     'submit: for (comm, mut v) in per_comm {
-        v.sort_by_key(|c| order_key(&comm, c));
-        for call in v {
+        v.sort_by_key(|(c, _)| order_key(&comm, c));
+        for (call, extra) in v {
             // SAFETY: the buffers were promised valid until fcGroupEnd returns, and every work
             // is waited for below before it does.
-            match unsafe { comm.collective_raw_async(call) } {
+            match unsafe { comm.collective_raw_with_async(call, &extra) } {
                 Ok(w) => works.push(w),
                 Err(e) => {
                     first_err = Some(e.into());

@@ -13,7 +13,13 @@
 //! NULL, buffers are host memory; with a stream, device memory of the library
 //! `FERROCOLL_DEVICE=cuda|npu` names (all-reduce, all-gather, reduce-scatter; the vendor's
 //! last part is queued on the stream). `fcGroupStart`/`fcGroupEnd` queue calls and issue
-//! them together.
+//! them together (every collective, including gather, scatter, the uneven ones and
+//! premul-sum calls).
+//!
+//! Beyond NCCL's collectives: `fcGather`/`fcScatter` (NCCL 2.28's shape), the uneven
+//! `fcAllGatherV`, `fcReduceScatterV` and `fcAllToAllV` (`coll_v.rs`, counts and
+//! displacements as `int64_t` arrays), and premul-sum operators
+//! (`fcRedOpCreatePreMulSum`/`fcRedOpDestroy`, `redop.rs`).
 //!
 //! Failures: a failed peer revokes the communicator on every survivor (`fcRemoteError`,
 //! "communicator revoked"); `fcCommShrink` makes a communicator of the survivors or of all
@@ -23,19 +29,23 @@
 
 mod boundary;
 mod coll;
+mod coll_v;
 mod comm;
 mod compress;
 mod device;
 mod elastic;
 mod group;
+mod redop;
 mod registry;
 mod types;
 
 pub use coll::*;
+pub use coll_v::*;
 pub use comm::*;
 pub use compress::{fcAllReduceCompressed, fcCompressionReset};
 pub use elastic::*;
 pub use group::{fcGroupEnd, fcGroupStart};
+pub use redop::{fcRedOpCreatePreMulSum, fcRedOpDestroy};
 pub use types::*;
 
 #[cfg(test)]

@@ -185,6 +185,16 @@ pub fn premultiply(dtype: DataType, dst: &mut [u8], src: &[u8], s: f64) {
     dispatch!(dtype, premultiply_t, dst, src, s)
 }
 
+/// The value of the element of `dtype` at the start of `b` (native-endian bytes, at least
+/// one element), as f64: how a C caller's premul-sum scalar is read.
+pub fn load_f64(dtype: DataType, b: &[u8]) -> f64 {
+    dispatch!(dtype, load_f64_t, b)
+}
+
+fn load_f64_t<T: Arith>(b: &[u8]) -> f64 {
+    T::load(b).to_f64()
+}
+
 fn premultiply_t<T: Arith>(dst: &mut [u8], src: &[u8], s: f64) {
     let n = T::SIZE;
     for (d, x) in dst.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
