@@ -123,8 +123,12 @@ pub enum Error {
         /// The higher rank.
         b: usize,
     },
-    /// All-gather-v's send count differs from this rank's entry of the counts.
-    #[error("send count {sendcount} differs from counts[{rank}] = {expected}")]
+    /// All-gather-v's send count differs from this rank's entry of the counts, or
+    /// all-to-all-v's send count to this rank itself from its receive count from itself.
+    #[error(
+        "send count {sendcount} of rank {rank} differs from the count received from it \
+         ({expected})"
+    )]
     SendCountMismatch {
         /// The send count given.
         sendcount: usize,

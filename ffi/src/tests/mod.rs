@@ -4,6 +4,7 @@
 mod boundary;
 mod elastic;
 mod ranks;
+mod uneven;
 
 use std::ffi::{c_void, CStr};
 use std::os::raw::c_int;
