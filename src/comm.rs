@@ -273,17 +273,20 @@ impl Communicator {
             return Err(Error::NullPointer("output"));
         }
         let (inp, out) = (c.input.cast::<u8>(), c.output.cast::<u8>().cast_const());
-        // This rank's block offset in the in-place layouts that place one inside the other.
-        let own = match (&uneven, c.kind) {
-            (Some(u), _) => u.displs().get(r).copied().unwrap_or(0),
-            (None, _) => r * c.count,
-        };
+        // This rank's block offset (bytes) in the in-place layouts that place one buffer
+        // inside the other. Wrapping: it is only compared for the kinds whose sizes were
+        // checked above, and other kinds' products may overflow.
+        let own = match &uneven {
+            Some(u) => u.displs().get(r).copied().unwrap_or(0),
+            None => r.wrapping_mul(c.count),
+        }
+        .wrapping_mul(es);
         let in_place = match c.kind {
             Collective::AllGather | Collective::Gather | Collective::AllGatherV => {
-                inp == out.wrapping_add(own * es)
+                inp == out.wrapping_add(own)
             }
             Collective::ReduceScatter | Collective::Scatter | Collective::ReduceScatterV => {
-                out == inp.wrapping_add(own * es)
+                out == inp.wrapping_add(own)
             }
             Collective::SendRecv | Collective::Barrier => false,
             _ => inp == out,

@@ -407,8 +407,7 @@ fn bad_arguments_are_typed_errors() {
             let r = c.rank();
             let x = [1f32; 8];
             let mut y = [0f32; 8];
-            let mut errs = Vec::new();
-            errs.push(c.all_gather_v(&x[..2], &mut y, &[2], None).unwrap_err());
+            let mut errs = vec![c.all_gather_v(&x[..2], &mut y, &[2], None).unwrap_err()];
             errs.push(
                 c.all_gather_v(&x[..2], &mut y, &[2, 2], Some(&[0]))
                     .unwrap_err(),

@@ -302,7 +302,7 @@ fn premul_sum_operators() {
         });
         assert_eq!(z, vec![6.0; counts[r] as usize]);
         // Another type than the operator's.
-        let xd = vec![1f64; N];
+        let xd = [1f64; N];
         let mut yd = vec![0f64; N];
         // SAFETY: both hold N f64.
         let e = unsafe {
