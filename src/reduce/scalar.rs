@@ -250,6 +250,29 @@ mod tests {
         assert_eq!(fold(ReduceOp::Avg, &[7i32, 8, -3]), 4);
     }
 
+    /// Premul-sum's products: exact values in each kind of type, integers wrapping, the
+    /// reduced-precision floats rounded once, NaN and infinity kept.
+    #[test]
+    fn premultiply_scales_every_type() {
+        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+        let mut out = vec![0u8; 16];
+        premultiply(DataType::F32, &mut out, &bytes(&[1.0, 2.0, -3.0, f32::INFINITY]), 0.5);
+        assert_eq!(out, bytes(&[0.5, 1.0, -1.5, f32::INFINITY]));
+        assert_eq!(f64::mul_scalar(3.0, -0.25), -0.75);
+        assert_eq!(i32::mul_scalar(7, 3.0), 21);
+        assert_eq!(i8::mul_scalar(100, 2.0), -56, "wraps");
+        assert_eq!(u8::mul_scalar(5, 2.9), 10, "the scalar truncates to the type");
+        // bf16: 1.0078125 × 3 = 3.0234375 lies halfway between 3.015625 and 3.03125 (7
+        // mantissa bits): rounded once, to even.
+        let x = bf16::from_f32(1.007_812_5);
+        assert_eq!(x.mul_scalar(3.0).to_f32(), 3.031_25);
+        assert_eq!(f16::from_f32(1.5).mul_scalar(-2.0).to_f32(), -3.0);
+        assert_eq!(F8E4M3::from_f32(2.0).mul_scalar(1.5).to_f32(), 3.0);
+        assert!(f32::NAN.mul_scalar(2.0).is_nan());
+        assert_eq!(load_f64(DataType::BF16, &bf16::from_f32(-2.5).to_ne_bytes()), -2.5);
+        assert_eq!(load_f64(DataType::I64, &(-7i64).to_ne_bytes()), -7.0);
+    }
+
     #[test]
     fn min_max_propagate_nan() {
         assert!(f32::combine(ReduceOp::Max, f32::NAN, 1.0).is_nan());
