@@ -22,7 +22,7 @@ pub trait Arith: Element {
     /// their type (saturating, truncating toward zero), f32 and f64 by `s` rounded to their
     /// type, the reduced-precision floats in f32 (rounded once when stored).
     fn mul_scalar(self, s: f64) -> Self;
-    /// The value as f64, for error bounds in tests.
+    /// The value as f64 (error bounds in tests, a C caller's premul-sum scalar).
     fn to_f64(self) -> f64;
 }
 
@@ -256,12 +256,21 @@ mod tests {
     fn premultiply_scales_every_type() {
         let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
         let mut out = vec![0u8; 16];
-        premultiply(DataType::F32, &mut out, &bytes(&[1.0, 2.0, -3.0, f32::INFINITY]), 0.5);
+        premultiply(
+            DataType::F32,
+            &mut out,
+            &bytes(&[1.0, 2.0, -3.0, f32::INFINITY]),
+            0.5,
+        );
         assert_eq!(out, bytes(&[0.5, 1.0, -1.5, f32::INFINITY]));
         assert_eq!(f64::mul_scalar(3.0, -0.25), -0.75);
         assert_eq!(i32::mul_scalar(7, 3.0), 21);
         assert_eq!(i8::mul_scalar(100, 2.0), -56, "wraps");
-        assert_eq!(u8::mul_scalar(5, 2.9), 10, "the scalar truncates to the type");
+        assert_eq!(
+            u8::mul_scalar(5, 2.9),
+            10,
+            "the scalar truncates to the type"
+        );
         // bf16: 1.0078125 × 3 = 3.0234375 lies halfway between 3.015625 and 3.03125 (7
         // mantissa bits): rounded once, to even.
         let x = bf16::from_f32(1.007_812_5);
@@ -269,7 +278,10 @@ mod tests {
         assert_eq!(f16::from_f32(1.5).mul_scalar(-2.0).to_f32(), -3.0);
         assert_eq!(F8E4M3::from_f32(2.0).mul_scalar(1.5).to_f32(), 3.0);
         assert!(f32::NAN.mul_scalar(2.0).is_nan());
-        assert_eq!(load_f64(DataType::BF16, &bf16::from_f32(-2.5).to_ne_bytes()), -2.5);
+        assert_eq!(
+            load_f64(DataType::BF16, &bf16::from_f32(-2.5).to_ne_bytes()),
+            -2.5
+        );
         assert_eq!(load_f64(DataType::I64, &(-7i64).to_ne_bytes()), -7.0);
     }
 

@@ -12,7 +12,7 @@
 //!
 //! Displacements are in elements. Without displacements the blocks are packed in rank order
 //! (prefix sums). Non-empty blocks of one buffer may not overlap, and every block's end must
-//! be addressable; empty blocks may lie anywhere.
+//! be addressable; empty blocks may lie anywhere addressable (they touch nothing).
 
 use super::deps::Place;
 use super::{Collective, Layout};
