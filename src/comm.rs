@@ -12,13 +12,16 @@ use crate::config::Config;
 use crate::engine::{Call, Engine, Job};
 use crate::error::{Error, Result};
 use crate::exec::frame::OpHeader;
-use crate::schedule::{CollSpec, Collective};
+use crate::schedule::{input_len, output_len, CollSpec, Collective, Uneven};
 use crate::types::{DataType, Element, ReduceOp};
 
 pub(crate) mod elastic;
+mod extra;
 mod init;
 mod split;
 mod work;
+mod work_extra;
+pub use extra::RawExtra;
 pub use split::{UniqueId, UNIQUE_ID_BYTES};
 pub use work::Work;
 
@@ -46,11 +49,18 @@ pub struct Communicator {
 
 /// A call in raw form: untyped pointers, an element count and a [`DataType`].
 ///
-/// `count` follows NCCL (see [`CollSpec`]). For `Broadcast` and `Reduce`, `root` is the root;
-/// for `SendRecv`, `root` is the peer and `output.is_null()` means "send `input`", otherwise
-/// "receive into `output`". In-place calls pass NCCL's pointers: the same buffer for both,
-/// or for all-gather `input == output + rank * count`, for reduce-scatter
+/// `count` follows NCCL (see [`CollSpec`]). For `Broadcast`, `Reduce`, `Gather` and
+/// `Scatter`, `root` is the root; for `SendRecv`, `root` is the peer and `output.is_null()`
+/// means "send `input`", otherwise "receive into `output`". In-place calls pass NCCL's
+/// pointers: the same buffer for both, or for all-gather and gather
+/// `input == output + rank * count`, for reduce-scatter and scatter
 /// `output == input + rank * count` (elements).
+///
+/// The uneven collectives and premul-sum need a [`RawExtra`] as well
+/// ([`Communicator::collective_raw_with`]): for them `count` is all-gather-v's send count
+/// (checked against the layout) and is ignored by reduce-scatter-v and all-to-all-v, whose
+/// sizes the layout gives; in-place all-gather-v has `input == output + displs[rank]`,
+/// reduce-scatter-v `output == input + displs[rank]`, all-to-all-v `input == output`.
 #[derive(Clone, Copy, Debug)]
 pub struct RawCall {
     /// The collective.
@@ -166,34 +176,54 @@ impl Communicator {
 
     /// Builds the engine call for a raw call after checking everything that can be checked
     /// locally.
-    fn make_call(&self, c: &RawCall) -> Result<Call> {
+    fn make_call(&self, c: &RawCall, extra: &RawExtra) -> Result<Call> {
         let (p, r) = (self.world, self.rank);
         let es = c.dtype.size();
+        let uneven = self.check_uneven(c, extra)?;
+        if extra.premul.is_some() && (!c.kind.reduces() || c.op != ReduceOp::Sum) {
+            return Err(Error::PreMulSumMisuse {
+                collective: c.kind,
+                op: c.op,
+            });
+        }
+        let count = match (&uneven, c.kind) {
+            (Some(u), Collective::AllGatherV | Collective::ReduceScatterV) => u.total(),
+            (Some(_), _) => 0,
+            (None, _) => c.count,
+        };
         let spec = CollSpec {
             kind: c.kind,
             world: p,
-            count: c.count,
+            count,
             root: 0,
         };
         // The largest buffer of the gather-like collectives is count × world elements: check
         // that product before `input_len`/`output_len` compute it.
         let largest = match c.kind {
-            Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => {
-                c.count.checked_mul(p)
-            }
-            _ => Some(c.count),
+            Collective::AllGather
+            | Collective::ReduceScatter
+            | Collective::AllToAll
+            | Collective::Gather
+            | Collective::Scatter => c.count.checked_mul(p),
+            _ => match &uneven {
+                Some(u) => Some(u.input_len(c.kind, r).max(u.output_len(c.kind, r))),
+                None => Some(c.count),
+            },
         };
         if largest
             .and_then(|n| n.checked_mul(es))
             .is_none_or(|b| b > isize::MAX as usize)
         {
-            return Err(Error::CountTooLarge(c.count));
+            return Err(Error::CountTooLarge(largest.unwrap_or(c.count)));
         }
         let mut spec = spec;
         let mut p2p = None;
         let mut header_root = 0u32;
         match c.kind {
-            Collective::Broadcast | Collective::Reduce => {
+            Collective::Broadcast
+            | Collective::Reduce
+            | Collective::Gather
+            | Collective::Scatter => {
                 if c.root >= p {
                     return Err(Error::RootOutOfRange {
                         root: c.root,
@@ -221,38 +251,52 @@ impl Communicator {
         }
         // Which pointers this rank will touch.
         let uses_input = match c.kind {
-            Collective::Broadcast => r == spec.root,
+            Collective::Broadcast | Collective::Scatter => r == spec.root,
             Collective::SendRecv => p2p.is_some_and(|(_, s)| s),
             Collective::Barrier => false,
             _ => true,
         };
         let uses_output = match c.kind {
-            Collective::Reduce => r == spec.root,
+            Collective::Reduce | Collective::Gather => r == spec.root,
             Collective::SendRecv => p2p.is_some_and(|(_, s)| !s),
             Collective::Barrier => false,
             _ => true,
         };
-        if c.count > 0 && uses_input && c.input.is_null() {
+        let (n_in, n_out) = (
+            input_len(&spec, uneven.as_deref(), r),
+            output_len(&spec, uneven.as_deref(), r),
+        );
+        if n_in > 0 && uses_input && c.input.is_null() {
             return Err(Error::NullPointer("input"));
         }
-        if c.count > 0 && uses_output && c.output.is_null() {
+        if n_out > 0 && uses_output && c.output.is_null() {
             return Err(Error::NullPointer("output"));
         }
+        let (inp, out) = (c.input.cast::<u8>(), c.output.cast::<u8>().cast_const());
+        // This rank's block offset (bytes) in the in-place layouts that place one buffer
+        // inside the other. Wrapping: it is only compared for the kinds whose sizes were
+        // checked above, and other kinds' products may overflow.
+        let own = match &uneven {
+            Some(u) => u.displs().get(r).copied().unwrap_or(0),
+            None => r.wrapping_mul(c.count),
+        }
+        .wrapping_mul(es);
         let in_place = match c.kind {
-            Collective::AllGather => {
-                c.input.cast::<u8>()
-                    == c.output
-                        .cast::<u8>()
-                        .wrapping_add(r * c.count * es)
-                        .cast_const()
+            Collective::AllGather | Collective::Gather | Collective::AllGatherV => {
+                inp == out.wrapping_add(own)
             }
-            Collective::ReduceScatter => {
-                c.output.cast::<u8>().cast_const()
-                    == c.input.cast::<u8>().wrapping_add(r * c.count * es)
+            Collective::ReduceScatter | Collective::Scatter | Collective::ReduceScatterV => {
+                out == inp.wrapping_add(own)
             }
             Collective::SendRecv | Collective::Barrier => false,
-            _ => c.input.cast::<u8>() == c.output.cast::<u8>().cast_const(),
-        } && c.count > 0;
+            _ => inp == out,
+        } && (n_in > 0 || n_out > 0);
+        if let Some(u) = uneven.as_deref().filter(|_| in_place) {
+            let same = u.counts() == u.recv_counts() && u.displs() == u.recv_displs();
+            if c.kind == Collective::AllToAllV && !same {
+                return Err(Error::InPlaceLayout);
+            }
+        }
         let seq = match p2p {
             Some((peer, true)) => self.send_seq[peer].fetch_add(1, Ordering::Relaxed),
             Some((peer, false)) => self.recv_seq[peer].fetch_add(1, Ordering::Relaxed),
@@ -275,11 +319,46 @@ impl Communicator {
                 dtype: c.dtype,
                 op,
                 root: header_root,
-                count: c.count as u64,
+                count: spec.count as u64,
                 seq,
             },
             p2p,
+            uneven,
+            premul: extra.premul,
         })
+    }
+
+    /// The layout of an uneven call, checked against the world and the call: present exactly
+    /// for the uneven collectives, all-gather-v's count equal to this rank's block, and
+    /// all-to-all-v's block to itself the same size both ways.
+    fn check_uneven(&self, c: &RawCall, extra: &RawExtra) -> Result<Option<Arc<Uneven>>> {
+        let r = self.rank;
+        let u = match (&extra.uneven, c.kind.is_uneven()) {
+            (None, false) => return Ok(None),
+            (Some(u), true) if u.world() == self.world => u,
+            _ => {
+                return Err(Error::LayoutMismatch {
+                    collective: c.kind,
+                    world: self.world,
+                })
+            }
+        };
+        let mine = u.counts()[r];
+        match c.kind {
+            Collective::AllGatherV if c.count != mine => Err(Error::SendCountMismatch {
+                sendcount: c.count,
+                rank: r,
+                expected: mine,
+            }),
+            Collective::AllToAllV if u.recv_counts().get(r) != Some(&mine) => {
+                Err(Error::SendCountMismatch {
+                    sendcount: mine,
+                    rank: r,
+                    expected: u.recv_counts().get(r).copied().unwrap_or(0),
+                })
+            }
+            _ => Ok(Some(Arc::new(u.clone()))),
+        }
     }
 
     fn check_failed(&self) -> Result<()> {
@@ -297,8 +376,19 @@ impl Communicator {
     /// collective says so (see [`CollSpec::input_len`] / [`CollSpec::output_len`]) — and no
     /// other code may write them (or read the output) until the call returns.
     pub unsafe fn collective_raw(&self, call: RawCall) -> Result<()> {
+        // SAFETY: forwarded contract.
+        unsafe { self.collective_raw_with(call, &RawExtra::default()) }
+    }
+
+    /// Runs a raw call with the extra arguments of the uneven collectives and premul-sum
+    /// ([`RawExtra`]) to completion.
+    ///
+    /// # Safety
+    /// As for [`Communicator::collective_raw`], with the buffer lengths of an uneven
+    /// collective given by its layout ([`Uneven::input_len`] / [`Uneven::output_len`]).
+    pub unsafe fn collective_raw_with(&self, call: RawCall, extra: &RawExtra) -> Result<()> {
         self.check_failed()?;
-        let job = Job::new(self.make_call(&call)?, None);
+        let job = Job::new(self.make_call(&call, extra)?, None);
         self.engine.submit(job.clone(), false);
         self.engine.shared().wait_job(&job).0
     }
@@ -309,8 +399,22 @@ impl Communicator {
     /// As for [`Communicator::collective_raw`], until the returned [`Work`] reports completion
     /// (`test()` true or `wait()` returned) — dropping the `Work` does not end the call.
     pub unsafe fn collective_raw_async(&self, call: RawCall) -> Result<Work<()>> {
+        // SAFETY: forwarded contract.
+        unsafe { self.collective_raw_with_async(call, &RawExtra::default()) }
+    }
+
+    /// Starts a raw call with [`RawExtra`] arguments in the background.
+    ///
+    /// # Safety
+    /// As for [`Communicator::collective_raw_with`], until the returned [`Work`] reports
+    /// completion (`test()` true or `wait()` returned).
+    pub unsafe fn collective_raw_with_async(
+        &self,
+        call: RawCall,
+        extra: &RawExtra,
+    ) -> Result<Work<()>> {
         self.check_failed()?;
-        let job = Job::new(self.make_call(&call)?, Some(Box::new(())));
+        let job = Job::new(self.make_call(&call, extra)?, Some(Box::new(())));
         Ok(self.submit_async(job))
     }
 
@@ -359,12 +463,21 @@ impl Communicator {
     /// call (after boxing, so the pointers stay put) or refuses them.
     fn start<B: Send + 'static>(
         &self,
-        mut bufs: Box<B>,
+        bufs: Box<B>,
         make: impl FnOnce(&mut B) -> Result<RawCall>,
     ) -> Result<Work<B>> {
+        self.start_with(bufs, |b| Ok((make(b)?, RawExtra::default())))
+    }
+
+    /// [`Communicator::start`] for calls with [`RawExtra`] arguments.
+    fn start_with<B: Send + 'static>(
+        &self,
+        mut bufs: Box<B>,
+        make: impl FnOnce(&mut B) -> Result<(RawCall, RawExtra)>,
+    ) -> Result<Work<B>> {
         self.check_failed()?;
-        let raw = make(&mut bufs)?;
-        let job = Job::new(self.make_call(&raw)?, Some(bufs));
+        let (raw, extra) = make(&mut bufs)?;
+        let job = Job::new(self.make_call(&raw, &extra)?, Some(bufs));
         Ok(self.submit_async(job))
     }
 

@@ -1,9 +1,10 @@
 //! # ferrocoll
 //!
 //! Collective communications for distributed training: all-reduce, all-gather,
-//! reduce-scatter, broadcast, reduce, all-to-all, barrier and send/recv over every element
+//! reduce-scatter, broadcast, reduce, all-to-all, gather, scatter, the uneven all-gather-v,
+//! reduce-scatter-v and all-to-all-v ([`Uneven`]), barrier and send/recv over every element
 //! type (f32, f64, f16, bf16, fp8 e4m3/e5m2, integers) and reduction operator (sum, prod, min,
-//! max, avg), with the algorithm (ring, double binary tree, recursive halving-doubling,
+//! max, avg, and premul-sum), with the algorithm (ring, double binary tree, recursive halving-doubling,
 //! direct) chosen per call.
 //!
 //! Start at [`Communicator`] (`from_env` under a launcher, `from_unique_id` as NCCL's
@@ -44,14 +45,14 @@ pub mod verify;
 mod world;
 
 pub use algo::AlgoId;
-pub use comm::{Communicator, RawCall, UniqueId, Work, UNIQUE_ID_BYTES};
+pub use comm::{Communicator, RawCall, RawExtra, UniqueId, Work, UNIQUE_ID_BYTES};
 pub use compress::{Codec, CompressedCollectives, ErrorFeedback};
 pub use config::{AlgoChoice, Config, RingOrder};
 pub use error::{Error, ErrorKind, Result};
 pub use exec::frame::OpHeader;
 pub use ferrocoll_transports as transports;
 pub use fp8::{F8E4M3, F8E5M2};
-pub use schedule::{CollSpec, Collective};
+pub use schedule::{CollSpec, Collective, Uneven};
 pub use topology::{Topology, TopologyError};
 pub use tune::{Choice, Tuner};
 pub use types::{DataType, Element, ReduceOp};

@@ -15,7 +15,7 @@ use crate::algo::AlgoId;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exec::{CopyPolicy, Prepared};
-use crate::schedule::{finish, CollSpec, Layout, RankPlan, Region, Step};
+use crate::schedule::{finish, layout, output_len, CollSpec, RankPlan, Region, Step, Uneven};
 use crate::topology::Topology;
 use crate::tune::{Choice, Tuner};
 use crate::types::ReduceOp;
@@ -24,7 +24,7 @@ use crate::types::ReduceOp;
 const CACHE_LIMIT: usize = 256;
 
 /// The shape of one call, as the planner needs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CallShape {
     /// The collective.
     pub spec: CollSpec,
@@ -36,12 +36,18 @@ pub(crate) struct CallShape {
     pub in_place: bool,
     /// For send/recv: the peer, and whether this side sends.
     pub p2p: Option<(usize, bool)>,
+    /// The layout of an uneven collective (this rank's, for all-to-all-v).
+    pub uneven: Option<Arc<Uneven>>,
+    /// A premul-sum: the plan multiplies the input by the call's scalar first.
+    pub premul: bool,
 }
 
 /// What identifies a prepared plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PlanKey {
     spec: CollSpec,
+    uneven: Option<Arc<Uneven>>,
+    premul: bool,
     esize: usize,
     avg: bool,
     in_place: bool,
@@ -102,7 +108,7 @@ impl Planner {
             }
         }
         let p = self.lookup(call)?;
-        self.last = Some((*call, p.clone()));
+        self.last = Some((call.clone(), p.clone()));
         Ok(p)
     }
 
@@ -123,6 +129,8 @@ impl Planner {
         };
         let key = PlanKey {
             spec: call.spec,
+            uneven: call.uneven.clone(),
+            premul: call.premul,
             esize: es,
             avg: call.op == ReduceOp::Avg,
             in_place: call.in_place,
@@ -146,14 +154,22 @@ impl Planner {
 
     fn build(&self, call: &CallShape, key: &PlanKey) -> Result<Prepared> {
         let spec = &call.spec;
-        let mut plan = match (call.p2p, key.algo) {
-            (Some((peer, sending)), _) => p2p_plan(spec.count, peer, sending),
-            (None, Some(algo)) => algo.get().plan_on(spec, self.rank, self.tuner.placement()),
-            (None, None) => {
+        let uneven = call.uneven.as_deref();
+        let place = self.tuner.placement();
+        let mut plan = match (call.p2p, key.algo, uneven) {
+            (Some((peer, sending)), _, _) => p2p_plan(spec.count, peer, sending),
+            (None, Some(algo), Some(u)) if spec.kind.is_uneven() => {
+                algo.get().plan_uneven(spec, u, self.rank, place)
+            }
+            (None, Some(_), None) if spec.kind.is_uneven() => {
+                return Err(Error::Internal(format!("{} without its layout", spec.kind)))
+            }
+            (None, Some(algo), _) => algo.get().plan_on(spec, self.rank, place),
+            (None, None, _) => {
                 return Err(Error::Internal("a collective without an algorithm".into()))
             }
         };
-        finish(&mut plan, spec, self.rank, call.op);
+        finish(&mut plan, spec, uneven, self.rank, call.op, call.premul);
         tracing::trace!(
             rank = self.rank,
             "{} via {}:\n{}",
@@ -161,11 +177,7 @@ impl Planner {
             key.algo.map_or("send/recv", AlgoId::name),
             plan.dump()
         );
-        let layout = if call.in_place {
-            Layout::in_place(spec, self.rank)
-        } else {
-            Layout::SEPARATE
-        };
+        let layout = layout(spec, uneven, self.rank, call.in_place);
         let world = spec.world;
         let p = Prepared::new(&plan, key.seg, &layout, world, self.policy(call))?;
         debug_assert!(
@@ -193,7 +205,8 @@ impl Planner {
     /// - Otherwise segments of at least `direct_min_bytes` go by single copy where the link
     ///   can.
     fn policy(&self, call: &CallShape) -> CopyPolicy {
-        let large = call.spec.output_len() * call.esize >= self.streaming_min;
+        let out = output_len(&call.spec, call.uneven.as_deref(), self.rank);
+        let large = out * call.esize >= self.streaming_min;
         let stores = if large {
             Stores::Streaming
         } else {
@@ -250,6 +263,8 @@ mod tests {
             op,
             in_place: false,
             p2p: None,
+            uneven: None,
+            premul: false,
         }
     }
 
@@ -290,7 +305,7 @@ mod tests {
                 kind: Collective::SendRecv,
                 ..gather.spec
             },
-            ..gather
+            ..gather.clone()
         };
         assert_eq!(p.policy(&send).single_copy_min, usize::MAX);
         let big = shape(Collective::AllGather, 16 << 20, ReduceOp::Sum);

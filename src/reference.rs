@@ -3,7 +3,7 @@
 //! `--check` use it; it is public so users can check their own runs the same way.
 
 use crate::reduce::scalar::{fold, Arith};
-use crate::schedule::{CollSpec, Collective};
+use crate::schedule::{CollSpec, Collective, Uneven};
 use crate::types::{DataType, ReduceOp};
 
 use half::{bf16, f16};
@@ -29,8 +29,9 @@ macro_rules! typed {
     };
 }
 
-/// The output `rank` must hold, given every rank's input bytes. For `reduce`, ranks other
-/// than the root get an empty vector (their output is unspecified).
+/// The output `rank` must hold, given every rank's input bytes. For `reduce` and `gather`,
+/// ranks other than the root get an empty vector (their output is unspecified). The uneven
+/// collectives have [`expected_uneven`].
 pub fn expected(
     spec: &CollSpec,
     dtype: DataType,
@@ -55,7 +56,97 @@ pub fn expected(
         Collective::AllToAll => (0..p).flat_map(|r| elems(r, rank * n, n)).collect(),
         Collective::Barrier => Vec::new(),
         Collective::SendRecv => elems(spec.root, 0, n),
+        Collective::Gather if rank == spec.root => (0..p).flat_map(|r| elems(r, 0, n)).collect(),
+        Collective::Gather => Vec::new(),
+        Collective::Scatter => elems(spec.root, rank * n, n),
+        Collective::AllGatherV | Collective::ReduceScatterV | Collective::AllToAllV => Vec::new(),
     }
+}
+
+/// The output `rank` must hold after an uneven collective `kind`, given every rank's layout
+/// (`layouts[r]`; the same for all ranks except in all-to-all-v), every rank's input bytes,
+/// and what `rank`'s output held before the call (`before`): elements outside the blocks
+/// keep their value.
+pub fn expected_uneven(
+    kind: Collective,
+    layouts: &[Uneven],
+    dtype: DataType,
+    op: ReduceOp,
+    inputs: &[Vec<u8>],
+    rank: usize,
+    before: &[u8],
+) -> Vec<u8> {
+    let es = dtype.size();
+    let p = layouts.len();
+    let mut out = before.to_vec();
+    // Empty blocks may lie anywhere, even past the buffer: they touch nothing.
+    let mut put = |off: usize, data: &[u8]| {
+        if !data.is_empty() {
+            out[off * es..off * es + data.len()].copy_from_slice(data)
+        }
+    };
+    let bytes = |r: usize, off: usize, len: usize| match len {
+        0 => &[][..],
+        _ => &inputs[r][off * es..(off + len) * es],
+    };
+    match kind {
+        Collective::AllGatherV => {
+            let u = &layouts[rank];
+            for r in 0..p {
+                put(u.displs()[r], bytes(r, 0, u.counts()[r]));
+            }
+        }
+        Collective::ReduceScatterV => {
+            let (c, d) = (layouts[rank].counts()[rank], layouts[rank].displs()[rank]);
+            let parts = (0..p).map(|r| bytes(r, d, c).to_vec()).collect();
+            put(0, &reduce_bytes(dtype, op, parts));
+        }
+        Collective::AllToAllV => {
+            let me = &layouts[rank];
+            for (r, u) in layouts.iter().enumerate() {
+                let (c, d) = (u.counts()[rank], u.displs()[rank]);
+                put(me.recv_displs()[r], bytes(r, d, c));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// [`magnitudes`] for reduce-scatter-v: the bound of each element of `rank`'s block.
+pub fn magnitudes_uneven(
+    layouts: &[Uneven],
+    dtype: DataType,
+    op: ReduceOp,
+    inputs: &[Vec<u8>],
+    rank: usize,
+) -> Vec<f64> {
+    let u = &layouts[rank];
+    let spec = CollSpec {
+        kind: Collective::AllReduce,
+        world: layouts.len(),
+        count: u.counts()[rank],
+        root: 0,
+    };
+    let es = dtype.size();
+    let d = u.displs()[rank];
+    let blocks: Vec<Vec<u8>> = inputs
+        .iter()
+        .map(|i| match spec.count {
+            0 => Vec::new(),
+            n => i[d * es..(d + n) * es].to_vec(),
+        })
+        .collect();
+    magnitudes(&spec, dtype, op, &blocks, rank)
+}
+
+/// `input` (bytes of `dtype`) multiplied by `scalar` as a premul-sum's ranks multiply it
+/// (see [`crate::reduce::scalar::Arith::mul_scalar`]): the reference of a premul-sum is the
+/// sum of every rank's premultiplied input.
+pub fn premultiplied(dtype: DataType, input: &[u8], scalar: f64) -> Vec<u8> {
+    let mut out = vec![0u8; input.len()];
+    crate::reduce::scalar::premultiply(dtype, &mut out, input, scalar);
+    out
 }
 
 fn reduce_bytes(dtype: DataType, op: ReduceOp, parts: Vec<Vec<u8>>) -> Vec<u8> {

@@ -135,7 +135,10 @@ impl std::fmt::Display for DataType {
     }
 }
 
-/// A reduction operator. Discriminants are NCCL's `ncclRedOp_t` numbers.
+/// A reduction operator. Discriminants are NCCL's `ncclRedOp_t` numbers. Premul-sum (each
+/// rank multiplies its input by its own scalar, then the ranks sum) is not one of them: it
+/// is `Sum` with a scalar, see [`crate::Communicator::all_reduce_premul_sum`] and
+/// [`crate::RawExtra::premul`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ReduceOp {

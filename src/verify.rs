@@ -5,4 +5,7 @@
 //! wrong elements with [`count_wrong`], like nccl-tests' data check; tests and tools that
 //! run collectives through any interface can do the same.
 
-pub use crate::reference::{count_wrong, expected, magnitudes, test_input};
+pub use crate::reference::{
+    count_wrong, expected, expected_uneven, magnitudes, magnitudes_uneven, premultiplied,
+    test_input,
+};

@@ -179,7 +179,7 @@ proptest! {
     ) {
         let algo = AlgoId::all().nth(algo_i).unwrap();
         prop_assume!(algo.supports(kind));
-        let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) { root_pick % world } else { 0 };
+        let root = if kind.has_root() { root_pick % world } else { 0 };
         // hosts == 0: no topology (one host); otherwise that many fake hosts, cyclic placement.
         let order = if rank_order { RingOrder::Rank } else { RingOrder::Topology };
         let placed = (hosts > 0).then_some((hosts, order));
@@ -203,11 +203,7 @@ fn every_algorithm_and_collective_at_fixed_shapes() {
                 (7, 64, true),
                 (13, 29, false),
             ] {
-                let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) {
-                    world - 1
-                } else {
-                    0
-                };
+                let root = if kind.has_root() { world - 1 } else { 0 };
                 // Each dtype takes another copy path, so every shape meets all three.
                 for (dtype, op, copies) in [
                     (DataType::F32, ReduceOp::Sum, RING_CACHED),
@@ -249,11 +245,7 @@ fn every_dtype_op_algorithm_and_collective() {
                     if j > 0 && !kind.reduces() {
                         break; // the op does not matter to data movement
                     }
-                    let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) {
-                        2
-                    } else {
-                        0
-                    };
+                    let root = if kind.has_root() { 2 } else { 0 };
                     let case = Case {
                         kind,
                         dtype,
@@ -285,11 +277,7 @@ fn placed_ring_and_hierarchical_at_fixed_shapes() {
                 (7, 3, 64, false),
                 (6, 4, 29, true),
             ] {
-                let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) {
-                    world - 1
-                } else {
-                    0
-                };
+                let root = if kind.has_root() { world - 1 } else { 0 };
                 let case = Case {
                     kind,
                     dtype: DataType::F32,

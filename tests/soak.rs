@@ -290,7 +290,11 @@ fn prime(comms: &[(Option<AlgoId>, Communicator)], max_bytes: usize) {
     for (comm, (algo, _)) in comms.iter().enumerate() {
         for kind in KINDS {
             let chunks = match kind {
-                Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => WORLD,
+                Collective::AllGather
+                | Collective::ReduceScatter
+                | Collective::AllToAll
+                | Collective::Gather
+                | Collective::Scatter => WORLD,
                 _ => 1,
             };
             let (count, roots, layouts) = match kind {
@@ -298,7 +302,10 @@ fn prime(comms: &[(Option<AlgoId>, Communicator)], max_bytes: usize) {
                 _ if algo.is_some_and(|a| !a.supports(kind)) => continue,
                 Collective::Barrier => (0, 0..1, 1),
                 // A rank's part in a rooted call (and its scratch) depends on the root.
-                Collective::Broadcast | Collective::Reduce => (max_bytes / 8, 0..WORLD, 2),
+                Collective::Broadcast
+                | Collective::Reduce
+                | Collective::Gather
+                | Collective::Scatter => (max_bytes / 8 / chunks, 0..WORLD, 2),
                 _ => (max_bytes / chunks / 8, 0..1, 2),
             };
             for root in roots {

@@ -1,7 +1,7 @@
 /*
  * device_allreduce.c - ferrocoll from C on device memory, as NCCL is called: buffers from
  * cudaMalloc, a cudaStream_t, the collectives queued on it, then cudaStreamSynchronize;
- * all-reduce, all-gather, broadcast, reduce, a group of sends and receives, the default
+ * all-reduce, all-gather, broadcast, reduce, a group of sends and receives, gather, the default
  * stream, and host buffers beside them.
  * Run with FERROCOLL_DEVICE=cuda (NCCL inside the host, ferrocoll between hosts):
  *
@@ -117,6 +117,15 @@ int main(int argc, char **argv) {
     CUDA(cudaStreamSynchronize(s));
     for (int q = 0; q < nranks; q++)
         for (int i = 0; q != rank && i < M; i++) bad |= out[q * M + i] != q * 100000 + rank * 1000 + i;
+
+    /* Gather to the last rank: its dev_out becomes every rank's block `root` of src. */
+    CHECK(fcGather(dev_src + root * M, dev_out, M, fcInt32, root, comm, s));
+    if (rank == root) {
+        CUDA(cudaMemcpyAsync(out, dev_out, (size_t)nranks * M * sizeof *out, D2H, s));
+        CUDA(cudaStreamSynchronize(s));
+        for (int q = 0; q < nranks; q++)
+            for (int i = 0; i < M; i++) bad |= out[q * M + i] != q * 100000 + root * 1000 + i;
+    }
 
     /* A NULL stream on device buffers: the runtime tells device memory, the default stream
      * runs the call. */

@@ -92,7 +92,8 @@ typedef struct fcWork fcWork;
 typedef int fcDataType_t;
 
 // Reduction operator: an integer holding one of the `fc*` operator codes below (NCCL's
-// numbers). Any other value is refused with `fcInvalidArgument`.
+// numbers), or a premul-sum operator from `fcRedOpCreatePreMulSum` (`fcNumOps` and up, per
+// communicator). Any other value is refused with `fcInvalidArgument`.
 typedef int fcRedOp_t;
 
 // A communicator handle. It is an opaque token, never dereferenced: the library looks it up
@@ -109,6 +110,9 @@ typedef struct {
   // The encoded id.
   char internal[FC_UNIQUE_ID_BYTES];
 } fcUniqueId;
+
+// Where the scalar of `fcRedOpCreatePreMulSum` lives (NCCL's `ncclScalarResidence_t`).
+typedef int fcScalarResidence_t;
 
 // An asynchronous group's handle (`fcGroupEndAsync`): an opaque token, never dereferenced,
 // looked up among the live works.
@@ -179,6 +183,13 @@ typedef fcWork *fcWork_t;
 
 // Sum divided by the number of ranks (truncating for integers).
 #define fcAvg 4
+
+// In device memory, read when the collective runs: refused (premul-sum runs on host
+// buffers).
+#define fcScalarDevice 0
+
+// In host memory, read when the operator is created.
+#define fcScalarHostImmediate 1
 
 #ifdef __cplusplus
 extern "C" {
@@ -320,6 +331,105 @@ fcResult_t fcRecv(void *recvbuff,
 // Thread safety: as `fcAllReduce`.
 fcResult_t fcBarrier(fcComm_t comm,
                      void *stream);
+
+// Gather: rank `root`'s `recvbuff` (`nranks × count` elements) becomes every rank's
+// `sendbuff` (`count` elements) in rank order; `recvbuff` is only written on the root and
+// may be NULL elsewhere. In place when, on the root, `sendbuff == recvbuff + root * count`.
+//
+// Thread safety: as `fcAllReduce`.
+//
+// # Safety
+// `sendbuff` must be valid for reads of `count` elements, and on the root `recvbuff` for
+// writes of `nranks × count`, until the call returns (inside a group: `fcGroupEnd`).
+fcResult_t fcGather(const void *sendbuff,
+                    void *recvbuff,
+                    size_t count,
+                    fcDataType_t datatype,
+                    int root,
+                    fcComm_t comm,
+                    void *stream);
+
+// Scatter: every rank's `recvbuff` (`count` elements) becomes block `rank` of rank `root`'s
+// `sendbuff` (`nranks × count` elements, only read on the root and may be NULL elsewhere).
+// In place when, on the root, `recvbuff == sendbuff + root * count`.
+//
+// Thread safety: as `fcAllReduce`.
+//
+// # Safety
+// On the root `sendbuff` must be valid for reads of `nranks × count` elements, and
+// everywhere `recvbuff` for writes of `count`, until the call returns (inside a group:
+// `fcGroupEnd`).
+fcResult_t fcScatter(const void *sendbuff,
+                     void *recvbuff,
+                     size_t count,
+                     fcDataType_t datatype,
+                     int root,
+                     fcComm_t comm,
+                     void *stream);
+
+// All-gather-v: rank `r` contributes `recvcounts[r]` elements (its `sendbuff`, with
+// `sendcount == recvcounts[rank]`), and every rank's `recvbuff` holds them at element
+// `displs[r]` (packed in rank order when `displs` is NULL). Elements of `recvbuff` outside
+// the blocks are not written. In place when `sendbuff == recvbuff + displs[rank]`.
+//
+// Thread safety: as `fcAllReduce`.
+//
+// # Safety
+// `recvcounts` and (unless NULL) `displs` must be valid for reads of `nranks` elements;
+// `sendbuff` for reads of `sendcount` elements and `recvbuff` for writes of every block
+// until the call returns (inside a group: `fcGroupEnd`).
+fcResult_t fcAllGatherV(const void *sendbuff,
+                        size_t sendcount,
+                        void *recvbuff,
+                        const int64_t *recvcounts,
+                        const int64_t *displs,
+                        fcDataType_t datatype,
+                        fcComm_t comm,
+                        void *stream);
+
+// Reduce-scatter-v: rank `r`'s `recvbuff` (`recvcounts[r]` elements) becomes the reduction
+// (`op`, a premul-sum operator included) of every rank's block `r` of `sendbuff`, which lies
+// at element `displs[r]` (packed in rank order when `displs` is NULL). In place when
+// `recvbuff == sendbuff + displs[rank]`.
+//
+// Thread safety: as `fcAllReduce`.
+//
+// # Safety
+// `recvcounts` and (unless NULL) `displs` must be valid for reads of `nranks` elements;
+// `sendbuff` for reads of every block and `recvbuff` for writes of `recvcounts[rank]`
+// elements until the call returns (inside a group: `fcGroupEnd`).
+fcResult_t fcReduceScatterV(const void *sendbuff,
+                            void *recvbuff,
+                            const int64_t *recvcounts,
+                            const int64_t *displs,
+                            fcDataType_t datatype,
+                            fcRedOp_t op,
+                            fcComm_t comm,
+                            void *stream);
+
+// All-to-all-v (`MPI_Alltoallv`): this rank sends `sendcounts[j]` elements from element
+// `sdispls[j]` of `sendbuff` to rank `j`, and receives `recvcounts[j]` elements from rank
+// `j` at element `rdispls[j]` of `recvbuff` (packed in rank order where a displacement
+// array is NULL). Rank `j`'s `recvcounts[rank]` must equal this rank's `sendcounts[j]`
+// (different non-zero sizes are reported as `fcInvalidUsage`, mismatched calls), and
+// `sendcounts[rank] == recvcounts[rank]`. In place when `sendbuff == recvbuff`, which needs
+// equal send and receive counts and displacements.
+//
+// Thread safety: as `fcAllReduce`.
+//
+// # Safety
+// `sendcounts` and `recvcounts`, and unless NULL `sdispls` and `rdispls`, must be valid for
+// reads of `nranks` elements; `sendbuff` for reads of every send block and `recvbuff` for
+// writes of every receive block until the call returns (inside a group: `fcGroupEnd`).
+fcResult_t fcAllToAllV(const void *sendbuff,
+                       const int64_t *sendcounts,
+                       const int64_t *sdispls,
+                       void *recvbuff,
+                       const int64_t *recvcounts,
+                       const int64_t *rdispls,
+                       fcDataType_t datatype,
+                       fcComm_t comm,
+                       void *stream);
 
 // Writes the library version, `FC_VERSION_CODE` (major × 10000 + minor × 100 + patch), to
 // `*version`.
@@ -570,6 +680,32 @@ fcResult_t fcGroupStart(void);
 //
 // Thread safety: per thread, as `fcGroupStart`.
 fcResult_t fcGroupEnd(void);
+
+// Creates a premul-sum operator of `comm`: a collective called with `*op` multiplies each
+// rank's input by its own `*scalar` (an element of `datatype`), then sums. `residence`
+// must be `fcScalarHostImmediate` (the scalar is read now; `fcScalarDevice` is refused with
+// `fcInvalidUsage`). The operator is used with `datatype` only, on `comm` only, until
+// `fcRedOpDestroy`.
+//
+// Thread safety: safe from any thread.
+//
+// # Safety
+// `op` must be NULL or valid for a write of an `fcRedOp_t`; `scalar` NULL or valid for a
+// read of one element of `datatype`.
+fcResult_t fcRedOpCreatePreMulSum(fcRedOp_t *op,
+                                  void *scalar,
+                                  fcDataType_t datatype,
+                                  fcScalarResidence_t residence,
+                                  fcComm_t comm);
+
+// Destroys the premul-sum operator `op` of `comm`. Calls already issued (or queued in a
+// group) with it are not affected. A code that names no live premul-sum operator of `comm`
+// (a built-in operator, one destroyed already, another communicator's) is refused with
+// `fcInvalidArgument`.
+//
+// Thread safety: safe from any thread.
+fcResult_t fcRedOpDestroy(fcRedOp_t op,
+                          fcComm_t comm);
 
 // Ends a group like `fcGroupEnd`, but returns as soon as its calls are issued: `*work`
 // completes when every one of them has. The buffers of the group's calls must stay valid

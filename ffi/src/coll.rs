@@ -11,7 +11,7 @@
 use std::ffi::c_void;
 use std::os::raw::c_int;
 
-use fc::{Collective, DataType, RawCall, ReduceOp};
+use fc::{Collective, DataType, RawCall, RawExtra, ReduceOp};
 
 use crate::boundary::{guard, non_negative, Failure};
 use crate::group;
@@ -20,16 +20,18 @@ use crate::types::fcResult_t;
 use crate::types::*;
 
 /// One call as the C caller gave it.
-struct Args {
-    kind: Collective,
-    send: *const c_void,
-    recv: *mut c_void,
-    count: usize,
-    datatype: fcDataType_t,
+pub(crate) struct Args {
+    pub(crate) kind: Collective,
+    pub(crate) send: *const c_void,
+    pub(crate) recv: *mut c_void,
+    pub(crate) count: usize,
+    pub(crate) datatype: fcDataType_t,
     /// The operator, for the calls that reduce.
-    op: Option<fcRedOp_t>,
-    /// The root (broadcast, reduce) or the peer (send, recv).
-    root: Option<c_int>,
+    pub(crate) op: Option<fcRedOp_t>,
+    /// The root (broadcast, reduce, gather, scatter) or the peer (send, recv).
+    pub(crate) root: Option<c_int>,
+    /// The uneven collectives' layout (the premul-sum scalar is found from `op`).
+    pub(crate) extra: RawExtra,
 }
 
 /// Checks `a` and runs it (or queues it inside a group).
@@ -38,14 +40,21 @@ struct Args {
 /// The buffers must be valid for the reads and writes the collective makes on this rank
 /// (`count` elements, scaled by the number of ranks where the collective says so) until the
 /// call returns, or inside a group until `fcGroupEnd` returns.
-unsafe fn issue(name: &str, comm: fcComm_t, stream: *mut c_void, a: Args) -> fcResult_t {
+pub(crate) unsafe fn issue(name: &str, comm: fcComm_t, stream: *mut c_void, a: Args) -> fcResult_t {
     guard(name, || {
         let c = registry::get(comm)?;
         let dtype = DataType::from_code(a.datatype.into())
             .ok_or_else(|| Failure::from(fc::Error::InvalidDataType(a.datatype.into())))?;
+        let mut extra = a.extra;
         let op = match a.op {
-            Some(o) => ReduceOp::from_code(o.into())
-                .ok_or_else(|| Failure::from(fc::Error::InvalidReduceOp(o.into())))?,
+            Some(o) => match ReduceOp::from_code(o.into()) {
+                Some(op) => op,
+                // A premul-sum operator of this communicator, made for this data type.
+                None => {
+                    extra.premul = Some(crate::redop::scalar_of(comm, o, dtype)?);
+                    ReduceOp::Sum
+                }
+            },
             None => ReduceOp::Sum,
         };
         let root = match a.root {
@@ -55,9 +64,11 @@ unsafe fn issue(name: &str, comm: fcComm_t, stream: *mut c_void, a: Args) -> fcR
         // The core checks count × element size; the per-rank chunk collectives also scale
         // by the world size, which is checked here first so that it cannot overflow.
         let scale = match a.kind {
-            Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => {
-                c.world_size()
-            }
+            Collective::AllGather
+            | Collective::ReduceScatter
+            | Collective::AllToAll
+            | Collective::Gather
+            | Collective::Scatter => c.world_size(),
             _ => 1,
         };
         let fits = a
@@ -89,16 +100,23 @@ unsafe fn issue(name: &str, comm: fcComm_t, stream: *mut c_void, a: Args) -> fcR
             root,
         };
         if !stream.is_null() || crate::device::detect(&c, &[call.input, a.recv as *const c_void])? {
+            if extra != RawExtra::default() {
+                return Err(Failure::usage(format!(
+                    "{} on device buffers is not supported yet (premul-sum and the uneven \
+                     collectives run on host buffers: pass stream NULL)",
+                    a.kind.name()
+                )));
+            }
             // SAFETY: the caller's contract: device buffers valid until the stream has run
             // (NULL: the default stream).
             return unsafe { crate::device::issue(comm, &c, call, stream) };
         }
         if group::active() {
-            group::push(c, call);
+            group::push(c, call, extra);
             return Ok(());
         }
         // SAFETY: the caller's contract: the buffers are valid for this call until it returns.
-        unsafe { c.collective_raw(call) }?;
+        unsafe { c.collective_raw_with(call, &extra) }?;
         Ok(())
     })
 }
@@ -130,6 +148,7 @@ pub unsafe extern "C" fn fcAllReduce(
         datatype,
         op: Some(op),
         root: None,
+        extra: RawExtra::default(),
     };
     // SAFETY: forwarded contract.
     unsafe { issue("fcAllReduce", comm, stream, a) }
@@ -161,6 +180,7 @@ pub unsafe extern "C" fn fcAllGather(
         datatype,
         op: None,
         root: None,
+        extra: RawExtra::default(),
     };
     // SAFETY: forwarded contract.
     unsafe { issue("fcAllGather", comm, stream, a) }
@@ -193,6 +213,7 @@ pub unsafe extern "C" fn fcReduceScatter(
         datatype,
         op: Some(op),
         root: None,
+        extra: RawExtra::default(),
     };
     // SAFETY: forwarded contract.
     unsafe { issue("fcReduceScatter", comm, stream, a) }
@@ -224,6 +245,7 @@ pub unsafe extern "C" fn fcBroadcast(
         datatype,
         op: None,
         root: Some(root),
+        extra: RawExtra::default(),
     };
     // SAFETY: forwarded contract.
     unsafe { issue("fcBroadcast", comm, stream, a) }
@@ -256,6 +278,7 @@ pub unsafe extern "C" fn fcReduce(
         datatype,
         op: Some(op),
         root: Some(root),
+        extra: RawExtra::default(),
     };
     // SAFETY: forwarded contract.
     unsafe { issue("fcReduce", comm, stream, a) }
@@ -287,6 +310,7 @@ pub unsafe extern "C" fn fcAllToAll(
         datatype,
         op: None,
         root: None,
+        extra: RawExtra::default(),
     };
     // SAFETY: forwarded contract.
     unsafe { issue("fcAllToAll", comm, stream, a) }
@@ -332,6 +356,7 @@ pub unsafe extern "C" fn fcSend(
         datatype,
         op: None,
         root: Some(peer),
+        extra: RawExtra::default(),
     };
     // SAFETY: forwarded contract.
     unsafe { issue("fcSend", comm, stream, a) }
@@ -361,6 +386,7 @@ pub unsafe extern "C" fn fcRecv(
         datatype,
         op: None,
         root: Some(peer),
+        extra: RawExtra::default(),
     };
     // SAFETY: forwarded contract (no send buffer).
     unsafe { issue("fcRecv", comm, stream, a) }
@@ -382,6 +408,7 @@ pub extern "C" fn fcBarrier(comm: fcComm_t, stream: *mut c_void) -> fcResult_t {
         datatype: fcUint8,
         op: None,
         root: None,
+        extra: RawExtra::default(),
     };
     // SAFETY: a barrier touches no buffer.
     unsafe { issue("fcBarrier", comm, stream, a) }

@@ -209,6 +209,7 @@ pub extern "C" fn fcCommDestroy(comm: fcComm_t) -> fcResult_t {
         drop(registry::remove(comm)?);
         crate::compress::forget(comm);
         crate::device::forget(comm, false);
+        crate::redop::forget(comm);
         Ok(())
     })
 }
@@ -224,6 +225,7 @@ pub extern "C" fn fcCommAbort(comm: fcComm_t) -> fcResult_t {
         c.abort();
         crate::compress::forget(comm);
         crate::device::forget(comm, true);
+        crate::redop::forget(comm);
         Ok(())
     })
 }

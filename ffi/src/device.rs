@@ -132,11 +132,13 @@ pub(crate) unsafe fn issue(
             // The core tells a send by its NULL output.
             Collective::SendRecv if o.is_null() => d.send(b(i), n, t, root, stream)?,
             Collective::SendRecv => d.recv(b(o), n, t, root, stream)?,
-            k => {
-                return Err(Failure::usage(format!(
-                    "{} takes no buffers: call it with a NULL stream",
-                    k.name()
-                )))
+            _ => {
+                // Gather and scatter: staged through host memory whole, as in a group.
+                drop(d);
+                let mut call = call;
+                let staged = stage(h, c, &mut call, stream)?;
+                c.collective_raw(call)?;
+                return staged.finish();
             }
         }
     }
@@ -178,6 +180,8 @@ pub(crate) unsafe fn stage(
         Collective::AllToAll => (w * n, w * n),
         Collective::SendRecv if sending => (n, 0),
         Collective::SendRecv => (0, n),
+        Collective::Gather => (n, if me == call.root { w * n } else { 0 }),
+        Collective::Scatter => (if me == call.root { w * n } else { 0 }, n),
         k => {
             return Err(Failure::usage(format!(
                 "{} takes no buffers: call it with a NULL stream",
@@ -185,6 +189,7 @@ pub(crate) unsafe fn stage(
             )))
         }
     };
+    // Only the root's reduce result is the caller's (elsewhere `recvbuff` may be NULL).
     let back = outs > 0 && (call.kind != Collective::Reduce || me == call.root);
     let (input, output, dst) = {
         let g = lock(&d);

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use fc::{Collective, Communicator, RawCall};
+use fc::{Collective, Communicator, RawCall, RawExtra};
 
 use crate::boundary::{guard, Failure};
 use crate::registry;
@@ -29,11 +29,14 @@ type Init = (
     Box<dyn FnOnce() -> fc::Result<Communicator> + Send>,
 );
 
+/// A call queued for the group's end.
+type Call = (Arc<Communicator>, RawCall, RawExtra);
+
 #[derive(Default)]
 struct Group {
     depth: usize,
     inits: Vec<Init>,
-    calls: Vec<(Arc<Communicator>, RawCall)>,
+    calls: Vec<Call>,
     /// The calls on device buffers: their place in `calls`, handle and stream.
     device: Vec<(usize, fcComm_t, *mut c_void)>,
 }
@@ -47,9 +50,9 @@ pub(crate) fn active() -> bool {
     GROUP.with(|g| g.borrow().depth > 0)
 }
 
-/// Queues a checked call for the group's end.
-pub(crate) fn push(comm: Arc<Communicator>, call: RawCall) {
-    GROUP.with(|g| g.borrow_mut().calls.push((comm, call)));
+/// Queues a call (with its uneven layout or premul-sum scalar) for the group's end.
+pub(crate) fn push(comm: Arc<Communicator>, call: RawCall, extra: RawExtra) {
+    GROUP.with(|g| g.borrow_mut().calls.push((comm, call, extra)));
 }
 
 /// Queues a checked call on device buffers: at the group's end it is staged through host
@@ -63,7 +66,7 @@ pub(crate) fn push_device(
     GROUP.with(|g| {
         let mut g = g.borrow_mut();
         let at = g.calls.len();
-        g.calls.push((comm, call));
+        g.calls.push((comm, call, RawExtra::default()));
         g.device.push((at, h, stream));
     });
 }
@@ -98,11 +101,7 @@ pub extern "C" fn fcGroupEnd() -> fcResult_t {
 }
 
 /// What the outermost end of a group runs.
-type Ended = (
-    Vec<Init>,
-    Vec<(Arc<Communicator>, RawCall)>,
-    Vec<(usize, fcComm_t, *mut c_void)>,
-);
+type Ended = (Vec<Init>, Vec<Call>, Vec<(usize, fcComm_t, *mut c_void)>);
 
 /// Leaves a group level; at the outermost, takes what the group queued.
 fn take(name: &str) -> Result<Option<Ended>, Failure> {
@@ -131,7 +130,7 @@ fn run_blocking((inits, mut calls, device): Ended) -> Result<(), Failure> {
     let first = init_all(inits);
     let mut staged = Vec::new();
     for (at, h, stream) in device {
-        let (comm, call) = &mut calls[at];
+        let (comm, call, _) = &mut calls[at];
         // SAFETY: the buffers were promised valid until the group's end returns.
         staged.push(unsafe { crate::device::stage(h, comm, call, stream) }?);
     }
@@ -206,7 +205,7 @@ fn init_all(inits: Vec<Init>) -> Result<(), Failure> {
     results.into_iter().collect()
 }
 
-fn run(calls: Vec<(Arc<Communicator>, RawCall)>) -> Result<(), Failure> {
+fn run(calls: Vec<Call>) -> Result<(), Failure> {
     let (works, mut first_err) = submit(calls);
     for w in works {
         if let Err(e) = w.wait() {
@@ -218,23 +217,24 @@ fn run(calls: Vec<(Arc<Communicator>, RawCall)>) -> Result<(), Failure> {
 
 /// Issues the calls in the group's order (see the module docs); stops at the first that
 /// cannot be issued, and returns the works issued with that failure.
-fn submit(calls: Vec<(Arc<Communicator>, RawCall)>) -> (Vec<fc::Work<()>>, Option<Failure>) {
+fn submit(calls: Vec<Call>) -> (Vec<fc::Work<()>>, Option<Failure>) {
     // Per communicator, in first-use order; a stable sort keeps same-key calls in order.
-    let mut per_comm: Vec<(Arc<Communicator>, Vec<RawCall>)> = Vec::new();
-    for (comm, call) in calls {
+    type Calls = Vec<(RawCall, RawExtra)>;
+    let mut per_comm: Vec<(Arc<Communicator>, Calls)> = Vec::new();
+    for (comm, call, extra) in calls {
         match per_comm.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &comm)) {
-            Some((_, v)) => v.push(call),
-            None => per_comm.push((comm, vec![call])),
+            Some((_, v)) => v.push((call, extra)),
+            None => per_comm.push((comm, vec![(call, extra)])),
         }
     }
     let mut works = Vec::new();
     let mut first_err: Option<Failure> = None;
     'submit: for (comm, mut v) in per_comm {
-        v.sort_by_key(|c| order_key(&comm, c));
-        for call in v {
+        v.sort_by_key(|(c, _)| order_key(&comm, c));
+        for (call, extra) in v {
             // SAFETY: the buffers were promised valid until the group's calls complete, and
             // every work is waited for (fcGroupEnd) or owned by an fcWork_t (fcGroupEndAsync).
-            match unsafe { comm.collective_raw_async(call) } {
+            match unsafe { comm.collective_raw_with_async(call, &extra) } {
                 Ok(w) => works.push(w),
                 Err(e) => {
                     first_err = Some(e.into());

@@ -15,6 +15,12 @@
 //! part is queued on the stream). `fcGroupStart`/`fcGroupEnd` queue calls and issue them
 //! together; `fcGroupEndAsync` issues them and returns an `fcWork_t` at once (`work.rs`).
 //!
+//! Beyond NCCL's collectives: `fcGather`/`fcScatter` (NCCL 2.28's shape), the uneven
+//! `fcAllGatherV`, `fcReduceScatterV` and `fcAllToAllV` (`coll_v.rs`, counts and
+//! displacements as `int64_t` arrays), and premul-sum operators
+//! (`fcRedOpCreatePreMulSum`/`fcRedOpDestroy`, `redop.rs`). Groups queue every collective,
+//! these included.
+//!
 //! Failures: a failed peer revokes the communicator on every survivor (`fcRemoteError`,
 //! "communicator revoked"); `fcCommShrink` makes a communicator of the survivors or of all
 //! but an exclusion list, and `fcCommGrow`/`fcCommJoin` admit replacements (`elastic.rs`).
@@ -23,20 +29,24 @@
 
 mod boundary;
 mod coll;
+mod coll_v;
 mod comm;
 mod compress;
 mod device;
 mod elastic;
 mod group;
+mod redop;
 mod registry;
 mod types;
 mod work;
 
 pub use coll::*;
+pub use coll_v::*;
 pub use comm::*;
 pub use compress::{fcAllReduceCompressed, fcCompressionReset};
 pub use elastic::*;
 pub use group::{fcGroupEnd, fcGroupStart};
+pub use redop::{fcRedOpCreatePreMulSum, fcRedOpDestroy};
 pub use types::*;
 pub use work::*;
 

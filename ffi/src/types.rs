@@ -76,7 +76,8 @@ pub const fcFloat8e5m2: fcDataType_t = 11;
 pub const fcNumTypes: c_int = 12;
 
 /// Reduction operator: an integer holding one of the `fc*` operator codes below (NCCL's
-/// numbers). Any other value is refused with `fcInvalidArgument`.
+/// numbers), or a premul-sum operator from `fcRedOpCreatePreMulSum` (`fcNumOps` and up, per
+/// communicator). Any other value is refused with `fcInvalidArgument`.
 pub type fcRedOp_t = c_int;
 /// Sum.
 pub const fcSum: fcRedOp_t = 0;
@@ -90,6 +91,14 @@ pub const fcMin: fcRedOp_t = 3;
 pub const fcAvg: fcRedOp_t = 4;
 /// Number of operators.
 pub const fcNumOps: c_int = 5;
+
+/// Where the scalar of `fcRedOpCreatePreMulSum` lives (NCCL's `ncclScalarResidence_t`).
+pub type fcScalarResidence_t = c_int;
+/// In device memory, read when the collective runs: refused (premul-sum runs on host
+/// buffers).
+pub const fcScalarDevice: fcScalarResidence_t = 0;
+/// In host memory, read when the operator is created.
+pub const fcScalarHostImmediate: fcScalarResidence_t = 1;
 
 /// Bytes of an `fcUniqueId` (as `NCCL_UNIQUE_ID_BYTES`).
 pub const FC_UNIQUE_ID_BYTES: usize = 128;

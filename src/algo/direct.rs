@@ -15,13 +15,20 @@
 //! - **All-to-all**: send chunk `j` to rank `j` and receive chunk `j` from it, every send
 //!   posted before any receive so that in-place calls read their data before it is replaced;
 //!   peers are visited in the order `r+1, r+2, …` so no rank is everyone's first target.
+//! - **Gather / scatter**: every rank sends its chunk to the root (the root sends chunk `j` to
+//!   rank `j`); the root's own chunk is a local copy.
+//! - **The uneven collectives** (all-gather-v, reduce-scatter-v, all-to-all-v): as their even
+//!   forms, with each block at its own size and displacement; empty blocks send nothing
+//!   (both ends know a block is empty: all-gather-v's and reduce-scatter-v's sizes are the
+//!   same on every rank, and all-to-all-v's sender and receiver agree by contract).
 //! - **Barrier**: dissemination — in round `k` send a one-byte token to `r + 2ᵏ` and receive
 //!   one from `r - 2ᵏ`; each round's send waits for the previous round's receive, so after
 //!   `⌈log₂ p⌉` rounds every rank has heard, transitively, from every other.
 
 use super::{rel, Algorithm};
 use crate::cost::{seg_cost, Net};
-use crate::schedule::{CollSpec, Collective, RankPlan, Region, Step};
+use crate::schedule::{CollSpec, Collective, RankPlan, Region, Step, Uneven};
+use crate::topology::Placement;
 
 /// The direct algorithm.
 pub struct Direct;
@@ -172,7 +179,126 @@ impl Algorithm for Direct {
                     scratch: rounds.max(1),
                 }
             }
-            Collective::SendRecv => RankPlan::default(),
+            Collective::Gather => {
+                let root = spec.root;
+                if r != root {
+                    return RankPlan {
+                        steps: vec![Step::Send {
+                            peer: root,
+                            src: Region::input(0, n),
+                        }],
+                        scratch: 0,
+                    };
+                }
+                let mut steps = vec![Step::Copy {
+                    src: Region::input(0, n),
+                    dst: Region::output(r * n, n),
+                }];
+                steps.extend(others.map(|j| Step::Recv {
+                    peer: j,
+                    dst: Region::output(j * n, n),
+                    with: None,
+                }));
+                RankPlan { steps, scratch: 0 }
+            }
+            Collective::Scatter => {
+                let root = spec.root;
+                if r != root {
+                    return RankPlan {
+                        steps: vec![Step::Recv {
+                            peer: root,
+                            dst: Region::output(0, n),
+                            with: None,
+                        }],
+                        scratch: 0,
+                    };
+                }
+                let mut steps = vec![Step::Copy {
+                    src: Region::input(r * n, n),
+                    dst: Region::output(0, n),
+                }];
+                steps.extend(others.map(|j| Step::Send {
+                    peer: j,
+                    src: Region::input(j * n, n),
+                }));
+                RankPlan { steps, scratch: 0 }
+            }
+            // Planned by `plan_uneven`.
+            Collective::SendRecv
+            | Collective::AllGatherV
+            | Collective::ReduceScatterV
+            | Collective::AllToAllV => RankPlan::default(),
+        }
+    }
+
+    fn plan_uneven(&self, spec: &CollSpec, u: &Uneven, rank: usize, _: &Placement) -> RankPlan {
+        let (p, r) = (spec.world, rank);
+        let (c, d) = (u.counts(), u.displs());
+        let others = (1..p).map(|k| rel(r, k as isize, p));
+        match spec.kind {
+            Collective::AllGatherV => {
+                let mut steps = Vec::new();
+                if c[r] > 0 {
+                    steps.push(Step::Copy {
+                        src: Region::input(0, c[r]),
+                        dst: Region::output(d[r], c[r]),
+                    });
+                    steps.extend(others.clone().map(|j| Step::Send {
+                        peer: j,
+                        src: Region::input(0, c[r]),
+                    }));
+                }
+                steps.extend(others.filter(|&j| c[j] > 0).map(|j| Step::Recv {
+                    peer: j,
+                    dst: Region::output(d[j], c[j]),
+                    with: None,
+                }));
+                RankPlan { steps, scratch: 0 }
+            }
+            Collective::ReduceScatterV => {
+                let mut steps: Vec<Step> = others
+                    .filter(|&j| c[j] > 0)
+                    .map(|j| Step::Send {
+                        peer: j,
+                        src: Region::input(d[j], c[j]),
+                    })
+                    .collect();
+                if c[r] > 0 {
+                    let own = Region::input(d[r], c[r]);
+                    fold(&mut steps, p, r, |_| own, Region::output(0, c[r]));
+                }
+                RankPlan {
+                    steps,
+                    scratch: c[r],
+                }
+            }
+            Collective::AllToAllV => {
+                let (rc, rd) = (u.recv_counts(), u.recv_displs());
+                let mut steps = Vec::new();
+                if c[r] > 0 {
+                    steps.push(Step::Copy {
+                        src: Region::input(d[r], c[r]),
+                        dst: Region::output(rd[r], c[r]),
+                    });
+                }
+                steps.extend(others.filter(|&j| c[j] > 0).map(|j| Step::Send {
+                    peer: j,
+                    src: Region::input(d[j], c[j]),
+                }));
+                // Receive in the mirrored order r-1, r-2, ...: the peer that sends to us first.
+                steps.extend(
+                    (1..p)
+                        .map(|k| rel(r, -(k as isize), p))
+                        .filter(|&j| rc[j] > 0)
+                        .map(|j| Step::Recv {
+                            peer: j,
+                            dst: Region::output(rd[j], rc[j]),
+                            with: None,
+                        }),
+                );
+                RankPlan { steps, scratch: 0 }
+            }
+            _ => RankPlan::default(),
         }
     }
 
@@ -280,13 +406,15 @@ fn price(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
         Collective::AllReduce => all_to_all(bytes) + pf * net.pass_time(bytes),
         Collective::AllGather | Collective::AllToAll => all_to_all(bytes),
         Collective::ReduceScatter => all_to_all(bytes) + (pf - 1.0) * net.reduce_time(bytes),
-        Collective::Broadcast | Collective::Reduce => {
+        // Gather and scatter move one chunk per rank, as reduce and broadcast move the
+        // buffer, without the reductions.
+        Collective::Broadcast | Collective::Reduce | Collective::Gather | Collective::Scatter => {
             let rh = t.host_of(spec.root);
             let remote = pf - k[rh];
             let mut out = vec![0.0; k.len()];
             let mut inn = vec![0.0; k.len()];
-            // Flows leave the root's host (broadcast) or enter it (reduce).
-            let (from, to) = if spec.kind == Collective::Broadcast {
+            // Flows leave the root's host (broadcast, scatter) or enter it (reduce, gather).
+            let (from, to) = if matches!(spec.kind, Collective::Broadcast | Collective::Scatter) {
                 (&mut out, &mut inn)
             } else {
                 (&mut inn, &mut out)
@@ -311,6 +439,9 @@ fn price(net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
             let rounds = pf.log2().ceil();
             rounds * net.round(&net.ring_edges(), 1.0)
         }
-        Collective::SendRecv => return None,
+        Collective::SendRecv
+        | Collective::AllGatherV
+        | Collective::ReduceScatterV
+        | Collective::AllToAllV => return None,
     })
 }

@@ -18,9 +18,11 @@ pub mod tree;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod uneven_tests;
 
 use crate::cost::Net;
-use crate::schedule::{CollSpec, Collective, RankPlan};
+use crate::schedule::{CollSpec, Collective, RankPlan, Uneven};
 use crate::topology::Placement;
 
 /// A way to run collectives.
@@ -41,6 +43,22 @@ pub trait Algorithm: Sync {
     fn plan_on(&self, spec: &CollSpec, rank: usize, place: &Placement) -> RankPlan {
         let _ = place;
         self.plan(spec, rank)
+    }
+
+    /// The plan of `rank` for an uneven collective (`spec.kind.is_uneven()`) whose layout on
+    /// this rank is `uneven` (all-gather-v's and reduce-scatter-v's are the same on every
+    /// rank; all-to-all-v's is this rank's own), on a cluster placed as `place`. Only called
+    /// when [`Algorithm::supports`] holds for `spec.kind`, with `uneven.world() ==
+    /// spec.world`; an algorithm that supports no uneven collective keeps this default.
+    fn plan_uneven(
+        &self,
+        spec: &CollSpec,
+        uneven: &Uneven,
+        rank: usize,
+        place: &Placement,
+    ) -> RankPlan {
+        let _ = (spec, uneven, rank, place);
+        RankPlan::default()
     }
 
     /// Predicted seconds of this algorithm's plan for `spec` on `net`, where one rank's
@@ -86,7 +104,8 @@ impl AlgoId {
 
 /// Predicted seconds of `algo` for `spec` with elements of `esize` bytes and segments of
 /// `seg` bytes on `net`; `None` when the algorithm does not implement the collective. A
-/// world of one rank costs one message overhead, whatever the algorithm.
+/// world of one rank costs one message overhead, whatever the algorithm. An uneven
+/// collective is priced as its even form with the same total (see [`even_form`]).
 pub fn predict(
     algo: &dyn Algorithm,
     net: &Net,
@@ -100,8 +119,36 @@ pub fn predict(
     if spec.world <= 1 {
         return Some(net.overhead());
     }
+    let even = even_form(spec);
+    let spec = &even;
     let net = net.for_call(spec, esize);
     algo.cost(&net, spec, (spec.count * esize) as f64, seg)
+}
+
+/// The even collective an uneven one is priced as: all-gather and reduce-scatter with the
+/// total spread evenly over the ranks, all-to-all with nothing known of the sizes (each rank
+/// knows only its own). Other shapes are returned as they are. The uneven collectives'
+/// prices choose among the algorithms that implement them; they are not fitted.
+pub fn even_form(spec: &CollSpec) -> CollSpec {
+    let per_rank = spec.count.div_ceil(spec.world.max(1));
+    match spec.kind {
+        Collective::AllGatherV => CollSpec {
+            kind: Collective::AllGather,
+            count: per_rank,
+            ..*spec
+        },
+        Collective::ReduceScatterV => CollSpec {
+            kind: Collective::ReduceScatter,
+            count: per_rank,
+            ..*spec
+        },
+        Collective::AllToAllV => CollSpec {
+            kind: Collective::AllToAll,
+            count: per_rank,
+            ..*spec
+        },
+        _ => *spec,
+    }
 }
 
 /// The registry: one line per algorithm. Order matters twice: it is the [`AlgoId`], and the

@@ -18,6 +18,10 @@
 //! - **All-reduce** = reduce-scatter (rank `r` ends with chunk `r+1`, accumulated straight
 //!   into the output) followed by all-gather: `2(p-1)/p` of the buffer crosses each link.
 //! - **Broadcast / reduce**: a pipelined chain from (to) the root.
+//! - **All-gather-v / reduce-scatter-v**: as all-gather and reduce-scatter, each rank's block
+//!   at its own size and displacement; a step whose block is empty sends and receives nothing
+//!   (both ends know, the sizes being the same on every rank). Reduce-scatter-v's two scratch
+//!   slots hold the largest block.
 //!
 //! Each chunk of a reduction is combined along one fixed path, and every other rank copies
 //! the result, so all ranks hold bit-identical data.
@@ -30,7 +34,7 @@
 
 use super::{rel, Algorithm};
 use crate::cost::{seg_cost, Net};
-use crate::schedule::{chunk, CollSpec, Collective, RankPlan, Region, Step};
+use crate::schedule::{chunk, CollSpec, Collective, RankPlan, Region, Step, Uneven};
 use crate::topology::Placement;
 
 /// A ring order seen from one rank: its position, and the rank at any other position.
@@ -63,6 +67,8 @@ impl Algorithm for Ring {
                 | Collective::ReduceScatter
                 | Collective::Broadcast
                 | Collective::Reduce
+                | Collective::AllGatherV
+                | Collective::ReduceScatterV
         )
     }
 
@@ -77,8 +83,114 @@ impl Algorithm for Ring {
         plan_in(spec, rank, Some((&place.ring, &place.pos)))
     }
 
+    fn plan_uneven(&self, spec: &CollSpec, u: &Uneven, rank: usize, place: &Placement) -> RankPlan {
+        let p = spec.world;
+        let ring = (place.world() == p && !place.ring_is_rank_order()).then_some(&place.ring);
+        let o = Order {
+            ring: ring.map(Vec::as_slice),
+            p,
+        };
+        let me = if ring.is_some() {
+            place.pos[rank]
+        } else {
+            rank
+        };
+        match spec.kind {
+            Collective::AllGatherV => all_gather_v(&o, u, me),
+            Collective::ReduceScatterV => reduce_scatter_v(&o, u, me),
+            _ => RankPlan::default(),
+        }
+    }
+
     fn cost(&self, net: &Net, spec: &CollSpec, bytes: f64, seg: usize) -> Option<f64> {
         price(net, spec, bytes, seg)
+    }
+}
+
+/// All-gather-v at position `r`: the block of the rank at position `r - s` goes right at
+/// step `s`.
+fn all_gather_v(o: &Order, u: &Uneven, r: usize) -> RankPlan {
+    let p = o.p;
+    let (c, d) = (u.counts(), u.displs());
+    let (right, left) = (o.at(rel(r, 1, p)), o.at(rel(r, -1, p)));
+    let me = o.at(r);
+    let block = |q: usize| Region::output(d[q], c[q]);
+    let mut steps = Vec::new();
+    if c[me] > 0 {
+        steps.push(Step::Copy {
+            src: Region::input(0, c[me]),
+            dst: block(me),
+        });
+    }
+    for s in 0..p - 1 {
+        let sc = o.at(rel(r, -(s as isize), p));
+        let rc = o.at(rel(r, -(s as isize) - 1, p));
+        if c[sc] > 0 {
+            let src = if s == 0 {
+                Region::input(0, c[me])
+            } else {
+                block(sc)
+            };
+            steps.push(Step::Send { peer: right, src });
+        }
+        if c[rc] > 0 {
+            steps.push(Step::Recv {
+                peer: left,
+                dst: block(rc),
+                with: None,
+            });
+        }
+    }
+    RankPlan { steps, scratch: 0 }
+}
+
+/// Reduce-scatter-v at position `r`: the partial sum of the block of the rank at position
+/// `r - s - 1` goes right at step `s`; two scratch slots of the largest block alternate.
+fn reduce_scatter_v(o: &Order, u: &Uneven, r: usize) -> RankPlan {
+    let p = o.p;
+    let (c, d) = (u.counts(), u.displs());
+    let (right, left) = (o.at(rel(r, 1, p)), o.at(rel(r, -1, p)));
+    let me = o.at(r);
+    if p == 1 {
+        let mut steps = Vec::new();
+        if c[me] > 0 {
+            steps.push(Step::Copy {
+                src: Region::input(d[me], c[me]),
+                dst: Region::output(0, c[me]),
+            });
+        }
+        return RankPlan { steps, scratch: 0 };
+    }
+    let m = c.iter().copied().max().unwrap_or(0);
+    let slot = |s: usize, len: usize| Region::scratch((s % 2) * m, len);
+    let mut steps = Vec::new();
+    for s in 0..p - 1 {
+        let sc = o.at(rel(r, -(s as isize) - 1, p));
+        let rc = o.at(rel(r, -(s as isize) - 2, p));
+        if c[sc] > 0 {
+            let src = if s == 0 {
+                Region::input(d[sc], c[sc])
+            } else {
+                slot(s - 1, c[sc])
+            };
+            steps.push(Step::Send { peer: right, src });
+        }
+        if c[rc] > 0 {
+            let dst = if s == p - 2 {
+                Region::output(0, c[rc])
+            } else {
+                slot(s, c[rc])
+            };
+            steps.push(Step::Recv {
+                peer: left,
+                dst,
+                with: Some(Region::input(d[rc], c[rc])),
+            });
+        }
+    }
+    RankPlan {
+        steps,
+        scratch: if p > 2 { 2 * m } else { 0 },
     }
 }
 

@@ -43,7 +43,7 @@ pub(crate) fn check_on(
                 .unwrap_or_else(|e| panic!("{} {:?} in_place={in_place}: {e}", algo.name(), spec));
             for (r, out) in outs.iter().enumerate() {
                 let want = expected(&spec, dtype, op, &inputs, r);
-                if spec.kind == Collective::Reduce && r != spec.root
+                if matches!(spec.kind, Collective::Reduce | Collective::Gather) && r != spec.root
                     || spec.kind == Collective::Barrier
                 {
                     continue;
@@ -85,11 +85,7 @@ fn every_algorithm_matches_the_reference() {
             }
             for &world in &worlds {
                 for &count in &counts {
-                    let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) {
-                        world / 2
-                    } else {
-                        0
-                    };
+                    let root = if kind.has_root() { world / 2 } else { 0 };
                     let spec = CollSpec {
                         kind,
                         world,
@@ -125,11 +121,7 @@ fn every_algorithm_on_placed_clusters() {
                         continue;
                     }
                     for count in [0usize, 1, 7, 24] {
-                        let root = if matches!(kind, Collective::Broadcast | Collective::Reduce) {
-                            world - 1
-                        } else {
-                            0
-                        };
+                        let root = if kind.has_root() { world - 1 } else { 0 };
                         let spec = CollSpec {
                             kind,
                             world,

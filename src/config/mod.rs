@@ -518,6 +518,7 @@ impl Config {
             let (coll, name) = (coll.trim(), name.trim());
             let kind = Collective::COLLECTIVES
                 .into_iter()
+                .chain(Collective::UNEVEN)
                 .find(|k| k.name() == coll)
                 .ok_or_else(|| {
                     bad(

@@ -47,6 +47,20 @@ pub(crate) struct Call {
     pub header: OpHeader,
     /// For send/recv: the peer, and whether this side sends.
     pub p2p: Option<(usize, bool)>,
+    /// The layout of an uneven collective (checked against the world and the kind).
+    pub uneven: Option<Arc<crate::schedule::Uneven>>,
+    /// A premul-sum's scalar (the op is then `Sum`).
+    pub premul: Option<f64>,
+}
+
+impl Call {
+    /// Whether this rank moves nothing in the call (it then completes at once).
+    fn moves_nothing(&self) -> bool {
+        match &self.uneven {
+            Some(u) if self.spec.kind.is_uneven() => u.moves_nothing(self.spec.kind),
+            _ => self.spec.kind != Collective::Barrier && self.spec.count == 0,
+        }
+    }
 }
 
 // SAFETY: the pointers are only dereferenced by the engine while the job runs, and the
@@ -414,7 +428,7 @@ impl Shared {
         if let Some(f) = lock(&self.failure).clone() {
             return Err(Shared::later_error(&f));
         }
-        if call.spec.kind != Collective::Barrier && call.spec.count == 0 {
+        if call.moves_nothing() {
             return Ok(());
         }
         let es = call.dtype.size();
@@ -424,6 +438,8 @@ impl Shared {
             op: call.op,
             in_place: call.in_place,
             p2p: call.p2p,
+            uneven: call.uneven.clone(),
+            premul: call.premul.is_some(),
         })?;
         self.fr
             .started(fr_id, inner.planner.last_algorithm(), &prep);
@@ -442,6 +458,7 @@ impl Shared {
             header: call.header,
             dtype: call.dtype,
             op: call.op,
+            premul: call.premul.unwrap_or(1.0),
             timeout: self.cfg.timeout,
             spin: self.cfg.spin,
             yield_idle: self.cfg.yield_when_idle.unwrap_or(false),

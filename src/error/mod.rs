@@ -94,6 +94,73 @@ pub enum Error {
     /// An element count too large to address in bytes.
     #[error("count {0} is too large")]
     CountTooLarge(usize),
+    /// A per-rank array of an uneven collective without one entry per rank.
+    #[error("{array} has {got} entries for a world of {world} ranks")]
+    CountsLength {
+        /// The array (`counts`, `displs`, `send_counts`, ...).
+        array: &'static str,
+        /// Entries given.
+        got: usize,
+        /// The world size.
+        world: usize,
+    },
+    /// A block of an uneven collective (displacement + count) that ends past what a buffer
+    /// can address, or past the buffer given.
+    #[error("block {index} of {array} ends out of range")]
+    BlockOutOfRange {
+        /// The array whose entry is out of range.
+        array: &'static str,
+        /// The rank whose block it is.
+        index: usize,
+    },
+    /// Two non-empty blocks of one buffer of an uneven collective overlap.
+    #[error("the blocks of ranks {a} and {b} overlap ({array})")]
+    BlocksOverlap {
+        /// The displacements array.
+        array: &'static str,
+        /// The lower rank.
+        a: usize,
+        /// The higher rank.
+        b: usize,
+    },
+    /// All-gather-v's send count differs from this rank's entry of the counts, or
+    /// all-to-all-v's send count to this rank itself from its receive count from itself.
+    #[error(
+        "send count {sendcount} of rank {rank} differs from the count received from it \
+         ({expected})"
+    )]
+    SendCountMismatch {
+        /// The send count given.
+        sendcount: usize,
+        /// This rank.
+        rank: usize,
+        /// Its entry of the counts.
+        expected: usize,
+    },
+    /// An uneven collective called without its layout, or a layout given to another
+    /// collective or for another world size.
+    #[error("{collective} needs an uneven layout for {world} ranks (and only uneven collectives take one)")]
+    LayoutMismatch {
+        /// The collective called.
+        collective: Collective,
+        /// The world size.
+        world: usize,
+    },
+    /// An in-place all-to-all-v whose send layout differs from its receive layout (in place,
+    /// each block is sent from and received into the same place, as with `MPI_IN_PLACE`).
+    #[error("in-place all-to-all-v needs equal send and receive counts and displacements")]
+    InPlaceLayout,
+    /// A premul-sum scalar on a collective that does not reduce, or with an operator other
+    /// than sum (premul-sum multiplies each input by the scalar, then sums).
+    #[error(
+        "premul-sum applies to the reducing collectives with op sum, not {collective} with {op}"
+    )]
+    PreMulSumMisuse {
+        /// The collective called.
+        collective: Collective,
+        /// The operator given.
+        op: crate::types::ReduceOp,
+    },
     /// A forced algorithm that does not implement the collective.
     #[error("algorithm {algo} is not supported for {collective}")]
     AlgoNotSupported {
@@ -301,6 +368,13 @@ impl Error {
             | Error::NullPointer(_)
             | Error::Indivisible { .. }
             | Error::CountTooLarge(_)
+            | Error::CountsLength { .. }
+            | Error::BlockOutOfRange { .. }
+            | Error::BlocksOverlap { .. }
+            | Error::SendCountMismatch { .. }
+            | Error::LayoutMismatch { .. }
+            | Error::PreMulSumMisuse { .. }
+            | Error::InPlaceLayout
             | Error::InvalidUniqueId(_)
             | Error::Config { .. }
             | Error::InvalidCodec { .. }
@@ -369,6 +443,38 @@ impl Error {
             },
             NullPointer(w) => NullPointer(w),
             CountTooLarge(c) => CountTooLarge(*c),
+            CountsLength { array, got, world } => CountsLength {
+                array,
+                got: *got,
+                world: *world,
+            },
+            BlockOutOfRange { array, index } => BlockOutOfRange {
+                array,
+                index: *index,
+            },
+            BlocksOverlap { array, a, b } => BlocksOverlap {
+                array,
+                a: *a,
+                b: *b,
+            },
+            SendCountMismatch {
+                sendcount,
+                rank,
+                expected,
+            } => SendCountMismatch {
+                sendcount: *sendcount,
+                rank: *rank,
+                expected: *expected,
+            },
+            LayoutMismatch { collective, world } => LayoutMismatch {
+                collective: *collective,
+                world: *world,
+            },
+            InPlaceLayout => InPlaceLayout,
+            PreMulSumMisuse { collective, op } => PreMulSumMisuse {
+                collective: *collective,
+                op: *op,
+            },
             InvalidUniqueId(w) => InvalidUniqueId(w),
             NoStore => NoStore,
             AlgoNotSupported { algo, collective } => AlgoNotSupported {

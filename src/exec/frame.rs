@@ -40,7 +40,7 @@ impl fmt::Display for OpHeader {
         if self.kind.reduces() {
             write!(f, ", {}", self.op)?;
         }
-        if matches!(self.kind, Collective::Broadcast | Collective::Reduce) {
+        if self.kind.has_root() {
             write!(f, ", root={}", self.root)?;
         }
         f.write_str(")")

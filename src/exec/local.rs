@@ -1,4 +1,5 @@
-//! Local steps: copies, reductions and scalings inside one rank's memory.
+//! Local steps: copies, reductions, scalings and premul-sum's multiplications inside one
+//! rank's memory.
 
 use super::{CallCtx, Mem};
 use crate::error::{Error, Result};
@@ -58,6 +59,19 @@ pub(super) unsafe fn run(st: &Step, mem: Mem, cx: &CallCtx<'_>) -> Result<()> {
             // (contract and dependency graph).
             let d = unsafe { std::slice::from_raw_parts_mut(mem.ptr(dst), dst.len * es) };
             reduce::divide(cx.dtype, d, divisor);
+        }
+        Step::PreMul { src, dst } => {
+            let n = dst.len * es;
+            // SAFETY: `src` (the input) and `dst` (scratch) are valid for `n` bytes and lie in
+            // different buffers; the dependency graph gives this step exclusive access to
+            // `dst` and keeps writers of memory aliasing `src` until it has run.
+            let (s, d) = unsafe {
+                (
+                    std::slice::from_raw_parts(mem.ptr(src), n),
+                    std::slice::from_raw_parts_mut(mem.ptr(dst), n),
+                )
+            };
+            reduce::premultiply(cx.dtype, d, s, cx.premul);
         }
         _ => return Err(Error::Internal(format!("{st} is not a local step"))),
     }

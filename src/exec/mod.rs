@@ -59,6 +59,9 @@ pub(crate) struct CallCtx<'a> {
     pub header: OpHeader,
     pub dtype: DataType,
     pub op: ReduceOp,
+    /// The premul-sum scalar that [`crate::schedule::Step::PreMul`] multiplies by (1 when the
+    /// call is no premul-sum, whose plan has no such step).
+    pub premul: f64,
     /// Longest time without progress before the call fails with [`Error::Timeout`].
     pub timeout: Duration,
     /// How long an idle rank polls before it sleeps on the endpoint.

@@ -192,7 +192,7 @@ fn fuse_copies(
 pub(super) fn is_local(st: &Step) -> bool {
     matches!(
         st,
-        Step::Copy { .. } | Step::Reduce { .. } | Step::Scale { .. }
+        Step::Copy { .. } | Step::Reduce { .. } | Step::Scale { .. } | Step::PreMul { .. }
     )
 }
 

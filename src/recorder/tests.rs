@@ -34,6 +34,8 @@ fn plan() -> (Arc<Prepared>, &'static str) {
             op: ReduceOp::Sum,
             in_place: true,
             p2p: None,
+            uneven: None,
+            premul: false,
         })
         .unwrap();
     (prep, p.last_algorithm())

@@ -71,6 +71,13 @@ pub fn reduce3(dtype: DataType, op: ReduceOp, dst: &mut [u8], a: &[u8], b: &[u8]
     reduce3_with(&HalfF16, dtype, op, dst, a, b)
 }
 
+/// `dst[i] = src[i] × s`, the pre-step of a premul-sum (the element-by-element
+/// [`scalar::premultiply`]: one multiplication per element, not on any hot path).
+pub fn premultiply(dtype: DataType, dst: &mut [u8], src: &[u8], s: f64) {
+    debug_assert_eq!(dst.len(), src.len());
+    scalar::premultiply(dtype, dst, src, s)
+}
+
 /// `dst[i] = dst[i] / n`, the final step of `Avg`.
 pub fn divide(dtype: DataType, dst: &mut [u8], n: usize) {
     #[cfg(target_arch = "x86_64")]

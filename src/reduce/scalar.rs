@@ -18,7 +18,11 @@ pub trait Arith: Element {
     fn combine(op: ReduceOp, a: Self, b: Self) -> Self;
     /// `self / n` (truncating for integers).
     fn div_count(self, n: usize) -> Self;
-    /// The value as f64, for error bounds in tests.
+    /// `self × s`, premul-sum's pre-step: integers multiply (wrapping) by `s` converted to
+    /// their type (saturating, truncating toward zero), f32 and f64 by `s` rounded to their
+    /// type, the reduced-precision floats in f32 (rounded once when stored).
+    fn mul_scalar(self, s: f64) -> Self;
+    /// The value as f64 (error bounds in tests, a C caller's premul-sum scalar).
     fn to_f64(self) -> f64;
 }
 
@@ -50,6 +54,9 @@ macro_rules! int_arith {
                     Ok(d) if d != 0 => self.wrapping_div(d),
                     _ => 0,
                 }
+            }
+            fn mul_scalar(self, s: f64) -> Self {
+                self.wrapping_mul(s as $t)
             }
             fn to_f64(self) -> f64 {
                 self as f64
@@ -107,6 +114,9 @@ macro_rules! native_float {
             fn div_count(self, n: usize) -> Self {
                 self / n as $t
             }
+            fn mul_scalar(self, s: f64) -> Self {
+                self * s as $t
+            }
             fn to_f64(self) -> f64 {
                 self as f64
             }
@@ -137,6 +147,9 @@ macro_rules! widened_float {
             fn div_count(self, n: usize) -> Self {
                 <$t>::from_f32(self.to_f32() / n as f32)
             }
+            fn mul_scalar(self, s: f64) -> Self {
+                <$t>::from_f32(self.to_f32() * s as f32)
+            }
             fn to_f64(self) -> f64 {
                 self.to_f32() as f64
             }
@@ -164,6 +177,29 @@ pub fn reduce3(dtype: DataType, op: ReduceOp, dst: &mut [u8], a: &[u8], b: &[u8]
 /// Element-by-element `dst[i] = dst[i] / n`: the reference for [`super::divide`].
 pub fn divide(dtype: DataType, dst: &mut [u8], n: usize) {
     dispatch!(dtype, divide_t, dst, n)
+}
+
+/// Element-by-element `dst[i] = src[i] × s` (see [`Arith::mul_scalar`]): premul-sum's
+/// pre-step. Both slices hold the same whole number of elements.
+pub fn premultiply(dtype: DataType, dst: &mut [u8], src: &[u8], s: f64) {
+    dispatch!(dtype, premultiply_t, dst, src, s)
+}
+
+/// The value of the element of `dtype` at the start of `b` (native-endian bytes, at least
+/// one element), as f64: how a C caller's premul-sum scalar is read.
+pub fn load_f64(dtype: DataType, b: &[u8]) -> f64 {
+    dispatch!(dtype, load_f64_t, b)
+}
+
+fn load_f64_t<T: Arith>(b: &[u8]) -> f64 {
+    T::load(b).to_f64()
+}
+
+fn premultiply_t<T: Arith>(dst: &mut [u8], src: &[u8], s: f64) {
+    let n = T::SIZE;
+    for (d, x) in dst.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
+        T::load(x).mul_scalar(s).store(d);
+    }
 }
 
 fn reduce_t<T: Arith>(op: ReduceOp, dst: &mut [u8], src: &[u8]) {
@@ -212,6 +248,41 @@ mod tests {
         assert_eq!(i8::combine(ReduceOp::Sum, 127, 1), -128);
         assert_eq!(u8::combine(ReduceOp::Prod, 16, 16), 0);
         assert_eq!(fold(ReduceOp::Avg, &[7i32, 8, -3]), 4);
+    }
+
+    /// Premul-sum's products: exact values in each kind of type, integers wrapping, the
+    /// reduced-precision floats rounded once, NaN and infinity kept.
+    #[test]
+    fn premultiply_scales_every_type() {
+        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+        let mut out = vec![0u8; 16];
+        premultiply(
+            DataType::F32,
+            &mut out,
+            &bytes(&[1.0, 2.0, -3.0, f32::INFINITY]),
+            0.5,
+        );
+        assert_eq!(out, bytes(&[0.5, 1.0, -1.5, f32::INFINITY]));
+        assert_eq!(f64::mul_scalar(3.0, -0.25), -0.75);
+        assert_eq!(i32::mul_scalar(7, 3.0), 21);
+        assert_eq!(i8::mul_scalar(100, 2.0), -56, "wraps");
+        assert_eq!(
+            u8::mul_scalar(5, 2.9),
+            10,
+            "the scalar truncates to the type"
+        );
+        // bf16: 1.0078125 × 3 = 3.0234375 lies halfway between 3.015625 and 3.03125 (7
+        // mantissa bits): rounded once, to even.
+        let x = bf16::from_f32(1.007_812_5);
+        assert_eq!(x.mul_scalar(3.0).to_f32(), 3.031_25);
+        assert_eq!(f16::from_f32(1.5).mul_scalar(-2.0).to_f32(), -3.0);
+        assert_eq!(F8E4M3::from_f32(2.0).mul_scalar(1.5).to_f32(), 3.0);
+        assert!(f32::NAN.mul_scalar(2.0).is_nan());
+        assert_eq!(
+            load_f64(DataType::BF16, &bf16::from_f32(-2.5).to_ne_bytes()),
+            -2.5
+        );
+        assert_eq!(load_f64(DataType::I64, &(-7i64).to_ne_bytes()), -7.0);
     }
 
     #[test]

@@ -28,9 +28,10 @@ impl Layout {
         output: Place { space: 1, off: 0 },
     };
 
-    /// The in-place layout of a collective, NCCL's convention: all-gather's input is the
-    /// rank's chunk of the output, reduce-scatter's output is the rank's chunk of the input,
-    /// and otherwise input and output are the same buffer.
+    /// The in-place layout of a collective, NCCL's convention: all-gather's and gather's
+    /// input is the rank's chunk of the output, reduce-scatter's and scatter's output is the
+    /// rank's chunk of the input, and otherwise input and output are the same buffer. (The
+    /// uneven collectives' in-place layouts are [`super::Uneven::in_place`].)
     pub fn in_place(spec: &CollSpec, rank: usize) -> Layout {
         let zero = Place { space: 0, off: 0 };
         let at = Place {
@@ -38,11 +39,11 @@ impl Layout {
             off: rank * spec.count,
         };
         match spec.kind {
-            Collective::AllGather => Layout {
+            Collective::AllGather | Collective::Gather => Layout {
                 input: at,
                 output: zero,
             },
-            Collective::ReduceScatter => Layout {
+            Collective::ReduceScatter | Collective::Scatter => Layout {
                 input: zero,
                 output: at,
             },

@@ -18,12 +18,14 @@
 //!   see the aliasing.
 
 mod deps;
+mod uneven;
 #[cfg(test)]
 mod validate;
 
 pub use deps::{dependencies, Layout};
+pub use uneven::Uneven;
 #[cfg(test)]
-pub use validate::{simulate, validate};
+pub use validate::{simulate, simulate_with, validate, validate_with, Extra};
 
 use std::fmt;
 
@@ -49,11 +51,21 @@ pub enum Collective {
     Barrier = 7,
     /// Point-to-point send/receive.
     SendRecv = 8,
+    /// The root ends with every rank's input, in rank order.
+    Gather = 9,
+    /// Rank r ends with chunk r of the root's input.
+    Scatter = 10,
+    /// All-gather of blocks of per-rank sizes, placed at displacements ([`Uneven`]).
+    AllGatherV = 11,
+    /// Reduce-scatter into blocks of per-rank sizes, read at displacements ([`Uneven`]).
+    ReduceScatterV = 12,
+    /// All-to-all with per-peer send and receive sizes and displacements ([`Uneven`]).
+    AllToAllV = 13,
 }
 
 impl Collective {
     /// Every collective kind.
-    pub const ALL: [Collective; 8] = [
+    pub const ALL: [Collective; 13] = [
         Collective::AllReduce,
         Collective::AllGather,
         Collective::ReduceScatter,
@@ -62,10 +74,17 @@ impl Collective {
         Collective::AllToAll,
         Collective::Barrier,
         Collective::SendRecv,
+        Collective::Gather,
+        Collective::Scatter,
+        Collective::AllGatherV,
+        Collective::ReduceScatterV,
+        Collective::AllToAllV,
     ];
 
-    /// The collectives proper: every kind except point-to-point [`Collective::SendRecv`].
-    pub const COLLECTIVES: [Collective; 7] = [
+    /// The collectives a [`CollSpec`] describes in full: every kind except point-to-point
+    /// [`Collective::SendRecv`] and the [`Collective::UNEVEN`] ones (which also need an
+    /// [`Uneven`] layout).
+    pub const COLLECTIVES: [Collective; 9] = [
         Collective::AllReduce,
         Collective::AllGather,
         Collective::ReduceScatter,
@@ -73,6 +92,16 @@ impl Collective {
         Collective::Reduce,
         Collective::AllToAll,
         Collective::Barrier,
+        Collective::Gather,
+        Collective::Scatter,
+    ];
+
+    /// The collectives with per-rank sizes: their shape is a [`CollSpec`] plus an
+    /// [`Uneven`] layout.
+    pub const UNEVEN: [Collective; 3] = [
+        Collective::AllGatherV,
+        Collective::ReduceScatterV,
+        Collective::AllToAllV,
     ];
 
     /// snake_case name (`all_reduce`, ...).
@@ -86,6 +115,11 @@ impl Collective {
             Collective::AllToAll => "all_to_all",
             Collective::Barrier => "barrier",
             Collective::SendRecv => "send_recv",
+            Collective::Gather => "gather",
+            Collective::Scatter => "scatter",
+            Collective::AllGatherV => "all_gather_v",
+            Collective::ReduceScatterV => "reduce_scatter_v",
+            Collective::AllToAllV => "all_to_all_v",
         }
     }
 
@@ -98,7 +132,26 @@ impl Collective {
     pub const fn reduces(self) -> bool {
         matches!(
             self,
-            Collective::AllReduce | Collective::ReduceScatter | Collective::Reduce
+            Collective::AllReduce
+                | Collective::ReduceScatter
+                | Collective::Reduce
+                | Collective::ReduceScatterV
+        )
+    }
+
+    /// Whether the collective has per-rank sizes ([`Collective::UNEVEN`]).
+    pub const fn is_uneven(self) -> bool {
+        matches!(
+            self,
+            Collective::AllGatherV | Collective::ReduceScatterV | Collective::AllToAllV
+        )
+    }
+
+    /// Whether the collective has a root ([`CollSpec::root`]).
+    pub const fn has_root(self) -> bool {
+        matches!(
+            self,
+            Collective::Broadcast | Collective::Reduce | Collective::Gather | Collective::Scatter
         )
     }
 }
@@ -112,8 +165,12 @@ impl fmt::Display for Collective {
 /// The shape of one collective call, identical on every rank.
 ///
 /// `count` follows NCCL: elements of the all-reduce/broadcast/reduce buffer; elements *per
-/// rank* for all-gather (input count) and reduce-scatter (output count); elements per peer
-/// for all-to-all; unused for barrier.
+/// rank* for all-gather and gather (input count) and reduce-scatter and scatter (output
+/// count); elements per peer for all-to-all; unused for barrier. For all-gather-v and
+/// reduce-scatter-v it is the sum of the per-rank counts; for all-to-all-v, whose sizes
+/// each rank knows only for itself, it is 0. The buffers of the uneven collectives are
+/// described by their [`Uneven`] layout, not by [`CollSpec::input_len`] /
+/// [`CollSpec::output_len`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CollSpec {
     /// Which collective.
@@ -122,34 +179,48 @@ pub struct CollSpec {
     pub world: usize,
     /// Element count (see above).
     pub count: usize,
-    /// Root rank for broadcast and reduce (0 otherwise).
+    /// Root rank for broadcast, reduce, gather and scatter (0 otherwise).
     pub root: usize,
 }
 
 impl CollSpec {
-    /// Elements of the input buffer of every rank.
+    /// Elements of the input buffer of every rank (the root's, for scatter; the sum of the
+    /// counts for the uneven collectives, whose real lengths [`Uneven`] gives).
     pub fn input_len(&self) -> usize {
         match self.kind {
             Collective::AllReduce
             | Collective::AllGather
             | Collective::Broadcast
-            | Collective::Reduce => self.count,
-            Collective::ReduceScatter | Collective::AllToAll => self.count * self.world,
+            | Collective::Reduce
+            | Collective::Gather => self.count,
+            Collective::ReduceScatter | Collective::AllToAll | Collective::Scatter => {
+                self.count * self.world
+            }
             Collective::Barrier => 0,
             Collective::SendRecv => self.count,
+            Collective::AllGatherV | Collective::ReduceScatterV | Collective::AllToAllV => {
+                self.count
+            }
         }
     }
 
-    /// Elements of the output buffer of every rank.
+    /// Elements of the output buffer of every rank (the root's, for gather; the sum of the
+    /// counts for the uneven collectives, whose real lengths [`Uneven`] gives).
     pub fn output_len(&self) -> usize {
         match self.kind {
             Collective::AllReduce
             | Collective::ReduceScatter
             | Collective::Broadcast
-            | Collective::Reduce => self.count,
-            Collective::AllGather | Collective::AllToAll => self.count * self.world,
+            | Collective::Reduce
+            | Collective::Scatter => self.count,
+            Collective::AllGather | Collective::AllToAll | Collective::Gather => {
+                self.count * self.world
+            }
             Collective::Barrier => 0,
             Collective::SendRecv => self.count,
+            Collective::AllGatherV | Collective::ReduceScatterV | Collective::AllToAllV => {
+                self.count
+            }
         }
     }
 }
@@ -258,6 +329,15 @@ pub enum Step {
         /// What they are divided by (the world size).
         divisor: usize,
     },
+    /// Local multiplication `dst = src × s` by the call's premul-sum scalar `s`, in the
+    /// call's element type: the pre-step of a premul-sum (see [`finish`]). Algorithms do not
+    /// emit it.
+    PreMul {
+        /// The elements multiplied (the caller's input).
+        src: Region,
+        /// Where the products go (same length).
+        dst: Region,
+    },
 }
 
 impl Step {
@@ -268,7 +348,8 @@ impl Step {
             Step::Recv { dst, .. }
             | Step::Copy { dst, .. }
             | Step::Reduce { dst, .. }
-            | Step::Scale { dst, .. } => dst.len,
+            | Step::Scale { dst, .. }
+            | Step::PreMul { dst, .. } => dst.len,
         }
     }
 
@@ -284,7 +365,8 @@ impl Step {
             Step::Recv { dst, .. }
             | Step::Copy { dst, .. }
             | Step::Reduce { dst, .. }
-            | Step::Scale { dst, .. } => Some(dst),
+            | Step::Scale { dst, .. }
+            | Step::PreMul { dst, .. } => Some(dst),
         }
     }
 
@@ -296,6 +378,7 @@ impl Step {
             Step::Copy { src, .. } => [Some(src), None],
             Step::Reduce { a, b, .. } => [Some(a), Some(b)],
             Step::Scale { dst, .. } => [Some(dst), None],
+            Step::PreMul { src, .. } => [Some(src), None],
         }
     }
 
@@ -324,6 +407,10 @@ impl Step {
                 dst: dst.sub(from, len),
                 divisor,
             },
+            Step::PreMul { src, dst } => Step::PreMul {
+                src: src.sub(from, len),
+                dst: dst.sub(from, len),
+            },
         }
     }
 }
@@ -345,6 +432,7 @@ impl fmt::Display for Step {
             Step::Copy { src, dst } => write!(f, "copy {dst} = {src}"),
             Step::Reduce { dst, a, b } => write!(f, "reduce {dst} = {a} + {b}"),
             Step::Scale { dst, divisor } => write!(f, "scale {dst} /= {divisor}"),
+            Step::PreMul { src, dst } => write!(f, "premul {dst} = {src} * s"),
         }
     }
 }
@@ -381,15 +469,95 @@ impl RankPlan {
     }
 }
 
-/// Appends the post-steps a reduction with `op` needs to `plan`, the plan of `rank` for
-/// `spec`: for [`ReduceOp::Avg`] one [`Step::Scale`] of the reduced output (every rank's,
-/// or only the root's for [`Collective::Reduce`]) by the world size. Every executed and
-/// simulated plan goes through this, so the plan, not the engine, divides.
-pub fn finish(plan: &mut RankPlan, spec: &CollSpec, rank: usize, op: ReduceOp) {
+/// Elements of `rank`'s input buffer: the spec's, or the uneven layout's for the uneven
+/// collectives.
+pub fn input_len(spec: &CollSpec, uneven: Option<&Uneven>, rank: usize) -> usize {
+    match uneven {
+        Some(u) if spec.kind.is_uneven() => u.input_len(spec.kind, rank),
+        _ => spec.input_len(),
+    }
+}
+
+/// Elements of `rank`'s output buffer: the spec's, or the uneven layout's for the uneven
+/// collectives.
+pub fn output_len(spec: &CollSpec, uneven: Option<&Uneven>, rank: usize) -> usize {
+    match uneven {
+        Some(u) if spec.kind.is_uneven() => u.output_len(spec.kind, rank),
+        _ => spec.output_len(),
+    }
+}
+
+/// Where `rank`'s input and output lie: apart, or NCCL's in-place layout.
+pub fn layout(spec: &CollSpec, uneven: Option<&Uneven>, rank: usize, in_place: bool) -> Layout {
+    match (in_place, uneven) {
+        (false, _) => Layout::SEPARATE,
+        (true, Some(u)) if spec.kind.is_uneven() => u.in_place(spec.kind, rank),
+        (true, _) => Layout::in_place(spec, rank),
+    }
+}
+
+/// Adds the pre- and post-steps of a call to `plan`, the plan of `rank` for `spec` (with
+/// its `uneven` layout, for the uneven collectives):
+/// - with `premul` (a premul-sum), one [`Step::PreMul`] first that multiplies the whole
+///   input into a new scratch area, and every read of the input redirected there, so the
+///   algorithm sums the products and the caller's input is still never written;
+/// - for [`ReduceOp::Avg`], one [`Step::Scale`] of the reduced output (every rank's, or only
+///   the root's for [`Collective::Reduce`]) by the world size.
+///
+/// Every executed and simulated plan goes through this, so the plan, not the engine,
+/// multiplies and divides.
+pub fn finish(
+    plan: &mut RankPlan,
+    spec: &CollSpec,
+    uneven: Option<&Uneven>,
+    rank: usize,
+    op: ReduceOp,
+    premul: bool,
+) {
+    let n_in = input_len(spec, uneven, rank);
+    if premul && spec.kind.reduces() && n_in > 0 {
+        let base = plan.scratch;
+        let moved = |r: Region| match r.buf {
+            Buf::Input => Region::scratch(base + r.off, r.len),
+            _ => r,
+        };
+        for st in &mut plan.steps {
+            *st = match *st {
+                Step::Send { peer, src } => Step::Send {
+                    peer,
+                    src: moved(src),
+                },
+                Step::Recv { peer, dst, with } => Step::Recv {
+                    peer,
+                    dst,
+                    with: with.map(moved),
+                },
+                Step::Copy { src, dst } => Step::Copy {
+                    src: moved(src),
+                    dst,
+                },
+                Step::Reduce { dst, a, b } => Step::Reduce {
+                    dst,
+                    a: moved(a),
+                    b: moved(b),
+                },
+                other => other,
+            };
+        }
+        plan.steps.insert(
+            0,
+            Step::PreMul {
+                src: Region::input(0, n_in),
+                dst: Region::scratch(base, n_in),
+            },
+        );
+        plan.scratch += n_in;
+    }
     let holds_result = spec.kind != Collective::Reduce || rank == spec.root;
-    if op == ReduceOp::Avg && spec.kind.reduces() && holds_result && spec.output_len() > 0 {
+    let n_out = output_len(spec, uneven, rank);
+    if op == ReduceOp::Avg && spec.kind.reduces() && holds_result && n_out > 0 {
         plan.steps.push(Step::Scale {
-            dst: Region::output(0, spec.output_len()),
+            dst: Region::output(0, n_out),
             divisor: spec.world,
         });
     }

@@ -7,13 +7,36 @@
 
 use std::collections::VecDeque;
 
-use super::{dependencies, finish, segment, Buf, CollSpec, Layout, RankPlan, Region, Step};
+use super::{
+    dependencies, finish, input_len, layout, output_len, segment, Buf, CollSpec, Layout, RankPlan,
+    Region, Step, Uneven,
+};
 use crate::reduce;
 use crate::types::{DataType, ReduceOp};
+
+/// What a simulated call has beyond its spec.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extra<'a> {
+    /// Every rank's layout, for the uneven collectives.
+    pub uneven: Option<&'a [Uneven]>,
+    /// Every rank's premul-sum scalar, for a premul-sum.
+    pub premul: Option<&'a [f64]>,
+}
+
+impl Extra<'_> {
+    fn uneven_of(&self, rank: usize) -> Option<&Uneven> {
+        self.uneven.and_then(|u| u.get(rank))
+    }
+}
 
 /// Checks the static rules of a schedule, then simulates it (separate and in-place layouts,
 /// streams holding one segment) to prove every send meets its receive and nothing deadlocks.
 pub fn validate(spec: &CollSpec, plans: &[RankPlan]) -> Result<(), String> {
+    validate_with(spec, Extra::default(), plans)
+}
+
+/// [`validate`] for a call with [`Extra`] arguments (the uneven collectives' layouts).
+pub fn validate_with(spec: &CollSpec, extra: Extra<'_>, plans: &[RankPlan]) -> Result<(), String> {
     if plans.len() != spec.world {
         return Err(format!(
             "{} plans for a world of {}",
@@ -23,7 +46,7 @@ pub fn validate(spec: &CollSpec, plans: &[RankPlan]) -> Result<(), String> {
     }
     for (rank, plan) in plans.iter().enumerate() {
         for (i, st) in plans[rank].steps.iter().enumerate() {
-            check_step(spec, plan, rank, st)
+            check_step(spec, extra.uneven_of(rank), plan, rank, st)
                 .map_err(|e| format!("rank {rank} step {i} ({st}): {e}"))?;
         }
     }
@@ -54,20 +77,28 @@ pub fn validate(spec: &CollSpec, plans: &[RankPlan]) -> Result<(), String> {
         }
     }
     let zeros: Vec<Vec<u8>> = (0..spec.world)
-        .map(|_| vec![0u8; spec.input_len()])
+        .map(|r| vec![0u8; input_len(spec, extra.uneven_of(r), r)])
         .collect();
     for seg in [usize::MAX, 3] {
-        simulate(spec, plans, DataType::U8, ReduceOp::Sum, &zeros, false, seg)?;
-        simulate(spec, plans, DataType::U8, ReduceOp::Sum, &zeros, true, seg)?;
+        for in_place in [false, true] {
+            let (dt, op) = (DataType::U8, ReduceOp::Sum);
+            simulate_with(spec, extra, plans, dt, op, &zeros, in_place, seg)?;
+        }
     }
     Ok(())
 }
 
-fn check_step(spec: &CollSpec, plan: &RankPlan, rank: usize, st: &Step) -> Result<(), String> {
+fn check_step(
+    spec: &CollSpec,
+    uneven: Option<&Uneven>,
+    plan: &RankPlan,
+    rank: usize,
+    st: &Step,
+) -> Result<(), String> {
     let bound = |r: &Region| -> Result<(), String> {
         let cap = match r.buf {
-            Buf::Input => spec.input_len(),
-            Buf::Output => spec.output_len(),
+            Buf::Input => input_len(spec, uneven, rank),
+            Buf::Output => output_len(spec, uneven, rank),
             Buf::Scratch => plan.scratch,
         };
         if r.end() > cap {
@@ -127,8 +158,9 @@ impl Mem {
     }
 }
 
-/// Runs a local step (copy, reduction, scaling) on a simulated rank's memory.
-fn run_local(m: &mut Mem, st: Step, dtype: DataType, op: ReduceOp) {
+/// Runs a local step (copy, reduction, scaling) on a simulated rank's memory; `premul` is
+/// the rank's premul-sum scalar.
+fn run_local(m: &mut Mem, st: Step, dtype: DataType, op: ReduceOp, premul: f64) {
     match st {
         Step::Copy { src, dst } => {
             let d = m.read(src);
@@ -142,6 +174,12 @@ fn run_local(m: &mut Mem, st: Step, dtype: DataType, op: ReduceOp) {
         Step::Scale { dst, divisor } => {
             let mut d = m.read(dst);
             reduce::divide(dtype, &mut d, divisor);
+            m.write(dst, &d);
+        }
+        Step::PreMul { src, dst } => {
+            let s = m.read(src);
+            let mut d = vec![0u8; s.len()];
+            reduce::premultiply(dtype, &mut d, &s, premul);
             m.write(dst, &d);
         }
         Step::Send { .. } | Step::Recv { .. } => {}
@@ -162,43 +200,67 @@ pub fn simulate(
     in_place: bool,
     seg: usize,
 ) -> Result<Vec<Vec<u8>>, String> {
+    simulate_with(
+        spec,
+        Extra::default(),
+        plans,
+        dtype,
+        op,
+        inputs,
+        in_place,
+        seg,
+    )
+}
+
+/// [`simulate`] for a call with [`Extra`] arguments: the uneven collectives' layouts (each
+/// rank's input holds its own input length, see [`input_len`]) and premul-sum scalars
+/// (whose pre-step [`finish`] adds).
+#[allow(clippy::too_many_arguments)]
+pub fn simulate_with(
+    spec: &CollSpec,
+    extra: Extra<'_>,
+    plans: &[RankPlan],
+    dtype: DataType,
+    op: ReduceOp,
+    inputs: &[Vec<u8>],
+    in_place: bool,
+    seg: usize,
+) -> Result<Vec<Vec<u8>>, String> {
     let n = spec.world;
     let es = dtype.size();
     let cap_bytes = seg.saturating_mul(es);
+    // The pre- and post-steps (premul-sum's multiplication, `Avg`'s scaling) are part of
+    // what runs, as in the engine.
+    let finished: Vec<RankPlan> = plans
+        .iter()
+        .enumerate()
+        .map(|(r, p)| {
+            let mut p = p.clone();
+            let premul = extra.premul.is_some();
+            finish(&mut p, spec, extra.uneven_of(r), r, op, premul);
+            p
+        })
+        .collect();
+    let progs: Vec<Vec<Step>> = finished.iter().map(|p| segment(&p.steps, seg)).collect();
     let mut mems: Vec<Mem> = (0..n)
         .map(|r| {
-            let layout = if in_place {
-                Layout::in_place(spec, r)
-            } else {
-                Layout::SEPARATE
-            };
+            let u = extra.uneven_of(r);
+            let layout = layout(spec, u, r, in_place);
+            let (n_in, n_out) = (input_len(spec, u, r), output_len(spec, u, r));
             let mut sizes = [0usize; 3];
-            for (p, len) in [
-                (layout.input, spec.input_len()),
-                (layout.output, spec.output_len()),
-            ] {
+            for (p, len) in [(layout.input, n_in), (layout.output, n_out)] {
                 let s = &mut sizes[p.space as usize];
                 *s = (*s).max((p.off + len) * es);
             }
-            sizes[2] = plans[r].scratch * es;
+            sizes[2] = finished[r].scratch * es;
             // Fill with a pattern so reads of never-written memory show up as wrong data.
             let mut m = Mem {
                 spaces: sizes.map(|s| vec![0xA5u8; s]),
                 layout,
                 esize: es,
             };
-            m.write(Region::input(0, spec.input_len()), &inputs[r]);
+            m.write(Region::input(0, n_in), &inputs[r]);
             m
-        })
-        .collect();
-    // The post-steps (`Avg`'s scaling) are part of what runs, as in the engine.
-    let progs: Vec<Vec<Step>> = plans
-        .iter()
-        .enumerate()
-        .map(|(r, p)| {
-            let mut p = p.clone();
-            finish(&mut p, spec, r, op);
-            segment(&p.steps, seg)
         })
         .collect();
     let deps: Vec<Vec<Vec<u32>>> = (0..n)
@@ -256,9 +318,13 @@ pub fn simulate(
                         }
                         go
                     }
-                    Step::Copy { .. } | Step::Reduce { .. } | Step::Scale { .. } => {
+                    Step::Copy { .. }
+                    | Step::Reduce { .. }
+                    | Step::Scale { .. }
+                    | Step::PreMul { .. } => {
                         if ready {
-                            run_local(&mut mems[r], st, dtype, op);
+                            let s = extra.premul.and_then(|p| p.get(r)).copied();
+                            run_local(&mut mems[r], st, dtype, op, s.unwrap_or(1.0));
                         }
                         ready
                     }
@@ -292,6 +358,7 @@ pub fn simulate(
     }
     Ok(mems
         .iter()
-        .map(|m| m.read(Region::output(0, spec.output_len())))
+        .enumerate()
+        .map(|(r, m)| m.read(Region::output(0, output_len(spec, extra.uneven_of(r), r))))
         .collect())
 }

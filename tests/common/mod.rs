@@ -42,7 +42,7 @@ pub fn run_case(c: &Communicator, case: &Case, seed: u64) -> ferrocoll::Result<(
         let len = spec.input_len().max(spec.output_len()) * es;
         let mut b = vec![0u8; len];
         match case.kind {
-            Collective::AllGather => {
+            Collective::AllGather | Collective::Gather => {
                 b[r * case.count * es..(r + 1) * case.count * es].copy_from_slice(mine)
             }
             _ => b[..mine.len()].copy_from_slice(mine),
@@ -56,8 +56,12 @@ pub fn run_case(c: &Communicator, case: &Case, seed: u64) -> ferrocoll::Result<(
     let base = buf.as_mut_ptr();
     let (input, output): (*const u8, *mut u8) = if case.in_place {
         match case.kind {
-            Collective::AllGather => (base.wrapping_add(r * case.count * es), base),
-            Collective::ReduceScatter => (base, base.wrapping_add(r * case.count * es)),
+            Collective::AllGather | Collective::Gather => {
+                (base.wrapping_add(r * case.count * es), base)
+            }
+            Collective::ReduceScatter | Collective::Scatter => {
+                (base, base.wrapping_add(r * case.count * es))
+            }
             _ => (base, base),
         }
     } else {
@@ -77,8 +81,8 @@ pub fn run_case(c: &Communicator, case: &Case, seed: u64) -> ferrocoll::Result<(
     let out_start = output as usize - base as usize;
     let out = buf[out_start..out_start + spec.output_len() * es].to_vec();
     let want = expected(&spec, case.dtype, case.op, &inputs, r);
-    let skip =
-        case.kind == Collective::Barrier || (case.kind == Collective::Reduce && r != case.root);
+    let skip = case.kind == Collective::Barrier
+        || (matches!(case.kind, Collective::Reduce | Collective::Gather) && r != case.root);
     let wrong = if skip {
         0
     } else {

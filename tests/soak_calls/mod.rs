@@ -15,7 +15,7 @@ pub const WORLD: usize = 4;
 pub const SENTINEL: u8 = 0x5A;
 
 /// Every call of the API, collectives and point-to-point.
-pub const KINDS: [Collective; 8] = [
+pub const KINDS: [Collective; 10] = [
     Collective::AllReduce,
     Collective::AllGather,
     Collective::ReduceScatter,
@@ -24,6 +24,8 @@ pub const KINDS: [Collective; 8] = [
     Collective::AllToAll,
     Collective::Barrier,
     Collective::SendRecv,
+    Collective::Gather,
+    Collective::Scatter,
 ];
 
 /// splitmix64: small, fast, and the same sequence on every rank from the same seed.
@@ -75,7 +77,10 @@ impl Draw {
     pub fn spec(&self, rank: usize) -> CollSpec {
         let root = match self.kind {
             Collective::SendRecv => (rank + WORLD - self.root) % WORLD,
-            Collective::Broadcast | Collective::Reduce => self.root,
+            Collective::Broadcast
+            | Collective::Reduce
+            | Collective::Gather
+            | Collective::Scatter => self.root,
             _ => 0,
         };
         CollSpec {
@@ -97,7 +102,11 @@ pub fn draw(rng: &mut Rng, algos: &[Option<AlgoId>], max_bytes: usize) -> Draw {
     let dtype = rng.pick(&DataType::ALL);
     let op = rng.pick(&ReduceOp::ALL);
     let chunks = match kind {
-        Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => WORLD,
+        Collective::AllGather
+        | Collective::ReduceScatter
+        | Collective::AllToAll
+        | Collective::Gather
+        | Collective::Scatter => WORLD,
         _ => 1,
     };
     let most = (max_bytes / chunks / dtype.size()).max(1);
@@ -284,6 +293,34 @@ fn start<T: Element>(c: &Communicator, d: &Draw, mine: &[u8]) -> ferrocoll::Resu
         }
         (Barrier, _, true) => later(c.barrier_async()?, |()| Vec::new()),
         (SendRecv, _, a) => send_recv(c, root, input, a),
+        // Gather and scatter have no in-place typed form: both layouts run out of place.
+        (Gather, _, a) => {
+            // Only the root's output is written: the others pass none.
+            let o = filled::<T>(if r == root { n * WORLD } else { 0 });
+            if a {
+                let w = c.gather_async(input, o, root)?;
+                return later(w, |(_, o)| to_bytes(&o));
+            }
+            let mut o = o;
+            c.gather(&input, &mut o, root)?;
+            now(&o)
+        }
+        (Scatter, _, a) => {
+            // Only the root's input is read: the others pass none.
+            let i = if r == root { input } else { Vec::new() };
+            if a {
+                let w = c.scatter_async(i, filled::<T>(n), root)?;
+                return later(w, |(_, o)| to_bytes(&o));
+            }
+            let mut o = filled(n);
+            c.scatter(&i, &mut o, root)?;
+            now(&o)
+        }
+        // Not drawn (not in `KINDS`): their calls need a layout.
+        (AllGatherV | ReduceScatterV | AllToAllV, _, _) => Err(ferrocoll::Error::LayoutMismatch {
+            collective: d.kind,
+            world: WORLD,
+        }),
     }
 }
 

@@ -4,6 +4,7 @@
 mod boundary;
 mod elastic;
 mod ranks;
+mod uneven;
 mod work;
 
 use std::ffi::{c_void, CStr};

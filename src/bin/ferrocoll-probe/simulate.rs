@@ -133,9 +133,11 @@ pub fn run(a: &SimulateArgs) -> Res<bool> {
     println!("{head}");
     for &size in &sizes {
         let count = match kind {
-            Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => {
-                size as usize / es / world
-            }
+            Collective::AllGather
+            | Collective::ReduceScatter
+            | Collective::AllToAll
+            | Collective::Gather
+            | Collective::Scatter => size as usize / es / world,
             Collective::Barrier => 0,
             _ => size as usize / es,
         };

@@ -23,7 +23,14 @@ pub fn busbw_factor(kind: Collective, n: usize) -> f64 {
     let n = n as f64;
     match kind {
         Collective::AllReduce => 2.0 * (n - 1.0) / n,
-        Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => (n - 1.0) / n,
+        Collective::AllGather
+        | Collective::ReduceScatter
+        | Collective::AllToAll
+        | Collective::Gather
+        | Collective::Scatter
+        | Collective::AllGatherV
+        | Collective::ReduceScatterV
+        | Collective::AllToAllV => (n - 1.0) / n,
         Collective::Broadcast | Collective::Reduce | Collective::SendRecv => 1.0,
         Collective::Barrier => 0.0,
     }
@@ -33,7 +40,11 @@ pub fn busbw_factor(kind: Collective, n: usize) -> f64 {
 fn param_count(kind: Collective, bytes: u64, es: usize, n: usize) -> usize {
     let count = (bytes / es as u64) as usize;
     match kind {
-        Collective::AllGather | Collective::ReduceScatter | Collective::AllToAll => count / n,
+        Collective::AllGather
+        | Collective::ReduceScatter
+        | Collective::AllToAll
+        | Collective::Gather
+        | Collective::Scatter => count / n,
         Collective::Barrier => 0,
         _ => count,
     }
@@ -67,8 +78,8 @@ impl Layout {
         if in_place {
             let chunk = spec.count * es;
             let (input, output) = match spec.kind {
-                Collective::AllGather => (rank * chunk, 0),
-                Collective::ReduceScatter => (0, rank * chunk),
+                Collective::AllGather | Collective::Gather => (rank * chunk, 0),
+                Collective::ReduceScatter | Collective::Scatter => (0, rank * chunk),
                 _ => (0, 0),
             };
             Layout {
@@ -217,7 +228,7 @@ impl Case<'_> {
         let prev = (me + n - 1) % n;
         // The reference needs the inputs of the ranks whose data reaches this rank.
         let needed = |r: usize| match spec.kind {
-            Collective::Broadcast => r == spec.root,
+            Collective::Broadcast | Collective::Scatter => r == spec.root,
             Collective::SendRecv => r == prev || r == me,
             Collective::Barrier => false,
             _ => true,
@@ -244,7 +255,8 @@ impl Case<'_> {
                 }
             }
             let skip = spec.kind == Collective::Barrier
-                || (spec.kind == Collective::Reduce && me != spec.root);
+                || (matches!(spec.kind, Collective::Reduce | Collective::Gather)
+                    && me != spec.root);
             if !skip {
                 let rspec = if spec.kind == Collective::SendRecv {
                     CollSpec {
