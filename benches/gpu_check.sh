@@ -11,6 +11,9 @@
 # FERROCOLL_CUDART_LIBRARY when set; else the ones of a Python environment that has them
 # (torch's wheel, or `pip install nvidia-nccl-cu12 nvidia-cuda-runtime-cu12`), found with
 # PYTHON (default python3). The result line also goes to benches/results/<date>-gpu.json.
+# Then the torch step (benches/gpu_torch_check.py, when PYTHON has torch with CUDA): the
+# "ferrocoll" torch backend all-reduces and all-gathers CUDA tensors on 2 ranks sharing the GPU
+# (FERROCOLL_DEVICE=cuda), checked exactly.
 # Exit 0 when the results are exact, 1 otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +44,12 @@ mkdir -p benches/results
 json="benches/results/$(date +%F)-gpu.json"
 tail -1 "$out" >"$json"
 echo "ok: exact; raw line in $json"
+if "$PY" -c "import numpy, torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  cargo build --release -p ferrocoll-ffi
+  if ! FERROCOLL_LIBRARY="$PWD/target/release/libferrocoll.so" \
+      PYTHONPATH="$PWD/ffi/python/src${PYTHONPATH:+:$PYTHONPATH}" "$PY" benches/gpu_torch_check.py; then
+    echo "FAIL: the torch backend on CUDA tensors"; exit 1
+  fi
+else
+  echo "SKIPPED: the torch step: $PY has no torch that sees a CUDA device"
+fi

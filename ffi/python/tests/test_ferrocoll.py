@@ -199,6 +199,53 @@ def test_a_failed_peer_raises_instead_of_hanging():
     run_ranks(one_rank_aborts, 2)
 
 
+def async_calls(comm, r, p):
+    import time
+
+    big = np.full(1 << 22, r + 1, np.float32)  # 16 MiB
+    if r == 1:
+        time.sleep(1.0)  # rank 0's call cannot complete before rank 1 enters
+    t0 = time.monotonic()
+    w = comm.all_reduce(big, async_op=True)
+    if r == 0:
+        assert time.monotonic() - t0 < 0.3
+        assert not w.is_completed()
+        with pytest.raises(TimeoutError, match="not complete"):
+            w.wait(timeout=0.05)
+    assert w.wait() is big and w.is_completed()
+    np.testing.assert_array_equal(big, np.full(1 << 22, p * (p + 1) / 2, np.float32))
+    # Every collective has the form; issue order is completion order.
+    g = comm.all_gather(np.array([r], np.int64), async_op=True)
+    rs = comm.reduce_scatter(np.arange(2 * p, dtype=np.int32), "max", async_op=True)
+    b = comm.broadcast(np.full(3, r, np.float64), root=p - 1, async_op=True)
+    red = comm.reduce(np.ones(2, np.int64), root=0, async_op=True)
+    a2a = comm.all_to_all(np.full(p, r, np.uint8), async_op=True)
+    bar = comm.barrier(async_op=True)
+    assert bar.wait() is None and g.is_completed() and a2a.is_completed()
+    np.testing.assert_array_equal(g.wait().ravel(), np.arange(p))
+    np.testing.assert_array_equal(rs.wait(), np.arange(2 * p)[2 * r:2 * r + 2])
+    np.testing.assert_array_equal(b.wait(), np.full(3, p - 1.0))
+    np.testing.assert_array_equal(red.wait(), np.full(2, p if r == 0 else 1))
+    np.testing.assert_array_equal(a2a.wait(), np.arange(p, dtype=np.uint8))
+    s = comm.send(np.full(4, r, np.int32), (r + 1) % p, async_op=True) if r % 2 == 0 else None
+    got = comm.recv(np.empty(4, np.int32), (r - 1) % p, async_op=True)
+    if r % 2:
+        s = comm.send(np.full(4, r, np.int32), (r + 1) % p, async_op=True)
+    np.testing.assert_array_equal(got.wait(), np.full(4, (r - 1) % p))
+    assert s.wait() is None
+    with pytest.raises(ferrocoll.InvalidUsageError, match="inside `with ferrocoll.group"):
+        with ferrocoll.group():
+            comm.barrier(async_op=True)
+    # An error of the call itself is raised by wait().
+    bad = comm.send(np.ones(2), r, async_op=True)
+    with pytest.raises(ferrocoll.InvalidArgumentError, match="itself"):
+        bad.wait()
+
+
+def test_async_op_returns_at_once_and_completes_with_the_collective():
+    run_ranks(async_calls, 2)
+
+
 # -- errors, in this process with a world of one ---------------------------------------------
 
 

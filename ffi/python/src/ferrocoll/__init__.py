@@ -4,6 +4,8 @@
     comm = ferrocoll.init()            # launcher variables: torchrun, mpirun, srun, FERROCOLL_*
     grads = np.ones(1 << 20, np.float32)
     comm.all_reduce(grads, ferrocoll.ReduceOp.AVG)   # in place; op="avg" works too
+    work = comm.all_reduce(grads, async_op=True)      # returns at once: a Work
+    work.wait()                                       # grads, once the collective is done
 
 Buffers are NumPy arrays or anything NumPy can view without copying (``__array_interface__``,
 the buffer protocol); they must be C-contiguous, and writable where written. bfloat16 and fp8
@@ -26,7 +28,10 @@ import enum
 import os
 import sys
 import threading
-from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, TypeVar, Union, overload
+from typing import (
+    Any, Callable, Dict, Generic, Iterable, Iterator, Literal, Mapping, Optional, TypeVar, Union,
+    overload,
+)
 
 import numpy as np
 
@@ -50,7 +55,7 @@ __all__ = [
     "FerrocollError", "InvalidArgumentError", "InvalidUsageError", "RemoteError",
     "CommTimeoutError", "SystemFailureError", "InternalError", "SPLIT_NOCOLOR",
     "RevokedError", "ExcludedError", "join", "SHRINK_DEFAULT", "SHRINK_ABORT",
-    "InvalidReduceOpError", "BufferLike", "ReduceOpLike",
+    "InvalidReduceOpError", "BufferLike", "ReduceOpLike", "Work",
 ]
 
 _LIB = _lib.load()
@@ -82,6 +87,7 @@ BufferLike = Any
 ReduceOpLike = Union[ReduceOp, str, int, Any]
 
 _B = TypeVar("_B")
+_R = TypeVar("_R")
 
 _OP_NAMES = {
     "sum": ReduceOp.SUM,
@@ -181,10 +187,66 @@ _LOW_PRECISION = next((d for d, code in _CODES.items() if code == 9), None)
 _DTYPE_NAMES = ", ".join(str(d) for d in _CODES)
 
 
+def _error(rc: int) -> FerrocollError:
+    """The exception for result ``rc`` of the C call this thread just made."""
+    msg = _LIB.fcGetLastError(None)
+    return error_for(rc, msg.decode("utf-8", "replace") if msg else "")
+
+
 def _check(rc: int) -> None:
     if rc != 0:
-        msg = _LIB.fcGetLastError(None)
-        raise error_for(rc, msg.decode("utf-8", "replace") if msg else "")
+        raise _error(rc)
+
+
+class Work(Generic[_R]):
+    """A call in flight, from a collective called with ``async_op=True``: the call was
+    issued and runs in the background (calls on one communicator complete in issue order).
+    The buffers must not be touched until it has completed; the Work keeps them alive.
+    Dropping a Work waits for its call."""
+
+    def __init__(self, handle: Optional[int], keep: tuple, result: _R) -> None:
+        self._h: Optional[int] = handle
+        self._keep = keep
+        self._result = result
+        self._error: Optional[FerrocollError] = None
+
+    def _finish(self, rc: int) -> None:
+        self._error = _error(rc) if rc != 0 else None
+        h, self._h = self._h, None
+        if h:
+            _LIB.fcWorkFree(h)
+        self._keep = ()
+
+    def is_completed(self) -> bool:
+        """Whether the call has completed (successfully or not). Never blocks."""
+        if self._h is None:
+            return True
+        done = ctypes.c_int()
+        rc = _LIB.fcWorkTest(self._h, ctypes.byref(done))
+        if done.value or rc != 0:
+            self._finish(rc)
+            return True
+        return False
+
+    def wait(self, timeout: Optional[float] = None) -> _R:
+        """Waits for the call (at most ``timeout`` seconds; None: no limit) and returns what
+        the blocking call returns, or raises its error. Raises ``TimeoutError`` when the
+        timeout passes first; the call goes on (wait again)."""
+        if self._h is not None:
+            ms = -1 if timeout is None else max(0, int(timeout * 1000))
+            rc = _LIB.fcWorkWait(self._h, ms)
+            if rc == _lib.IN_PROGRESS:
+                raise TimeoutError(f"ferrocoll: the call is not complete after {timeout} s; it "
+                                   "goes on (wait again)")
+            self._finish(rc)
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def __del__(self) -> None:
+        h, self._h = getattr(self, "_h", None), None
+        if h:
+            _LIB.fcWorkFree(h)  # waits for the call: its buffers are in use until then
 
 
 def version() -> str:
@@ -337,7 +399,8 @@ def _launch_env_error(env: Mapping[str, str]) -> Optional[str]:
 
 class Communicator:
     """One rank's handle on a group of ranks. Calls on a communicator must be made in the same
-    order on every rank; they block until this rank's part is done."""
+    order on every rank; they block until this rank's part is done, or, with
+    ``async_op=True``, return a :class:`Work` at once."""
 
     def __init__(self, handle: Optional[int]) -> None:
         self._h = ctypes.c_void_p(handle)
@@ -471,16 +534,55 @@ class Communicator:
         return v.value or None
 
     # -- collectives -----------------------------------------------------------------------
-    @overload
-    def all_reduce(self, buf: _B, op: ReduceOpLike = ..., out: None = ...) -> _B: ...
+    # Every collective takes ``async_op``: False (default) returns when this rank's part is
+    # done; True returns a :class:`Work` at once (one asynchronous group of the C ABI), whose
+    # ``wait()`` gives what the blocking call returns.
+    def _run(self, arrays: tuple, call: Callable[[], int], result: _R,
+             async_op: bool) -> Union[_R, "Work[_R]"]:
+        if not async_op:
+            _keep(*arrays)
+            _check(call())
+            return result
+        if getattr(_TLS, "kept", None) is not None:
+            raise InvalidUsageError(
+                7005,
+                "async_op=True inside `with ferrocoll.group():`: the group's end issues its "
+                "calls (use async_op=False there)",
+            )
+        _check(_LIB.fcGroupStart())
+        rc = call()
+        failed = _error(rc) if rc != 0 else None
+        h = ctypes.c_void_p()
+        end = _LIB.fcGroupEndAsync(ctypes.byref(h))
+        if failed is not None:
+            if end == 0 and h.value:
+                _LIB.fcWorkFree(h)
+            raise failed
+        _check(end)
+        return Work(h.value, arrays, result)
 
     @overload
-    def all_reduce(self, buf: BufferLike, op: ReduceOpLike, out: BufferLike) -> np.ndarray: ...
+    def all_reduce(self, buf: _B, op: ReduceOpLike = ..., out: None = ...,
+                   *, async_op: Literal[False] = ...) -> _B: ...
 
     @overload
-    def all_reduce(self, buf: BufferLike, *, out: BufferLike) -> np.ndarray: ...
+    def all_reduce(self, buf: BufferLike, op: ReduceOpLike, out: BufferLike,
+                   *, async_op: Literal[False] = ...) -> np.ndarray: ...
 
-    def all_reduce(self, buf: Any, op: ReduceOpLike = ReduceOp.SUM, out: Any = None) -> Any:
+    @overload
+    def all_reduce(self, buf: BufferLike, *, out: BufferLike,
+                   async_op: Literal[False] = ...) -> np.ndarray: ...
+
+    @overload
+    def all_reduce(self, buf: _B, op: ReduceOpLike = ..., out: None = ...,
+                   *, async_op: Literal[True]) -> "Work[_B]": ...
+
+    @overload
+    def all_reduce(self, buf: BufferLike, op: ReduceOpLike = ..., *, out: BufferLike,
+                   async_op: Literal[True]) -> "Work[np.ndarray]": ...
+
+    def all_reduce(self, buf: Any, op: ReduceOpLike = ReduceOp.SUM, out: Any = None,
+                   *, async_op: bool = False) -> Any:
         """Reduces ``buf`` over all ranks into ``out`` (in place when ``out`` is None);
         returns ``buf`` (in place) or the array view of ``out``."""
         o = _reduce_op(op)
@@ -488,11 +590,21 @@ class Communicator:
         y = x if out is None else _view(out, True, "out")
         _same_type(x, y)
         _room(y, x.size, "as many as buf")
-        _keep(x, y)
-        _check(_LIB.fcAllReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(o), self._h, None))
-        return y if out is not None else buf
+        return self._run(
+            (x, y),
+            lambda: _LIB.fcAllReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(o), self._h, None),
+            y if out is not None else buf, async_op)
 
-    def all_gather(self, buf: BufferLike, out: Optional[BufferLike] = None) -> np.ndarray:
+    @overload
+    def all_gather(self, buf: BufferLike, out: Optional[BufferLike] = ...,
+                   *, async_op: Literal[False] = ...) -> np.ndarray: ...
+
+    @overload
+    def all_gather(self, buf: BufferLike, out: Optional[BufferLike] = ...,
+                   *, async_op: Literal[True]) -> "Work[np.ndarray]": ...
+
+    def all_gather(self, buf: BufferLike, out: Optional[BufferLike] = None,
+                   *, async_op: bool = False) -> Any:
         """Every rank's ``buf`` in rank order: ``out`` (new, shape ``(size, *buf.shape)``,
         when None) holds ``size × buf.size`` elements."""
         x = _view(buf, False, "buf")
@@ -500,13 +612,23 @@ class Communicator:
         y = np.empty((p,) + x.shape, x.dtype) if out is None else _view(out, True, "out")
         _same_type(x, y)
         _room(y, x.size * p, f"buf's {x.size} from each of {_ranks(p)}")
-        _keep(x, y)
-        _check(_LIB.fcAllGather(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], self._h, None))
-        return y
+        return self._run(
+            (x, y),
+            lambda: _LIB.fcAllGather(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], self._h, None),
+            y, async_op)
 
-    def reduce_scatter(
-        self, buf: BufferLike, op: ReduceOpLike = ReduceOp.SUM, out: Optional[BufferLike] = None
-    ) -> np.ndarray:
+    @overload
+    def reduce_scatter(self, buf: BufferLike, op: ReduceOpLike = ...,
+                       out: Optional[BufferLike] = ...,
+                       *, async_op: Literal[False] = ...) -> np.ndarray: ...
+
+    @overload
+    def reduce_scatter(self, buf: BufferLike, op: ReduceOpLike = ...,
+                       out: Optional[BufferLike] = ...,
+                       *, async_op: Literal[True]) -> "Work[np.ndarray]": ...
+
+    def reduce_scatter(self, buf: BufferLike, op: ReduceOpLike = ReduceOp.SUM,
+                       out: Optional[BufferLike] = None, *, async_op: bool = False) -> Any:
         """Block ``rank`` of the reduction of every rank's ``buf`` (``size`` equal blocks)."""
         o = _reduce_op(op)
         x = _view(buf, False, "buf")
@@ -515,34 +637,58 @@ class Communicator:
         y = np.empty(n, x.dtype) if out is None else _view(out, True, "out")
         _same_type(x, y)
         _room(y, n, f"one block of buf over {_ranks(p)}")
-        _keep(x, y)
-        _check(_LIB.fcReduceScatter(_ptr(x), _ptr(y), n, _CODES[x.dtype], int(o), self._h, None))
-        return y
+        return self._run(
+            (x, y),
+            lambda: _LIB.fcReduceScatter(_ptr(x), _ptr(y), n, _CODES[x.dtype], int(o), self._h, None),
+            y, async_op)
 
-    def broadcast(self, buf: _B, root: int = 0) -> _B:
+    @overload
+    def broadcast(self, buf: _B, root: int = ..., *, async_op: Literal[False] = ...) -> _B: ...
+
+    @overload
+    def broadcast(self, buf: _B, root: int = ..., *, async_op: Literal[True]) -> "Work[_B]": ...
+
+    def broadcast(self, buf: Any, root: int = 0, *, async_op: bool = False) -> Any:
         """Every rank's ``buf`` becomes ``root``'s (in place)."""
         x = _view(buf, True, "buf")
-        _keep(x)
-        _check(_LIB.fcBroadcast(_ptr(x), _ptr(x), x.size, _CODES[x.dtype], root, self._h, None))
-        return buf
+        return self._run(
+            (x,),
+            lambda: _LIB.fcBroadcast(_ptr(x), _ptr(x), x.size, _CODES[x.dtype], root, self._h, None),
+            buf, async_op)
 
     @overload
     def reduce(
-        self, buf: _B, op: ReduceOpLike = ..., root: int = ..., out: None = ...
+        self, buf: _B, op: ReduceOpLike = ..., root: int = ..., out: None = ...,
+        *, async_op: Literal[False] = ...
     ) -> _B: ...
 
     @overload
     def reduce(
-        self, buf: BufferLike, op: ReduceOpLike, root: int, out: BufferLike
+        self, buf: BufferLike, op: ReduceOpLike, root: int, out: BufferLike,
+        *, async_op: Literal[False] = ...
     ) -> np.ndarray: ...
 
     @overload
     def reduce(
-        self, buf: BufferLike, op: ReduceOpLike = ..., root: int = ..., *, out: BufferLike
+        self, buf: BufferLike, op: ReduceOpLike = ..., root: int = ..., *, out: BufferLike,
+        async_op: Literal[False] = ...
     ) -> np.ndarray: ...
 
+    @overload
     def reduce(
-        self, buf: Any, op: ReduceOpLike = ReduceOp.SUM, root: int = 0, out: Any = None
+        self, buf: _B, op: ReduceOpLike = ..., root: int = ..., out: None = ...,
+        *, async_op: Literal[True]
+    ) -> "Work[_B]": ...
+
+    @overload
+    def reduce(
+        self, buf: BufferLike, op: ReduceOpLike = ..., root: int = ..., *, out: BufferLike,
+        async_op: Literal[True]
+    ) -> "Work[np.ndarray]": ...
+
+    def reduce(
+        self, buf: Any, op: ReduceOpLike = ReduceOp.SUM, root: int = 0, out: Any = None,
+        *, async_op: bool = False
     ) -> Any:
         """``root``'s ``out`` (``buf`` in place when None) becomes the reduction of all ranks'
         ``buf``; other ranks' output is untouched."""
@@ -551,11 +697,21 @@ class Communicator:
         y = x if out is None else _view(out, True, "out")
         _same_type(x, y)
         _room(y, x.size, "as many as buf")
-        _keep(x, y)
-        _check(_LIB.fcReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(o), root, self._h, None))
-        return y if out is not None else buf
+        return self._run(
+            (x, y),
+            lambda: _LIB.fcReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(o), root, self._h, None),
+            y if out is not None else buf, async_op)
 
-    def all_to_all(self, buf: BufferLike, out: Optional[BufferLike] = None) -> np.ndarray:
+    @overload
+    def all_to_all(self, buf: BufferLike, out: Optional[BufferLike] = ...,
+                   *, async_op: Literal[False] = ...) -> np.ndarray: ...
+
+    @overload
+    def all_to_all(self, buf: BufferLike, out: Optional[BufferLike] = ...,
+                   *, async_op: Literal[True]) -> "Work[np.ndarray]": ...
+
+    def all_to_all(self, buf: BufferLike, out: Optional[BufferLike] = None,
+                   *, async_op: bool = False) -> Any:
         """Block ``j`` of ``buf`` goes to rank ``j``, which stores it as block ``rank``."""
         x = _view(buf, False, "buf")
         p = self.size
@@ -563,26 +719,48 @@ class Communicator:
         y = np.empty_like(x) if out is None else _view(out, True, "out")
         _same_type(x, y)
         _room(y, x.size, "as many as buf")
-        _keep(x, y)
-        _check(_LIB.fcAllToAll(_ptr(x), _ptr(y), n, _CODES[x.dtype], self._h, None))
-        return y
+        return self._run(
+            (x, y),
+            lambda: _LIB.fcAllToAll(_ptr(x), _ptr(y), n, _CODES[x.dtype], self._h, None),
+            y, async_op)
 
-    def send(self, buf: BufferLike, peer: int) -> None:
+    @overload
+    def send(self, buf: BufferLike, peer: int, *, async_op: Literal[False] = ...) -> None: ...
+
+    @overload
+    def send(self, buf: BufferLike, peer: int, *, async_op: Literal[True]) -> "Work[None]": ...
+
+    def send(self, buf: BufferLike, peer: int, *, async_op: bool = False) -> Any:
         """Sends ``buf`` to ``peer`` (matched by its :meth:`recv`)."""
         x = _view(buf, False, "buf")
-        _keep(x)
-        _check(_LIB.fcSend(_ptr(x), x.size, _CODES[x.dtype], peer, self._h, None))
+        return self._run(
+            (x,),
+            lambda: _LIB.fcSend(_ptr(x), x.size, _CODES[x.dtype], peer, self._h, None),
+            None, async_op)
 
-    def recv(self, buf: _B, peer: int) -> _B:
+    @overload
+    def recv(self, buf: _B, peer: int, *, async_op: Literal[False] = ...) -> _B: ...
+
+    @overload
+    def recv(self, buf: _B, peer: int, *, async_op: Literal[True]) -> "Work[_B]": ...
+
+    def recv(self, buf: Any, peer: int, *, async_op: bool = False) -> Any:
         """Receives into ``buf`` from ``peer``; returns ``buf``."""
         x = _view(buf, True, "buf")
-        _keep(x)
-        _check(_LIB.fcRecv(_ptr(x), x.size, _CODES[x.dtype], peer, self._h, None))
-        return buf
+        return self._run(
+            (x,),
+            lambda: _LIB.fcRecv(_ptr(x), x.size, _CODES[x.dtype], peer, self._h, None),
+            buf, async_op)
 
-    def barrier(self) -> None:
+    @overload
+    def barrier(self, *, async_op: Literal[False] = ...) -> None: ...
+
+    @overload
+    def barrier(self, *, async_op: Literal[True]) -> "Work[None]": ...
+
+    def barrier(self, *, async_op: bool = False) -> Any:
         """Returns once every rank has entered the barrier."""
-        _check(_LIB.fcBarrier(self._h, None))
+        return self._run((), lambda: _LIB.fcBarrier(self._h, None), None, async_op)
 
     def all_reduce_compressed(self, buf: _B, key: str, codec: Optional[str] = None) -> _B:
         """Lossy sum over all ranks of the float32 array ``buf``, in place, compressed with

@@ -10,6 +10,7 @@ UNIQUE_ID_BYTES = 128
 SPLIT_NOCOLOR = -1
 SHRINK_DEFAULT = 0
 SHRINK_ABORT = 1
+IN_PROGRESS = 7007  # fcInProgress: fcWorkWait's timeout passed
 
 
 class UniqueIdStruct(ctypes.Structure):
@@ -55,6 +56,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p_int = ctypes.POINTER(c_int)
     comm_t = c_void_p
     p_comm = ctypes.POINTER(c_void_p)
+    work_t = c_void_p
     sig = {
         "fcGetVersion": [p_int],
         "fcGetUniqueId": [ctypes.POINTER(UniqueIdStruct)],
@@ -84,6 +86,10 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "fcCommJoin": [p_comm],
         "fcGroupStart": [],
         "fcGroupEnd": [],
+        "fcGroupEndAsync": [ctypes.POINTER(work_t)],
+        "fcWorkTest": [work_t, p_int],
+        "fcWorkWait": [work_t, ctypes.c_int64],
+        "fcWorkFree": [work_t],
     }
     for name, args in sig.items():
         f = getattr(lib, name)
