@@ -83,8 +83,9 @@ def every_call(r, p):
     col = torch.ones(4, 4)[:, 1]  # not contiguous: reduced in a copy, copied back
     dist.all_reduce(col)
     assert torch.equal(col, torch.full((4,), float(p))), col
-    with pytest.raises(NotImplementedError, match="fcRedOpCreatePreMulSum"):
-        dist.all_reduce(torch.ones(2), op=dist._make_nccl_premul_sum(2.0))
+    t = torch.ones(2)
+    dist.all_reduce(t, op=dist._make_nccl_premul_sum(2.0))
+    assert torch.equal(t, torch.full((2,), 2.0 * p)), t
     with pytest.raises(ValueError, match="BAND"):
         dist.all_reduce(torch.ones(2, dtype=torch.int32), op=dist.ReduceOp.BAND)
 
@@ -195,14 +196,17 @@ def every_call(r, p):
     assert w.is_completed() and torch.equal(t, torch.full((7,), float(tri - p)))
     dist.barrier()
 
-    # what the C ABI does not have yet, and devices it cannot take: clear errors, no hang
-    with pytest.raises(NotImplementedError, match="fcGather"):
-        dist.gather(torch.ones(2), [torch.empty(2) for _ in range(p)] if r == 0 else None, dst=0)
-    with pytest.raises(NotImplementedError, match="fcScatter"):
-        dist.scatter(torch.empty(2), [torch.ones(2) for _ in range(p)] if r == 0 else None, src=0)
-    with pytest.raises(NotImplementedError, match="all-to-all-v"):
-        dist.all_to_all_single(torch.empty(p + 1), torch.empty(p + 1),
-                               [2] + [1] * (p - 1), [2] + [1] * (p - 1))
+    # gather, scatter
+    outs = [torch.empty(2) for _ in range(p)] if r == 0 else None
+    dist.gather(torch.full((2,), float(r)), outs, dst=0)
+    if r == 0:
+        assert all(torch.equal(o, torch.full((2,), float(q))) for q, o in enumerate(outs)), outs
+    t = torch.empty(2, dtype=torch.int32)
+    dist.scatter(t, [torch.full((2,), q, dtype=torch.int32) for q in range(p)] if r == 0 else None,
+                 src=0)
+    assert torch.equal(t, torch.full((2,), r, dtype=torch.int32)), t
+
+    # devices it cannot take: clear errors, no hang
     with pytest.raises(ValueError, match="device 'meta'"):
         dist.all_reduce(torch.empty(3, device="meta"))
     # Still in step after the refusals.
@@ -412,3 +416,83 @@ def test_registered_for_cpu_and_cuda():
     import ferrocoll.torch  # noqa: F401
 
     assert set(dist.Backend.backend_capability["ferrocoll"]) == {"cpu", "cuda"}
+
+
+# -- gather, scatter, uneven sizes and premul-sum ------------------------------------------------
+
+
+def uneven_calls(r, p):
+    tri = p * (p + 1) // 2
+    # premul-sum: each rank its own factor (a number, or a one-element tensor), every reducing call
+    t = torch.ones(3)
+    dist.all_reduce(t, op=dist._make_nccl_premul_sum(float(r + 1)))
+    assert torch.equal(t, torch.full((3,), float(tri))), t
+    t = torch.full((2,), 2.0, dtype=torch.float64)
+    dist.all_reduce(t, op=dist._make_nccl_premul_sum(torch.tensor([float(r + 1)])))
+    assert torch.equal(t, torch.full((2,), 2.0 * tri, dtype=torch.float64)), t
+    t = torch.ones(2)
+    dist.reduce(t, dst=0, op=dist._make_nccl_premul_sum(0.5))
+    if r == 0:
+        assert torch.equal(t, torch.full((2,), 0.5 * p)), t
+    out = torch.empty(2)
+    dist.reduce_scatter_tensor(out, torch.ones(2 * p), op=dist._make_nccl_premul_sum(float(r)))
+    assert torch.equal(out, torch.full((2,), float(tri - p))), out
+
+    # all_to_all_single with uneven splits, zero-size blocks included: rank r sends j rows to
+    # rank j (none to rank 0), rows of 2
+    send = [j for j in range(p)]
+    recv = [r] * p
+    inp = torch.cat([torch.full((n, 2), float(10 * r + j)) for j, n in enumerate(send)])
+    out = torch.empty(sum(recv), 2)
+    dist.all_to_all_single(out, inp, recv, send)
+    want = torch.cat([torch.full((n, 2), float(10 * i + r)) for i, n in enumerate(recv)])
+    assert torch.equal(out, want), out
+    # all_to_all with tensors of different sizes
+    ins = [torch.full((j + r,), r * 10 + j, dtype=torch.int64) for j in range(p)]
+    outs = [torch.empty(r + i, dtype=torch.int64) for i in range(p)]
+    dist.all_to_all(outs, ins)
+    assert all(torch.equal(o, torch.full((r + i,), i * 10 + r, dtype=torch.int64))
+               for i, o in enumerate(outs)), outs
+    # all_gather and reduce_scatter with tensors of different sizes (rank q: q elements)
+    outs = [torch.empty(q) for q in range(p)]
+    dist.all_gather(outs, torch.full((r,), float(r)))
+    assert all(torch.equal(o, torch.full((q,), float(q))) for q, o in enumerate(outs)), outs
+    out = torch.empty(r)
+    dist.reduce_scatter(out, [torch.full((q,), float(r + 1)) for q in range(p)])
+    assert torch.equal(out, torch.full((r,), float(tri))), out
+
+    # asynchronous: Works complete with the collective
+    ins = [torch.full((j + 1,), float(r)) for j in range(p)]
+    a2a_out = [torch.empty(r + 1) for _ in range(p)]
+    ag_out = [torch.empty(q + 1) for q in range(p)]
+    g_out = [torch.empty(3) for _ in range(p)] if r == p - 1 else None
+    pm = torch.ones(1 << 16)
+    works = [
+        dist.all_to_all(a2a_out, ins, async_op=True),
+        dist.all_gather(ag_out, torch.full((r + 1,), float(r)), async_op=True),
+        dist.gather(torch.full((3,), float(r)), g_out, dst=p - 1, async_op=True),
+        dist.all_reduce(pm, op=dist._make_nccl_premul_sum(0.25), async_op=True),
+    ]
+    for w in works:
+        w.wait()
+    assert all(torch.equal(o, torch.full((r + 1,), float(i))) for i, o in enumerate(a2a_out))
+    assert all(torch.equal(o, torch.full((q + 1,), float(q))) for q, o in enumerate(ag_out))
+    if g_out is not None:
+        assert all(torch.equal(o, torch.full((3,), float(q))) for q, o in enumerate(g_out))
+    assert torch.equal(pm, torch.full((1 << 16,), 0.25 * p))
+
+    # bad splits: named, before anything is issued (every rank refuses alike)
+    with pytest.raises(ValueError, match=r"input_split_sizes has 1 entries, expected"):
+        dist.all_to_all_single(torch.empty(p), torch.empty(p), None, [p])
+    with pytest.raises(ValueError, match=r"output_split_sizes\[0\] is -1"):
+        dist.all_to_all_single(torch.empty(p), torch.empty(p), [-1] + [1] * (p - 2) + [2], None)
+    with pytest.raises(ValueError, match=r"input_split_sizes \[.*\] sums to"):
+        dist.all_to_all_single(torch.empty(p), torch.empty(p), None, [2] * p)
+    # still in step
+    t = torch.ones(2)
+    dist.all_reduce(t)
+    assert torch.equal(t, torch.full((2,), float(p)))
+
+
+def test_gather_scatter_uneven_and_premul_sum():
+    run_ranks(uneven_calls, 3)  # 3 ranks: uneven blocks, and an empty one on every call

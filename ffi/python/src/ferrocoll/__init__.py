@@ -10,7 +10,10 @@
 Buffers are NumPy arrays or anything NumPy can view without copying (``__array_interface__``,
 the buffer protocol); they must be C-contiguous, and writable where written. bfloat16 and fp8
 (e4m3fn, e5m2) arrays need ``ml_dtypes``. A reduce operator is a :class:`ReduceOp`, its name
-(``"sum"``, ``"max"``, any case), or torch's ``torch.distributed.ReduceOp``. Failures raise
+(``"sum"``, ``"max"``, any case), a :class:`PreMulSum` (each rank's input times its own
+factor, summed), or torch's ``torch.distributed.ReduceOp``. Besides the even collectives there
+are ``gather``, ``scatter`` and the uneven ``all_gather_v``, ``reduce_scatter_v`` and
+``all_to_all_v`` (per-rank counts, optional displacements, in elements). Failures raise
 :class:`FerrocollError` subclasses that carry the C result code and a message; a bad argument
 is named in it, with what was expected and what was given.
 
@@ -24,14 +27,8 @@ Surviving a failed rank (the job's store must outlive it: ``FERROCOLL_STORE=file
 
 import contextlib
 import ctypes
-import enum
 import os
-import sys
-import threading
-from typing import (
-    Any, Callable, Dict, Generic, Iterable, Iterator, Literal, Mapping, Optional, TypeVar, Union,
-    overload,
-)
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Tuple, TypeVar, Union, overload
 
 import numpy as np
 
@@ -49,204 +46,31 @@ from ._errors import (  # noqa: F401  (re-exported)
     SystemFailureError,
     error_for,
 )
+from ._buffers import (  # noqa: F401
+    _CODES, _DTYPE_NAMES, _LOW_PRECISION, _TLS, BufferLike, Counts, _bad_arg, _counts, _extent,
+    _i64, _keep, _ptr, _ranks, _room, _root, _same_type, _splits, _view,
+)
+from ._launch import _STORE_FORMS, _launch_env_error  # noqa: F401
+from ._ops import (  # noqa: F401  (re-exported)
+    PreMulSum, ReduceOp, ReduceOpLike, _bad_op, _reduce_op, _torch_op,
+)
+from ._work import _LIB, Work, _check, _error
 
 __all__ = [
     "Communicator", "ReduceOp", "init", "get_unique_id", "group", "version",
     "FerrocollError", "InvalidArgumentError", "InvalidUsageError", "RemoteError",
     "CommTimeoutError", "SystemFailureError", "InternalError", "SPLIT_NOCOLOR",
     "RevokedError", "ExcludedError", "join", "SHRINK_DEFAULT", "SHRINK_ABORT",
-    "InvalidReduceOpError", "BufferLike", "ReduceOpLike", "Work",
+    "InvalidReduceOpError", "BufferLike", "ReduceOpLike", "Work", "PreMulSum",
 ]
 
-_LIB = _lib.load()
 SPLIT_NOCOLOR = _lib.SPLIT_NOCOLOR
 SHRINK_DEFAULT = _lib.SHRINK_DEFAULT
 SHRINK_ABORT = _lib.SHRINK_ABORT
 
 
-class ReduceOp(enum.IntEnum):
-    """Reduction operators (the C ABI's fcRedOp_t numbers). Wherever one is taken, its name
-    as a string (``"sum"``, ``"prod"``/``"product"``, ``"max"``, ``"min"``, ``"avg"``, any
-    case) and torch's ``torch.distributed.ReduceOp`` (SUM, PRODUCT, MAX, MIN, AVG) are
-    accepted too."""
-
-    SUM = 0
-    PROD = 1
-    MAX = 2
-    MIN = 3
-    AVG = 4
-
-
-#: A buffer the collectives read or write: a NumPy array, or any object NumPy can view
-#: without copying (``__array_interface__``, the buffer protocol: memoryview, bytearray, a
-#: CPU torch tensor, ...), C-contiguous.
-BufferLike = Any
-
-#: A reduce operator: a :class:`ReduceOp` (or its number), its name as a string, or a
-#: ``torch.distributed.ReduceOp`` (not named here: torch is an optional dependency).
-ReduceOpLike = Union[ReduceOp, str, int, Any]
-
 _B = TypeVar("_B")
 _R = TypeVar("_R")
-
-_OP_NAMES = {
-    "sum": ReduceOp.SUM,
-    "prod": ReduceOp.PROD,
-    "product": ReduceOp.PROD,
-    "max": ReduceOp.MAX,
-    "min": ReduceOp.MIN,
-    "avg": ReduceOp.AVG,
-}
-# torch.distributed.ReduceOp's names for the operators ferrocoll has.
-_TORCH_OPS = {
-    "SUM": ReduceOp.SUM,
-    "PRODUCT": ReduceOp.PROD,
-    "MAX": ReduceOp.MAX,
-    "MIN": ReduceOp.MIN,
-    "AVG": ReduceOp.AVG,
-}
-_ACCEPTED_OPS = (
-    "accepted: ferrocoll.ReduceOp.{SUM, PROD, MAX, MIN, AVG} (or its number 0-4), "
-    "torch.distributed.ReduceOp.{SUM, PRODUCT, MAX, MIN, AVG}, or a string: "
-    + ", ".join(repr(k) for k in _OP_NAMES)
-    + " (any case)"
-)
-
-
-def _bad_op(op: Any, why: str = "is not a reduce operator") -> InvalidReduceOpError:
-    return InvalidReduceOpError(7004, f"op={op!r} {why}; {_ACCEPTED_OPS}")
-
-
-def _torch_op(op: Any) -> Optional[ReduceOp]:
-    """``op`` as a ReduceOp if it is torch's ReduceOp (or its RedOpType), else None. Looks
-    only when torch.distributed is already imported: never imports torch."""
-    dist = sys.modules.get("torch.distributed")
-    torch_op = getattr(dist, "ReduceOp", None)
-    if torch_op is None or not isinstance(torch_op, type):
-        return None
-    red_op_type = getattr(torch_op, "RedOpType", None)
-    if red_op_type is None:
-        return None
-    # (torch's metaclass makes RedOpType values instances of ReduceOp too.)
-    if not isinstance(op, red_op_type):
-        if not isinstance(op, torch_op):
-            return None
-        op = getattr(op, "op", None)  # the RedOpType a ReduceOp object wraps
-    name = getattr(op, "name", None)
-    if name in _TORCH_OPS:
-        return _TORCH_OPS[name]
-    raise _bad_op(op, f"(torch.distributed.ReduceOp.{name}) has no ferrocoll counterpart")
-
-
-def _reduce_op(op: ReduceOpLike) -> ReduceOp:
-    """``op`` as a :class:`ReduceOp`, or :class:`InvalidReduceOpError` listing the accepted
-    values."""
-    if isinstance(op, ReduceOp):
-        return op
-    if isinstance(op, str):
-        found = _OP_NAMES.get(op.strip().lower())
-        if found is None:
-            raise _bad_op(op, "is not the name of a reduce operator")
-        return found
-    from_torch = _torch_op(op)
-    if from_torch is not None:
-        return from_torch
-    if isinstance(op, (int, np.integer)) and not isinstance(op, (bool, np.bool_)):
-        try:
-            return ReduceOp(int(op))
-        except ValueError:
-            raise _bad_op(op, "is not the number of a reduce operator") from None
-    raise _bad_op(op)
-
-
-def _dtype_codes() -> Dict[np.dtype, int]:
-    codes: Dict[np.dtype, int] = {
-        np.dtype(np.int8): 0,
-        np.dtype(np.uint8): 1,
-        np.dtype(np.int32): 2,
-        np.dtype(np.uint32): 3,
-        np.dtype(np.int64): 4,
-        np.dtype(np.uint64): 5,
-        np.dtype(np.float16): 6,
-        np.dtype(np.float32): 7,
-        np.dtype(np.float64): 8,
-    }
-    try:
-        import ml_dtypes  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return codes
-    codes[np.dtype(ml_dtypes.bfloat16)] = 9
-    codes[np.dtype(ml_dtypes.float8_e4m3fn)] = 10
-    codes[np.dtype(ml_dtypes.float8_e5m2)] = 11
-    return codes
-
-
-_CODES = _dtype_codes()
-# bfloat16, when ml_dtypes is installed (and with it fp8)
-_LOW_PRECISION = next((d for d, code in _CODES.items() if code == 9), None)
-_DTYPE_NAMES = ", ".join(str(d) for d in _CODES)
-
-
-def _error(rc: int) -> FerrocollError:
-    """The exception for result ``rc`` of the C call this thread just made."""
-    msg = _LIB.fcGetLastError(None)
-    return error_for(rc, msg.decode("utf-8", "replace") if msg else "")
-
-
-def _check(rc: int) -> None:
-    if rc != 0:
-        raise _error(rc)
-
-
-class Work(Generic[_R]):
-    """A call in flight, from a collective called with ``async_op=True``: the call was
-    issued and runs in the background (calls on one communicator complete in issue order).
-    The buffers must not be touched until it has completed; the Work keeps them alive.
-    Dropping a Work waits for its call."""
-
-    def __init__(self, handle: Optional[int], keep: tuple, result: _R) -> None:
-        self._h: Optional[int] = handle
-        self._keep = keep
-        self._result = result
-        self._error: Optional[FerrocollError] = None
-
-    def _finish(self, rc: int) -> None:
-        self._error = _error(rc) if rc != 0 else None
-        h, self._h = self._h, None
-        if h:
-            _LIB.fcWorkFree(h)
-        self._keep = ()
-
-    def is_completed(self) -> bool:
-        """Whether the call has completed (successfully or not). Never blocks."""
-        if self._h is None:
-            return True
-        done = ctypes.c_int()
-        rc = _LIB.fcWorkTest(self._h, ctypes.byref(done))
-        if done.value or rc != 0:
-            self._finish(rc)
-            return True
-        return False
-
-    def wait(self, timeout: Optional[float] = None) -> _R:
-        """Waits for the call (at most ``timeout`` seconds; None: no limit) and returns what
-        the blocking call returns, or raises its error. Raises ``TimeoutError`` when the
-        timeout passes first; the call goes on (wait again)."""
-        if self._h is not None:
-            ms = -1 if timeout is None else max(0, int(timeout * 1000))
-            rc = _LIB.fcWorkWait(self._h, ms)
-            if rc == _lib.IN_PROGRESS:
-                raise TimeoutError(f"ferrocoll: the call is not complete after {timeout} s; it "
-                                   "goes on (wait again)")
-            self._finish(rc)
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-    def __del__(self) -> None:
-        h, self._h = getattr(self, "_h", None), None
-        if h:
-            _LIB.fcWorkFree(h)  # waits for the call: its buffers are in use until then
 
 
 def version() -> str:
@@ -262,139 +86,6 @@ def get_unique_id() -> bytes:
     uid = _lib.UniqueIdStruct()
     _check(_LIB.fcGetUniqueId(ctypes.byref(uid)))
     return ctypes.string_at(ctypes.addressof(uid), _lib.UNIQUE_ID_BYTES)
-
-
-def _bad_arg(message: str) -> InvalidArgumentError:
-    return InvalidArgumentError(7004, message)
-
-
-def _view(buf: BufferLike, writable: bool, what: str) -> np.ndarray:
-    """`buf` as an ndarray over the same memory (never a copy). Every refusal names the
-    argument (`what`), what it must be and what it is."""
-    arr = buf if isinstance(buf, np.ndarray) else np.asarray(buf)
-    if arr.dtype == object and arr is not buf:  # NumPy wrapped an object it cannot view
-        raise _bad_arg(
-            f"{what} must be a NumPy array or a buffer (memoryview, bytearray, any object "
-            f"with __array_interface__), got {type(buf).__name__}"
-        )
-    if writable and arr is not buf and arr.flags.owndata:
-        # NumPy had to copy (a list, say): results written there would be lost.
-        raise _bad_arg(
-            f"{what} must be a buffer NumPy can view in place, to hold the results (a NumPy "
-            f"array, a writable buffer), got a {type(buf).__name__}, which NumPy can only copy"
-        )
-    if not arr.flags.c_contiguous:
-        raise _bad_arg(
-            f"{what} must be C-contiguous, got an array of shape {arr.shape} with strides "
-            f"{arr.strides} (a slice or transpose; np.ascontiguousarray makes a contiguous "
-            f"copy{', then copy the result back' if writable else ''})"
-        )
-    if writable and not arr.flags.writeable:
-        raise _bad_arg(f"{what} must be writable, got a read-only {type(buf).__name__}")
-    if arr.dtype not in _CODES:
-        hint = ""
-        if arr.dtype.kind == "V" and _LOW_PRECISION is None:
-            hint = " (install ml_dtypes for bfloat16/fp8)"
-        raise _bad_arg(
-            f"{what} has unsupported dtype {arr.dtype}{hint}; expected one of {_DTYPE_NAMES}"
-        )
-    return arr
-
-
-_TLS = threading.local()
-
-
-def _keep(*arrays: np.ndarray) -> None:
-    """Inside a group, keeps the arrays of a queued call alive until the group ends."""
-    kept = getattr(_TLS, "kept", None)
-    if kept is not None:
-        kept.extend(arrays)
-
-
-def _ptr(arr: np.ndarray) -> Optional[ctypes.c_void_p]:
-    return ctypes.c_void_p(arr.ctypes.data) if arr.size else None
-
-
-def _same_type(a: np.ndarray, b: np.ndarray) -> None:
-    if a.dtype != b.dtype:
-        raise _bad_arg(f"out has dtype {b.dtype}, expected {a.dtype} (the dtype of buf)")
-
-
-def _room(out: np.ndarray, needed: int, why: str) -> None:
-    """`out` holds at least `needed` elements."""
-    if out.size < needed:
-        raise _bad_arg(f"out has {out.size} elements, expected at least {needed} ({why})")
-
-
-def _ranks(n: int) -> str:
-    return f"{n} rank" if n == 1 else f"{n} ranks"
-
-
-def _splits(buf: np.ndarray, ranks: int) -> int:
-    """The block size when `buf` splits into `ranks` equal blocks."""
-    if buf.size % ranks:
-        raise _bad_arg(
-            f"buf has {buf.size} elements, expected a multiple of {ranks}, the number of "
-            "ranks (one equal block per rank)"
-        )
-    return buf.size // ranks
-
-
-# -- launcher variables: checked here, so that a missing one is named as missing ------------
-
-# The families the C library reads (src/config/launcher.rs), in its order: the first whose
-# rank or world-size variable is set is used, and then needs both.
-_LAUNCHERS = (
-    ("FERROCOLL_*", "FERROCOLL_RANK", "FERROCOLL_WORLD_SIZE"),
-    ("torchrun", "RANK", "WORLD_SIZE"),
-    ("Open MPI mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
-    ("PMI", "PMI_RANK", "PMI_SIZE"),
-    ("Slurm srun", "SLURM_PROCID", "SLURM_NTASKS"),
-)
-_STORE_FORMS = "host:port, tcp://host:port, etcd://host:port/prefix or file:DIR"
-
-
-def _launch_env_error(env: Mapping[str, str]) -> Optional[str]:
-    """What is missing or empty among the launcher variables of `env`, or None when the C
-    library has what it needs to start (it checks the values themselves)."""
-    for launcher, rank_var, world_var in _LAUNCHERS:
-        rank, world = env.get(rank_var), env.get(world_var)
-        if rank is None and world is None:
-            continue
-        for var, val, other in ((rank_var, rank, world_var), (world_var, world, rank_var)):
-            if val is None:
-                return (
-                    f"{var} is missing: {other} is set, so this process reads the "
-                    f"{launcher} launcher variables, which need both {rank_var} and {world_var}"
-                )
-            if not val.strip():
-                return f"{var} is set but empty, expected a non-negative integer"
-        store = env.get("FERROCOLL_STORE")
-        if store is not None:
-            if not store.strip():
-                return f"FERROCOLL_STORE is set but empty, expected {_STORE_FORMS}"
-            return None
-        addr, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
-        if addr is None and port is None:
-            return (
-                f"FERROCOLL_STORE is missing, and so are MASTER_ADDR and MASTER_PORT (its "
-                f"fallback): the ranks ({rank_var}, {world_var} from {launcher}) need a place "
-                f"to meet, FERROCOLL_STORE={_STORE_FORMS}"
-            )
-        for var, val in (("MASTER_ADDR", addr), ("MASTER_PORT", port)):
-            if val is None:
-                return f"{var} is missing: MASTER_ADDR and MASTER_PORT go together"
-            if not val.strip():
-                return f"{var} is set but empty"
-        return None
-    return (
-        "no launcher variables are set: FERROCOLL_RANK, FERROCOLL_WORLD_SIZE and "
-        "FERROCOLL_STORE are missing, and so are those of torchrun (RANK, WORLD_SIZE, "
-        "MASTER_ADDR, MASTER_PORT), Open MPI's mpirun (OMPI_COMM_WORLD_RANK, "
-        "OMPI_COMM_WORLD_SIZE), PMI (PMI_RANK, PMI_SIZE) and Slurm's srun (SLURM_PROCID, "
-        "SLURM_NTASKS). Start the program under one of these launchers, set the FERROCOLL_* "
-        "variables, or use Communicator.init_rank with an id from get_unique_id()"
-    )
 
 
 class Communicator:
@@ -538,28 +229,58 @@ class Communicator:
     # done; True returns a :class:`Work` at once (one asynchronous group of the C ABI), whose
     # ``wait()`` gives what the blocking call returns.
     def _run(self, arrays: tuple, call: Callable[[], int], result: _R,
-             async_op: bool) -> Union[_R, "Work[_R]"]:
+             async_op: bool, after: Optional[Callable[[], None]] = None) -> Union[_R, "Work[_R]"]:
+        """Issues ``call``; ``after`` (freeing a premul-sum operator) runs once it is over."""
+        in_group = getattr(_TLS, "kept", None) is not None
         if not async_op:
             _keep(*arrays)
-            _check(call())
+            if after is not None and in_group:
+                _TLS.after.append(after)  # the group's end issues the call
+                after = None
+            try:
+                _check(call())
+            finally:
+                if after is not None:
+                    after()
             return result
-        if getattr(_TLS, "kept", None) is not None:
-            raise InvalidUsageError(
-                7005,
-                "async_op=True inside `with ferrocoll.group():`: the group's end issues its "
-                "calls (use async_op=False there)",
-            )
-        _check(_LIB.fcGroupStart())
-        rc = call()
-        failed = _error(rc) if rc != 0 else None
-        h = ctypes.c_void_p()
-        end = _LIB.fcGroupEndAsync(ctypes.byref(h))
-        if failed is not None:
-            if end == 0 and h.value:
-                _LIB.fcWorkFree(h)
-            raise failed
-        _check(end)
-        return Work(h.value, arrays, result)
+        try:
+            if in_group:
+                raise InvalidUsageError(
+                    7005,
+                    "async_op=True inside `with ferrocoll.group():`: the group's end issues its "
+                    "calls (use async_op=False there)",
+                )
+            _check(_LIB.fcGroupStart())
+            rc = call()
+            failed = _error(rc) if rc != 0 else None
+            h = ctypes.c_void_p()
+            end = _LIB.fcGroupEndAsync(ctypes.byref(h))
+            if failed is not None:
+                if end == 0 and h.value:
+                    _LIB.fcWorkFree(h)
+                raise failed
+            _check(end)
+        except BaseException:
+            if after is not None:
+                after()
+            raise
+        return Work(h.value, arrays, result, after)
+
+    def _op_code(self, o: Union[ReduceOp, PreMulSum],
+                 dtype: np.dtype) -> Tuple[int, Optional[Callable[[], None]]]:
+        """The fcRedOp_t of ``o`` for buffers of ``dtype``, and what frees it (a premul-sum
+        operator is created for the call, destroyed once it is over)."""
+        if isinstance(o, ReduceOp):
+            return int(o), None
+        try:
+            factor = np.array([o.factor], dtype=dtype)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise _bad_op(o, f"has a factor that does not convert to {dtype} ({e})") from None
+        code = ctypes.c_int()
+        _check(_LIB.fcRedOpCreatePreMulSum(ctypes.byref(code), ctypes.c_void_p(factor.ctypes.data),
+                                           _CODES[dtype], _lib.SCALAR_HOST_IMMEDIATE, self._h))
+        h, n = self._h, code.value
+        return n, lambda: _LIB.fcRedOpDestroy(n, h) and None
 
     @overload
     def all_reduce(self, buf: _B, op: ReduceOpLike = ..., out: None = ...,
@@ -590,10 +311,11 @@ class Communicator:
         y = x if out is None else _view(out, True, "out")
         _same_type(x, y)
         _room(y, x.size, "as many as buf")
+        code, after = self._op_code(o, x.dtype)
         return self._run(
             (x, y),
-            lambda: _LIB.fcAllReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(o), self._h, None),
-            y if out is not None else buf, async_op)
+            lambda: _LIB.fcAllReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], code, self._h, None),
+            y if out is not None else buf, async_op, after)
 
     @overload
     def all_gather(self, buf: BufferLike, out: Optional[BufferLike] = ...,
@@ -637,10 +359,11 @@ class Communicator:
         y = np.empty(n, x.dtype) if out is None else _view(out, True, "out")
         _same_type(x, y)
         _room(y, n, f"one block of buf over {_ranks(p)}")
+        code, after = self._op_code(o, x.dtype)
         return self._run(
             (x, y),
-            lambda: _LIB.fcReduceScatter(_ptr(x), _ptr(y), n, _CODES[x.dtype], int(o), self._h, None),
-            y, async_op)
+            lambda: _LIB.fcReduceScatter(_ptr(x), _ptr(y), n, _CODES[x.dtype], code, self._h, None),
+            y, async_op, after)
 
     @overload
     def broadcast(self, buf: _B, root: int = ..., *, async_op: Literal[False] = ...) -> _B: ...
@@ -697,10 +420,11 @@ class Communicator:
         y = x if out is None else _view(out, True, "out")
         _same_type(x, y)
         _room(y, x.size, "as many as buf")
+        code, after = self._op_code(o, x.dtype)
         return self._run(
             (x, y),
-            lambda: _LIB.fcReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], int(o), root, self._h, None),
-            y if out is not None else buf, async_op)
+            lambda: _LIB.fcReduce(_ptr(x), _ptr(y), x.size, _CODES[x.dtype], code, root, self._h, None),
+            y if out is not None else buf, async_op, after)
 
     @overload
     def all_to_all(self, buf: BufferLike, out: Optional[BufferLike] = ...,
@@ -762,6 +486,141 @@ class Communicator:
         """Returns once every rank has entered the barrier."""
         return self._run((), lambda: _LIB.fcBarrier(self._h, None), None, async_op)
 
+    # -- gather, scatter and the uneven collectives ----------------------------------------
+    # The uneven ("-v") calls take one count per rank, in elements, and optionally one
+    # displacement per rank (where each rank's block lies; None: packed in rank order). Their
+    # new outputs are flat (1-D) arrays. CPU (host) buffers only.
+    def gather(self, buf: BufferLike, root: int = 0, out: Optional[BufferLike] = None,
+               *, async_op: bool = False) -> Union[Optional[np.ndarray], "Work[Optional[np.ndarray]]"]:
+        """Every rank's ``buf`` (the same size everywhere) in rank order, on ``root``: its
+        ``out`` (new, shape ``(size, *buf.shape)``, when None) holds ``size × buf.size``
+        elements. Returns the array view of ``out`` on ``root``, None on the other ranks
+        (their ``out`` is not used)."""
+        x = _view(buf, False, "buf")
+        p = self.size
+        y: Optional[np.ndarray] = None
+        if self.rank == _root(root, p):
+            y = np.empty((p,) + x.shape, x.dtype) if out is None else _view(out, True, "out")
+            _same_type(x, y)
+            _room(y, x.size * p, f"buf's {x.size} from each of {_ranks(p)}")
+        keep = (x,) if y is None else (x, y)
+        return self._run(
+            keep,
+            lambda: _LIB.fcGather(_ptr(x), None if y is None else _ptr(y), x.size,
+                                  _CODES[x.dtype], root, self._h, None),
+            y, async_op)
+
+    def scatter(self, buf: Optional[BufferLike], root: int = 0, out: Optional[BufferLike] = None,
+                *, async_op: bool = False) -> Union[np.ndarray, "Work[np.ndarray]"]:
+        """Block ``r`` of ``root``'s ``buf`` (``size`` equal blocks) goes to rank ``r``'s
+        ``out``. On ``root``, ``out`` is new when None (shape ``buf.shape[1:]`` when
+        ``buf.shape[0]`` is the number of ranks, else flat); on the other ranks ``buf`` is not
+        used (None is fine) and ``out`` is required: it says how many elements arrive."""
+        p = self.size
+        is_root = self.rank == _root(root, p)
+        x: Optional[np.ndarray] = None
+        if is_root:
+            if buf is None:
+                raise _bad_arg(f"buf is None on the root (rank {root}): it holds the blocks "
+                               "to scatter")
+            x = _view(buf, False, "buf")
+            n = _splits(x, p)
+            if out is None:
+                y = np.empty(x.shape[1:] if x.ndim > 1 and x.shape[0] == p else (n,), x.dtype)
+            else:
+                y = _view(out, True, "out")
+            _same_type(x, y)
+            _room(y, n, f"one block of buf over {_ranks(p)}")
+        else:
+            if out is None:
+                raise _bad_arg(f"out is None on rank {self.rank}: ranks other than the root "
+                               f"({root}) pass the array that receives their block")
+            y = _view(out, True, "out")
+            n = y.size
+        keep = (y,) if x is None else (x, y)
+        return self._run(
+            keep,
+            lambda: _LIB.fcScatter(None if x is None else _ptr(x), _ptr(y), n,
+                                   _CODES[y.dtype], root, self._h, None),
+            y, async_op)
+
+    def all_gather_v(self, buf: BufferLike, counts: Counts, out: Optional[BufferLike] = None,
+                     displs: Optional[Counts] = None,
+                     *, async_op: bool = False) -> Union[np.ndarray, "Work[np.ndarray]"]:
+        """Rank ``r``'s ``buf`` (``counts[r]`` elements) lands at element ``displs[r]`` of
+        every rank's ``out`` (packed in rank order when ``displs`` is None); ``out`` (new and
+        flat when None) holds every block. Elements outside the blocks are not written."""
+        x = _view(buf, False, "buf")
+        p = self.size
+        c = _counts(counts, p, "counts")
+        d = None if displs is None else _counts(displs, p, "displs")
+        r = self.rank
+        if c[r] != x.size:
+            raise _bad_arg(f"buf has {x.size} elements, but counts[{r}] (this rank's) is {c[r]}")
+        extent = _extent(c, d)
+        y = np.empty(extent, x.dtype) if out is None else _view(out, True, "out")
+        _same_type(x, y)
+        _room(y, extent, "every rank's block at its displacement")
+        return self._run(
+            (x, y, c) if d is None else (x, y, c, d),
+            lambda: _LIB.fcAllGatherV(_ptr(x), x.size, _ptr(y), _i64(c), _i64(d),
+                                      _CODES[x.dtype], self._h, None),
+            y, async_op)
+
+    def reduce_scatter_v(self, buf: BufferLike, counts: Counts, op: ReduceOpLike = ReduceOp.SUM,
+                         out: Optional[BufferLike] = None, displs: Optional[Counts] = None,
+                         *, async_op: bool = False) -> Union[np.ndarray, "Work[np.ndarray]"]:
+        """Rank ``r``'s ``out`` (``counts[r]`` elements; new when None) becomes the reduction
+        of block ``r`` of every rank's ``buf``, which lies at element ``displs[r]`` (packed in
+        rank order when ``displs`` is None)."""
+        o = _reduce_op(op)
+        x = _view(buf, False, "buf")
+        p = self.size
+        c = _counts(counts, p, "counts")
+        d = None if displs is None else _counts(displs, p, "displs")
+        extent = _extent(c, d)
+        if x.size < extent:
+            raise _bad_arg(f"buf has {x.size} elements, expected at least {extent} (every "
+                           "rank's block at its displacement)")
+        n = int(c[self.rank])
+        y = np.empty(n, x.dtype) if out is None else _view(out, True, "out")
+        _same_type(x, y)
+        _room(y, n, f"counts[{self.rank}], this rank's block")
+        code, after = self._op_code(o, x.dtype)
+        return self._run(
+            (x, y, c) if d is None else (x, y, c, d),
+            lambda: _LIB.fcReduceScatterV(_ptr(x), _ptr(y), _i64(c), _i64(d), _CODES[x.dtype],
+                                          code, self._h, None),
+            y, async_op, after)
+
+    def all_to_all_v(self, buf: BufferLike, send_counts: Counts, recv_counts: Counts,
+                     out: Optional[BufferLike] = None, send_displs: Optional[Counts] = None,
+                     recv_displs: Optional[Counts] = None,
+                     *, async_op: bool = False) -> Union[np.ndarray, "Work[np.ndarray]"]:
+        """``send_counts[j]`` elements of ``buf`` (at ``send_displs[j]``) go to rank ``j``;
+        ``recv_counts[j]`` elements from rank ``j`` land in ``out`` at ``recv_displs[j]``
+        (displacements None: packed in rank order). ``out`` is new and flat when None. Rank
+        ``j``'s ``recv_counts[i]`` must equal rank ``i``'s ``send_counts[j]``."""
+        x = _view(buf, False, "buf")
+        p = self.size
+        sc = _counts(send_counts, p, "send_counts")
+        rc = _counts(recv_counts, p, "recv_counts")
+        sd = None if send_displs is None else _counts(send_displs, p, "send_displs")
+        rd = None if recv_displs is None else _counts(recv_displs, p, "recv_displs")
+        sext, rext = _extent(sc, sd), _extent(rc, rd)
+        if x.size < sext:
+            raise _bad_arg(f"buf has {x.size} elements, expected at least {sext} (every block "
+                           "of send_counts at its displacement)")
+        y = np.empty(rext, x.dtype) if out is None else _view(out, True, "out")
+        _same_type(x, y)
+        _room(y, rext, "every block of recv_counts at its displacement")
+        keep = tuple(a for a in (x, y, sc, rc, sd, rd) if a is not None)
+        return self._run(
+            keep,
+            lambda: _LIB.fcAllToAllV(_ptr(x), _i64(sc), _i64(sd), _ptr(y), _i64(rc), _i64(rd),
+                                     _CODES[x.dtype], self._h, None),
+            y, async_op)
+
     def all_reduce_compressed(self, buf: _B, key: str, codec: Optional[str] = None) -> _B:
         """Lossy sum over all ranks of the float32 array ``buf``, in place, compressed with
         ``codec`` (a ``FERROCOLL_COMPRESSION`` spelling: ``"fp16"``, ``"bf16"``, ``"fp8"``,
@@ -801,7 +660,7 @@ def group() -> Iterator[None]:
     package keeps every array of a queued call alive until then."""
     outer = getattr(_TLS, "kept", None) is None
     if outer:
-        _TLS.kept = []
+        _TLS.kept, _TLS.after = [], []
     try:
         _check(_LIB.fcGroupStart())
         try:
@@ -810,4 +669,6 @@ def group() -> Iterator[None]:
             _check(_LIB.fcGroupEnd())
     finally:
         if outer:
-            _TLS.kept = None
+            afters, _TLS.kept, _TLS.after = _TLS.after, None, None
+            for after in afters:
+                after()

@@ -11,6 +11,7 @@ SPLIT_NOCOLOR = -1
 SHRINK_DEFAULT = 0
 SHRINK_ABORT = 1
 IN_PROGRESS = 7007  # fcInProgress: fcWorkWait's timeout passed
+SCALAR_HOST_IMMEDIATE = 1  # fcScalarHostImmediate: a premul-sum factor read at creation
 
 
 class UniqueIdStruct(ctypes.Structure):
@@ -54,6 +55,7 @@ def load() -> ctypes.CDLL:
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     c_int, c_size_t, c_void_p = ctypes.c_int, ctypes.c_size_t, ctypes.c_void_p
     p_int = ctypes.POINTER(c_int)
+    p_i64 = ctypes.POINTER(ctypes.c_int64)
     comm_t = c_void_p
     p_comm = ctypes.POINTER(c_void_p)
     work_t = c_void_p
@@ -74,6 +76,13 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "fcBroadcast": [c_void_p, c_void_p, c_size_t, c_int, c_int, comm_t, c_void_p],
         "fcReduce": [c_void_p, c_void_p, c_size_t, c_int, c_int, c_int, comm_t, c_void_p],
         "fcAllToAll": [c_void_p, c_void_p, c_size_t, c_int, comm_t, c_void_p],
+        "fcGather": [c_void_p, c_void_p, c_size_t, c_int, c_int, comm_t, c_void_p],
+        "fcScatter": [c_void_p, c_void_p, c_size_t, c_int, c_int, comm_t, c_void_p],
+        "fcAllGatherV": [c_void_p, c_size_t, c_void_p, p_i64, p_i64, c_int, comm_t, c_void_p],
+        "fcReduceScatterV": [c_void_p, c_void_p, p_i64, p_i64, c_int, c_int, comm_t, c_void_p],
+        "fcAllToAllV": [c_void_p, p_i64, p_i64, c_void_p, p_i64, p_i64, c_int, comm_t, c_void_p],
+        "fcRedOpCreatePreMulSum": [p_int, c_void_p, c_int, c_int, comm_t],
+        "fcRedOpDestroy": [c_int, comm_t],
         "fcSend": [c_void_p, c_size_t, c_int, c_int, comm_t, c_void_p],
         "fcRecv": [c_void_p, c_size_t, c_int, c_int, comm_t, c_void_p],
         "fcBarrier": [comm_t, c_void_p],
