@@ -55,6 +55,21 @@ unsafe fn counts(p: *const i64, n: usize, name: &'static str) -> Result<Vec<usiz
     unsafe { array(p, n, name) }?.ok_or_else(|| Failure::arg(format!("{name} is NULL")))
 }
 
+/// The layout of one block per rank from `recvcounts` and `displs` (NULL: packed).
+///
+/// # Safety
+/// As [`array`], for both arrays.
+unsafe fn blocks(recvcounts: *const i64, displs: *const i64, p: usize) -> Result<Uneven, Failure> {
+    // SAFETY: forwarded contract.
+    let (c, d) = unsafe {
+        (
+            counts(recvcounts, p, "recvcounts")?,
+            array(displs, p, "displs")?,
+        )
+    };
+    Ok(Uneven::blocks(p, &c, d.as_deref())?)
+}
+
 /// Runs the uneven call `a` whose layout `layout` builds from the communicator's size, inside
 /// the panic boundary (a bad array is reported like any other bad argument).
 ///
@@ -178,16 +193,8 @@ pub unsafe extern "C" fn fcAllGatherV(
         root: None,
         extra: RawExtra::default(),
     };
-    let layout = |p: usize| {
-        // SAFETY: the caller's contract: `nranks` elements each.
-        let (c, d) = unsafe {
-            (
-                counts(recvcounts, p, "recvcounts")?,
-                array(displs, p, "displs")?,
-            )
-        };
-        Ok(Uneven::blocks(p, &c, d.as_deref())?)
-    };
+    // SAFETY: the caller's contract: `nranks` elements each.
+    let layout = |p: usize| unsafe { blocks(recvcounts, displs, p) };
     // SAFETY: forwarded contract.
     unsafe { issue_uneven("fcAllGatherV", comm, stream, a, layout) }
 }
@@ -224,16 +231,8 @@ pub unsafe extern "C" fn fcReduceScatterV(
         root: None,
         extra: RawExtra::default(),
     };
-    let layout = |p: usize| {
-        // SAFETY: the caller's contract: `nranks` elements each.
-        let (c, d) = unsafe {
-            (
-                counts(recvcounts, p, "recvcounts")?,
-                array(displs, p, "displs")?,
-            )
-        };
-        Ok(Uneven::blocks(p, &c, d.as_deref())?)
-    };
+    // SAFETY: the caller's contract: `nranks` elements each.
+    let layout = |p: usize| unsafe { blocks(recvcounts, displs, p) };
     // SAFETY: forwarded contract.
     unsafe { issue_uneven("fcReduceScatterV", comm, stream, a, layout) }
 }
