@@ -52,7 +52,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use exec::frame::OpHeader;
 pub use ferrocoll_transports as transports;
 pub use fp8::{F8E4M3, F8E5M2};
-pub use schedule::{CollSpec, Collective, Uneven};
+pub use schedule::{CollSpec, Collective, LayoutError, Uneven};
 pub use topology::{Topology, TopologyError};
 pub use tune::{Choice, Tuner};
 pub use types::{DataType, Element, ReduceOp};

@@ -62,6 +62,12 @@ pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+impl From<fc::LayoutError> for Failure {
+    fn from(e: fc::LayoutError) -> Failure {
+        Error::from(e).into()
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         Failure {

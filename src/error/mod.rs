@@ -9,7 +9,7 @@ use std::time::Duration;
 use ferrocoll_transports::plugin::SetupError;
 use ferrocoll_transports::LinkError;
 
-use crate::schedule::Collective;
+use crate::schedule::{Collective, LayoutError};
 use crate::types::DataType;
 
 mod conflict;
@@ -590,3 +590,17 @@ impl From<SetupError> for Error {
 
 /// ferrocoll's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<LayoutError> for Error {
+    fn from(e: LayoutError) -> Error {
+        match e {
+            LayoutError::CountsLength { array, got, world } => {
+                Error::CountsLength { array, got, world }
+            }
+            LayoutError::BlockOutOfRange { array, index } => {
+                Error::BlockOutOfRange { array, index }
+            }
+            LayoutError::BlocksOverlap { array, a, b } => Error::BlocksOverlap { array, a, b },
+        }
+    }
+}

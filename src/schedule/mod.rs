@@ -23,7 +23,7 @@ mod uneven;
 mod validate;
 
 pub use deps::{dependencies, Layout};
-pub use uneven::Uneven;
+pub use uneven::{LayoutError, Uneven};
 #[cfg(test)]
 pub use validate::{simulate, simulate_with, validate, validate_with, Extra};
 

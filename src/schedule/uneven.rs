@@ -16,7 +16,44 @@
 
 use super::deps::Place;
 use super::{Collective, Layout};
-use crate::error::{Error, Result};
+
+/// Why a layout is refused. The schedule layer sits below [`crate::error`], so this is its
+/// own type; it converts into the [`crate::Error`] variant of the same name
+/// (`CountsLength`, `BlockOutOfRange`, `BlocksOverlap`), which is what callers see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// An array without one entry per rank.
+    #[error("{array} has {got} entries for a world of {world} ranks")]
+    CountsLength {
+        /// The array.
+        array: &'static str,
+        /// Entries given.
+        got: usize,
+        /// The world size.
+        world: usize,
+    },
+    /// A block whose end overflows.
+    #[error("block {index} of {array} ends out of range")]
+    BlockOutOfRange {
+        /// The array.
+        array: &'static str,
+        /// The rank whose block it is.
+        index: usize,
+    },
+    /// Two non-empty blocks of one buffer overlap.
+    #[error("the blocks of ranks {a} and {b} overlap ({array})")]
+    BlocksOverlap {
+        /// The displacements array.
+        array: &'static str,
+        /// The lower rank.
+        a: usize,
+        /// The higher rank.
+        b: usize,
+    },
+}
+
+type Result<T> = std::result::Result<T, LayoutError>;
+use LayoutError as Error;
 
 /// Per-rank counts and displacements of an uneven collective (see the module docs for what
 /// each array means per collective). Built and checked by [`Uneven::blocks`] and
@@ -98,8 +135,8 @@ impl Uneven {
     /// reduce-scatter-v (`displs`: where each rank's block lies in the input) over `world`
     /// ranks; packed in rank order when `displs` is `None`.
     ///
-    /// Errors: [`Error::CountsLength`] when an array does not have `world` entries,
-    /// [`Error::BlockOutOfRange`] when a block's end overflows, [`Error::BlocksOverlap`]
+    /// Errors: [`LayoutError::CountsLength`] when an array does not have `world` entries,
+    /// [`LayoutError::BlockOutOfRange`] when a block's end overflows, [`LayoutError::BlocksOverlap`]
     /// when two non-empty blocks overlap.
     pub fn blocks(world: usize, counts: &[usize], displs: Option<&[usize]>) -> Result<Uneven> {
         let displs = check_blocks(world, "counts", counts, "displs", displs)?;
