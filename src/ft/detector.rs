@@ -78,6 +78,9 @@ pub(super) fn run(h: &Health, local_pids: &[Option<i32>]) {
         }
         next_beat = now + period;
         beat(h);
+        // Everything already received counts before judging: a local peer that said goodbye
+        // and exited is gone by its pid, but its goodbye may still wait on the socket.
+        h.drain(|r| last_seen[r] = Instant::now());
         let (finished, departed, suspects) = {
             let st = lock(&h.st);
             (st.finished, st.departed.clone(), st.suspects.clone())
@@ -133,5 +136,78 @@ fn beat(h: &Health) {
         for r in ring(h.rank, h.world, 1) {
             send(h, r, &Kind::Heartbeat);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use ferrocoll_transports::auth::JobKey;
+
+    use super::super::wire::{Datagram, Kind};
+    use super::super::Health;
+    use super::*;
+    use crate::bootstrap::rendezvous::Control;
+
+    /// A local peer says goodbye and exits: its pid is gone, and its goodbye waits on the
+    /// socket behind a heartbeat. The detector must read the goodbye before judging the pid.
+    #[test]
+    fn a_goodbye_waiting_behind_a_heartbeat_is_read_before_the_pid_is_judged() {
+        let bind = || UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let (mine, peer) = (bind(), bind());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let key = JobKey::new(b"a detector test's key");
+        let control = Control {
+            socket: mine.try_clone().unwrap(),
+            rank: 0,
+            world: 2,
+            token: 7,
+            key: key.clone(),
+            addrs: vec![mine.local_addr().ok(), peer.local_addr().ok()],
+            local_pids: vec![None, Some(child.id() as i32)],
+        };
+        for (seq, kind) in [(1, Kind::Heartbeat), (2, Kind::Goodbye)] {
+            let d = Datagram {
+                token: 7,
+                seq,
+                from: 1,
+                kind,
+            };
+            peer.send_to(&d.encode(&key), mine.local_addr().unwrap())
+                .unwrap();
+        }
+        let socket = mine.try_clone().unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let h = Arc::new(Health::new(&control, socket, Duration::from_secs(60)));
+        let (h2, pids) = (h.clone(), control.local_pids.clone());
+        let t = std::thread::spawn(move || run(&h2, &pids));
+        std::thread::sleep(Duration::from_millis(300));
+        let revoked = h.is_revoked();
+        h.stop.store(true, Ordering::Release);
+        t.join().unwrap();
+        assert!(!revoked, "a departed peer was declared failed");
+        // The same pid without a goodbye is a failure.
+        let fresh = bind();
+        fresh
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let h = Arc::new(Health::new(&control, fresh, Duration::from_secs(60)));
+        drop(mine);
+        let (h2, pids) = (h.clone(), control.local_pids.clone());
+        let t = std::thread::spawn(move || run(&h2, &pids));
+        std::thread::sleep(Duration::from_millis(300));
+        let revoked = h.is_revoked();
+        h.stop.store(true, Ordering::Release);
+        t.join().unwrap();
+        assert!(
+            revoked,
+            "a local peer whose process is gone was not declared failed"
+        );
     }
 }

@@ -9,7 +9,8 @@
 //! and watches its previous `K` (so every rank has `K` observers, and a failure goes unseen
 //! only if its `K` successors fail with it; the agreement's bound catches that case too). A
 //! rank that stays silent for `FERROCOLL_HEARTBEAT_TIMEOUT` is declared failed; a rank on this
-//! host whose process is gone (or a zombie) is declared failed at the next tick.
+//! host whose process is gone (or a zombie) is declared failed at the next tick, once the
+//! datagrams already received are read (its goodbye among them, when it left cleanly).
 //!
 //! A slow rank is told apart from a dead one because heartbeats come from a thread that does
 //! nothing else: a rank busy computing, or blocked in a long collective, or waiting on a slow
@@ -266,6 +267,13 @@ impl Health {
     /// (a loaded host): without this, the peer would be blamed as failed. A heartbeat read
     /// here is not seen by the detector, which is harmless: the timeout spans six of them.
     fn drain_revokes(&self) -> bool {
+        self.drain(|_| {});
+        self.is_revoked()
+    }
+
+    /// Handles every datagram already waiting on the socket, without blocking, calling `seen`
+    /// with the sender of each valid one first.
+    pub(super) fn drain(&self, mut seen: impl FnMut(usize)) {
         use std::os::fd::AsRawFd;
         let mut buf = vec![0u8; 65536];
         loop {
@@ -283,10 +291,10 @@ impl Health {
                 break;
             }
             if let Ok(Some(d)) = self.receive(&buf[..n as usize]) {
+                seen(d.from);
                 self.on_datagram(d);
             }
         }
-        self.is_revoked()
     }
 
     /// Waits up to `d` for a revocation; whether there is one.
