@@ -496,3 +496,33 @@ def uneven_calls(r, p):
 
 def test_gather_scatter_uneven_and_premul_sum():
     run_ranks(uneven_calls, 3)  # 3 ranks: uneven blocks, and an empty one on every call
+
+
+def test_the_ddp_benchmark_runs(tmp_path):
+    """benches/ddp_vs_gloo.py end to end on a tiny model: both backends train, agree, and
+    the JSON has the step times and the overlap (the script is run by hand for the tables,
+    so this keeps it working)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    script = repo / "benches" / "ddp_vs_gloo.py"
+    out = tmp_path / "ddp.json"
+    env = dict(os.environ)
+    src = str(Path(ferrocoll.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    run = subprocess.run(
+        [sys.executable, str(script), "--ranks", "2", "--rounds", "1", "--steps", "2",
+         "--warmup", "1", "--layers", "2", "--hidden", "64", "--input", "32",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=240, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 ranks:" in run.stdout, run.stdout
+    res = json.loads(out.read_text())
+    (row,) = res["rows"]
+    assert row["ranks"] == 2
+    for kind in ("gloo", "ferrocoll", "compute"):
+        assert row["median_step_s"][kind] > 0, row
+    assert row["overlap"]["comm_s_total"] > 0, row

@@ -510,4 +510,5 @@ def _create(store, rank, size, timeout):
 
 dist.Backend.register_backend("ferrocoll", _create, devices=["cpu", "cuda"])
 
-from ferrocoll._torch_hooks import compression_hook, shrink_group  # noqa: E402  (re-exported)
+from ferrocoll._torch_hooks import (  # noqa: E402,F401  (re-exported; _backend: benches)
+    _backend, compression_hook, shrink_group)
