@@ -52,24 +52,46 @@ fi
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-failed=()
-for t in "${targets[@]}"; do
-    [ -x "$bin/$t" ] || { echo "error: no fuzz target $t" >&2; exit 2; }
+
+# fuzz_one TARGET: one target's run, its log in $scratch/TARGET.log, its exit code in
+# $scratch/TARGET.rc.
+fuzz_one() {
+    local t=$1 rc=0 dict=()
     mkdir -p "$scratch/$t" "fuzz/artifacts/$t" "fuzz/corpus/$t"
-    log=$scratch/$t.log
     # A dictionary of the target's protocol words, where it has one.
-    dict=()
     [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
-    rc=0
     "$bin/$t" "$scratch/$t" "fuzz/corpus/$t" "${dict[@]}" \
         -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 -max_len=8192 \
-        -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || rc=$?
+        -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$scratch/$t.log" 2>&1 || rc=$?
+    echo "$rc" >"$scratch/$t.rc"
+}
+
+for t in "${targets[@]}"; do
+    [ -x "$bin/$t" ] || { echo "error: no fuzz target $t" >&2; exit 2; }
+done
+# FUZZ_PARALLEL targets at a time (default: one per core); each is single-threaded.
+par=${FUZZ_PARALLEL:-$(nproc)}
+running=0
+for t in "${targets[@]}"; do
+    if ((running >= par)); then
+        wait -n
+        running=$((running - 1))
+    fi
+    fuzz_one "$t" &
+    running=$((running + 1))
+done
+wait
+
+failed=()
+for t in "${targets[@]}"; do
+    log=$scratch/$t.log
+    rc=$(cat "$scratch/$t.rc" 2>/dev/null || echo "?")
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     last=$(grep -E '^#[0-9]+' "$log" | tail -1)
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
     corp=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
-    if ((rc != 0)); then
+    if [ "$rc" != 0 ]; then
         failed+=("$t")
         printf '%-16s FAILED (exit %s) after %s runs\n' "$t" "$rc" "${runs:-?}"
         # The panic or signal, the input that caused it, and the top of the backtrace.

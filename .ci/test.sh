@@ -99,8 +99,11 @@ fi
 
 phase "fmt, check, clippy"
 cargo fmt --all -- --check
-# The default build: no feature, no system library.
-cargo check --workspace --all-targets
+# The default build: no feature, no system library. It is also the library the wheel test
+# below packages (a build with the ofi/rdma features links libfabric and cannot be
+# manylinux), so it is kept aside before the full build replaces target/debug's.
+cargo build -p ferrocoll-ffi
+mkdir -p target/wheel-lib && cp target/debug/libferrocoll.so target/wheel-lib/
 cargo clippy --workspace --all-targets --features "$FEATURES" -- -D warnings
 # `cargo test` does not build a cdylib/staticlib-only crate for its integration tests (they
 # do not link it), so libferrocoll.so/.a are built first: the C example test and the Python
@@ -141,12 +144,8 @@ if command -v python3 >/dev/null && python3 -m venv --help >/dev/null 2>&1; then
     # auditwheel, when pip can install it, cross-checks the wheel's tag.
     "$ffi_venv/bin/python" -c "import auditwheel" 2>/dev/null || "$ffi_venv/bin/pip" install -q auditwheel ||
         echo "warning: pip could not install auditwheel: the wheel's tag is checked without it"
-    # The wheel carries the default build (no feature: no system library beyond glibc's; one
-    # with the ofi/rdma transports links libfabric/libibverbs and cannot be manylinux), here
-    # a debug one: a release build would cost minutes. Built after the package above was
-    # installed from the full build.
-    cargo build -p ferrocoll-ffi
-    mkdir -p target/wheel-lib && cp target/debug/libferrocoll.so target/wheel-lib/
+    # The wheel carries the default build kept aside at the start (no feature: no system
+    # library beyond glibc's), a debug one: a release build would cost minutes.
     (cd ffi/python && FERROCOLL_LIBRARY= FERROCOLL_WHEEL_TEST=1 \
         FERROCOLL_WHEEL_LIBRARY="$PWD/../../target/wheel-lib/libferrocoll.so" \
         "$ffi_venv/bin/python" -m pytest -q -rs tests)
