@@ -195,3 +195,42 @@ fn async_forms_refuse_bad_buffers_when_called() {
         }
     }
 }
+
+/// `Work::wait_for` is bounded: false while a peer is late, true once the call finished
+/// (then `wait` gives the result), and it never takes the result itself.
+#[test]
+fn wait_for_is_bounded_and_leaves_the_result() {
+    use std::time::{Duration, Instant};
+    let res = World::new(2)
+        .run(|c| {
+            if c.rank() == 1 {
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            let w = c.all_reduce_async(vec![c.rank() as f32 + 1.0; 1000], ReduceOp::Sum)?;
+            let t0 = Instant::now();
+            let early = if c.rank() == 0 {
+                Some((w.wait_for(Duration::from_millis(50)), t0.elapsed()))
+            } else {
+                None
+            };
+            let done = w.wait_for(Duration::from_secs(20));
+            let again = w.wait_for(Duration::ZERO);
+            let v = w.wait()?;
+            Ok::<_, Error>((early, done, again, v[0], v[999]))
+        })
+        .unwrap();
+    for (r, out) in res.into_iter().enumerate() {
+        let (early, done, again, a, b) = out.unwrap();
+        if r == 0 {
+            let (finished, took) = early.unwrap();
+            assert!(!finished, "finished while rank 1 had not called");
+            assert!(
+                took >= Duration::from_millis(50),
+                "returned early: {took:?}"
+            );
+            assert!(took < Duration::from_millis(350), "returned late: {took:?}");
+        }
+        assert!(done && again, "rank {r}");
+        assert_eq!((a, b), (3.0, 3.0), "rank {r}");
+    }
+}

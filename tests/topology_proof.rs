@@ -8,7 +8,8 @@
 //! 1.08–1.26× over the topology ring seen in debug, 1.44–1.51× in release), so it gates on
 //! floors (1.5×, 1.8×, 1.0×) that still prove the ordering, and prints the ratios. Then the
 //! short part 2: every all-reduce algorithm and the tuner's choice measured side by side
-//! (`--compare`) at a few sizes on 1 host × 4, 2 hosts × 2 and 4 hosts × 1, with the tuner
+//! (`--compare`) at a few sizes on 2 hosts × 2 (the full mode adds 1 host × 4 and 4 hosts ×
+//! 1; here they would add two minutes of figures that are not judged), with the tuner
 //! regret and model error table printed; with so few calls its figures are this machine's
 //! noise, so the test requires the table and that every run succeeds, not the targets (the
 //! full mode gates on them), and short mode prints those figures without a verdict: a
@@ -33,6 +34,7 @@ fn topology_ring_and_hierarchical_beat_the_rank_ring_across_a_slow_link() {
         .arg(env!("CARGO_BIN_EXE_ferrocoll-probe"))
         .arg(&report)
         .env("TOPO_PROOF_TARGETS", "1.5 1.8 1.0")
+        .env("TOPO_PROOF_HOSTS", "2")
         .status()
         .expect("bash runs");
     let text = std::fs::read_to_string(&report).unwrap_or_default();
@@ -43,9 +45,7 @@ fn topology_ring_and_hierarchical_beat_the_rank_ring_across_a_slow_link() {
                 "ok   topology ring vs rank ring",
                 "ok   hierarchical vs rank ring",
                 "ok   hierarchical vs topology ring",
-                "-- 1 host(s) x 4 rank(s)",
                 "-- 2 host(s) x 2 rank(s)",
-                "-- 4 host(s) x 1 rank(s)",
                 "worst tuner regret",
                 "worst model error at >= 1 MiB",
             ] {

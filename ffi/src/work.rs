@@ -154,21 +154,18 @@ pub extern "C" fn fcWorkWait(work: fcWork_t, timeout_ms: i64) -> fcResult_t {
             return w.outcome();
         }
         let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
-        let mut pause = Duration::from_micros(20);
-        loop {
-            if w.done() {
-                w.finish();
-                return w.outcome();
-            }
-            if Instant::now() >= deadline {
-                return Err(Failure {
-                    code: fcResult_t::fcInProgress,
-                    message: format!("not complete after {timeout_ms} ms"),
-                });
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(1));
+        let finished = w
+            .works
+            .iter()
+            .all(|c| c.wait_for(deadline.saturating_duration_since(Instant::now())));
+        if !finished {
+            return Err(Failure {
+                code: fcResult_t::fcInProgress,
+                message: format!("not complete after {timeout_ms} ms"),
+            });
         }
+        w.finish();
+        w.outcome()
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{need, Communicator};
 use crate::engine::{Job, Shared};
@@ -23,6 +24,22 @@ impl<B: 'static> Work<B> {
     /// Whether the call has finished (successfully or not). Never blocks.
     pub fn test(&self) -> bool {
         self.job.is_done()
+    }
+
+    /// Waits up to `limit` for the call to finish, without taking its result: whether it
+    /// has finished (then [`Work::wait`] returns at once). The call runs on the
+    /// communicator's worker thread meanwhile; where that thread could not be started, only
+    /// [`Work::wait`] runs it.
+    pub fn wait_for(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.job.is_done() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.job.sleep_until_done(left);
+        }
+        true
     }
 
     /// Waits for the call and returns its buffers, or its error.

@@ -114,8 +114,8 @@ impl Job {
         }
     }
 
-    /// Sleeps until the job has run or `limit` has passed.
-    fn sleep_until_done(&self, limit: Duration) {
+    /// Sleeps until the job has run or `limit` has passed (or a spurious wake-up).
+    pub(crate) fn sleep_until_done(&self, limit: Duration) {
         let mut g = lock(&self.result);
         if g.result.is_none() {
             g.sleepers += 1;

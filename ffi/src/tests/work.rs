@@ -48,6 +48,14 @@ fn an_async_group_completes_when_its_collective_does() {
             assert_eq!(done, 0, "rank {r}: complete before rank 0 joined");
             assert_eq!(fcWorkWait(w, 0), fcInProgress);
             assert!(last_error().contains("not complete"), "{}", last_error());
+            // A positive timeout sleeps that long, not less, and not until the peer comes.
+            let t0 = std::time::Instant::now();
+            assert_eq!(fcWorkWait(w, 40), fcInProgress);
+            let took = t0.elapsed();
+            assert!(took >= Duration::from_millis(40), "rank {r}: {took:?}");
+            assert!(took < Duration::from_millis(300), "rank {r}: {took:?}");
+            // Long enough: it completes within the timeout.
+            ok(fcWorkWait(w, 20_000));
         }
         ok(fcWorkWait(w, -1));
         let mut done: c_int = -1;
