@@ -108,10 +108,13 @@ cargo clippy --workspace --all-targets --features "$FEATURES" -- -D warnings
 # `cargo test` does not build a cdylib/staticlib-only crate for its integration tests (they
 # do not link it), so libferrocoll.so/.a are built first: the C example test and the Python
 # package below load them from target/debug.
-phase "build: ffi, example"
-cargo build -p ferrocoll-ffi --features "$FEATURES"
-# tests/train_dp_cli.rs runs the example binary, which `--all-targets` builds only as a test.
-cargo build -p ferrocoll --example train_dp --example gpu_check --features "$FEATURES"
+phase "build: libraries, examples"
+# One workspace build of the libraries (libferrocoll.so/.a among them) and the examples
+# (tests/train_dp_cli.rs and tests/accel_doubles.rs run example binaries, which
+# `cargo test` builds only as tests). Built for the whole workspace, with the features the
+# test build below resolves to, so that the test build reuses these libraries instead of
+# compiling them again.
+cargo build --workspace --lib --examples --features "$FEATURES"
 # Every target but the criterion benchmarks, which run next in test mode (each benchmark once,
 # to check it runs): criterion prints two lines per benchmark, shown only when one fails.
 phase "tests"
