@@ -380,15 +380,7 @@ class ProcessGroupFerrocoll(_Issuing, dist.ProcessGroup):
         x = c.tensor(input_tensors[0], "input", False)
         outs: List[torch.Tensor] = []
         if self.rank() == root:
-            outs = list(output_tensors[0]) if output_tensors else []
-            if len(outs) != p:
-                raise ValueError(f"ferrocoll: {what}: {len(outs)} output tensors on the root, "
-                                 f"expected {p} (one per rank)")
-            for i, o in enumerate(outs):
-                c.on(o.device, "output")
-                if o.numel() != x.numel():
-                    raise ValueError(f"ferrocoll: {what}: output tensor {i} has {o.numel()} "
-                                     f"elements, expected {x.numel()} (as the input)")
+            outs = _root_tensors(c, output_tensors, p, x.numel(), "output", "input")
             flat = c.staging((p, x.numel()), x)
             c.call(_LIB.fcGather, _p(x), _p(flat), x.numel(), c.dtype(x), root)
             c.finish.append(lambda: [o.copy_(f.reshape(o.shape)) for o, f in zip(outs, flat)])
@@ -403,15 +395,7 @@ class ProcessGroupFerrocoll(_Issuing, dist.ProcessGroup):
         c = self._start(what)
         y = c.tensor(output_tensors[0], "output", True)
         if self.rank() == root:
-            ins = list(input_tensors[0]) if input_tensors else []
-            if len(ins) != p:
-                raise ValueError(f"ferrocoll: {what}: {len(ins)} input tensors on the root, "
-                                 f"expected {p} (one per rank)")
-            for i, t in enumerate(ins):
-                c.on(t.device, "input")
-                if t.numel() != y.numel():
-                    raise ValueError(f"ferrocoll: {what}: input tensor {i} has {t.numel()} "
-                                     f"elements, expected {y.numel()} (as the output)")
+            ins = _root_tensors(c, input_tensors, p, y.numel(), "input", "output")
             flat = c.tensor(torch.cat([t.reshape(-1) for t in ins]), "input", False)
             c.call(_LIB.fcScatter, _p(flat), _p(y), y.numel(), c.dtype(y), root)
         else:
@@ -502,6 +486,22 @@ def _ferrocoll_timeout(seconds: Optional[float]) -> Any:
         os.environ.pop("FERROCOLL_TIMEOUT", None)
 
 
+
+
+def _root_tensors(c: Any, lists: List[List[torch.Tensor]], p: int, n: int, name: str,
+                  other: str) -> List[torch.Tensor]:
+    """The root's one-per-rank tensors of gather (outputs) or scatter (inputs), checked: ``p``
+    of them, on the call's device kind, each of ``n`` elements (as the ``other`` tensor)."""
+    ts = list(lists[0]) if lists else []
+    if len(ts) != p:
+        raise ValueError(f"ferrocoll: {c.what}: {len(ts)} {name} tensors on the root, "
+                         f"expected {p} (one per rank)")
+    for i, t in enumerate(ts):
+        c.on(t.device, name)
+        if t.numel() != n:
+            raise ValueError(f"ferrocoll: {c.what}: {name} tensor {i} has {t.numel()} "
+                             f"elements, expected {n} (as the {other})")
+    return ts
 
 
 def _create(store, rank, size, timeout):
