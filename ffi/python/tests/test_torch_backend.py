@@ -412,6 +412,23 @@ def test_other_devices_are_named(pg1):
         pg1.allreduce([torch.ones(2, dtype=torch.complex64)])
 
 
+
+def test_gather_and_scatter_name_a_wrong_tensor_list(pg1):
+    """The root's one-per-rank list: a wrong count or a tensor of the wrong size is a
+    ValueError naming it; a right list still works afterwards."""
+    x = torch.arange(4.0)
+    with pytest.raises(ValueError, match="gather: 2 output tensors on the root, expected 1"):
+        pg1.gather([[torch.empty(4), torch.empty(4)]], [x])
+    with pytest.raises(ValueError, match="gather: output tensor 0 has 3 elements, expected 4"):
+        pg1.gather([[torch.empty(3)]], [x])
+    with pytest.raises(ValueError, match="scatter: 0 input tensors on the root, expected 1"):
+        pg1.scatter([torch.empty(4)], [[]])
+    with pytest.raises(ValueError, match="scatter: input tensor 0 has 5 elements, expected 4"):
+        pg1.scatter([torch.empty(4)], [[torch.empty(5)]])
+    out = torch.empty(4)
+    pg1.gather([[out]], [x]).wait()
+    assert torch.equal(out, x)
+
 def test_registered_for_cpu_and_cuda():
     import ferrocoll.torch  # noqa: F401
 
