@@ -161,7 +161,7 @@ fi
 # "Fuzzing" has the long one): builds the instrumented fuzz crate, then a few seconds per
 # target from the committed corpus. Any crash, hang or broken invariant fails the suite.
 phase "fuzzing"
-FUZZ_PROFILE=${FUZZ_PROFILE:-ci} bash .ci/fuzz.sh "${FERROCOLL_FUZZ_SECONDS:-10}"
+FUZZ_PROFILE=${FUZZ_PROFILE:-ci} bash .ci/fuzz.sh "${FERROCOLL_FUZZ_SECONDS:-6}"
 phase "done"
 
 echo "note: no GPU or RDMA device is used by this suite: the ofi transport ran over libfabric's tcp provider; the rdma (verbs) transport is built and its no-device path tested, not run on hardware; NCCL and the CUDA runtime ran as the torch wheel's real libraries without a GPU (typed errors), and the composed device paths against test doubles of NCCL+CUDA and HCCL+ACL."
