@@ -13,7 +13,11 @@ runs `--steps` timed training steps per backend after `--warmup` untimed ones at
 A step is forward, backward (DDP all-reduces the gradient buckets during it) and an SGD step;
 its time is rank 0's wall time, and every step starts from a barrier. The same steps without
 DDP (no communication) give the compute time, so the communication's share of a gloo step is
-1 - compute/gloo.
+1 - compute/gloo. A third DDP copy whose communication hook returns each bucket untouched
+("ddp_no_comm") gives what DDP itself costs around the communication (copying gradients into
+its buckets, scaled by 1/world, and back): no backend's step can be shorter. Each step also
+records the process's CPU time (every thread), which tells a step that waits from one that
+computes.
 
 Overlap (ferrocoll): the backend records when each bucket's all-reduce is issued and when it
 completes (`ProcessGroupFerrocoll.trace`); hooks on the parameters' gradients record when
@@ -89,7 +93,15 @@ def rank_main(rank, world, port, args, q):
         base = make_model(args)
         models = {"gloo": DDP(make_model(args), process_group=gloo),
                   "ferrocoll": DDP(make_model(args), process_group=fc),
-                  "compute": make_model(args)}
+                  "compute": make_model(args),
+                  "ddp_no_comm": DDP(make_model(args), process_group=gloo)}
+
+        def no_comm(_state, bucket):
+            fut = torch.futures.Future()
+            fut.set_result(bucket.buffer())
+            return fut
+
+        models["ddp_no_comm"].register_comm_hook(None, no_comm)
         for m in models.values():
             m.load_state_dict(base.state_dict() if not isinstance(m, DDP) else
                               {"module." + k: v for k, v in base.state_dict().items()})
@@ -115,6 +127,7 @@ def rank_main(rank, world, port, args, q):
             dist.barrier(group=gloo)
             if kind == "ferrocoll":
                 fc_pg.trace = []
+            c0 = time.process_time()
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(m(x), y)
@@ -122,7 +135,8 @@ def rank_main(rank, world, port, args, q):
             loss.backward()
             opt.step()
             t1 = time.perf_counter()
-            rec = {"step_s": t1 - t0, "backward_start": tb - t0,
+            rec = {"step_s": t1 - t0, "cpu_s": time.process_time() - c0,
+                   "backward_start": tb - t0,
                    "last_grad": marks["last_grad"] - t0}
             if kind == "ferrocoll":
                 calls = [(a - t0, b - t0) for what, a, b in fc_pg.trace if what == "all_reduce"]
@@ -133,7 +147,8 @@ def rank_main(rank, world, port, args, q):
                 rec["buckets"] = len(calls)
             return rec
 
-        for kind in ("gloo", "ferrocoll", "compute"):
+        kinds = ("gloo", "ferrocoll", "compute", "ddp_no_comm")
+        for kind in kinds:
             for _ in range(args.warmup):
                 step(kind)
         # The gradient's all-reduce alone, once per backend (what DDP moves per step).
@@ -147,10 +162,10 @@ def rank_main(rank, world, port, args, q):
                 dist.all_reduce(flat, group=g)
                 times.append(time.perf_counter() - t0)
             alone[kind] = statistics.median(times)
-        steps = {"gloo": [], "ferrocoll": [], "compute": []}
+        steps = {k: [] for k in kinds}
         for rnd in range(args.rounds):
             order = ["gloo", "ferrocoll"] if rnd % 2 == 0 else ["ferrocoll", "gloo"]
-            for kind in order + ["compute"]:
+            for kind in order + ["compute", "ddp_no_comm"]:
                 for _ in range(args.steps):
                     steps[kind].append(step(kind))
         # The two DDP copies trained on the same data: their weights must agree.
@@ -202,6 +217,8 @@ def summarize(world, res):
         "gradient_bytes": res["params"] * 4,
         "median_step_s": med,
         "min_step_s": {k: min(r["step_s"] for r in v) for k, v in steps.items()},
+        "median_cpu_s": {k: statistics.median(r["cpu_s"] for r in v) for k, v in steps.items()},
+        "floor_ratio": med["ddp_no_comm"] / med["gloo"],
         "max_step_s": {k: max(r["step_s"] for r in v) for k, v in steps.items()},
         "ratio_ferrocoll_over_gloo": med["ferrocoll"] / med["gloo"],
         "gloo_comm_share": 1 - med["compute"] / med["gloo"],
@@ -247,10 +264,14 @@ def main():
         o = res["overlap"]
         print(f"{world} ranks: {res['params'] / 1e6:.1f} M parameters; median step gloo "
               f"{m['gloo'] * 1e3:.1f} ms, ferrocoll {m['ferrocoll'] * 1e3:.1f} ms, compute only "
-              f"{m['compute'] * 1e3:.1f} ms; ferrocoll/gloo {res['ratio_ferrocoll_over_gloo']:.3f}; "
+              f"{m['compute'] * 1e3:.1f} ms, DDP without communication {m['ddp_no_comm'] * 1e3:.1f} ms; "
+              f"ferrocoll/gloo {res['ratio_ferrocoll_over_gloo']:.3f} (floor {res['floor_ratio']:.3f}); "
               f"gloo's communication {100 * res['gloo_comm_share']:.0f}% of its step; "
               f"ferrocoll communication hidden behind backward {100 * o['hidden_share']:.0f}%",
               flush=True)
+        c = res["median_cpu_s"]
+        print(f"{world} ranks: median CPU time per step (all threads of rank 0's process): "
+              + ", ".join(f"{k} {c[k] * 1e3:.1f} ms" for k in c), flush=True)
     goals = []
     for r in rows:
         goals.append({"goal": f"{r['ranks']} ranks: ferrocoll step <= 0.8 x gloo",

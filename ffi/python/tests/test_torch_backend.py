@@ -540,6 +540,8 @@ def test_the_ddp_benchmark_runs(tmp_path):
     res = json.loads(out.read_text())
     (row,) = res["rows"]
     assert row["ranks"] == 2
-    for kind in ("gloo", "ferrocoll", "compute"):
+    for kind in ("gloo", "ferrocoll", "compute", "ddp_no_comm"):
         assert row["median_step_s"][kind] > 0, row
+        assert row["median_cpu_s"][kind] > 0, row
+    assert 0 < row["floor_ratio"], row
     assert row["overlap"]["comm_s_total"] > 0, row
