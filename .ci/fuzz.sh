@@ -7,7 +7,9 @@
 # input that did it is kept as fuzz/artifacts/<target>/crash-… (or timeout-…, oom-…) and
 # its backtrace is printed. One summary line per target: runs, coverage, features, corpus.
 #
-# The long pass (README, "Fuzzing"): `bash .ci/fuzz.sh 600`.
+# The long pass (README, "Fuzzing"): `bash .ci/fuzz.sh 600`. `bash .ci/fuzz.sh --build` only
+# builds (the test command starts it early, in the background, so that the build uses the
+# time the tests leave idle; the pass itself then finds the build up to date).
 #
 # How it works on stable Rust: libfuzzer-sys compiles libFuzzer (C++, with the cc crate),
 # and rustc instruments the code the way cargo-fuzz asks it to, through stable codegen
@@ -19,9 +21,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+build_only=0
+if [ "${1:-}" = --build ]; then
+    build_only=1
+    shift
+    (($# == 0)) || { echo "usage: $0 --build" >&2; exit 2; }
+fi
 secs=${1:-30}
 shift || true
-case $secs in '' | *[!0-9]*) echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2 ;; esac
+case $secs in '' | *[!0-9]*) echo "usage: $0 [--build | SECONDS [TARGET...]]" >&2; exit 2 ;; esac
 
 command -v c++ >/dev/null || {
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -42,6 +50,7 @@ unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
 # information, which halves the build; the long pass keeps the release profile.
 profile=${FUZZ_PROFILE:-release}
 (cd fuzz && cargo build --profile "$profile" --locked -j "${FUZZ_JOBS:-2}" --target "$host" --bins)
+((build_only == 0)) || exit 0
 bin=fuzz/target/$host/$profile
 
 if (($#)); then

@@ -25,21 +25,6 @@ if ((${#need[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
-phase "Python venv"
-# A cached Python venv with torch (default PyPI wheel, used on the CPU: torchrun launcher test,
-# torch backend), numpy and pytest. Created once; later runs reuse it.
-export FERROCOLL_VENV=${FERROCOLL_VENV:-$HOME/.cache/ferrocoll/venv}
-if [ ! -x "$FERROCOLL_VENV/bin/python" ]; then
-    python3 -m venv "$FERROCOLL_VENV" || echo "warning: cannot create $FERROCOLL_VENV; Python tests will skip"
-fi
-if [ -x "$FERROCOLL_VENV/bin/python" ]; then
-    for mod in torch numpy pytest ml_dtypes setuptools; do
-        "$FERROCOLL_VENV/bin/python" -c "import $mod" 2>/dev/null \
-            || "$FERROCOLL_VENV/bin/pip" install -q "$mod" \
-            || echo "warning: pip could not install $mod; tests that need it will skip"
-    done
-fi
-
 # ---- issue 6 (C ABI, Python): tools (begin) --------------------------------------------
 # A C compiler for the C example and valgrind for its memory check (ffi/tests/c_example.rs
 # says SKIPPED and passes without them), python3-venv for the Python package's tests.
@@ -60,8 +45,6 @@ for tool in ip ss unshare tc mpirun cc valgrind etcd tcpdump; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 [ "$(id -u)" = 0 ] || missing+=("root (network namespaces for the multi-host tests)")
-"$FERROCOLL_VENV/bin/python" -c "import torch, numpy, pytest, ml_dtypes" 2>/dev/null \
-    || missing+=("torch, numpy, pytest, ml_dtypes in $FERROCOLL_VENV")
 # The torch wheel in the venv ships the real NCCL and CUDA runtime (tests/accel_nccl.rs loads
 # them): their tests fail here instead of skipping when they cannot find them.
 [ "${FERROCOLL_ALLOW_SKIPS:-0}" = 1 ] || export FERROCOLL_REQUIRE_VENDOR_LIBS=1
@@ -85,6 +68,27 @@ done
 if ((${#rdma_need[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${rdma_need[@]}" >/dev/null
 fi
+# A cached Python venv with torch (default PyPI wheel, used on the CPU: torchrun launcher test,
+# torch backend, and the real NCCL and CUDA runtime it ships), numpy and pytest. Created once;
+# later runs reuse it. A fresh one downloads gigabytes, so it is made in the background while
+# the Rust code builds; the tests wait for it.
+export FERROCOLL_VENV=${FERROCOLL_VENV:-$HOME/.cache/ferrocoll/venv}
+setup_venv() {
+    if [ ! -x "$FERROCOLL_VENV/bin/python" ]; then
+        python3 -m venv "$FERROCOLL_VENV" || echo "warning: cannot create $FERROCOLL_VENV; Python tests will skip"
+    fi
+    if [ -x "$FERROCOLL_VENV/bin/python" ]; then
+        for mod in torch numpy pytest ml_dtypes setuptools auditwheel; do
+            "$FERROCOLL_VENV/bin/python" -c "import $mod" 2>/dev/null \
+                || "$FERROCOLL_VENV/bin/pip" install -q "$mod" \
+                || echo "warning: pip could not install $mod; tests that need it will skip"
+        done
+    fi
+}
+venv_log=$(mktemp)
+setup_venv >"$venv_log" 2>&1 &
+venv_job=$!
+
 # `tls` (TLS on the TCP links, FERROCOLL_TLS=1) needs no system library: always on here.
 FEATURES=ofi,rdma,tls
 if ! pkg-config --exists libfabric libibverbs 2>/dev/null; then
@@ -101,6 +105,15 @@ fi
 # disk (they pay off when a developer rebuilds after a small edit). CARGO_INCREMENTAL=1 keeps
 # them.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+
+# The fuzz crate's instrumented build, which the fuzzing phase at the end needs, starts now in
+# the background at the lowest CPU priority: it takes only the time the phases before leave
+# idle (the tests spend much of theirs waiting on processes, sockets and shaped links), and
+# the fuzzing phase then finds it done. Its own session, so that a failing run stops it.
+fuzz_log=$(mktemp)
+FUZZ_PROFILE=${FUZZ_PROFILE:-ci} setsid nice -n 19 bash .ci/fuzz.sh --build >"$fuzz_log" 2>&1 &
+fuzz_build=$!
+trap 'kill -- -$fuzz_build 2>/dev/null || true; rm -f "$fuzz_log" "$venv_log"' EXIT
 
 phase "fmt, check, clippy"
 cargo fmt --all -- --check
@@ -122,7 +135,20 @@ phase "build: libraries, examples"
 cargo build --workspace --lib --examples --features "$FEATURES"
 # Every target but the criterion benchmarks, which run next in test mode (each benchmark once,
 # to check it runs): criterion prints two lines per benchmark, shown only when one fails.
-phase "tests"
+phase "tests: build"
+cargo test --workspace --lib --bins --tests --examples --features "$FEATURES" --no-run
+phase "Python venv (made in the background: ready, or waited for)"
+wait "$venv_job" || true
+cat "$venv_log"
+if ! "$FERROCOLL_VENV/bin/python" -c "import torch, numpy, pytest, ml_dtypes" 2>/dev/null; then
+    if [ "${FERROCOLL_ALLOW_SKIPS:-0}" = 1 ]; then
+        echo "warning: missing, the tests that need it will skip: torch, numpy, pytest, ml_dtypes in $FERROCOLL_VENV"
+    else
+        echo "error: missing: torch, numpy, pytest, ml_dtypes in $FERROCOLL_VENV (FERROCOLL_ALLOW_SKIPS=1 runs the rest)" >&2
+        exit 1
+    fi
+fi
+phase "tests: run"
 cargo test --workspace --lib --bins --tests --examples --features "$FEATURES"
 phase "benchmarks in test mode"
 if ! bench_out=$(cargo test --workspace --bench '*' --features "$FEATURES" 2>&1); then
@@ -149,9 +175,7 @@ if command -v python3 >/dev/null && python3 -m venv --help >/dev/null 2>&1; then
         "$ffi_venv/bin/pip" install -q --no-build-isolation --no-deps --force-reinstall ./ffi/python
     # FERROCOLL_WHEEL_TEST=1: tests/test_wheel.py runs ffi/python/build_wheel.sh (pip wheel
     # into a manylinux wheel, installed into a fresh venv and run);
-    # auditwheel, when pip can install it, cross-checks the wheel's tag.
-    "$ffi_venv/bin/python" -c "import auditwheel" 2>/dev/null || "$ffi_venv/bin/pip" install -q auditwheel ||
-        echo "warning: pip could not install auditwheel: the wheel's tag is checked without it"
+    # auditwheel (installed with the venv, when pip can) cross-checks the wheel's tag.
     # The wheel carries the default build kept aside at the start (no feature: no system
     # library beyond glibc's), a debug one: a release build would cost minutes.
     (cd ffi/python && FERROCOLL_LIBRARY= FERROCOLL_WHEEL_TEST=1 \
@@ -166,6 +190,11 @@ fi
 # "Fuzzing" has the long one): builds the instrumented fuzz crate, then a few seconds per
 # target from the committed corpus. Any crash, hang or broken invariant fails the suite.
 phase "fuzzing"
+if ! wait "$fuzz_build"; then
+    cat "$fuzz_log"
+    echo "error: the fuzz crate's build failed (bash .ci/fuzz.sh --build)" >&2
+    exit 1
+fi
 FUZZ_PROFILE=${FUZZ_PROFILE:-ci} bash .ci/fuzz.sh "${FERROCOLL_FUZZ_SECONDS:-6}"
 phase "done"
 
