@@ -109,9 +109,13 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 # The fuzz crate's instrumented build, which the fuzzing phase at the end needs, starts now in
 # the background at the lowest CPU priority: it takes only the time the phases before leave
 # idle (the tests spend much of theirs waiting on processes, sockets and shaped links), and
-# the fuzzing phase then finds it done. Its own session, so that a failing run stops it.
+# the fuzzing phase then finds it done. Its own session, so that a failing run stops it; a
+# new session is also a new scheduler autogroup (where the kernel has them), which would
+# share the CPU equally with this one whatever its nice value, so the autogroup's own nice
+# value is set too.
 fuzz_log=$(mktemp)
-FUZZ_PROFILE=${FUZZ_PROFILE:-ci} setsid nice -n 19 bash .ci/fuzz.sh --build >"$fuzz_log" 2>&1 &
+FUZZ_PROFILE=${FUZZ_PROFILE:-ci} setsid bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null
+    exec nice -n 19 bash .ci/fuzz.sh --build' >"$fuzz_log" 2>&1 &
 fuzz_build=$!
 trap 'kill -- -$fuzz_build 2>/dev/null || true; rm -f "$fuzz_log" "$venv_log"' EXIT
 
