@@ -88,6 +88,7 @@ setup_venv() {
 venv_log=$(mktemp)
 setup_venv >"$venv_log" 2>&1 &
 venv_job=$!
+trap 'rm -f "$venv_log"' EXIT
 
 # `tls` (TLS on the TCP links, FERROCOLL_TLS=1) needs no system library: always on here.
 FEATURES=ofi,rdma,tls
@@ -105,19 +106,6 @@ fi
 # disk (they pay off when a developer rebuilds after a small edit). CARGO_INCREMENTAL=1 keeps
 # them.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
-
-# The fuzz crate's instrumented build, which the fuzzing phase at the end needs, starts now in
-# the background at the lowest CPU priority: it takes only the time the phases before leave
-# idle (the tests spend much of theirs waiting on processes, sockets and shaped links), and
-# the fuzzing phase then finds it done. Its own session, so that a failing run stops it; a
-# new session is also a new scheduler autogroup (where the kernel has them), which would
-# share the CPU equally with this one whatever its nice value, so the autogroup's own nice
-# value is set too.
-fuzz_log=$(mktemp)
-FUZZ_PROFILE=${FUZZ_PROFILE:-ci} setsid bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null
-    exec nice -n 19 bash .ci/fuzz.sh --build' >"$fuzz_log" 2>&1 &
-fuzz_build=$!
-trap 'kill -- -$fuzz_build 2>/dev/null || true; rm -f "$fuzz_log" "$venv_log"' EXIT
 
 phase "fmt, check, clippy"
 cargo fmt --all -- --check
@@ -141,6 +129,20 @@ cargo build --workspace --lib --examples --features "$FEATURES"
 # to check it runs): criterion prints two lines per benchmark, shown only when one fails.
 phase "tests: build"
 cargo test --workspace --lib --bins --tests --examples --features "$FEATURES" --no-run
+# The fuzz crate's instrumented build, which the fuzzing phase at the end needs, starts now in
+# the background at the lowest CPU priority: it takes only the time the tests leave idle
+# (they spend much of theirs waiting on processes, sockets and shaped links: a third to half
+# of the two CPUs is idle while they run), and the fuzzing phase then finds it done. Not
+# earlier: the builds before keep both CPUs busy. Its own session, so that a failing run
+# stops it; a new session is also a new scheduler autogroup (where the kernel has them),
+# which would share the CPU equally with this one whatever its nice value, so the
+# autogroup's own nice value is set too.
+fuzz_log=$(mktemp)
+FUZZ_PROFILE=${FUZZ_PROFILE:-ci} setsid bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null
+    exec nice -n 19 bash .ci/fuzz.sh --build' >"$fuzz_log" 2>&1 &
+fuzz_build=$!
+trap 'kill -- -$fuzz_build 2>/dev/null || true; rm -f "$fuzz_log" "$venv_log"' EXIT
+
 phase "Python venv (made in the background: ready, or waited for)"
 wait "$venv_job" || true
 cat "$venv_log"
