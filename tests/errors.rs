@@ -451,3 +451,45 @@ fn recv_of_wrong_length_is_a_mismatch() {
         .unwrap();
     assert!(matches!(res[1], Err(Error::Mismatch { .. })), "{res:?}");
 }
+
+/// All-to-all-v counts that disagree between the two sides of a pair are a mismatch in the
+/// call itself, on the receiving rank, when one side is zero too: empty blocks still
+/// exchange a message (its frame carries the size), so the receiver neither waits for data
+/// that never comes nor leaves the sender's block for the pair's next call.
+#[test]
+fn all_to_all_v_counts_that_disagree_are_a_mismatch_in_the_call() {
+    // Per case, each rank's (send counts, receive counts). Only rank 0's send count for
+    // rank 1 and rank 1's receive count from rank 0 disagree: zero against three, three
+    // against zero, two against five, and four for a rank 1 that moves nothing by its own
+    // counts.
+    type Counts = ([usize; 2], [usize; 2]);
+    let cases: [[Counts; 2]; 4] = [
+        [([1, 0], [1, 1]), ([1, 1], [3, 1])],
+        [([1, 3], [1, 1]), ([1, 1], [0, 1])],
+        [([1, 2], [1, 1]), ([1, 1], [5, 1])],
+        [([0, 4], [0, 0]), ([0, 0], [0, 0])],
+    ];
+    for case in cases {
+        let res = World::new(2)
+            .config(quick(20_000))
+            .run(|c| {
+                let (sc, rc) = case[c.rank()];
+                c.all_to_all_v(&[1f32; 8], &sc, None, &mut [0f32; 8], &rc, None)
+            })
+            .unwrap();
+        // A receiver that waited for the missing block would report a timeout instead.
+        assert!(
+            matches!(res[1], Err(Error::Mismatch { seq: 0, .. })),
+            "{case:?}: {res:?}"
+        );
+        // The sender's block went out whole before the receiver objected: it may finish,
+        // or learn of the failure from the closed link; it never waits for the timeout.
+        assert!(
+            matches!(
+                res[0],
+                Ok(()) | Err(Error::Mismatch { .. }) | Err(Error::PeerFailed { .. })
+            ),
+            "{case:?}: {res:?}"
+        );
+    }
+}

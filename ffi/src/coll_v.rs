@@ -241,9 +241,9 @@ pub unsafe extern "C" fn fcReduceScatterV(
 /// `sdispls[j]` of `sendbuff` to rank `j`, and receives `recvcounts[j]` elements from rank
 /// `j` at element `rdispls[j]` of `recvbuff` (packed in rank order where a displacement
 /// array is NULL). Rank `j`'s `recvcounts[rank]` must equal this rank's `sendcounts[j]`
-/// (different non-zero sizes are reported as `fcInvalidUsage`, mismatched calls), and
-/// `sendcounts[rank] == recvcounts[rank]`. In place when `sendbuff == recvbuff`, which needs
-/// equal send and receive counts and displacements.
+/// (different sizes, one of them zero included, are reported by the receiving rank as
+/// `fcInvalidUsage`, mismatched calls), and `sendcounts[rank] == recvcounts[rank]`. In place
+/// when `sendbuff == recvbuff`, which needs equal send and receive counts and displacements.
 ///
 /// Thread safety: as `fcAllReduce`.
 ///

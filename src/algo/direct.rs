@@ -283,18 +283,23 @@ impl Algorithm for Direct {
                         dst: Region::output(rd[r], c[r]),
                     });
                 }
-                steps.extend(others.filter(|&j| c[j] > 0).map(|j| Step::Send {
+                // Every pair exchanges a message, empty blocks included: its frame carries the
+                // size, so a pair whose counts disagree (one side zero included) is a mismatch
+                // in this call rather than a message left for a later one, or a wait for one
+                // that never comes. An empty block's message names offset 0, which lies in any
+                // buffer (its displacement need not).
+                let at = |displ: usize, n: usize| if n == 0 { 0 } else { displ };
+                steps.extend(others.map(|j| Step::Send {
                     peer: j,
-                    src: Region::input(d[j], c[j]),
+                    src: Region::input(at(d[j], c[j]), c[j]),
                 }));
                 // Receive in the mirrored order r-1, r-2, ...: the peer that sends to us first.
                 steps.extend(
                     (1..p)
                         .map(|k| rel(r, -(k as isize), p))
-                        .filter(|&j| rc[j] > 0)
                         .map(|j| Step::Recv {
                             peer: j,
-                            dst: Region::output(rd[j], rc[j]),
+                            dst: Region::output(at(rd[j], rc[j]), rc[j]),
                             with: None,
                         }),
                 );

@@ -161,9 +161,9 @@ impl Communicator {
     /// All-to-all-v (`MPI_Alltoallv`): this rank sends `send_counts[j]` elements from
     /// `send_displs[j]` of `input` to rank `j`, and receives `recv_counts[j]` elements from
     /// rank `j` into `recv_displs[j]` of `output` (displacements packed in rank order when
-    /// `None`). Rank `j`'s `recv_counts[rank]` must equal this rank's `send_counts[j]`: a
-    /// disagreement is [`Error::Mismatch`] where both sizes are non-zero, and otherwise
-    /// leaves a message unreceived, which a later call on the pair (or the timeout) reports.
+    /// `None`). Rank `j`'s `recv_counts[rank]` must equal this rank's `send_counts[j]`: every
+    /// pair of ranks exchanges a message, empty blocks included, so a disagreement (one side
+    /// zero included) is [`Error::Mismatch`] in this call on the receiving rank.
     ///
     /// Errors: as [`Communicator::all_gather_v`] for each layout,
     /// [`Error::SendCountMismatch`] when `send_counts[rank] != recv_counts[rank]`,

@@ -231,8 +231,12 @@ impl Uneven {
     /// Whether this rank moves no element in collective `kind` (its call can be skipped).
     pub fn moves_nothing(&self, kind: Collective) -> bool {
         match kind {
+            // Every pair exchanges a message, empty or not (see the direct algorithm): only
+            // a world of one moves nothing when its own block is empty.
             Collective::AllToAllV => {
-                self.counts.iter().all(|&c| c == 0) && self.recv_counts.iter().all(|&c| c == 0)
+                self.counts.len() <= 1
+                    && self.counts.iter().all(|&c| c == 0)
+                    && self.recv_counts.iter().all(|&c| c == 0)
             }
             _ => self.total() == 0,
         }
