@@ -600,7 +600,8 @@ class Communicator:
         """``send_counts[j]`` elements of ``buf`` (at ``send_displs[j]``) go to rank ``j``;
         ``recv_counts[j]`` elements from rank ``j`` land in ``out`` at ``recv_displs[j]``
         (displacements None: packed in rank order). ``out`` is new and flat when None. Rank
-        ``j``'s ``recv_counts[i]`` must equal rank ``i``'s ``send_counts[j]``."""
+        ``j``'s ``recv_counts[i]`` must equal rank ``i``'s ``send_counts[j]``: where they differ
+        (one of them zero included), rank ``j``'s call raises ``InvalidUsageError``."""
         x = _view(buf, False, "buf")
         p = self.size
         sc = _counts(send_counts, p, "send_counts")
