@@ -299,20 +299,43 @@ impl ChunkCodec for TopK {
     fn decode_add(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
         let (n, k) = (dst.len(), self.k(dst.len()));
         let (idx, val) = src.split_at(4 * k);
-        for slot in 0..k {
-            let i = u32::from_le_bytes([
+        let index = |slot: usize| {
+            u32::from_le_bytes([
                 idx[4 * slot],
                 idx[4 * slot + 1],
                 idx[4 * slot + 2],
                 idx[4 * slot + 3],
-            ]);
+            ])
+        };
+        // The payload comes from a peer: its indices are checked before any is used. An
+        // encoder writes them strictly ascending, inside the chunk, with the unused slots
+        // last; anything else (a repeated index would add its element twice) is refused.
+        let mut used = 0;
+        let mut next = 0usize;
+        for slot in 0..k {
+            let i = index(slot);
             if i == EMPTY {
                 continue;
             }
-            let d = dst.get_mut(i as usize).ok_or_else(|| {
-                Error::Internal(format!("top-k index {i} out of range for {n} elements"))
-            })?;
-            *d += get_f32(val, slot);
+            let bad = if used < slot {
+                Some("follows an unused slot")
+            } else if i as usize >= n {
+                Some("is out of range")
+            } else if (i as usize) < next {
+                Some("is not above the one before it")
+            } else {
+                None
+            };
+            if let Some(why) = bad {
+                return Err(Error::Internal(format!(
+                    "top-k index {i} in slot {slot} {why} (a chunk of {n} elements)"
+                )));
+            }
+            used += 1;
+            next = i as usize + 1;
+        }
+        for slot in 0..used {
+            dst[index(slot) as usize] += get_f32(val, slot);
         }
         Ok(())
     }
@@ -321,6 +344,33 @@ impl ChunkCodec for TopK {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Indices an encoder cannot write are refused before anything is added: repeated
+    /// (the element would be added twice), descending, out of range, or used after an
+    /// unused slot. Unused slots at the end are fine.
+    #[test]
+    fn decode_refuses_indices_no_encoder_writes() {
+        let c = TopK::new(0.25); // k = 3 of 11
+        let payload = |idx: [u32; 3]| {
+            let mut b: Vec<u8> = idx.iter().flat_map(|i| i.to_le_bytes()).collect();
+            b.extend([1.5f32, 2.5, 4.0].iter().flat_map(|v| v.to_le_bytes()));
+            b
+        };
+        let mut out = vec![10f32; 11];
+        c.decode_add(&payload([1, 4, EMPTY]), &mut out).unwrap();
+        assert_eq!((out[1], out[4], out[0]), (11.5, 12.5, 10.0));
+        for (idx, why) in [
+            ([0, 0, 0], "not above"),
+            ([5, 2, 7], "not above"),
+            ([1, 11, EMPTY], "out of range"),
+            ([1, EMPTY, 3], "follows an unused slot"),
+        ] {
+            let mut out = vec![10f32; 11];
+            let e = c.decode_add(&payload(idx), &mut out).unwrap_err();
+            assert!(e.to_string().contains(why), "{idx:?}: {e}");
+            assert!(out.iter().all(|&v| v == 10.0), "{idx:?} changed the output");
+        }
+    }
 
     /// The vectorised candidate scans agree with the scalar one, and the fused
     /// error-feedback encoder gives the same bytes and residual as sum-then-encode.

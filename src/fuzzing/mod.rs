@@ -372,7 +372,8 @@ fn permutation(v: &[usize], n: usize) {
 }
 
 /// Codec payloads (src/compress): every chunk codec's decoder on a payload of the length
-/// its encoder produces. It never fails except on a top-k index outside the chunk, is a pure
+/// its encoder produces. It never fails except on top-k indices an encoder cannot write
+/// (outside the chunk, repeated or out of order, or after an unused slot), is a pure
 /// function of the bytes, `decode_add` adds exactly what `decode` gives, and fp16/bf16
 /// payloads re-encode to the same values.
 ///
@@ -402,13 +403,18 @@ pub fn codec(data: &[u8]) {
     let mut out = vec![0f32; n];
     let r = c.decode(&bytes, &mut out);
     if let Codec::TopK { .. } = codec {
-        // Indices first, then values; u32::MAX marks an unused slot.
+        // Indices first, then values; u32::MAX marks an unused slot. Accepted: the used
+        // indices strictly ascending and inside the chunk, every unused slot after them.
         let k = len / 8;
-        let bad = bytes[..4 * k]
+        let idx: Vec<u32> = bytes[..4 * k]
             .chunks(4)
             .map(|i| u32::from_le_bytes([i[0], i[1], i[2], i[3]]))
-            .any(|i| i != u32::MAX && i as usize >= n);
-        assert_eq!(r.is_err(), bad, "{codec}: {r:?}");
+            .collect();
+        let used = idx.iter().take_while(|&&i| i != u32::MAX).count();
+        let good = idx[used..].iter().all(|&i| i == u32::MAX)
+            && idx[..used].iter().all(|&i| (i as usize) < n)
+            && idx[..used].windows(2).all(|w| w[0] < w[1]);
+        assert_eq!(r.is_err(), !good, "{codec}: {idx:?} {r:?}");
     } else {
         assert!(r.is_ok(), "{codec}: {r:?}");
     }
