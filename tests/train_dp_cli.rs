@@ -219,19 +219,22 @@ fn elastic_training_survives_kills_and_a_stop_and_grows_back() {
     let count = |p: &str| stdout.lines().filter(|l| l.starts_with(p)).count();
     assert_eq!(count("fail: "), 4, "{stdout}");
     assert_eq!(count("joined: "), 4, "{stdout}");
-    // Three failure events; each survivor of each prints one line.
+    // Three failure events; each survivor of each prints one line. The kill at step 100
+    // takes the world from 4 to 3. The stop at step 500 takes it from 4 to 3 when the first
+    // replacement has joined by then, else from 3 to 2: the replacement starts beside the
+    // training, whose 400 steps take a fraction of a second, so either can happen. The
+    // double kill at step 1000 takes it from 4 to 2.
     let recovered: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("recovered: world "))
         .collect();
+    let seen = |s: &str| recovered.iter().filter(|l| l.contains(s)).count();
+    assert!(seen("4 -> 3") >= 3, "the first kill: {stdout}");
     assert!(
-        recovered.iter().filter(|l| l.contains("4 -> 3")).count() >= 6,
-        "{stdout}"
+        seen("4 -> 3") >= 6 || seen("3 -> 2") >= 2,
+        "the stop: {stdout}"
     );
-    assert!(
-        recovered.iter().any(|l| l.contains("4 -> 2")),
-        "the double failure: {stdout}"
-    );
+    assert!(seen("4 -> 2") >= 1, "the double failure: {stdout}");
     assert!(count("grew: world ") >= 3, "{stdout}");
     assert!(
         stdout.contains("parameters bit-identical on all ranks after every step; final world 4"),
