@@ -460,7 +460,8 @@ struct Cli {
     /// seconds into the job). Repeats.
     #[arg(long = "fail", requires = "elastic")]
     fails: Vec<elastic::FailSpec>,
-    /// With --elastic: start a replacement for each failed rank; the ranks grow back.
+    /// With --elastic: start a replacement for each failed rank; the ranks grow back, and
+    /// finish training only once the world has --np ranks again.
     #[arg(long, requires = "elastic")]
     replace: bool,
 }
@@ -543,7 +544,8 @@ fn run_elastic(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         lr: cli.lr,
         eval_every: cli.eval_every.max(1),
     };
-    Ok(elastic::rank(&opts, &cli.fails, joining)?)
+    let full = cli.replace.then_some(cli.np);
+    Ok(elastic::rank(&opts, &cli.fails, joining, full)?)
 }
 
 fn plot(

@@ -236,8 +236,44 @@ fn elastic_training_survives_kills_and_a_stop_and_grows_back() {
     );
     assert!(seen("4 -> 2") >= 1, "the double failure: {stdout}");
     assert!(count("grew: world ") >= 3, "{stdout}");
+    // With --replace the job ends at full strength, however late the replacements join.
     assert!(
         stdout.contains("parameters bit-identical on all ranks after every step; final world 4"),
+        "{stdout}"
+    );
+    final_loss(&stdout);
+}
+
+#[test]
+fn a_replacement_that_starts_after_the_last_step_still_joins() {
+    // The kill fires at the last step: the survivors finish training before the replacement
+    // can join, then wait for it and grow back before they end.
+    let out = command(&[
+        "--np",
+        "3",
+        "--steps",
+        "30",
+        "--elastic",
+        "--replace",
+        "--fail",
+        "kill:1@30",
+    ])
+    .env("FERROCOLL_HEARTBEAT_TIMEOUT", "1")
+    .output()
+    .expect("cannot run train_dp");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let count = |p: &str| stdout.lines().filter(|l| l.starts_with(p)).count();
+    assert_eq!(count("recovered: world 3 -> 2"), 2, "{stdout}");
+    assert_eq!(count("joined: rank 2 of 3"), 1, "{stdout}");
+    assert_eq!(count("grew: world 2 -> 3"), 2, "{stdout}");
+    assert!(
+        stdout.contains("parameters bit-identical on all ranks after every step; final world 3"),
         "{stdout}"
     );
     final_loss(&stdout);

@@ -14,6 +14,8 @@
 //! Replacements waiting in the store are seen by every rank through the per-step check (each
 //! rank adds what it last read from the store, at most every 100 ms); the ranks then grow
 //! together, send the state to the newcomers and print `grew: world W -> W' in X.XX s`.
+//! With `--replace` the job ends at full strength: after the last step the ranks wait for the
+//! replacements still starting (up to the job's timeout) and grow back to `--np` ranks.
 //!
 //! `--fail kill:R@S` (SIGKILL) or `stop:R@S` (SIGSTOP) makes whoever is rank `R` at step `S`
 //! (or `S` seconds into the job: `@30s`) fail; the flag repeats.
@@ -119,8 +121,15 @@ impl State {
     }
 }
 
-/// One rank of an elastic job (a replacement when `joining`). Returns once training is done.
-pub fn rank(opts: &Opts, fails: &[FailSpec], joining: bool) -> Result<(), String> {
+/// One rank of an elastic job (a replacement when `joining`). Returns once training is done
+/// and, with `full` (`--replace`: every failed rank is replaced), the world is back to `full`
+/// ranks.
+pub fn rank(
+    opts: &Opts,
+    fails: &[FailSpec],
+    joining: bool,
+    full: Option<usize>,
+) -> Result<(), String> {
     let t0 = std::env::var("TRAIN_DP_T0")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
@@ -132,8 +141,10 @@ pub fn rank(opts: &Opts, fails: &[FailSpec], joining: bool) -> Result<(), String
         fired: 0,
     };
     let mut comm = if joining {
-        let c = Communicator::join_from_env().map_err(|e| format!("join: {e}"))?;
-        state.sync(&c).map_err(|e| format!("state: {e}"))?;
+        let c = Communicator::join_from_env().map_err(|e| format!("join: {}", chain(&e)))?;
+        state
+            .sync(&c)
+            .map_err(|e| format!("state: {}", chain(&e)))?;
         println!(
             "joined: rank {} of {} at step {}",
             c.rank(),
@@ -158,7 +169,7 @@ pub fn rank(opts: &Opts, fails: &[FailSpec], joining: bool) -> Result<(), String
             Err(Error::Revoked { .. }) => {
                 comm = recover(comm, &mut state, started, fails, t0)?;
             }
-            Err(e) => return Err(format!("rank {}: {e}", comm.rank())),
+            Err(e) => return Err(format!("rank {}: {}", comm.rank(), chain(&e))),
         }
         if comm.rank() == 0 && (state.step % opts.eval_every == 0 || state.step == opts.steps) {
             println!(
@@ -168,6 +179,9 @@ pub fn rank(opts: &Opts, fails: &[FailSpec], joining: bool) -> Result<(), String
             );
         }
     }
+    if let Some(full) = full {
+        comm = await_replacements(comm, full, &mut state, fails, t0)?;
+    }
     if comm.rank() == 0 {
         println!(
             "parameters bit-identical on all ranks after every step; final world {}",
@@ -176,6 +190,64 @@ pub fn rank(opts: &Opts, fails: &[FailSpec], joining: bool) -> Result<(), String
         println!("final loss: {:.6}", state.model.loss(&x, &y));
     }
     Ok(())
+}
+
+/// `e` and its causes, `outer: inner: …`, so that "bootstrap failed" says what failed.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(&format!(": {cause}"));
+        next = cause.source();
+    }
+    text
+}
+
+/// After the last step, with `--replace`: the replacements of failures late in the job may
+/// still be starting, so the ranks poll the store together (every 20 ms) and grow until the
+/// world is `full` again. The ranks agree on every decision through an all-reduce of the
+/// maximum, so they give up together: when no replacement arrived within the job's timeout
+/// (`FERROCOLL_TIMEOUT`), that is an error. A rank failing meanwhile is recovered from as
+/// during training.
+fn await_replacements(
+    mut comm: Communicator,
+    full: usize,
+    state: &mut State,
+    fails: &[FailSpec],
+    t0: f64,
+) -> Result<Communicator, String> {
+    let mut since = Instant::now();
+    while comm.world_size() < full {
+        let started = Instant::now();
+        let expired = since.elapsed() >= comm.config().timeout;
+        let mut vote = [0u64, u64::from(expired)];
+        let polled = comm.joiners_waiting().and_then(|n| {
+            vote[0] = n as u64;
+            comm.all_reduce(&mut vote, ReduceOp::Max)
+        });
+        match polled {
+            Ok(()) if vote[0] > 0 => {
+                comm = grow_world(comm, state)?;
+                since = Instant::now();
+            }
+            Ok(()) if vote[1] > 0 => {
+                return Err(format!(
+                    "rank {}: training done at world {} of {full}; no replacement joined \
+                     within {:?}",
+                    comm.rank(),
+                    comm.world_size(),
+                    comm.config().timeout
+                ))
+            }
+            Ok(()) => std::thread::sleep(Duration::from_millis(20)),
+            Err(Error::Revoked { .. }) => {
+                comm = recover(comm, state, started, fails, t0)?;
+                since = Instant::now();
+            }
+            Err(e) => return Err(format!("rank {}: {}", comm.rank(), chain(&e))),
+        }
+    }
+    Ok(comm)
 }
 
 /// Makes this rank fail if a `--fail` flag says so now.
