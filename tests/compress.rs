@@ -260,7 +260,10 @@ fn topk_decoder_rejects_indices_out_of_range() {
     let mut enc = vec![0u8; cc.encoded_len(4)];
     enc[..4].copy_from_slice(&9u32.to_le_bytes());
     let mut d = [0f32; 4];
-    assert!(matches!(cc.decode(&enc, &mut d), Err(Error::Internal(_))));
+    assert!(matches!(
+        cc.decode(&enc, &mut d),
+        Err(Error::CorruptPayload { peer: None, .. })
+    ));
 }
 
 #[test]

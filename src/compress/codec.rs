@@ -27,7 +27,8 @@ pub trait ChunkCodec: Send + Sync {
     fn encode(&self, src: &[f32], dst: &mut [u8]);
 
     /// Decodes `src` into `dst` (`src.len() == self.encoded_len(dst.len())`). Fails only on
-    /// bytes no encoder produces (an index out of range in top-k).
+    /// bytes no encoder produces (top-k's indices out of range, repeated or out of order),
+    /// with [`Error::CorruptPayload`](crate::Error::CorruptPayload).
     fn decode(&self, src: &[u8], dst: &mut [f32]) -> Result<()>;
 
     /// Encodes `x` into `out` (as [`ChunkCodec::encode`]) and replaces every `x[i]` by what

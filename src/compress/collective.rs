@@ -198,7 +198,8 @@ impl CompressedCollectives for Communicator {
         self.all_to_all(&send, &mut recv)?;
         output.fill(0.0);
         for j in 0..w {
-            cc.decode_add(&recv[j * e..(j + 1) * e], output)?;
+            cc.decode_add(&recv[j * e..(j + 1) * e], output)
+                .map_err(|err| err.sent_by(j))?;
         }
         Ok(())
     }
@@ -555,7 +556,8 @@ fn quantised_all_reduce(
                     None => a[..m].copy_from_slice(&grads[r.clone()]),
                 }
                 for j in (0..w).filter(|&j| j != me) {
-                    cc.decode_add(&recv[j * e + br.start..j * e + br.end], a)?;
+                    cc.decode_add(&recv[j * e + br.start..j * e + br.end], a)
+                        .map_err(|err| err.sent_by(j))?;
                 }
                 let res = entry.as_deref_mut().map(|en| &mut en.server[r]);
                 // Only the elements inside the tensor: padding is encoded as zeros.
@@ -623,7 +625,8 @@ fn sparse_all_reduce(
             // for their scattered additions.
             g.fill(0.0);
             for j in 0..w {
-                cc.decode_add(&out[j * e..(j + 1) * e], g)?;
+                cc.decode_add(&out[j * e..(j + 1) * e], g)
+                    .map_err(|err| err.sent_by(j))?;
             }
             pool.push(send);
             pool.push(out);

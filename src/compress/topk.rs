@@ -327,9 +327,12 @@ impl ChunkCodec for TopK {
                 None
             };
             if let Some(why) = bad {
-                return Err(Error::Internal(format!(
-                    "top-k index {i} in slot {slot} {why} (a chunk of {n} elements)"
-                )));
+                return Err(Error::CorruptPayload {
+                    peer: None,
+                    detail: format!(
+                        "top-k index {i} in slot {slot} {why} (a chunk of {n} elements)"
+                    ),
+                });
             }
             used += 1;
             next = i as usize + 1;
@@ -368,6 +371,16 @@ mod tests {
             let mut out = vec![10f32; 11];
             let e = c.decode_add(&payload(idx), &mut out).unwrap_err();
             assert!(e.to_string().contains(why), "{idx:?}: {e}");
+            assert!(
+                matches!(e, Error::CorruptPayload { peer: None, .. }),
+                "{idx:?}: {e:?}"
+            );
+            assert_eq!(e.kind(), crate::ErrorKind::Remote);
+            let named = e.sent_by(3).to_string();
+            assert!(
+                named.starts_with("corrupt payload from rank 3: "),
+                "{named}"
+            );
             assert!(out.iter().all(|&v| v == 10.0), "{idx:?} changed the output");
         }
     }

@@ -219,6 +219,15 @@ pub enum Error {
         /// What `peer` called.
         got: String,
     },
+    /// A peer's compressed payload that no encoder writes (a corrupt or hostile peer): what
+    /// is wrong with it, and the peer when the call knows it. Nothing of it was applied.
+    #[error("corrupt payload{}: {detail}", from_rank(*.peer))]
+    CorruptPayload {
+        /// The rank that sent it, when known.
+        peer: Option<usize>,
+        /// What is wrong.
+        detail: String,
+    },
     /// No progress within the deadline.
     #[error(
         "collective #{seq} on rank {rank} timed out after {waited:?} waiting for ranks {peers:?}"
@@ -385,9 +394,10 @@ impl Error {
                 ErrorKind::InvalidUsage
             }
             Error::Timeout { .. } => ErrorKind::Timeout,
-            Error::PeerFailed { .. } | Error::Revoked { .. } | Error::Excluded { .. } => {
-                ErrorKind::Remote
-            }
+            Error::PeerFailed { .. }
+            | Error::Revoked { .. }
+            | Error::Excluded { .. }
+            | Error::CorruptPayload { .. } => ErrorKind::Remote,
             Error::ShrinkMismatch { .. } => ErrorKind::InvalidUsage,
             Error::Aborted
             | Error::Io { .. }
@@ -403,7 +413,25 @@ impl Error {
     }
 }
 
+/// `" from rank P"`, or nothing when the peer is not known.
+fn from_rank(peer: Option<usize>) -> String {
+    peer.map(|p| format!(" from rank {p}")).unwrap_or_default()
+}
+
 impl Error {
+    /// This error with `peer` as the sender of a [`Error::CorruptPayload`] that did not
+    /// name one (a decoder does not know whose bytes it reads; its caller does). Any other
+    /// error is returned as it is.
+    pub(crate) fn sent_by(self, peer: usize) -> Error {
+        match self {
+            Error::CorruptPayload { peer: None, detail } => Error::CorruptPayload {
+                peer: Some(peer),
+                detail,
+            },
+            e => e,
+        }
+    }
+
     /// A copy of this error, for reporting one failure to many calls (I/O causes are
     /// re-created from their kind and message).
     pub fn duplicate(&self) -> Error {
@@ -574,6 +602,10 @@ impl Error {
             TransportSetup(e) => TransportSetup(e.duplicate()),
             CommFailed(c) => CommFailed(c.clone()),
             Internal(m) => Internal(m.clone()),
+            CorruptPayload { peer, detail } => CorruptPayload {
+                peer: *peer,
+                detail: detail.clone(),
+            },
             Vendor(v) => Vendor(v.clone()),
             Topology(e) => Topology(e.clone()),
         }
