@@ -17,7 +17,7 @@
 //! Non-finite values rank above every finite magnitude (NaN above infinity), so they are
 //! always among the sent values rather than silently dropped.
 
-use super::codec::{get_f32, put_f32, residual, ChunkCodec};
+use super::codec::{put_f32, residual, ChunkCodec};
 use crate::error::{Error, Result};
 
 /// Largest sample the threshold is estimated from.
