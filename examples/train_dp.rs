@@ -24,7 +24,8 @@
 //! with the next step's gradient computation) and stop with [`TrainError::Diverged`] unless all
 //! are the same, so the parameters are checked bit-identical on every rank after each step.
 //! `TRAIN_DP_DIVERGE_AFTER=S` (a self-test of that check, used by `tests/train_dp_cli.rs`)
-//! flips one bit of the last rank's parameters after step `S`.
+//! flips one bit of the last rank's parameters after step `S`; `TRAIN_DP_REPLACEMENT_FAILS=1`
+//! makes `--replace`'s replacements exit without joining.
 
 #[path = "train_dp/elastic.rs"]
 mod elastic;
@@ -544,6 +545,10 @@ fn run_elastic(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         lr: cli.lr,
         eval_every: cli.eval_every.max(1),
     };
+    if joining && std::env::var_os("TRAIN_DP_REPLACEMENT_FAILS").is_some() {
+        // A self-test of the ranks giving up on replacements (`tests/train_dp_cli.rs`).
+        return Err("replacement: not joining (TRAIN_DP_REPLACEMENT_FAILS is set)".into());
+    }
     let full = cli.replace.then_some(cli.np);
     Ok(elastic::rank(&opts, &cli.fails, joining, full)?)
 }

@@ -278,3 +278,45 @@ fn a_replacement_that_starts_after_the_last_step_still_joins() {
     );
     final_loss(&stdout);
 }
+
+#[test]
+fn ranks_waiting_for_replacements_that_never_join_fail_together_at_the_timeout() {
+    // The replacement exits at once (the example's self-test knob): the survivors must not
+    // wait forever after the last step, but fail together once FERROCOLL_TIMEOUT passes.
+    let started = std::time::Instant::now();
+    let out = command(&[
+        "--np",
+        "3",
+        "--steps",
+        "20",
+        "--elastic",
+        "--replace",
+        "--fail",
+        "kill:1@10",
+    ])
+    .env("FERROCOLL_HEARTBEAT_TIMEOUT", "1")
+    .env("FERROCOLL_TIMEOUT", "3")
+    .env("TRAIN_DP_REPLACEMENT_FAILS", "1")
+    .output()
+    .expect("cannot run train_dp");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let gave_up = stderr
+        .matches("training done at world 2 of 3; no replacement joined within 3s")
+        .count();
+    assert_eq!(
+        gave_up, 2,
+        "both survivors give up:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("not joining (TRAIN_DP_REPLACEMENT_FAILS is set)"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("final loss"), "{stdout}");
+    // Three seconds of waiting, not the minutes of a hang (generous for a loaded machine).
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+}
