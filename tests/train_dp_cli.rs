@@ -184,18 +184,40 @@ fn ranks_that_diverge_fail_at_that_step() {
     assert!(!stdout.contains("final loss"), "{stdout}");
 }
 
+/// Runs an elastic job (`--elastic` plus `args`, a 1 s heartbeat timeout, and `env`); its
+/// exit status, stdout and stderr. Success is for the caller to check.
+fn elastic(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String, String) {
+    let mut cmd = command(&[&["--elastic"], args].concat());
+    cmd.env("FERROCOLL_HEARTBEAT_TIMEOUT", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("cannot run train_dp");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status, text(&out.stdout), text(&out.stderr))
+}
+
+/// [`elastic`], checked to exit 0; its stdout.
+fn elastic_ok(args: &[&str]) -> String {
+    let (status, stdout, stderr) = elastic(args, &[]);
+    assert!(
+        status.success(),
+        "{status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
 #[test]
 fn elastic_training_survives_kills_and_a_stop_and_grows_back() {
     // Rank 0 killed, then rank 1 stopped, then ranks 0 and 1 killed at once; each failed rank
     // is replaced. The per-step parameter check stays on throughout.
-    let out = command(&[
+    let stdout = elastic_ok(&[
         "--np",
         "4",
         "--steps",
         "1500",
         "--eval-every",
         "500",
-        "--elastic",
         "--replace",
         "--fail",
         "kill:0@100",
@@ -205,17 +227,7 @@ fn elastic_training_survives_kills_and_a_stop_and_grows_back() {
         "kill:0@1000",
         "--fail",
         "kill:1@1000",
-    ])
-    .env("FERROCOLL_HEARTBEAT_TIMEOUT", "1")
-    .output()
-    .expect("cannot run train_dp");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    ]);
     let count = |p: &str| stdout.lines().filter(|l| l.starts_with(p)).count();
     assert_eq!(count("fail: "), 4, "{stdout}");
     assert_eq!(count("joined: "), 4, "{stdout}");
@@ -248,26 +260,15 @@ fn elastic_training_survives_kills_and_a_stop_and_grows_back() {
 fn a_replacement_that_starts_after_the_last_step_still_joins() {
     // The kill fires at the last step: the survivors finish training before the replacement
     // can join, then wait for it and grow back before they end.
-    let out = command(&[
+    let stdout = elastic_ok(&[
         "--np",
         "3",
         "--steps",
         "30",
-        "--elastic",
         "--replace",
         "--fail",
         "kill:1@30",
-    ])
-    .env("FERROCOLL_HEARTBEAT_TIMEOUT", "1")
-    .output()
-    .expect("cannot run train_dp");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    ]);
     let count = |p: &str| stdout.lines().filter(|l| l.starts_with(p)).count();
     assert_eq!(count("recovered: world 3 -> 2"), 2, "{stdout}");
     assert_eq!(count("joined: rank 2 of 3"), 1, "{stdout}");
@@ -284,27 +285,22 @@ fn ranks_waiting_for_replacements_that_never_join_fail_together_at_the_timeout()
     // The replacement exits at once (the example's self-test knob): the survivors must not
     // wait forever after the last step, but fail together once FERROCOLL_TIMEOUT passes.
     let started = std::time::Instant::now();
-    let out = command(&[
-        "--np",
-        "3",
-        "--steps",
-        "20",
-        "--elastic",
-        "--replace",
-        "--fail",
-        "kill:1@10",
-    ])
-    .env("FERROCOLL_HEARTBEAT_TIMEOUT", "1")
-    .env("FERROCOLL_TIMEOUT", "3")
-    .env("TRAIN_DP_REPLACEMENT_FAILS", "1")
-    .output()
-    .expect("cannot run train_dp");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    let (status, stdout, stderr) = elastic(
+        &[
+            "--np",
+            "3",
+            "--steps",
+            "20",
+            "--replace",
+            "--fail",
+            "kill:1@10",
+        ],
+        &[
+            ("FERROCOLL_TIMEOUT", "3"),
+            ("TRAIN_DP_REPLACEMENT_FAILS", "1"),
+        ],
     );
+    assert!(!status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let gave_up = stderr
         .matches("training done at world 2 of 3; no replacement joined within 3s")
         .count();
