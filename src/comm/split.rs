@@ -232,7 +232,9 @@ impl Communicator {
     /// Splits this communicator (NCCL's `ncclCommSplit`): every rank calls it, in the same
     /// order as its other collectives; ranks that pass the same `color` form a new
     /// communicator, ranked by `(key, rank in this communicator)`. A rank that passes `None`
-    /// joins none and gets `Ok(None)`.
+    /// joins none and gets `Ok(None)`. It returns once every rank's child has met (a barrier
+    /// on this communicator), so rank 0 may drop everything, and with it the store, as soon
+    /// as it returns.
     ///
     /// The children meet through this communicator's rendezvous store, so a communicator
     /// without one (an in-process [`crate::World`]) gives [`Error::NoStore`].
@@ -257,9 +259,26 @@ impl Communicator {
         self.all_gather(&mine, &mut all)?;
         // Every rank counts the same splits (split is collective), so `n` agrees.
         let n = boot.splits.fetch_add(1, Ordering::Relaxed);
-        let Some(color) = color else {
-            return Ok(None);
+        let child = match color {
+            Some(color) => self.child_of(boot, n, color, &all, cfg).map(Some),
+            None => Ok(None),
         };
+        // No rank returns before every child has met: the store may go away once rank 0
+        // is done (its server stops, or a file store is cleared), and a child of another
+        // colour may still be meeting there.
+        self.barrier()?;
+        child
+    }
+
+    /// This rank's child in split `n` (`all`: every rank's colour and key), for `color`.
+    fn child_of(
+        &self,
+        boot: &Bootstrap,
+        n: u64,
+        color: u32,
+        all: &[i64],
+        cfg: Config,
+    ) -> Result<Communicator> {
         let mut members: Vec<(i64, usize)> = (0..self.world)
             .filter(|&r| all[2 * r] == i64::from(color))
             .map(|r| (all[2 * r + 1], r))
@@ -277,7 +296,6 @@ impl Communicator {
         // topology file describes the parent, and the parent's rank 0 already dumped it).
         let olds: Vec<usize> = members.iter().map(|&(_, r)| r).collect();
         self.member_of(boot, prefix, rank, &olds, cfg, &|| false)
-            .map(Some)
     }
 }
 
